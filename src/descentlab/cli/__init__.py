@@ -1,0 +1,60 @@
+"""The ``descentlab`` command: a thin argparse layer over the Python API.
+
+Each subcommand lives in its own module of this package, exposing ``add_parser(subparsers)`` that
+registers the parser and sets ``func(args) -> int``. Usage errors (bad arguments, bad values the
+API rejects with ValueError/TypeError) print one line and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+
+SUBCOMMANDS = ("optimizers",)
+"""Modules of this package that each add one subcommand, in the order ``--help`` lists them."""
+
+
+class UsageError(Exception):
+    """Raised by a subcommand for bad input: reported in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="descentlab",
+        description="Race, watch and benchmark the gradient-descent family (GD, SGD, momentum, "
+        "AdaGrad, RMSProp, Adam).",
+    )
+    parser.add_argument("--version", action="version", version=f"descentlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, TypeError) as error:
+        # The API rejects bad input with ValueError/TypeError naming the argument and value.
+        # DESCENTLAB_DEBUG=1 shows the traceback instead.
+        if os.environ.get("DESCENTLAB_DEBUG"):
+            raise
+        print(f"descentlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""descentlab.optim: the classic gradient-descent family as drop-in ``torch.optim`` optimizers.
+
+``SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW`` take torch.optim's arguments, defaults and
+``state_dict`` layout; each is built from one :class:`Rule` declaration. ``create(name, params)``
+and ``names()`` use the article's vocabulary (gd, sgd, momentum, nesterov, adagrad, rmsprop, adam,
+adamw).
+
+Engine options: ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and stored
+in the param groups so checkpoints move to and from torch.optim, but they do not change what
+descentlab computes (the step always runs without autograd).
+"""
+
+from __future__ import annotations
+
+from ._base import RuleOptimizer, optimizer_class
+from .adagrad import ADAGRAD_RULE
+from .adam import ADAM_RULE, ADAMW_RULE
+from .hyper import Hyper, engine_option, flag, learning_rate, real, real_pair
+from .registry import Entry, create, entries, names, register, resolve, rule_of
+from .rmsprop import RMSPROP_RULE
+from .rule import Buffer, Rule, RuleError, filled_with, zeros
+from .sgd import SGD_RULE
+
+SGD = optimizer_class(SGD_RULE, module=__name__)
+Adagrad = optimizer_class(ADAGRAD_RULE, module=__name__)
+RMSprop = optimizer_class(RMSPROP_RULE, module=__name__)
+Adam = optimizer_class(ADAM_RULE, module=__name__)
+AdamW = optimizer_class(ADAMW_RULE, module=__name__)
+
+register("gd", SGD, {}, "Gradient Descent: SGD fed the full training set each step (batch_size=None)")
+register("sgd", SGD, {}, "Stochastic Gradient Descent on minibatches")
+register("momentum", SGD, {"momentum": 0.9}, "SGD with heavy-ball momentum 0.9")
+register("nesterov", SGD, {"momentum": 0.9, "nesterov": True}, "SGD with Nesterov momentum 0.9")
+register("adagrad", Adagrad, {}, "AdaGrad: per-coordinate steps shrinking with the sum of g²")
+register("rmsprop", RMSprop, {}, "RMSProp: per-coordinate steps from a running average of g²")
+register("adam", Adam, {}, "Adam: momentum + RMSProp scaling + bias correction")
+register("adamw", AdamW, {}, "AdamW: Adam with decoupled weight decay")
+
+__all__ = [
+    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
+    "Rule", "Buffer", "RuleError", "Hyper", "RuleOptimizer",
+    "create", "names", "entries", "resolve", "register", "rule_of", "Entry", "optimizer_class",
+    "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
+]

@@ -1,0 +1,159 @@
+"""The torch.optim shell shared by every rule: built once, from a :class:`~.rule.Rule`.
+
+:func:`optimizer_class` turns a rule into a ``torch.optim.Optimizer`` subclass whose constructor
+has the rule's hyper-parameters as arguments (torch's names, order and defaults), validates them
+with named errors, supports param groups, ``add_param_group``, schedulers, closures and
+``state_dict``/``load_state_dict`` with torch's keys, and steps through the engine.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from ._eager import eager_step
+from ._state import check_loaded_state, init_state
+from .rule import Rule
+
+
+class RuleOptimizer(torch.optim.Optimizer):
+    """Base class of every descentlab optimizer; ``rule`` is set by :func:`optimizer_class`."""
+
+    rule: ClassVar[Rule]
+
+    def __init__(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        owner = type(self).__name__
+        try:
+            bound = self._signature().bind(*args, **kwargs)
+        except TypeError as error:
+            known = ", ".join(self._signature().parameters)
+            raise TypeError(f"{owner}: {error}; known arguments: {known}") from None
+        bound.apply_defaults()
+        defaults = self.rule.validate({**bound.arguments, **self.rule.fixed}, owner)
+        params = _check_params_argument(params, owner)
+        super().__init__(params, defaults)
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def _signature(cls) -> inspect.Signature:
+        hypers = sorted(cls.rule.hypers, key=lambda h: h.keyword_only)
+        kinds = {False: inspect.Parameter.POSITIONAL_OR_KEYWORD, True: inspect.Parameter.KEYWORD_ONLY}
+        return inspect.Signature([inspect.Parameter(h.name, kinds[h.keyword_only], default=h.default)
+                                  for h in hypers])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        if not isinstance(param_group, Mapping):
+            raise TypeError(f"{owner}: a param group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group.get("params")
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(f"{owner}: params must be an ordered collection, got a set")
+        else:
+            params = list(params) if params is not None else []
+        _check_tensors(params, owner, len(self.param_groups))
+        _check_not_in_other_group(params, self.param_groups, owner)
+        group["params"] = params
+        unknown_fixed = set(group) & set(self.rule.fixed)
+        for name in unknown_fixed:
+            if group[name] != self.rule.fixed[name]:
+                raise ValueError(f"{owner}: {name} is fixed to {self.rule.fixed[name]!r}, got {group[name]!r}")
+        merged = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        validated = self.rule.validate(
+            {k: merged[k] for k in self.rule.defaults}, f"{owner} (param group {len(self.param_groups)})"
+        )
+        group.update(validated)
+        super().add_param_group(group)
+        if self.rule.eager_state:
+            added = self.param_groups[-1]
+            for p in added["params"]:
+                init_state(self.rule, p, added, self.state[p])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for name, value in self.rule.defaults.items():
+                group.setdefault(name, value)
+
+    # -- stepping -------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            eager_step(self.rule, group, self.state, type(self).__name__)
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        check_loaded_state(self.rule, self.param_groups, self.state, type(self).__name__)
+
+
+def _check_params_argument(params: Any, owner: str) -> list[Any]:
+    if isinstance(params, torch.Tensor):
+        raise TypeError(
+            f"{owner}: params must be an iterable of Tensors or dicts, got a single Tensor "
+            f"of shape {tuple(params.shape)}; wrap it in a list"
+        )
+    if isinstance(params, (set, dict)):
+        raise TypeError(f"{owner}: params must be an ordered iterable, got a {type(params).__name__}")
+    if not isinstance(params, Iterable):
+        raise TypeError(f"{owner}: params must be an iterable of Tensors or dicts, got {params!r}")
+    params = list(params)
+    if not params:
+        raise ValueError(f"{owner}: params is an empty list; the optimizer has nothing to optimize")
+    return params
+
+
+def _check_tensors(params: list[Any], owner: str, group_index: int) -> None:
+    if not params:
+        raise ValueError(f"{owner}: param group {group_index} has an empty 'params' list")
+    seen: set[int] = set()
+    for index, p in enumerate(params):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(
+                f"{owner}: params[{index}] of group {group_index} must be a torch.Tensor, "
+                f"got {type(p).__name__}: {p!r}"
+            )
+        if not p.is_leaf and not p.retains_grad:
+            raise ValueError(f"{owner}: params[{index}] of group {group_index} is not a leaf tensor")
+        if id(p) in seen:
+            raise ValueError(
+                f"{owner}: params[{index}] of group {group_index} appears twice in the same group"
+            )
+        seen.add(id(p))
+
+
+def _check_not_in_other_group(params: list[torch.Tensor], groups: list[dict[str, Any]], owner: str) -> None:
+    existing = {id(p): i for i, g in enumerate(groups) for p in g["params"]}
+    for index, p in enumerate(params):
+        if id(p) in existing:
+            raise ValueError(
+                f"{owner}: params[{index}] (shape {tuple(p.shape)}) is already in param group "
+                f"{existing[id(p)]}; a tensor may belong to only one group"
+            )
+
+
+def optimizer_class(rule: Rule, class_name: str | None = None, doc: str | None = None,
+                    module: str | None = None) -> type[RuleOptimizer]:
+    """Build the ``torch.optim.Optimizer`` subclass for ``rule``."""
+    name = class_name or rule.name
+    cls = type(name, (RuleOptimizer,), {
+        "rule": rule,
+        "__doc__": doc or rule.doc or f"The {rule.name!r} rule as a torch.optim.Optimizer.",
+        "__module__": module or __name__,
+        "__qualname__": name,
+    })
+    signature = cls._signature()
+    cls.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
+    )
+    return cls

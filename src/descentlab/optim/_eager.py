@@ -1,0 +1,97 @@
+"""The per-tensor engine: applies a rule's pure update to each parameter in turn.
+
+This is the reference path every other engine is tested against, and the fallback for whatever
+the fast engine does not take (sparse layouts are refused, non-elementwise rules, odd devices).
+For each parameter with a gradient: negate the gradient when ``maximize``; increment
+``state['step']`` (t = 1 on the first step); view complex tensors as real pairs (torch.optim's
+convention); call ``update``; check what it returned; write the new values back in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import torch
+
+from ._state import init_state, needs_state
+from .rule import Rule, RuleError, buffer_names
+
+
+def eager_step(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
+               owner: str) -> None:
+    """One step of ``rule`` for every parameter of ``group`` that has a gradient."""
+    hypers = {name: group[name] for name in rule.math_names}
+    names = buffer_names(rule, group)
+    stateful = needs_state(rule, group)
+    for param in group["params"]:
+        grad = param.grad
+        if grad is None:
+            continue
+        check_dense(grad, owner)
+        state = states[param] if stateful else {}
+        init_state(rule, param, group, state)
+        if group["maximize"]:
+            grad = -grad
+        step = None
+        if rule.counts_steps:
+            state["step"] += 1
+            step = state["step"].item()
+        apply_update(rule, param, grad, state, names, hypers, step)
+
+
+def check_dense(grad: torch.Tensor, owner: str) -> None:
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise RuntimeError(
+            f"{owner} does not support sparse gradients (got a {grad.layout} gradient of shape "
+            f"{tuple(grad.shape)}); use dense gradients, e.g. nn.Embedding(sparse=False)"
+        )
+
+
+def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: MutableMapping[str, Any],
+                 names: list[str] | tuple[str, ...], hypers: Mapping[str, Any], step: Any) -> None:
+    """Call ``rule.update`` on (real views of) the tensors and write its results back."""
+    as_real = torch.view_as_real if torch.is_complex(param) else _identity
+    current = {name: (as_real(state[name]) if name in state else None) for name in names}
+    target = as_real(param)
+    new_param, new_state = rule.update(target, as_real(grad), current, step=step, **hypers)
+    check_result(rule, target, new_param, new_state, current)
+    if new_param is not target:
+        target.copy_(new_param)
+    for name, value in new_state.items():
+        existing = current[name]
+        if existing is None:
+            owned = value.detach().clone(memory_format=torch.preserve_format)
+            state[name] = torch.view_as_complex(owned) if torch.is_complex(param) else owned
+        elif value is not existing:
+            existing.copy_(value)
+
+
+def check_result(rule: Rule, param: torch.Tensor, new_param: Any, new_state: Any,
+                 current: Mapping[str, torch.Tensor | None]) -> None:
+    """Refuse a result with the wrong type, shape or dtype, naming the rule and the buffer."""
+    where = f"rule {rule.name!r}"
+    if not isinstance(new_param, torch.Tensor):
+        raise RuleError(f"{where}: update must return (param, state), got {type(new_param).__name__} "
+                        "as the new parameter")
+    if new_param.shape != param.shape or new_param.dtype != param.dtype:
+        raise RuleError(f"{where}: returned a parameter of shape {tuple(new_param.shape)} and dtype "
+                        f"{new_param.dtype}; expected {tuple(param.shape)} and {param.dtype}")
+    if not isinstance(new_state, Mapping):
+        raise RuleError(f"{where}: update must return (param, state) with state a dict, got "
+                        f"{type(new_state).__name__}")
+    for name, value in new_state.items():
+        if name not in current:
+            raise RuleError(f"{where}: returned state {name!r}, which is not a declared buffer of this "
+                            f"group (declared here: {sorted(current)})")
+        expected = current[name]
+        dtype = param.dtype if expected is None else expected.dtype
+        if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.dtype != dtype:
+            got = (f"shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            raise RuleError(f"{where}: state buffer {name!r} came back with {got}; expected shape "
+                            f"{tuple(param.shape)} and dtype {dtype}")
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor

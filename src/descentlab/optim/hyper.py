@@ -1,0 +1,165 @@
+"""Hyper-parameter declarations: a name, a default and the set of valid values.
+
+A rule lists its hyper-parameters with these constructors; the optimizer shell builds its
+constructor signature, its defaults and its validation from them, so every optimizer —
+built-in or a user's own — rejects bad input with the same kind of message:
+``Adam: betas[1] must be in [0, 1), got 1.0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+Checker = Callable[[str, Any], "Exception | None"]
+"""``check(name, value)`` returns the error to raise (TypeError or ValueError), or None."""
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyper-parameter of a rule.
+
+    ``math`` hyper-parameters are passed to the rule's update function as keyword arguments;
+    the others (``foreach``, ``fused``, ...) are engine options kept in the param group for
+    torch compatibility only. ``keyword_only`` places the argument after ``*`` in the
+    optimizer's constructor, as torch.optim does.
+    """
+
+    name: str
+    default: Any
+    check: Checker
+    doc: str = ""
+    math: bool = True
+    keyword_only: bool = False
+    tensor_ok: bool = False
+
+    def validate(self, value: Any, owner: str) -> Any:
+        """Return ``value`` (0-dim tensors squeezed for lr-like hypers) or raise a named error."""
+        if self.tensor_ok and isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"{owner}: {self.name} as a tensor must have exactly one element, got shape "
+                    f"{tuple(value.shape)}"
+                )
+            if value.dim() != 0:
+                value = value.squeeze()
+            problem = self.check(self.name, float(value))
+        else:
+            problem = self.check(self.name, value)
+        if problem is not None:
+            raise type(problem)(f"{owner}: {problem}")
+        return value
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _real_checker(low: float, high: float, low_open: bool, high_open: bool) -> Checker:
+    def check(name: str, value: Any) -> Exception | None:
+        if not _is_real(value):
+            return TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            return ValueError(f"{name} must be finite, got {value}")
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):
+            if math.isinf(high):
+                bound = f"> {low:g}" if low_open else f">= {low:g}"
+                return ValueError(f"{name} must be {bound}, got {value!r}")
+            return ValueError(f"{name} must be in {_interval(low, high, low_open, high_open)}, got {value!r}")
+        return None
+
+    return check
+
+
+def real(
+    name: str,
+    default: float,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    doc: str = "",
+    keyword_only: bool = False,
+    tensor_ok: bool = False,
+) -> Hyper:
+    """A finite real number in an interval (default ``[0, inf)``)."""
+    return Hyper(
+        name,
+        default,
+        _real_checker(low, high, low_open, high_open),
+        doc=doc,
+        keyword_only=keyword_only,
+        tensor_ok=tensor_ok,
+    )
+
+
+def learning_rate(default: float, doc: str = "step size") -> Hyper:
+    """``lr``: a finite number >= 0, or a one-element tensor (torch.optim accepts both)."""
+    return real("lr", default, doc=doc, tensor_ok=True)
+
+
+def flag(name: str, default: bool, *, doc: str = "", keyword_only: bool = False) -> Hyper:
+    """A boolean switch (``nesterov``, ``amsgrad``, ``centered``, ``maximize``)."""
+
+    def check(name: str, value: Any) -> Exception | None:
+        if not isinstance(value, bool):
+            return TypeError(f"{name} must be a bool, got {value!r} ({type(value).__name__})")
+        return None
+
+    return Hyper(name, default, check, doc=doc, keyword_only=keyword_only)
+
+
+def real_pair(
+    name: str,
+    default: tuple[float, float],
+    *,
+    low: float = 0.0,
+    high: float = 1.0,
+    high_open: bool = True,
+    doc: str = "",
+) -> Hyper:
+    """Two reals, each in ``[low, high)`` — Adam's ``betas``."""
+    element = _real_checker(low, high, False, high_open)
+
+    def check(name: str, value: Any) -> Exception | None:
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            return TypeError(f"{name} must be a pair of two numbers, got {value!r}")
+        for index, item in enumerate(value):
+            if isinstance(item, torch.Tensor) and item.numel() == 1:
+                item = float(item)
+            problem = element(f"{name}[{index}]", item)
+            if problem is not None:
+                return problem
+        return None
+
+    return Hyper(name, tuple(default), check, doc=doc)
+
+
+def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool = True) -> Hyper:
+    """A torch.optim kernel switch (``foreach``, ``fused``, ...): kept in the param group for
+    checkpoint compatibility, never passed to the math, never able to change results."""
+
+    def check(name: str, value: Any) -> Exception | None:
+        if value is not None and not isinstance(value, bool):
+            return TypeError(f"{name} must be a bool or None, got {value!r} ({type(value).__name__})")
+        return None
+
+    return Hyper(name, default, check, doc=doc or TORCH_ENGINE_DOC, math=False, keyword_only=keyword_only)
+
+
+TORCH_ENGINE_DOC = (
+    "accepted for torch.optim compatibility; descentlab always runs its own engine and the "
+    "result does not depend on this value"
+)

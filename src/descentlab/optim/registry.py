@@ -1,0 +1,106 @@
+"""Optimizers by name: the article's vocabulary mapped onto classes and presets.
+
+``gd`` and ``sgd`` are the same SGD rule — GD is SGD fed the whole training set at each step, which
+is the data loop's business (``batch_size=None``). ``momentum`` and ``nesterov`` are SGD presets.
+A name of the form ``package.module:attribute`` imports a user's rule or optimizer class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._base import RuleOptimizer, optimizer_class
+from .rule import Rule
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registry name: an optimizer class plus preset hyper-parameters."""
+
+    name: str
+    cls: type[torch.optim.Optimizer]
+    preset: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The hyper-parameters this name uses when the caller gives none."""
+        rule = getattr(self.cls, "rule", None)
+        base = rule.defaults if rule is not None else {}
+        return {**base, **self.preset}
+
+    def create(self, params: Any, **hyperparams: Any) -> torch.optim.Optimizer:
+        return self.cls(params, **{**self.preset, **hyperparams})
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping[str, Any] | None = None,
+             summary: str = "") -> Entry:
+    """Add ``name`` to the registry (a class, or a rule that is turned into one)."""
+    if isinstance(cls, Rule):
+        cls = optimizer_class(cls)
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"register: name must be a plain word, got {name!r}")
+    entry = Entry(name, cls, dict(preset or {}), summary)
+    _ENTRIES[name] = entry
+    return entry
+
+
+def names() -> list[str]:
+    """The registered optimizer names, in registration order."""
+    return list(_ENTRIES)
+
+
+def entries() -> list[Entry]:
+    return list(_ENTRIES.values())
+
+
+def resolve(name: str) -> Entry:
+    """The entry for a registry name or an import path ``module:attribute`` (a Rule, a
+    RuleOptimizer subclass or any torch.optim.Optimizer subclass)."""
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer name must be a string, got {name!r}")
+    if name in _ENTRIES:
+        return _ENTRIES[name]
+    if ":" in name:
+        return _import_entry(name)
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_ENTRIES)} "
+                     "(or an import path like 'mypkg.rules:lion')")
+
+
+def create(name: str, params: Any, **hyperparams: Any) -> torch.optim.Optimizer:
+    """``create("adam", model.parameters(), lr=1e-3)``: build a registered optimizer."""
+    return resolve(name).create(params, **hyperparams)
+
+
+def _import_entry(path: str) -> Entry:
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"optimizer {path!r}: cannot import module {module_name!r} ({error})") from None
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}") from None
+    if isinstance(target, Rule):
+        return Entry(path, optimizer_class(target), {}, target.doc.strip().splitlines()[0] if target.doc else "")
+    if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
+        return Entry(path, target)
+    raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "
+                     "expected a descentlab Rule or a torch.optim.Optimizer subclass")
+
+
+def rule_of(name: str) -> Rule | None:
+    """The rule behind a name, when it is a descentlab optimizer."""
+    cls = resolve(name).cls
+    return cls.rule if issubclass(cls, RuleOptimizer) else None
+
+
