@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._base import RuleOptimizer, optimizer_class
 from .adagrad import ADAGRAD_RULE
 from .adam import ADAM_RULE, ADAMW_RULE
+from .define import define_rule
 from .hyper import Hyper, engine_option, flag, learning_rate, real, real_pair
 from .registry import Entry, create, entries, names, register, resolve, rule_of
 from .rmsprop import RMSPROP_RULE
@@ -40,5 +41,5 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
     "Rule", "Buffer", "RuleError", "Hyper", "RuleOptimizer",
     "create", "names", "entries", "resolve", "register", "rule_of", "Entry", "optimizer_class",
-    "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
+    "define_rule", "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
 ]

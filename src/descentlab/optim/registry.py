@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._base import RuleOptimizer, optimizer_class
+from ._base import RuleOptimizer
 from .rule import Rule
 
 
@@ -40,12 +40,18 @@ class Entry:
 
 _ENTRIES: dict[str, Entry] = {}
 
+SHIPPED_EXAMPLES = {
+    "lion": "descentlab.examples.lion:lion",
+    "adabelief": "descentlab.examples.adabelief:adabelief",
+}
+"""Short names for the worked-example rules shipped in descentlab.examples (imported on first use)."""
+
 
 def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping[str, Any] | None = None,
              summary: str = "") -> Entry:
     """Add ``name`` to the registry (a class, or a rule that is turned into one)."""
     if isinstance(cls, Rule):
-        cls = optimizer_class(cls)
+        cls = cls.optimizer
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"register: name must be a plain word, got {name!r}")
     entry = Entry(name, cls, dict(preset or {}), summary)
@@ -54,12 +60,12 @@ def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping
 
 
 def names() -> list[str]:
-    """The registered optimizer names, in registration order."""
-    return list(_ENTRIES)
+    """The registered optimizer names, in registration order, then the shipped examples."""
+    return [*_ENTRIES, *(n for n in SHIPPED_EXAMPLES if n not in _ENTRIES)]
 
 
 def entries() -> list[Entry]:
-    return list(_ENTRIES.values())
+    return [resolve(name) for name in names()]
 
 
 def resolve(name: str) -> Entry:
@@ -69,9 +75,13 @@ def resolve(name: str) -> Entry:
         raise TypeError(f"optimizer name must be a string, got {name!r}")
     if name in _ENTRIES:
         return _ENTRIES[name]
+    if name in SHIPPED_EXAMPLES:
+        entry = _import_entry(SHIPPED_EXAMPLES[name])
+        _ENTRIES[name] = Entry(name, entry.cls, {}, entry.summary)
+        return _ENTRIES[name]
     if ":" in name:
         return _import_entry(name)
-    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_ENTRIES)} "
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(names())} "
                      "(or an import path like 'mypkg.rules:lion')")
 
 
@@ -91,7 +101,8 @@ def _import_entry(path: str) -> Entry:
     except AttributeError:
         raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if isinstance(target, Rule):
-        return Entry(path, optimizer_class(target), {}, target.doc.strip().splitlines()[0] if target.doc else "")
+        summary = target.doc.strip().splitlines()[0] if target.doc.strip() else f"user rule {target.name}"
+        return Entry(path, target.optimizer, {}, summary)
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return Entry(path, target)
     raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "

@@ -128,6 +128,13 @@ class Rule:
         """The param-group defaults, in declaration order, with fixed values last."""
         return {**{h.name: h.default for h in self.hypers}, **self.fixed}
 
+    @property
+    def optimizer(self) -> type:
+        """The ``torch.optim.Optimizer`` subclass built from this rule (cached)."""
+        from .define import optimizer_of
+
+        return optimizer_of(self)
+
     def hyper(self, name: str) -> Hyper:
         for h in self.hypers:
             if h.name == name:
