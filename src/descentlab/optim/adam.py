@@ -30,7 +30,8 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, tor
     beta1, beta2 = betas
     if weight_decay != 0:
         if decoupled_weight_decay:
-            param = param.mul(1 - lr * weight_decay)
+            # in place on a copy, as torch does: a 0-dim tensor lr must not promote a 0-dim bf16 param
+            param = param.clone().mul_(1 - lr * weight_decay)
         else:
             grad = grad.add(param, alpha=weight_decay)
     exp_avg = state["exp_avg"].lerp(grad, 1 - beta1)
