@@ -1,2 +1,15 @@
 """Tasks: offline, seeded data + model factories + losses (datasets.py, models.py) and 2-D
 loss surfaces (surfaces.py)."""
+
+from .registry import (
+    TASKS,
+    Task,
+    custom_task,
+    from_tensors,
+    get_task,
+    half_mse,
+    model_names,
+    task_names,
+)
+
+__all__ = ["TASKS", "Task", "custom_task", "from_tensors", "get_task", "half_mse", "model_names", "task_names"]

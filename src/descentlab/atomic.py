@@ -1,0 +1,79 @@
+"""Crash-safe file writes: whole files atomically (temp file, fsync, rename, fsync of the directory),
+logs append-only.
+
+A reader sees either the old file or the new one, never a half-written one, even when the writer is
+killed mid-write (``os.replace`` is atomic on POSIX within one directory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Persist a rename: fsync the directory entry (a no-op where the OS does not allow it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same directory, fsync, rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` (JSON has no NaN/inf) and tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON (non-finite floats become null)."""
+    return json.dumps(jsonable(value), allow_nan=False, **kwargs)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
+    atomic_write_text(path, dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def append_line(path: str | os.PathLike[str], line: str, fsync: bool = False) -> None:
+    """Append one line (a newline is added) to ``path``; ``fsync`` makes it durable now."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line.rstrip("\n") + "\n")
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
