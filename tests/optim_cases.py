@@ -48,10 +48,12 @@ class Case:
     def id(self) -> str:
         return f"{self.cls}-{self.name}"
 
-    def kwargs(self) -> dict[str, Any]:
+    def kwargs(self, lr_dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        """Constructor keywords; a tensor lr is a 0-dim ``lr_dtype`` tensor (torch's step-size
+        arithmetic then runs in that dtype, so the float64 reference runs get a float64 one)."""
         kw = dict(self.hypers)
         if self.tensor_lr:
-            kw["lr"] = torch.tensor(kw.get("lr", 0.01))
+            kw["lr"] = torch.tensor(kw.get("lr", 0.01), dtype=lr_dtype)
         return kw
 
 
@@ -161,12 +163,11 @@ def param_groups(case: Case, params: list[torch.Tensor]) -> list[dict[str, Any]]
 Check = Callable[[int, list[torch.Tensor], list[torch.Tensor]], None]
 
 
-def build(case: Case, params: list[torch.Tensor], impl: str) -> torch.optim.Optimizer:
+def build(case: Case, params: list[torch.Tensor], impl: str, lr_dtype: torch.dtype = torch.float32
+          ) -> torch.optim.Optimizer:
     module = dl if impl == "descentlab" else torch.optim
-    kwargs = case.kwargs()
-    if impl == "torch":
-        kwargs["foreach"] = False  # the documented default CPU path, made explicit
-    return getattr(module, case.cls)(param_groups(case, params), **kwargs)
+    # torch's default (foreach=None) is the single-tensor for-loop path for CPU params
+    return getattr(module, case.cls)(param_groups(case, params), **case.kwargs(lr_dtype))
 
 
 def scale_lr(group: dict[str, Any], factor: float) -> None:
@@ -225,7 +226,7 @@ def run_reference(case: Case, steps: int = STEPS, seed: int = 0, group2: dict[st
     schedule of missing gradients, lr change and added group; return both final params."""
     case = Case(case.cls, case.name, case.hypers, group2 if group2 is not None else case.group2, case.tensor_lr)
     params = make_params(torch.float64, seed)
-    opt = build(case, params, "descentlab")
+    opt = build(case, params, "descentlab", lr_dtype=torch.float64)
     fn = reference.RULES[case.cls]
     weights = [p.detach().numpy().copy() for p in params]
     states: list[dict[str, Any]] = [{} for _ in params]
