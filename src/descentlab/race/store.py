@@ -1,0 +1,188 @@
+"""The race's results store: ``results.jsonl`` (append-only, one fsynced line per finished run) and
+``race.json`` (the race's config, written atomically once).
+
+Crash safety: a run's line is written with one ``write`` and fsynced before the race moves on, so a
+kill (even SIGKILL) loses at most the runs in flight. The only damage a kill can leave is a truncated
+last line; :meth:`ResultsStore.open` detects it (no trailing newline, or not valid JSON), cuts it off
+and the run it held is redone. A damaged line anywhere else is not something a kill produces, so it
+is reported, never silently dropped. Only the race's parent process writes; an advisory lock keeps
+two races from writing to the same directory at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_json, dumps
+
+RESULTS = "results.jsonl"
+CONFIG = "race.json"
+LOCK = ".race.lock"
+
+RunKey = tuple[str, str, float, int]
+"""(phase, optimizer, lr, seed): what identifies one run of a race."""
+
+
+def run_key(row: dict[str, Any]) -> RunKey:
+    return (str(row["phase"]), str(row["optimizer"]), float(row["lr"]), int(row["seed"]))
+
+
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Human-readable ``key: stored -> wanted`` lines for every field that differs."""
+    keys = sorted(set(stored) | set(wanted))
+    return [f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys if stored.get(key) != wanted.get(key)]
+
+
+class ResultsStore:
+    """``results.jsonl`` + ``race.json`` in one directory. Use :meth:`open`; close (or ``with``) at the end."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], rows: list[dict[str, Any]], lock_fd: int,
+                 dropped_tail: bool) -> None:
+        self.directory = directory
+        self.config = config
+        self.rows = rows
+        self.dropped_tail = dropped_tail
+        self._lock_fd: int | None = lock_fd
+        self._done = {run_key(row) for row in rows}
+
+    @property
+    def results_path(self) -> Path:
+        return self.directory / RESULTS
+
+    @classmethod
+    def check(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> None:
+        """Raise ValueError if ``directory`` cannot hold a race with ``config``; changes nothing."""
+        path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--out {str(path)!r} exists and is not a directory")
+        config_path = path / CONFIG
+        if config_path.exists():
+            differences = config_differences(_read_config(config_path), config)
+            if differences:
+                raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "
+                                 f"{'; '.join(differences)}); use another --out or the same options")
+        elif (path / RESULTS).exists():
+            raise ValueError(f"--out {str(path)!r} holds a {RESULTS} without {CONFIG}; not a race this tool "
+                             "can resume")
+        _read_rows(path / RESULTS)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> ResultsStore:
+        """Open (or create) the store for a race with ``config``.
+
+        Raises ValueError, before anything in the directory is changed, when the directory holds a
+        different race (its ``race.json`` differs from ``config``), holds files that are not a race,
+        is locked by a running race, or has a damaged line other than the last one.
+        """
+        cls.check(directory, config)
+        path = Path(directory)
+        stored_config = (path / CONFIG).exists()
+        path.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(path / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise ValueError(f"--out {str(path)!r} is in use by another running race") from None
+        try:
+            rows, keep_bytes, dropped = _read_rows(path / RESULTS)
+        except ValueError:
+            os.close(lock_fd)
+            raise
+        if dropped:
+            # The partial line a kill left behind: cut it off so the next append starts a fresh line.
+            with open(path / RESULTS, "r+b") as handle:
+                handle.truncate(keep_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if not stored_config:
+            atomic_write_json(path / CONFIG, config)
+        return cls(path, config, rows, lock_fd, dropped)
+
+    def __contains__(self, key: RunKey) -> bool:
+        return key in self._done
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Write one finished run: a single write of one line, then fsync. Duplicates are refused."""
+        key = run_key(row)
+        if key in self._done:
+            raise ValueError(f"run {key} is already in {self.results_path}")
+        line = (dumps(row, sort_keys=True) + "\n").encode("utf-8")
+        fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # os.write may write less on a signal; finish the line
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rows.append(json.loads(line))
+        self._done.add(key)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} does not hold a race config (a JSON object)")
+    return value
+
+
+def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
+    """(rows, bytes to keep, whether a truncated last line was found)."""
+    if not path.exists():
+        return [], 0, False
+    data = path.read_bytes()
+    rows: list[dict[str, Any]] = []
+    offset = 0
+    lines = list(_split_lines(data))
+    for number, (line, complete) in enumerate(lines, start=1):
+        last = number == len(lines)
+        try:
+            row = json.loads(line) if complete else None
+            if complete:
+                run_key(row)
+        except (ValueError, KeyError, TypeError):
+            row = None
+        if row is None:
+            if last:
+                return rows, offset, True
+            raise ValueError(f"{path}: line {number} is damaged (not a complete JSON run record); a kill only "
+                             "ever damages the last line, so this file was edited — fix or move it")
+        rows.append(row)
+        offset += len(line) + 1
+    return rows, offset, False
+
+
+def _split_lines(data: bytes) -> Iterator[tuple[bytes, bool]]:
+    """Each line of ``data`` without its newline, and whether it had one (a complete line)."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        if end < 0:
+            yield data[start:], False
+            return
+        yield data[start:end], True
+        start = end + 1
+
+
+check_store = ResultsStore.check

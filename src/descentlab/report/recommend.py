@@ -1,0 +1,120 @@
+"""The report's recommendation: plain sentences drawn from the summary's numbers, nothing else.
+
+- The winner is the optimizer with the best mean test accuracy (regression: lowest test loss) at
+  its selected lr. If the runner-up's mean is within the larger of the two seed standard deviations,
+  the two are called a tie on accuracy and the faster one to the target is named.
+- lr tolerance: how many lrs of the grid ended within ``TOLERANCE`` (5 points of validation accuracy;
+  regression: 2x the validation loss) of the optimizer's best lr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..race.summary import OptimizerSummary, RaceSummary, Stat, format_lr
+
+TOLERANCE_ACC = 0.05
+TOLERANCE_LOSS_RATIO = 2.0
+
+
+def _score(s: OptimizerSummary, classification: bool) -> str:
+    return s.test_acc.format(percent=True) if classification else s.test_loss.format()
+
+
+def _main(s: OptimizerSummary, classification: bool) -> Stat:
+    return s.test_acc if classification else s.test_loss
+
+
+def _seconds(s: OptimizerSummary) -> str:
+    return f"epoch {s.target_epoch.mean:.3g}, {s.target_seconds.mean:.2g} s" if s.reached_target else "never"
+
+
+def tolerant_lrs(s: OptimizerSummary, classification: bool) -> int:
+    """How many grid lrs ended near this optimizer's best (see the module docstring)."""
+    if classification:
+        values = [p["val_acc"] for p in s.sensitivity if p.get("status") == "ok" and p.get("val_acc") is not None]
+        return sum(v >= max(values) - TOLERANCE_ACC for v in values) if values else 0
+    values = [p["val_loss"] for p in s.sensitivity if p.get("status") == "ok" and p.get("val_loss") is not None]
+    return sum(v <= min(values) * TOLERANCE_LOSS_RATIO for v in values) if values else 0
+
+
+def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()) -> list[str]:
+    """Sentences for the report (and nothing that the numbers in the summary do not support)."""
+    classification = summary.metric == "val_acc"
+    what = "test accuracy" if classification else "test loss"
+    ranked = summary.ranked()
+    out: list[str] = []
+    if not ranked:
+        return ["No optimizer finished a run at any learning rate: every run diverged or failed, so there is "
+                "nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
+    best = ranked[0]
+    out.append(f"Use {best.optimizer} with lr {format_lr(best.selected_lr)}: it had the best {what}, "
+               f"{_score(best, classification)} over {best.seeds} seed(s), after {epochs} epochs.")
+    if len(ranked) > 1:
+        second = ranked[1]
+        a, b = _main(best, classification), _main(second, classification)
+        gap = abs((a.mean or 0.0) - (b.mean or 0.0))
+        noise = max(a.std or 0.0, b.std or 0.0)
+        if gap <= noise:
+            faster = min((best, second), key=lambda s: s.target_seconds.mean if s.reached_target else float("inf"))
+            out.append(f"{second.optimizer} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
+                       "is within the seed-to-seed spread of it, so the two are tied on this budget; "
+                       f"{faster.optimizer} got to the target sooner ({_seconds(faster)}).")
+        else:
+            points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
+            out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} "
+                       "behind — more than the seed-to-seed spread.")
+    reached = [s for s in ranked if s.reached_target]
+    if reached and summary.target is not None:
+        fastest = min(reached, key=lambda s: s.target_seconds.mean)
+        target = f"{summary.target:.1%} validation accuracy" if classification else \
+            f"validation loss {summary.target:.3g}"
+        out.append(f"Fastest to {target}: {fastest.optimizer} ({_seconds(fastest)}).")
+        never = [s.optimizer for s in ranked if not s.reached_target]
+        if never:
+            out.append(f"Never reached it within {epochs} epochs: {', '.join(never)}.")
+    tolerance = {s.optimizer: tolerant_lrs(s, classification) for s in ranked}
+    if len(tolerance) > 1:
+        most = max(ranked, key=lambda s: tolerance[s.optimizer])
+        least = min(ranked, key=lambda s: tolerance[s.optimizer])
+        near = f"within {TOLERANCE_ACC * 100:.0f} points of its best validation accuracy" if classification else \
+            f"within {TOLERANCE_LOSS_RATIO:g}x of its best validation loss"
+        if tolerance[most.optimizer] != tolerance[least.optimizer]:
+            out.append(f"Most forgiving about the learning rate: {most.optimizer} ({tolerance[most.optimizer]} of "
+                       f"{most.grid_size} lrs {near}); least: {least.optimizer} ({tolerance[least.optimizer]} of "
+                       f"{least.grid_size}).")
+    diverged = [s for s in summary.optimizers if s.diverged]
+    if diverged:
+        parts = [f"{s.optimizer} at {s.diverged} of {s.grid_size} lrs" for s in diverged]
+        out.append("Diverged (kept in the results, not selectable): " + "; ".join(parts) + ".")
+    for s in summary.optimizers:
+        if s.all_diverged:
+            out.append(f"{s.optimizer}: every learning rate of the grid diverged or failed, so it has no result; "
+                       "it is listed, not dropped.")
+    out.extend(_gd_vs_sgd(summary, gd_sgd, classification))
+    out.append(f"These numbers hold for this task, model and budget ({epochs} epochs); another budget can "
+               "reorder close optimizers.")
+    return out
+
+
+def _gd_vs_sgd(summary: RaceSummary, pair: Sequence[str], classification: bool) -> list[str]:
+    if len(pair) != 2:
+        return []
+    gd, sgd = summary.by_name(pair[0]), summary.by_name(pair[1])
+    if gd is None or sgd is None or gd.all_diverged or sgd.all_diverged:
+        return []
+    metric: Any = "val_acc" if classification else "val_loss"
+    gd_value = getattr(gd, metric).mean
+    sgd_value = getattr(sgd, metric).mean
+    if gd_value is None or sgd_value is None:
+        return []
+    shown = (lambda v: f"{v:.1%}") if classification else (lambda v: f"{v:.3g}")
+    better = (sgd_value > gd_value) if classification else (sgd_value < gd_value)
+    per_second_gd = gd.wall_s.mean or 0.0
+    per_second_sgd = sgd.wall_s.mean or 0.0
+    return [f"GD vs SGD (the article's comparison): with the same number of epochs, GD took {gd.steps} steps and "
+            f"SGD {sgd.steps}; final validation {'accuracy' if classification else 'loss'} "
+            f"{shown(gd_value)} for GD vs {shown(sgd_value)} for SGD, so "
+            f"{'SGD' if better else 'GD'} made more progress per epoch, in {per_second_sgd:.2g} s per run for SGD "
+            f"vs {per_second_gd:.2g} s for GD (see the per-second panel)."]
