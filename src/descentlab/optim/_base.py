@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from ._eager import eager_step
+from ._flat import flat_step
 from ._state import check_loaded_state, init_state
 from .rule import Rule
 
@@ -89,7 +90,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            eager_step(self.rule, group, self.state, type(self).__name__)
+            if not flat_step(self, group):  # the fast engine, or the per-tensor path it declines
+                eager_step(self.rule, group, self.state, type(self).__name__)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -1,0 +1,360 @@
+"""The fast engine: one flat buffer per (param group, device, dtype), one update per step.
+
+For every elementwise rule (built-in or a user's own) the engine keeps, per bucket of a param
+group's parameters that share a device and a floating dtype, contiguous 1-D buffers holding
+
+    params | grads | each state buffer        (each parameter a slice [offset, offset + numel))
+
+and re-points ``p.data``, ``p.grad`` and ``optimizer.state[p][name]`` to views of them, so
+``model.parameters()`` are the same Parameter objects, ``state_dict()`` has torch's keys and
+per-parameter shapes, and no second copy of parameters, gradients or state is kept. A step is the
+rule's own pure ``update`` applied ONCE to the whole flat buffer (elementwise rules give the same
+numbers per element whatever the tensor's shape), then written back in place:
+
+* compiled: ``torch.compile(dynamic=True, fullgraph=True)`` of that update, one compilation per
+  (rule, static hyper-parameters, buffers present, maximize, dtype, device) — ``lr``-like
+  hyper-parameters (``Hyper.tensor_ok``) and the step count go in as 0-dim float64 tensors, so a
+  scheduler changing ``lr`` every step never recompiles;
+* uncompiled: the same update run by torch's eager kernels over cache-sized chunks of the flat
+  buffer (a handful of big ops instead of one set per tensor; chunking keeps the temporaries small).
+
+Which one (``set_engine`` or the ``DESCENTLAB_COMPILE`` environment variable, default ``auto``):
+``auto`` compiles a bucket of at least :data:`AUTO_COMPILE_NUMEL` elements (compilation costs
+seconds to tens of seconds on a 2-core CPU, repaid only by big models or long runs; see
+benchmarks/flat_engine.py), otherwise runs uncompiled; ``compiled`` / ``flat`` force one; ``eager``
+forces the per-tensor reference path. Half-precision buckets always run uncompiled (inductor would
+compute them in float32, unlike the reference path).
+
+Whatever the engine cannot take this step falls back to the per-tensor path (:func:`eager_step`),
+which works on the same views: a group with ``fused=False``, ``foreach=False`` or
+``differentiable=True`` (the torch switches that ask for the per-tensor path), a non-elementwise rule,
+complex/sparse/non-float/odd-device parameters, a step where some gradient is None, state not yet
+created (the first step, lazy buffers such as SGD's momentum) and parameters whose step counts
+differ. Fresh gradient tensors (after ``zero_grad(set_to_none=True)``) are copied into the flat
+gradient buffer and ``p.grad`` is re-pointed at its view; ``load_state_dict``, a replaced
+``p.data`` and hyper-parameter changes that add or remove buffers are detected and re-bound.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import warnings
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._eager import check_result, eager_step
+from ._state import needs_state
+from .rule import Rule, buffer_names
+
+AUTO_COMPILE_NUMEL = 4_000_000
+"""``auto`` compiles buckets at least this big (elements)."""
+CHUNK_BYTES = 64 * 1024
+"""Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
+MODES = ("auto", "compiled", "flat", "eager")
+FLAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+STATS: dict[str, int] = {"compiles": 0, "compiled_steps": 0, "flat_steps": 0}
+"""Counters: ``compiles`` grows by one per graph the compiler builds (the recompilation check)."""
+
+_ATTR = "_descentlab_flat_engine"
+
+
+def set_engine(optimizer: torch.optim.Optimizer, mode: str) -> None:
+    """Choose the engine of ``optimizer``: ``auto``, ``compiled``, ``flat`` or ``eager``."""
+    if mode not in MODES:
+        raise ValueError(f"engine mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _engine(optimizer).mode = mode
+
+
+def engine_mode(optimizer: torch.optim.Optimizer) -> str:
+    return _engine(optimizer).mode
+
+
+def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
+    """Step ``group`` on the flat engine; False when the caller must use the per-tensor path."""
+    rule: Rule = optimizer.rule
+    engine = _engine(optimizer)
+    if engine.mode == "eager" or not rule.elementwise or _asks_for_per_tensor(group):
+        return False
+    plan = engine.plans.get(id(group))
+    if plan is None or plan.params_list is not group["params"] or len(plan.params) != len(group["params"]):
+        plan = engine.plans[id(group)] = _Plan.build(group)
+        engine.plans = {k: v for k, v in engine.plans.items() if any(id(g) == k for g in optimizer.param_groups)}
+    grads = [p.grad for p in plan.params]
+    if any(g is None for g in grads):
+        return False
+    if any(g.layout != torch.strided for g in grads):
+        return False  # the per-tensor path raises its clear sparse-gradient error
+    names = tuple(buffer_names(rule, group))
+    stateful = needs_state(rule, group)
+    for bucket in plan.buckets:
+        if not bucket.ready(optimizer.state, rule, names, stateful):
+            return False
+    for bucket in plan.buckets:
+        bucket.sync_grads()
+    if rule.counts_steps and not all(b.uniform_steps() for b in plan.buckets):
+        return False
+    for bucket in plan.buckets:
+        bucket.update(rule, group, names, engine.mode)
+    if plan.leftover:
+        eager_step(rule, {**group, "params": plan.leftover}, optimizer.state, type(optimizer).__name__)
+    return True
+
+
+# -- internals -------------------------------------------------------------------------------
+@dataclass
+class _Engine:
+    mode: str = field(default_factory=lambda: os.environ.get("DESCENTLAB_COMPILE", "auto"))
+    plans: dict[int, _Plan] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        aliases = {"1": "compiled", "0": "flat", "": "auto"}
+        self.mode = aliases.get(self.mode, self.mode)
+        if self.mode not in MODES:
+            raise ValueError(f"DESCENTLAB_COMPILE must be one of {', '.join(MODES)}, 1 or 0, got {self.mode!r}")
+
+
+def _engine(optimizer: Any) -> _Engine:
+    engine = optimizer.__dict__.get(_ATTR)
+    if engine is None:
+        engine = _Engine()
+        setattr(optimizer, _ATTR, engine)
+    return engine
+
+
+def _asks_for_per_tensor(group: Mapping[str, Any]) -> bool:
+    return group.get("fused") is False or group.get("foreach") is False or bool(group.get("differentiable"))
+
+
+@dataclass
+class _Plan:
+    params_list: list[torch.Tensor]
+    params: list[torch.Tensor]
+    buckets: list[_Bucket]
+    leftover: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, group: Mapping[str, Any]) -> _Plan:
+        by_key: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+        leftover = []
+        for p in group["params"]:
+            if p.dtype in FLAT_DTYPES and p.layout == torch.strided and p.device.type in ("cpu", "cuda"):
+                by_key.setdefault((p.device, p.dtype), []).append(p)
+            else:
+                leftover.append(p)
+        buckets = [_Bucket(ps) for ps in by_key.values()]
+        return cls(group["params"], [p for b in buckets for p in b.params], buckets, leftover)
+
+
+class _Bucket:
+    """Parameters of one group sharing a device and dtype, with their flat buffers."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.params = params
+        self.numels = [p.numel() for p in params]
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        self.total = self.offsets[-1]
+        self.dtype, self.device = params[0].dtype, params[0].device
+        self.flat_p: torch.Tensor | None = None
+        self.flat_g: torch.Tensor | None = None
+        self.ptrs: list[int] = []
+        self.g_views: list[torch.Tensor] = []
+        self.flat_state: dict[str, torch.Tensor] = {}
+        self.steps: torch.Tensor | None = None
+        self.state_obj: Any = None
+        self.names: tuple[str, ...] | None = None
+
+    # binding ------------------------------------------------------------------------------
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [flat[a:b].view(p.shape) for p, a, b in zip(self.params, self.offsets, self.offsets[1:], strict=False)]
+
+    def _bind_params(self) -> None:
+        if self.flat_p is None:
+            self.flat_p = torch.empty(self.total, dtype=self.dtype, device=self.device)
+            self.flat_g = torch.zeros(self.total, dtype=self.dtype, device=self.device)
+            self.g_views = self._views(self.flat_g)
+            self.p_views = self._views(self.flat_p)
+        for p, view in zip(self.params, self.p_views, strict=False):
+            if p.data_ptr() != view.data_ptr() or p.shape != view.shape or p.stride() != view.stride():
+                view.copy_(p.detach())
+                p.data = view
+        self.ptrs = [p.data_ptr() for p in self.params]
+
+    def ready(self, states: MutableMapping[Any, Any], rule: Rule, names: tuple[str, ...], stateful: bool) -> bool:
+        """Bind (or re-bind) what changed since the last step; False when state is incomplete."""
+        if self.flat_p is None or [p.data_ptr() for p in self.params] != self.ptrs:
+            self._bind_params()
+        if not stateful:
+            self.names, self.state_obj = names, states
+            return True
+        if states is self.state_obj and names == self.names:
+            return True
+        per_param = [states.get(p) for p in self.params]
+        wanted = (*names, "step") if rule.counts_steps else names
+        if any(not st or any(n not in st for n in wanted) for st in per_param):
+            self.names = None
+            return False
+        for name in names:
+            flat = self.flat_state.get(name)
+            if flat is None:
+                flat = self.flat_state[name] = torch.empty(self.total, dtype=self.dtype, device=self.device)
+            for st, view in zip(per_param, self._views(flat), strict=False):
+                if st[name] is not view:
+                    view.copy_(st[name])
+                    st[name] = view
+        for name in set(self.flat_state) - set(names):
+            del self.flat_state[name]
+        if rule.counts_steps:
+            old = [st["step"] for st in per_param]
+            self.steps = torch.tensor([float(s) for s in old], dtype=old[0].dtype)
+            for i, st in enumerate(per_param):
+                st["step"] = self.steps[i]
+        self.names, self.state_obj = names, states
+        return True
+
+    def sync_grads(self) -> None:
+        """Copy fresh gradient tensors into the flat gradient buffer; point ``p.grad`` at its view."""
+        fresh = [(p, g, v) for p, v in zip(self.params, self.g_views, strict=False) if (g := p.grad) is not v]
+        if fresh:
+            torch._foreach_copy_([v for _, _, v in fresh], [g for _, g, _ in fresh])
+            for p, _, v in fresh:
+                p.grad = v
+
+    def uniform_steps(self) -> bool:
+        steps = self.steps
+        return steps is None or steps.numel() < 2 or bool((steps == steps[0]).all())
+
+    # stepping -----------------------------------------------------------------------------
+    def update(self, rule: Rule, group: Mapping[str, Any], names: tuple[str, ...], mode: str) -> None:
+        step: Any = None
+        if rule.counts_steps and self.steps is not None:
+            self.steps.add_(1)
+            step = float(self.steps[0])
+        maximize = bool(group["maximize"])
+        hypers = {name: group[name] for name in rule.math_names}
+        buffers = [self.flat_state[n] for n in names]
+        assert self.flat_p is not None and self.flat_g is not None
+        kernel = _kernel(rule, names, hypers, maximize, self.dtype, self.device)
+        if self._compile(mode) and kernel.compiled is not None:
+            dynamic = [torch.tensor(float(hypers[n]), dtype=torch.float64) for n in kernel.tensor_names]
+            step_t = None if step is None else torch.tensor(step, dtype=torch.float64)
+            try:
+                kernel.compiled(self.flat_p, self.flat_g, buffers, step_t, dynamic)
+                STATS["compiled_steps"] += 1
+                return
+            except Exception as error:  # compiler missing or unsupported op: run uncompiled from now on
+                warnings.warn(f"descentlab: compiling rule {rule.name!r} failed ({type(error).__name__}: "
+                              f"{error}); using the uncompiled flat engine", RuntimeWarning, stacklevel=4)
+                kernel.compiled = None
+        STATS["flat_steps"] += 1
+        chunk = max(1, CHUNK_BYTES // self.flat_p.element_size()) if self.device.type == "cpu" else self.total
+        hyper_values = {n: hypers[n] for n in rule.math_names}
+        for start in range(0, self.total, chunk):
+            end = min(start + chunk, self.total)
+            kernel.eager(self.flat_p[start:end], self.flat_g[start:end], [b[start:end] for b in buffers],
+                         step, hyper_values, not kernel.checked)
+            kernel.checked = True
+
+    def _compile(self, mode: str) -> bool:
+        if mode == "flat" or self.dtype in (torch.float16, torch.bfloat16):
+            return False
+        return mode == "compiled" or (mode == "auto" and self.total >= AUTO_COMPILE_NUMEL)
+
+
+@dataclass
+class _Kernel:
+    eager: Callable[..., None]
+    compiled: Callable[..., None] | None
+    tensor_names: tuple[str, ...]
+    checked: bool = False
+
+
+_KERNELS: dict[tuple[Any, ...], _Kernel] = {}
+
+
+def _static(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(_static(v) for v in value)
+    return value
+
+
+def _kernel(rule: Rule, names: tuple[str, ...], hypers: Mapping[str, Any], maximize: bool,
+            dtype: torch.dtype, device: torch.device) -> _Kernel:
+    tensor_names = tuple(h.name for h in rule.hypers if h.tensor_ok and h.name in hypers)
+    static = {n: _static(v) for n, v in hypers.items() if n not in tensor_names}
+    try:
+        key: tuple[Any, ...] = (id(rule.update), rule.name, names, maximize, dtype, device.type,
+                                tuple(sorted(static.items())))
+        hash(key)
+    except TypeError:
+        key = (id(rule.update), rule.name, names, maximize, dtype, device.type, repr(sorted(static.items())))
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = _Kernel(_make_eager(rule, names, maximize),
+                                         _make_compiled(rule, names, static, tensor_names, maximize, len(_KERNELS)),
+                                         tensor_names)
+    return kernel
+
+
+def _make_eager(rule: Rule, names: tuple[str, ...], maximize: bool) -> Callable[..., None]:
+    def run(param: torch.Tensor, grad: torch.Tensor, buffers: list[torch.Tensor], step: Any,
+            hypers: Mapping[str, Any], check: bool) -> None:
+        if maximize:
+            grad = -grad
+        state = dict(zip(names, buffers, strict=False))
+        new_param, new_state = rule.update(param, grad, state, step=step, **hypers)
+        if check:
+            check_result(rule, param, new_param, new_state, state)
+        _write_back(param, new_param, buffers, names, new_state)
+
+    return run
+
+
+def _write_back(param: torch.Tensor, new_param: torch.Tensor, buffers: list[torch.Tensor],
+                names: tuple[str, ...], new_state: Mapping[str, torch.Tensor]) -> None:
+    if new_param is not param:
+        param.copy_(new_param)
+    for name, buf in zip(names, buffers, strict=False):
+        value = new_state.get(name)
+        if value is not None and value is not buf:
+            buf.copy_(value)
+
+
+def _make_compiled(rule: Rule, names: tuple[str, ...], static: Mapping[str, Any], tensor_names: tuple[str, ...],
+                   maximize: bool, index: int) -> Callable[..., None]:
+    update = rule.update
+    static = dict(static)
+
+    def flat_update(param: torch.Tensor, grad: torch.Tensor, buffers: list[torch.Tensor], step: Any,
+                    dynamic: list[torch.Tensor]) -> None:
+        if maximize:
+            grad = -grad
+        hypers = dict(static)
+        for name, value in zip(tensor_names, dynamic, strict=False):
+            hypers[name] = value
+        new_param, new_state = update(param, grad, dict(zip(names, buffers, strict=False)), step=step, **hypers)
+        param.copy_(new_param)
+        for name, buf in zip(names, buffers, strict=False):
+            if name in new_state:
+                buf.copy_(new_state[name])
+
+    # A code object of its own: torch.compile caches per code object, so each variant gets its
+    # own cache (and recompile budget) instead of all rules sharing one.
+    code = flat_update.__code__.replace(co_name=f"descentlab_flat_{index}")
+    fresh = types.FunctionType(code, flat_update.__globals__, code.co_name, None, flat_update.__closure__)
+    return torch.compile(fresh, backend=_counting_backend, dynamic=True, fullgraph=True)
+
+
+def _counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+    """Inductor, counting each compilation in :data:`STATS` (tests check scheduler steps add none)."""
+    from torch._inductor.compile_fx import compile_fx
+
+    STATS["compiles"] += 1
+    return compile_fx(gm, example_inputs)
