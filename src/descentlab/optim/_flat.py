@@ -22,13 +22,14 @@ Which one (``set_engine`` or the ``DESCENTLAB_COMPILE`` environment variable, de
 ``auto`` compiles a bucket of at least :data:`AUTO_COMPILE_NUMEL` elements (compilation costs
 seconds to tens of seconds on a 2-core CPU, repaid only by big models or long runs; see
 benchmarks/flat_engine.py), otherwise runs uncompiled; ``compiled`` / ``flat`` force one; ``eager``
-forces the per-tensor reference path. Half-precision buckets always run uncompiled (inductor would
-compute them in float32, unlike the reference path).
+forces the per-tensor reference path. Half-precision parameters stay on the per-tensor path: torch's
+own bfloat16/float16 kernels round differently (FMA or not) on long and short tensors, so a flat
+buffer would change results by one unit in the last place.
 
 Whatever the engine cannot take this step falls back to the per-tensor path (:func:`eager_step`),
 which works on the same views: a group with ``fused=False``, ``foreach=False`` or
 ``differentiable=True`` (the torch switches that ask for the per-tensor path), a non-elementwise rule,
-complex/sparse/non-float/odd-device parameters, a step where some gradient is None, state not yet
+complex/sparse/half-precision/odd-device parameters, a step where some gradient is None, state not yet
 created (the first step, lazy buffers such as SGD's momentum) and parameters whose step counts
 differ. Fresh gradient tensors (after ``zero_grad(set_to_none=True)``) are copied into the flat
 gradient buffer and ``p.grad`` is re-pointed at its view; ``load_state_dict``, a replaced
@@ -55,7 +56,7 @@ AUTO_COMPILE_NUMEL = 4_000_000
 CHUNK_BYTES = 64 * 1024
 """Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
 MODES = ("auto", "compiled", "flat", "eager")
-FLAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+FLAT_DTYPES = (torch.float32, torch.float64)
 STATS: dict[str, int] = {"compiles": 0, "compiled_steps": 0, "flat_steps": 0}
 """Counters: ``compiles`` grows by one per graph the compiler builds (the recompilation check)."""
 
@@ -261,7 +262,7 @@ class _Bucket:
             kernel.checked = True
 
     def _compile(self, mode: str) -> bool:
-        if mode == "flat" or self.dtype in (torch.float16, torch.bfloat16):
+        if mode == "flat":
             return False
         return mode == "compiled" or (mode == "auto" and self.total >= AUTO_COMPILE_NUMEL)
 
