@@ -117,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.condition is not None and args.surface != "bowl":
         raise ValueError(f"--condition applies to --surface bowl only, got --surface {args.surface}")
-    start = parse_start(args.start) if args.start is not None else None
-    result = landscape.run(args.surface, optimizers, start=start, **options)
     out = Path(args.out or f"{args.surface}.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must end in .png, got {str(out)!r}")
+    start = parse_start(args.start) if args.start is not None else None
+    result = landscape.run(args.surface, optimizers, start=start, **options)
     landscape.save_png(result, out, dpi=args.dpi)
     print(landscape.format_summary(result))
     print(f"wrote {out}")
