@@ -1,0 +1,207 @@
+"""The flat-buffer engine (optim/_flat.py) gives the per-tensor reference path's numbers.
+
+Every test runs the same model twice from the same start — once on the engine under test, once
+with ``set_engine(opt, "eager")`` — and compares parameters and state after every step.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import descentlab.optim as dl
+from descentlab.optim import _flat
+from descentlab.optim._flat import STATS, set_engine
+from optim_cases import CASES, Case
+
+FLAT_CASES = CASES
+
+
+def _model(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dtype)
+
+
+def _groups(model: torch.nn.Module, case: Case) -> list[dict]:
+    params = list(model.parameters())
+    return [{"params": params[:2]}, {"params": params[2:], **case.group2}] if case.group2 else [{"params": params}]
+
+
+def _loss(model: torch.nn.Module, step: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(step)
+    x = torch.randn(5, 6, generator=gen, dtype=next(model.parameters()).dtype)
+    return model(x).square().mean()
+
+
+def _assert_same(a: torch.optim.Optimizer, b: torch.optim.Optimizer, atol: float, label: str) -> None:
+    for pa, pb in zip((p for g in a.param_groups for p in g["params"]),
+                      (p for g in b.param_groups for p in g["params"]), strict=True):
+        torch.testing.assert_close(pa, pb, atol=atol, rtol=atol, msg=label)
+        sa, sb = a.state.get(pa, {}), b.state.get(pb, {})
+        assert sa.keys() == sb.keys(), label
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], atol=atol, rtol=atol, msg=f"{label} {key}")
+
+
+def _twin(case: Case, dtype: torch.dtype = torch.float32, mode: str = "flat", seed: int = 0):
+    fast_model, ref_model = _model(seed, dtype), _model(seed, dtype)
+    fast = getattr(dl, case.cls)(_groups(fast_model, case), **case.kwargs())
+    ref = getattr(dl, case.cls)(_groups(ref_model, case), **case.kwargs())
+    set_engine(fast, mode)
+    set_engine(ref, "eager")
+    return fast_model, fast, ref_model, ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", FLAT_CASES, ids=[c.id for c in FLAT_CASES])
+def test_flat_matches_per_tensor_path(case: Case, dtype: torch.dtype) -> None:
+    fast_model, fast, ref_model, ref = _twin(case, dtype)
+    before = STATS["flat_steps"]
+    for step in range(8):
+        for model, opt in ((fast_model, fast), (ref_model, ref)):
+            opt.zero_grad(set_to_none=step % 2 == 0)  # fresh grad tensors, then in-place accumulation
+            _loss(model, step).backward()
+            if step == 4:  # one param without a gradient: this step falls back per-tensor
+                next(model.parameters()).grad = None
+            opt.step()
+        _assert_same(fast, ref, 0.0 if dtype == torch.float64 else 1e-6, f"{case.id} step {step}")
+    assert STATS["flat_steps"] > before, "the flat engine never ran"
+
+
+def test_parameters_are_views_and_grads_behave_like_torch() -> None:
+    model = _model()
+    params = list(model.parameters())
+    opt = dl.Adam(model.parameters(), lr=0.01)
+    for step in range(3):
+        opt.zero_grad()  # set_to_none=True
+        assert all(p.grad is None for p in params)
+        _loss(model, step).backward()
+        opt.step()
+    assert list(model.parameters()) == params and all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    flat_storage = {p.untyped_storage().data_ptr() for p in params}
+    assert len(flat_storage) == 1, "params should share one flat buffer"
+    assert len({p.grad.untyped_storage().data_ptr() for p in params}) == 1
+    # accumulation into the flat gradient buffer: two backwards add up
+    opt.zero_grad(set_to_none=False)
+    _loss(model, 0).backward()
+    once = [p.grad.clone() for p in params]
+    _loss(model, 0).backward()
+    for p, g in zip(params, once, strict=True):
+        torch.testing.assert_close(p.grad, 2 * g)
+
+
+@pytest.mark.parametrize("cls", ["Adam", "RMSprop", "SGD"])
+def test_state_dict_moves_to_and_from_torch_mid_run(cls: str) -> None:
+    kw = {"lr": 0.01, "momentum": 0.9} if cls in ("SGD", "RMSprop") else {"lr": 0.01, "amsgrad": True}
+    ours_model, theirs_model = _model(), _model()
+    ours = getattr(dl, cls)(ours_model.parameters(), **kw)
+    theirs = getattr(torch.optim, cls)(theirs_model.parameters(), **kw)
+    for step in range(3):
+        for model, opt in ((ours_model, ours), (theirs_model, theirs)):
+            opt.zero_grad()
+            _loss(model, step).backward()
+            opt.step()
+    # ours -> torch and torch -> ours, mid-run, then keep stepping both pairs
+    ours2_model, theirs2_model = copy.deepcopy(ours_model), copy.deepcopy(theirs_model)
+    theirs2 = getattr(torch.optim, cls)(ours2_model.parameters(), **kw)
+    theirs2.load_state_dict(copy.deepcopy(ours.state_dict()))
+    ours2 = getattr(dl, cls)(theirs2_model.parameters(), **kw)
+    ours2.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    for step in range(3, 7):
+        for model, opt in ((ours_model, ours), (theirs_model, theirs), (ours2_model, theirs2),
+                           (theirs2_model, ours2)):
+            opt.zero_grad()
+            _loss(model, step).backward()
+            opt.step()
+    for a, b, c, d in zip(ours_model.parameters(), theirs_model.parameters(), ours2_model.parameters(),
+                          theirs2_model.parameters(), strict=True):
+        for other in (b, c, d):
+            torch.testing.assert_close(a, other, atol=1e-6, rtol=1e-6)
+    for key, value in ours2.state_dict()["state"][0].items():
+        assert value.shape == theirs.state_dict()["state"][0][key].shape, key
+
+
+def test_add_param_group_after_first_step_and_tied_weights() -> None:
+    def build() -> tuple[torch.nn.Module, torch.nn.Module]:
+        torch.manual_seed(1)
+        emb = torch.nn.Embedding(7, 4)
+        head = torch.nn.Linear(4, 7, bias=False)
+        head.weight = emb.weight  # tied
+        extra = torch.nn.Linear(7, 2)
+        return torch.nn.ModuleList([emb, head]), extra
+
+    runs = []
+    for mode in ("flat", "eager"):
+        tied, extra = build()
+        opt = dl.RMSprop(tied.parameters(), lr=0.01, momentum=0.5, centered=True)
+        set_engine(opt, mode)
+        for step in range(6):
+            if step == 2:
+                opt.add_param_group({"params": extra.parameters(), "lr": 0.05})
+            opt.zero_grad()
+            idx = torch.tensor([step % 7, (step + 3) % 7])
+            out = tied[1](tied[0](idx))
+            loss = out.square().mean() + (extra(out).sum() if step >= 2 else 0)
+            loss.backward()
+            opt.step()
+        assert tied[0].weight is tied[1].weight
+        runs.append([p.detach().clone() for p in [*tied.parameters(), *extra.parameters()]])
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_replaced_param_data_is_rebound() -> None:
+    model = _model()
+    opt = dl.SGD(model.parameters(), lr=0.1)
+    _loss(model, 0).backward()
+    opt.step()
+    weight = model[0].weight
+    weight.data = torch.ones_like(weight)  # a user overwriting .data: the engine must notice
+    opt.zero_grad(set_to_none=False)
+    _loss(model, 1).backward()
+    expected = 1 - 0.1 * weight.grad.clone()
+    opt.step()
+    torch.testing.assert_close(weight.detach(), expected)
+
+
+@pytest.mark.parametrize("switch", [{"fused": False}, {"foreach": False}])
+def test_per_tensor_switches_bypass_the_flat_engine(switch: dict) -> None:
+    model = _model()
+    opt = dl.Adam(model.parameters(), lr=0.01, **switch)
+    before = STATS["flat_steps"] + STATS["compiled_steps"]
+    for step in range(3):
+        opt.zero_grad()
+        _loss(model, step).backward()
+        opt.step()
+    assert STATS["flat_steps"] + STATS["compiled_steps"] == before
+
+
+def test_engine_mode_is_validated() -> None:
+    opt = dl.SGD(_model().parameters())
+    with pytest.raises(ValueError, match="'turbo'"):
+        set_engine(opt, "turbo")
+
+
+def test_compiled_matches_eager_and_scheduler_never_recompiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One compiled variant only (compilation is slow on 2 cores): Adam with amsgrad, weight decay and
+    maximize, its lr driven by a scheduler for 100 steps, compared with the per-tensor path."""
+    case = Case("Adam", "compiled", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01, "maximize": True})
+    fast_model, fast, ref_model, ref = _twin(case, mode="compiled")
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=100) for o in (fast, ref)]
+    steps_before = STATS["compiled_steps"]
+    for step in range(100):
+        for model, opt in ((fast_model, fast), (ref_model, ref)):
+            opt.zero_grad()
+            (-_loss(model, step)).backward()
+            opt.step()
+        for s in schedulers:
+            s.step()
+        if step == 1:  # step 0 creates the state per-tensor, step 1 compiles
+            compiles_after_first = STATS["compiles"]
+            assert compiles_after_first > 0
+    assert STATS["compiled_steps"] - steps_before == 99
+    assert STATS["compiles"] == compiles_after_first, "a changing lr must not recompile"
+    _assert_same(fast, ref, 1e-5, "compiled vs eager after 100 steps")
+    assert _flat.engine_mode(fast) == "compiled"
