@@ -269,10 +269,10 @@ def _contours(ax: Any, surface: Surface) -> None:
     norm = None
     if surface.log_levels:
         z = z - np.nanmin(z) + 1e-3 * max(float(np.ptp(z)), 1e-12)
-        levels = np.geomspace(z.min(), z.max(), 24)
+        levels = np.geomspace(z.min(), z.max(), surface.levels)
         norm = LogNorm()
     else:
-        levels = np.linspace(z.min(), z.max(), 20)
+        levels = np.linspace(z.min(), z.max(), surface.levels)
     ax.contourf(gx, gy, z, levels=levels, norm=norm, cmap="Greys", alpha=0.45)
     ax.contour(gx, gy, z, levels=levels, norm=norm, colors="0.45", linewidths=0.4,
                negative_linestyles="solid")

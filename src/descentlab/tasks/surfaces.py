@@ -50,6 +50,8 @@ class Surface:
     global_minima: tuple[Point, ...] = ()
     saddles: tuple[Point, ...] = ()
     log_levels: bool = True
+    levels: int = 20
+    """How many contour levels the pictures draw."""
     lrs: Mapping[str, float] = field(default_factory=dict)
     doc: str = ""
 
@@ -190,7 +192,8 @@ def rastrigin() -> Surface:
     return Surface(
         name="rastrigin", formula="20 + x² − 10·cos 2πx + y² − 10·cos 2πy", fn=_rastrigin,
         minima=((0.0, 0.0),), global_minima=((0.0, 0.0),),
-        window=(-4.5, 4.5, -4.5, 4.5), start=(3.2, 2.1), log_levels=False, lrs=DEFAULT_LRS["rastrigin"],
+        window=(-4.5, 4.5, -4.5, 4.5), start=(3.2, 2.1), log_levels=False, levels=8,
+        lrs=DEFAULT_LRS["rastrigin"],
         doc="A parabola covered in ripples: local minima near every integer point.",
     )
 
