@@ -88,6 +88,16 @@ def run_one(spec: RunSpec) -> tuple[RunSpec, dict[str, Any]]:
     return spec, record
 
 
+def _preload() -> None:
+    """Import what every run would otherwise import on its first optimizer: torch.optim's first
+    ``add_param_group`` imports ``torch._dynamo`` (seconds). Done once in the parent, forked workers
+    inherit it instead of each paying for it."""
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # an optimisation only
+        pass
+
+
 def _init_worker() -> None:
     import torch
 
@@ -106,6 +116,7 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
     if jobs <= 1:
         yield from _run_inline(queue, more)
         return
+    _preload()
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
                                    initializer=_init_worker)

@@ -1,0 +1,162 @@
+"""The race end to end on the real training engine: --quick, SIGKILL + resume, CLI errors, own task."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import descentlab
+from descentlab.cli import main
+from descentlab.race.protocol import FINAL, TUNE, select_lr
+from descentlab.race.store import CONFIG, RESULTS
+from descentlab.tasks import from_tensors
+
+REQUIRED = {"optimizer", "lr", "seed", "status", "epochs", "steps", "wall_s", "val_loss", "val_acc", "test_loss",
+            "test_acc", "selected", "config", "versions", "phase", "history"}
+SMALL = ["--task", "digits", "--optimizers", "sgd,momentum,adam", "--lrs", "0.01,0.1,3", "--seeds", "2",
+         "--epochs", "3"]
+
+
+def read_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
+
+
+def key(row: dict) -> tuple:
+    return row["phase"], row["optimizer"], row["lr"], row["seed"]
+
+
+def test_quick_race_end_to_end(tmp_path, capsys):
+    out = tmp_path / "quick"
+    assert main(["race", "--quick", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    rows = read_rows(out)
+    config = json.loads((out / CONFIG).read_text())
+    assert config["task"] == "mnist1d" and config["optimizers"] == ["gd", "sgd", "momentum", "adagrad", "rmsprop",
+                                                                     "adam"]
+    for row in rows:
+        assert REQUIRED <= set(row), REQUIRED - set(row)
+        assert row["status"] in ("ok", "diverged") and row["config"] == config
+        assert row["versions"]["torch"] == torch.__version__
+    assert len({key(r) for r in rows}) == len(rows)
+    tuning = [r for r in rows if r["phase"] == TUNE]
+    finals = [r for r in rows if r["phase"] == FINAL]
+    assert len(tuning) == 6 * len(config["lrs"])
+    # the test split is touched only by the selected runs, and the selection is the validation-only one
+    assert all(r["test_acc"] is None and r["test_loss"] is None and not r["selected"] for r in tuning)
+    for opt in config["optimizers"]:
+        chosen = select_lr(r for r in tuning if r["optimizer"] == opt)
+        mine = [r for r in finals if r["optimizer"] == opt]
+        assert chosen is not None and sorted(r["seed"] for r in mine) == config["seeds"]
+        assert all(r["lr"] == chosen and r["selected"] for r in mine)
+        assert all(r["test_acc"] is not None for r in mine if r["status"] == "ok")
+        tuned = next(r for r in tuning if r["optimizer"] == opt and r["lr"] == chosen)
+        seed0 = next(r for r in mine if r["seed"] == config["seeds"][0])
+        assert seed0["val_loss"] == tuned["val_loss"]  # the final seed-0 run redoes the tuning run exactly
+    gd = next(r for r in finals if r["optimizer"] == "gd")
+    sgd = next(r for r in finals if r["optimizer"] == "sgd")
+    assert gd["batch_size"] is None and gd["steps"] == config["epochs"] and sgd["steps"] > 10 * gd["steps"]
+    report = (out / "report.html").read_text()
+    assert report.count('<img class="plot"') == 5 and "Recommendation" in report
+    assert "optimizer" in printed and "report:" in printed and "adam" in printed
+
+
+def _start(out: Path) -> subprocess.Popen:
+    code = "import sys; from descentlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "race", *SMALL, "--out", str(out), "--quiet", "--jobs", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
+    out = tmp_path / "killed"
+    process = _start(out)
+    results = out / RESULTS
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if results.exists() and results.read_bytes().count(b"\n") >= 3:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the race and its workers, at once
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    before = results.read_bytes()
+    finished = before[:before.rfind(b"\n") + 1].splitlines()
+    total = 3 * 3 + 3 * 2
+    assert 3 <= len(finished) < total, "the race must be killed mid-way"
+    with results.open("ab") as handle:  # what a kill in the middle of a write would leave
+        handle.write(b'{"phase": "final", "optimizer": "ad')
+
+    resumed = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
+                              out=out, jobs=2, progress=False, report=False)
+    assert resumed.ran == total - len(finished)
+    after = results.read_bytes().splitlines()
+    assert after[:len(finished)] == finished  # finished runs untouched
+    assert len(after) == total and len({key(json.loads(line)) for line in after}) == total
+
+    fresh = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
+                            out=tmp_path / "fresh", jobs=2, progress=False, report=False)
+    by_key = {key(r): r for r in fresh.rows}
+    for row in resumed.rows:
+        other = by_key[key(row)]
+        assert (row["status"], row["val_loss"], row["test_acc"], row["steps"]) == \
+            (other["status"], other["val_loss"], other["test_acc"], other["steps"])
+    assert resumed.selected == fresh.selected
+    for a, b in zip(resumed.summary.optimizers, fresh.summary.optimizers, strict=True):
+        assert (a.optimizer, a.selected_lr, a.test_acc, a.test_loss, a.target_epoch, a.diverged) == \
+            (b.optimizer, b.selected_lr, b.test_acc, b.test_loss, b.target_epoch, b.diverged)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--optimizers", "adam,nope"], "unknown optimizer 'nope'"),
+    (["--lrs", ","], "learning-rate grid is empty"),
+    (["--epochs", "-2"], "epochs must be a positive integer, got '-2'"),
+    (["--task", "imagenet"], "unknown task 'imagenet'"),
+    (["--jobs", "0"], "jobs must be a positive integer, got 0"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert main(["race", *argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() or not (out / RESULTS).exists()
+
+
+def test_an_out_holding_another_race_is_refused_untouched(tmp_path, capsys):
+    out = tmp_path / "race"
+    def args(epochs: str) -> list[str]:
+        return ["race", "--task", "digits", "--optimizers", "sgd", "--lrs", "0.1", "--seeds", "1", "--epochs", epochs,
+                "--out", str(out), "--quiet"]
+
+    assert main(args("1")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(args("2")) == 2
+    err = capsys.readouterr().err
+    assert "holds another race" in err and "epochs: 1 -> 2" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(args("1")) == 0  # the same command resumes: nothing left to do
+    assert len(read_rows(out)) == 2
+
+
+def test_a_users_own_task_races_in_parallel(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 3, generator=generator)
+    x = torch.randn(256, 5, generator=generator)
+    xv = torch.randn(64, 5, generator=generator)
+    task = from_tensors(x, (x @ w).argmax(1), xv, (xv @ w).argmax(1), xv, (xv @ w).argmax(1),
+                        model=lambda: nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3)), name="toy")
+    result = descentlab.race(task, optimizers=["sgd", "adam"], lrs=[0.01, 0.1], seeds=2, epochs=2, batch_size=32,
+                             out=tmp_path / "toy", jobs=2, progress=False)
+    assert result.config["task"] == "toy" and result.report_path.exists()
+    assert len(result.rows) == 2 * 2 + 2 * 2 and set(result.selected) == {"sgd", "adam"}
+    assert all(s.test_acc.n == 2 for s in result.summary.optimizers)

@@ -1,0 +1,112 @@
+"""The race protocol: the grid, selection (validation only, never test), option validation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from descentlab.race.protocol import (
+    DEFAULT_LRS,
+    DEFAULT_OPTIMIZERS,
+    FINAL,
+    TUNE,
+    make_config,
+    select,
+    select_lr,
+)
+from descentlab.race.summary import summarize, time_to_target
+
+
+def row(lr, val_loss, val_acc=0.5, status="ok", **extra):
+    return {"phase": TUNE, "optimizer": "adam", "lr": lr, "seed": 0, "status": status, "val_loss": val_loss,
+            "val_acc": val_acc, **extra}
+
+
+def test_default_grid_is_half_decades_from_1e_4_to_1_plus_the_articles_adam_values():
+    assert len(DEFAULT_LRS) == 9
+    assert DEFAULT_LRS[0] == pytest.approx(1e-4) and DEFAULT_LRS[-1] == pytest.approx(1.0)
+    ratios = [b / a for a, b in itertools.pairwise(DEFAULT_LRS)]
+    assert all(r == pytest.approx(math.sqrt(10), rel=1e-2) for r in ratios)
+    config = make_config()
+    assert config.optimizers == DEFAULT_OPTIMIZERS and config.seeds == (0, 1, 2) and config.batch_size == 64
+    assert {1e-3, 5e-4, 1e-4} <= set(config.grid("adam"))
+    assert len(config.grid("adam")) == 10 and len(config.grid("sgd")) == 9
+    assert config.batch_size_for("gd") is None and config.batch_size_for("sgd") == 64
+    tuning = config.tuning_runs()
+    assert len(tuning) == 5 * 9 + 10 and all(spec[0] == TUNE and spec[3] == 0 for spec in tuning)
+    finals = config.final_runs({"sgd": 0.1, "adam": None})
+    assert finals == [(FINAL, "sgd", 0.1, 0), (FINAL, "sgd", 0.1, 1), (FINAL, "sgd", 0.1, 2)]
+
+
+def test_explicit_grid_is_exactly_what_the_user_gave():
+    config = make_config(lrs="0.1, 0.01", optimizers="adam,sgd", seeds="3,7", epochs="2", batch_size="full")
+    assert config.grid("adam") == (0.01, 0.1) and config.seeds == (3, 7) and config.epochs == 2
+    assert config.batch_size is None
+
+
+def test_selection_takes_lowest_val_loss_then_val_acc_then_smaller_lr():
+    assert select_lr([row(1e-3, 0.9), row(1e-2, 0.5), row(1e-1, 0.7)]) == 1e-2
+    assert select_lr([row(1e-3, 0.5, 0.6), row(1e-2, 0.5, 0.7)]) == 1e-2
+    assert select_lr([row(1e-2, 0.5, 0.7), row(1e-3, 0.5, 0.7)]) == 1e-3
+
+
+def test_selection_ignores_diverged_and_non_finite_and_reports_all_diverged_as_none():
+    assert select_lr([row(1.0, 0.01, status="diverged"), row(1e-2, float("nan")), row(1e-3, 2.0)]) == 1e-3
+    assert select_lr([row(1.0, None, status="diverged"), row(0.3, None, status="error")]) is None
+
+
+def test_selection_never_reads_test_metrics():
+    rows = [row(1e-3, 0.9, test_acc=0.99, test_loss=0.01), row(1e-2, 0.5, test_acc=0.1, test_loss=9.0)]
+    assert select_lr(rows) == 1e-2
+    rows_without_test = [{k: v for k, v in r.items() if not k.startswith("test")} for r in rows]
+    assert select_lr(rows_without_test) == 1e-2
+    config = make_config(optimizers="adam", lrs="1e-3,1e-2")
+    final = {**row(1e-3, 0.1), "phase": FINAL}  # a final row must not change the choice
+    assert select(config, [*rows, final]) == {"adam": 1e-2}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"optimizers": "adam,nope"}, "unknown optimizer 'nope'"),
+    ({"optimizers": ""}, "at least one optimizer"),
+    ({"optimizers": "adam,adam"}, "each name once"),
+    ({"lrs": ""}, "grid is empty"),
+    ({"lrs": "0.1,-1"}, "positive"),
+    ({"lrs": "0.1,abc"}, "'abc' is not a number"),
+    ({"epochs": -3}, "epochs must be a positive integer, got -3"),
+    ({"epochs": "0"}, "epochs must be a positive integer"),
+    ({"seeds": 0}, "at least 1 seed"),
+    ({"seeds": "1,1"}, "distinct"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": "big"}, "batch_size must be a positive integer, got 'big'"),
+])
+def test_bad_options_name_the_option_and_value(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        make_config(**kwargs)
+
+
+def test_time_to_target_is_the_first_evaluation_meeting_it():
+    history = [{"epoch": e, "wall_s": 0.5 * e, "val_acc": a} for e, a in enumerate([0.1, 0.5, 0.8, 0.7, 0.9])]
+    assert time_to_target(history, "val_acc", 0.75) == (2.0, 1.0)
+    assert time_to_target(history, "val_acc", 0.95) is None
+    losses = [{"epoch": e, "wall_s": e, "val_loss": v} for e, v in enumerate([3.0, 1.0, 0.5])]
+    assert time_to_target(losses, "val_loss", 0.9) == (2.0, 2.0)
+
+
+def test_summary_counts_diverged_and_keeps_an_all_diverged_optimizer():
+    config = make_config(optimizers="sgd,adam", lrs="0.1,1", seeds=2).to_json()
+    hist = [{"epoch": 0, "wall_s": 0.0, "val_acc": 0.1}, {"epoch": 1, "wall_s": 1.0, "val_acc": 0.8}]
+    rows = [
+        {"phase": TUNE, "optimizer": "sgd", "lr": 0.1, "seed": 0, "status": "ok", "val_loss": 0.5, "val_acc": 0.8},
+        {"phase": TUNE, "optimizer": "sgd", "lr": 1.0, "seed": 0, "status": "diverged", "val_loss": None},
+        {"phase": TUNE, "optimizer": "adam", "lr": 0.1, "seed": 0, "status": "diverged", "val_loss": None},
+        {"phase": TUNE, "optimizer": "adam", "lr": 1.0, "seed": 0, "status": "diverged", "val_loss": None},
+    ] + [{"phase": FINAL, "optimizer": "sgd", "lr": 0.1, "seed": s, "status": "ok", "val_loss": 0.5, "val_acc": 0.8,
+          "test_acc": acc, "test_loss": 0.6, "steps": 10, "history": hist} for s, acc in [(0, 0.7), (1, 0.9)]]
+    summary = summarize(config, rows)
+    sgd, adam = summary.optimizers
+    assert sgd.selected_lr == 0.1 and sgd.diverged == 1 and sgd.test_acc.mean == pytest.approx(0.8)
+    assert sgd.test_acc.std == pytest.approx(math.sqrt(0.02)) and sgd.reached_target == 2
+    assert adam.all_diverged and adam.diverged == 2 and adam.grid_size == 2
+    assert summary.ranked() == [sgd]

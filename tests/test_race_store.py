@@ -1,0 +1,74 @@
+"""results.jsonl: append-only, truncated-tail recovery, refusing another race's directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from descentlab.race.store import CONFIG, RESULTS, ResultsStore
+
+CONFIG_A = {"task": "digits", "epochs": 2, "lrs": [0.1, 0.01]}
+
+
+def run_row(lr, seed=0, phase="tune"):
+    return {"phase": phase, "optimizer": "sgd", "lr": lr, "seed": seed, "status": "ok", "val_loss": 1.0 / lr}
+
+
+def snapshot(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def test_rows_survive_a_reopen_and_duplicates_are_refused(tmp_path):
+    with ResultsStore.open(tmp_path / "race", CONFIG_A) as store:
+        store.append(run_row(0.1))
+        store.append(run_row(0.01))
+        with pytest.raises(ValueError, match="already in"):
+            store.append(run_row(0.1))
+    with ResultsStore.open(tmp_path / "race", CONFIG_A) as store:
+        assert [r["lr"] for r in store.rows] == [0.1, 0.01]
+        assert ("tune", "sgd", 0.1, 0) in store and ("final", "sgd", 0.1, 0) not in store
+    lines = (tmp_path / "race" / RESULTS).read_text().splitlines()
+    assert [json.loads(line)["lr"] for line in lines] == [0.1, 0.01]
+
+
+@pytest.mark.parametrize("tail", [b'{"phase": "tune", "optimizer": "sgd", "lr": 0.', b'{"phase": "tune"}\n'[:-1]])
+def test_a_truncated_last_line_is_cut_off_and_that_run_redone(tmp_path, tail):
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        store.append(run_row(0.1))
+    good = (tmp_path / RESULTS).read_bytes()
+    (tmp_path / RESULTS).write_bytes(good + tail)
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        assert store.dropped_tail and len(store.rows) == 1
+        store.append(run_row(0.01))
+    lines = (tmp_path / RESULTS).read_bytes().splitlines()
+    assert lines[0] + b"\n" == good and json.loads(lines[1])["lr"] == 0.01 and len(lines) == 2
+
+
+def test_a_damaged_line_before_the_last_is_an_error_not_a_silent_drop(tmp_path):
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        store.append(run_row(0.1))
+    path = tmp_path / RESULTS
+    path.write_bytes(b"garbage\n" + path.read_bytes())
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="line 1 is damaged"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert snapshot(tmp_path) == before
+
+
+def test_another_races_directory_is_refused_and_left_untouched(tmp_path):
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        store.append(run_row(0.1))
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"holds another race .*epochs: 2 -> 5"):
+        ResultsStore.open(tmp_path, {**CONFIG_A, "epochs": 5})
+    assert snapshot(tmp_path) == before
+    (tmp_path / CONFIG).unlink()
+    with pytest.raises(ValueError, match=r"without race\.json"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+
+
+def test_two_races_cannot_write_one_directory_at_once(tmp_path):
+    with ResultsStore.open(tmp_path, CONFIG_A), pytest.raises(ValueError, match="in use by another running race"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    ResultsStore.open(tmp_path, CONFIG_A).close()  # released on close
