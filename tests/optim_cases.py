@@ -24,7 +24,7 @@ import torch
 import descentlab.optim as dl
 from descentlab import reference
 
-STEPS = 60
+STEPS = 50
 LR_CHANGE_AT = 30
 ADD_GROUP_AT = 20
 SHAPES: tuple[tuple[int, ...], ...] = ((), (5,), (3, 4), (2, 3, 4))

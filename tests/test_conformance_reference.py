@@ -1,7 +1,7 @@
 """descentlab.optim.X against the NumPy float64 reference (:mod:`descentlab.reference`).
 
 Same table as the torch conformance (:data:`optim_cases.CASES`: every flag, two param groups, lr
-halved by hand, tensor lr, add_param_group, missing and zero gradients) x 60 steps, float64 only,
+halved by hand, tensor lr, add_param_group, missing and zero gradients) x 50 steps, float64 only,
 final params within 1e-12 relative. The reference reads its hyper-parameters from the optimizer's
 param groups through :func:`descentlab.reference.reference_hypers` at every step.
 """

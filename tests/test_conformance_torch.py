@@ -1,7 +1,7 @@
 """descentlab.optim.X against torch.optim.X (the default CPU for-loop path), fed the same gradients.
 
 Table: every :data:`optim_cases.CASES` entry (all flags of all five classes, two param groups, lr
-halved by hand mid-run, tensor lr, add_param_group, missing gradients) x 4 dtypes x 60 steps,
+halved by hand mid-run, tensor lr, add_param_group, missing gradients) x 4 dtypes x 50 steps,
 params compared after every step. Real dtypes (float32, float64, bfloat16) must be bitwise equal
 (``torch.equal``). complex64 is compared within a tolerance: torch applies the weight decay (and
 SGD's whole update) in complex arithmetic before viewing the tensors as real pairs, while
