@@ -1,0 +1,81 @@
+"""Checkpoints: one file per saved step, written atomically, the last two kept.
+
+File layout: ``MAGIC`` + SHA-256 of the payload (32 bytes) + the payload (``torch.save`` of a dict of
+tensors and plain values, loaded back with ``weights_only=True``). A file whose digest does not
+match — truncated, overwritten, half-copied — is reported and skipped in favour of the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_write_bytes, fsync_directory
+
+MAGIC = b"DLCKPT1\n"
+KEEP = 2
+_NAME = re.compile(r"^ckpt-(\d{10})\.pt$")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be trusted."""
+
+
+def path_for(directory: Path, step: int) -> Path:
+    return directory / f"ckpt-{step:010d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, newest (highest step) first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save(directory: Path, step: int, payload: dict[str, Any], keep: int = KEEP) -> Path:
+    """Write the checkpoint for ``step`` atomically, then delete all but the newest ``keep``."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    path = path_for(directory, step)
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(body).digest() + body)
+    for old in list_checkpoints(directory)[keep:]:
+        old.unlink(missing_ok=True)
+    fsync_directory(directory)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and verify one checkpoint; raise :class:`CorruptCheckpoint` saying what is wrong."""
+    data = path.read_bytes()
+    header = len(MAGIC) + 32
+    if len(data) < header or not data.startswith(MAGIC):
+        raise CorruptCheckpoint(f"{path.name}: not a descentlab checkpoint or truncated ({len(data)} bytes)")
+    body = data[header:]
+    if hashlib.sha256(body).digest() != data[len(MAGIC):header]:
+        raise CorruptCheckpoint(f"{path.name}: checksum mismatch (truncated or corrupt, {len(data)} bytes)")
+    try:
+        return torch.load(io.BytesIO(body), weights_only=True)
+    except Exception as error:  # verified bytes that torch cannot read: a format from elsewhere
+        raise CorruptCheckpoint(f"{path.name}: unreadable ({type(error).__name__}: {error})") from None
+
+
+def load_latest(directory: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that verifies, warning about each newer one that does not; None when
+    there is no usable checkpoint."""
+    for path in list_checkpoints(directory):
+        try:
+            return load(path)
+        except CorruptCheckpoint as error:
+            warnings.warn(f"checkpoint {error}; falling back to the previous one", RuntimeWarning, stacklevel=3)
+        except OSError as error:
+            warnings.warn(f"checkpoint {path.name} cannot be read ({error}); falling back to the previous one",
+                          RuntimeWarning, stacklevel=3)
+    return None

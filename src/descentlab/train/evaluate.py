@@ -1,0 +1,42 @@
+"""Evaluation: mean loss and accuracy of a model on a split, without gradients, in eval mode.
+
+loss = (1/N)·Σ_chunks n_c·loss_fn(model(x_c), y_c) (the loss functions are means over their chunk);
+accuracy = (1/N)·#{i : argmax model(x_i) = y_i} for classification, ``None`` for regression.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..tasks.registry import LossFn
+
+EVAL_CHUNK = 8192
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, classification: bool,
+             chunk: int = EVAL_CHUNK) -> tuple[float, float | None]:
+    was_training = model.training
+    model.eval()
+    try:
+        n = len(x)
+        loss_sum = 0.0
+        correct = 0
+        for start in range(0, n, chunk):
+            xc, yc = x[start:start + chunk], y[start:start + chunk]
+            output = model(xc)
+            loss_sum += float(loss_fn(output, yc)) * len(xc)
+            if classification:
+                correct += int((output.argmax(dim=-1) == yc).sum())
+    finally:
+        model.train(was_training)
+    return loss_sum / n, (correct / n if classification else None)
+
+
+def grad_norm(parameters: list[torch.Tensor]) -> float:
+    """‖g‖₂ over all parameters' gradients (0 when none has a gradient)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))

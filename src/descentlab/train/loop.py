@@ -1,0 +1,307 @@
+"""The one training loop. GD vs SGD is the batch size: ``batch_size=None`` is full-batch Gradient
+Descent (one step per epoch on the whole training set); an integer is minibatch SGD with a fresh
+shuffle every epoch (the last batch of an epoch may be smaller).
+
+Per step t: ``ℓ_t = loss_fn(model(x_B), y_B)``; stop as diverged if ``ℓ_t`` is non-finite or above
+``divergence_factor · ℓ_1`` (see :mod:`.divergence`); else backpropagate and ``optimizer.step()``.
+The data stays in memory as tensors: each epoch permutes the training set once (a local
+``torch.Generator``) and batches are contiguous slices of it, so the loop adds almost nothing to the
+model's own forward/backward/step.
+
+Determinism: the initial weights come from ``seed`` (torch's global RNG forked and seeded, then
+restored), the shuffles from a generator seeded from ``seed``, and the loop runs inside a forked global
+RNG seeded with ``seed`` (so dropout-like layers are reproducible too); the same arguments give
+bitwise-identical metrics and weights on the same machine and thread count. A checkpoint holds
+everything that state is made of, so a resumed run ends bitwise where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..tasks.registry import Task, get_task
+from . import divergence
+from .evaluate import evaluate, grad_norm
+from .result import DIVERGED, OK, RunResult
+from .rundir import RunDir
+from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_optimizer, optimizer_label, versions
+
+DEFAULT_EPOCHS = 20
+_SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
+
+
+@dataclass
+class Progress:
+    """Everything about where a run is, besides model and optimizer state (saved in checkpoints)."""
+
+    step: int = 0                     # optimizer updates applied
+    epoch: int = 0                    # completed epochs
+    pos: int = 0                      # batches done in the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's order (minibatch only)
+    examples: int = 0
+    run_sum: float = 0.0              # Σ ℓ_t since the last evaluation
+    run_count: int = 0
+    initial_loss: float | None = None
+    status: str = OK
+    diverged_at_step: int | None = None
+    diverge_reason: str | None = None
+    wall_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec = "adam", lr: float = 1e-3,
+          batch_size: int | None = 64, epochs: int | None = None, steps: int | None = None, seed: int = 0,
+          out: str | Path | None = None, resume: bool = False, evaluate_test: bool = False, quiet: bool = True,
+          eval_every: int | None = None, optimizer_options: Mapping[str, Any] | None = None,
+          model_options: Mapping[str, Any] | None = None,
+          divergence_factor: float | None = divergence.DEFAULT_FACTOR, keep_model: bool = False,
+          callback: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False) -> RunResult:
+    """Train ``task``'s ``model`` with ``optimizer`` and return a :class:`RunResult` (never raises
+    for a diverging run: it is returned with ``status="diverged"``).
+
+    - ``optimizer``: a registry name (``descentlab.optim.names()``), a ``torch.optim.Optimizer``
+      class, or a factory ``(params, lr=..., **optimizer_options) -> Optimizer``.
+    - ``batch_size=None``: full-batch GD; an integer: minibatch, reshuffled each epoch.
+    - Budget: ``epochs`` (default 20) or ``steps`` (exact number of updates), not both.
+    - ``eval_every``: evaluate on the validation split every that many steps; default: at the end of
+      every epoch. There is always an evaluation at step 0 and at the last step.
+    - ``out``: a run directory (``metrics.jsonl``, ``result.json``, checkpoints at each evaluation,
+      the last two kept); ``resume=True`` continues the run found there. ``out=None`` writes nothing.
+    - ``evaluate_test``: evaluate the test split once, at the end (otherwise it is never touched).
+    - ``callback(record)``: called after every evaluation with its metrics record.
+    - ``tensorboard``: also write TensorBoard event files to ``out/tensorboard`` (needs ``tensorboard``).
+    """
+    if isinstance(task, str):
+        task = get_task(task)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a descentlab Task or a task name, got {type(task).__name__}")
+    optimizer = check_optimizer(optimizer)
+    lr = check_lr(lr)
+    batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
+    seed = check_int("seed", seed, 0)
+    if epochs is not None and steps is not None:
+        raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
+    if epochs is None and steps is None:
+        epochs = DEFAULT_EPOCHS
+    epochs = check_int("epochs", epochs, 1, allow_none=True)
+    steps = check_int("steps", steps, 1, allow_none=True)
+    eval_every = check_int("eval_every", eval_every, 1, allow_none=True)
+    divergence_factor = divergence.check_factor(divergence_factor)
+    if resume and out is None:
+        raise ValueError("resume=True needs out, the directory of the run to continue")
+    if tensorboard and out is None:
+        raise ValueError("tensorboard=True needs out, the directory to write event files to")
+    if not isinstance(evaluate_test, bool):
+        raise TypeError(f"evaluate_test must be True or False, got {evaluate_test!r}")
+    if evaluate_test and not task.has_test:
+        raise ValueError(f"evaluate_test=True but task {task.name!r} has no test split")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {callback!r}")
+    model_name = task.default_model if model is None else model
+    if model_name not in task.models:
+        raise ValueError(f"unknown model {model_name!r} for task {task.name!r}; known: {', '.join(task.models)}")
+    optimizer_options = dict(optimizer_options or {})
+    model_options = dict(model_options or {})
+
+    n = task.n_train
+    size = n if batch_size is None else min(batch_size, n)
+    per_epoch = math.ceil(n / size)
+    total = steps if steps is not None else epochs * per_epoch
+    config = {
+        "task": task.name, "task_options": task.options, "model": model_name, "model_options": model_options,
+        "optimizer": optimizer_label(optimizer), "optimizer_options": optimizer_options, "lr": lr,
+        "batch_size": batch_size, "epochs": epochs, "steps": steps, "total_steps": total,
+        "steps_per_epoch": per_epoch, "seed": seed, "eval_every": eval_every,
+        "divergence_factor": divergence_factor,
+    }
+    rundir = RunDir(out, config, versions(), resume) if out is not None else None
+
+    net = task.make_model(model_name, seed, **model_options)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = make_optimizer(optimizer, params, lr, optimizer_options)
+    generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
+    writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        progress = Progress()
+        saved = rundir.open() if rundir is not None else None
+        if saved is not None:
+            _restore(saved, net, opt, generator, progress)
+            rundir.rewrite_metrics(progress.history)  # drop records written after that checkpoint
+        elif rundir is not None:
+            rundir.rewrite_metrics([])
+        loop = _Loop(task, net, opt, params, generator, progress, size, per_epoch, total, eval_every,
+                     divergence_factor, rundir, callback, writer, show=not quiet and sys.stderr.isatty())
+        loop.run()
+
+    test_loss = test_acc = None
+    if evaluate_test:
+        test_loss, test_acc = evaluate(net, task.x_test, task.y_test, task.loss_fn, task.kind == "classification")
+    last = progress.history[-1]
+    result = RunResult(
+        status=progress.status, diverged_at_step=progress.diverged_at_step, diverge_reason=progress.diverge_reason,
+        epochs=progress.examples / n, steps=progress.step, examples=progress.examples, wall_s=progress.wall_s,
+        train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"], test_loss=test_loss,
+        test_acc=test_acc, history=progress.history, config=config, out=str(out) if out is not None else None,
+        model=net if keep_model else None,
+    )
+    if rundir is not None:
+        rundir.write_result(result.to_dict())
+    if writer is not None:
+        writer.close()
+    return result
+
+
+class _Loop:
+    """The state machine of one run: segments of steps between evaluations."""
+
+    def __init__(self, task: Task, net: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.Tensor],
+                 generator: torch.Generator, progress: Progress, size: int, per_epoch: int, total: int,
+                 eval_every: int | None, factor: float | None, rundir: RunDir | None,
+                 callback: Callable[[dict[str, Any]], None] | None, writer: Any, show: bool) -> None:
+        self.task, self.net, self.opt, self.params, self.generator = task, net, opt, params, generator
+        self.p, self.size, self.per_epoch, self.total, self.eval_every = progress, size, per_epoch, total, eval_every
+        self.factor, self.rundir, self.callback, self.writer, self.show = factor, rundir, callback, writer, show
+        self.full_batch = size >= task.n_train
+        self.classification = task.kind == "classification"
+        self.limit = (divergence.threshold(progress.initial_loss, factor) if progress.initial_loss is not None
+                      else math.inf)
+
+    def run(self) -> None:
+        p = self.p
+        self.started = time.perf_counter() - p.wall_s
+        if not p.history:
+            self.record(train_loss=None, gnorm=None)
+        finished = p.status != OK or p.step >= self.total
+        bar = None
+        if self.show and not finished:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, initial=p.step, unit="step", dynamic_ncols=True, leave=False)
+        try:
+            while not finished:
+                before = p.step
+                self.segment()
+                if bar is not None:
+                    bar.update(p.step - before)
+                    bar.set_postfix(val_loss=f"{p.history[-1]['val_loss']:.4g}", refresh=False)
+                finished = p.status != OK or p.step >= self.total
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def next_eval(self) -> int:
+        p = self.p
+        if self.eval_every is not None:
+            boundary = (p.step // self.eval_every + 1) * self.eval_every
+        else:
+            boundary = p.step + (self.per_epoch - p.pos)
+        return min(boundary, self.total)
+
+    def segment(self) -> None:
+        """Steps up to the next evaluation or the end of the epoch, whichever comes first."""
+        p, size, n = self.p, self.size, self.task.n_train
+        x, y = self.task.x_train, self.task.y_train
+        if not self.full_batch:
+            if p.perm is None:
+                p.perm = torch.randperm(n, generator=self.generator)
+            x, y = x[p.perm], y[p.perm]
+        target = self.next_eval()
+        stop = p.pos + min(target - p.step, self.per_epoch - p.pos)
+        net, opt, loss_fn = self.net, self.opt, self.task.loss_fn
+        limit, run_sum, count = self.limit, 0.0, 0
+        diverged = None
+        for index in range(p.pos, stop):
+            xb, yb = (x, y) if self.full_batch else (x[index * size:(index + 1) * size],
+                                                     y[index * size:(index + 1) * size])
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xb), yb)
+            value = loss.item()
+            if not value <= limit:  # NaN compares false too; before step 1 the limit is inf
+                diverged = (p.step + count + 1, divergence.reason(value, limit))
+                stop = index
+                break
+            if p.initial_loss is None:
+                p.initial_loss = value
+                limit = self.limit = divergence.threshold(value, self.factor)
+            loss.backward()
+            opt.step()
+            run_sum += value
+            count += 1
+        p.examples += min(stop * size, n) - min(p.pos * size, n)
+        p.step += count
+        p.pos = stop
+        p.run_sum += run_sum
+        p.run_count += count
+        if diverged is not None:
+            p.status, (p.diverged_at_step, p.diverge_reason) = DIVERGED, diverged
+        elif p.pos == self.per_epoch:
+            p.epoch += 1
+            p.pos = 0
+            p.perm = None
+        if diverged is not None or p.step == target:
+            self.evaluate_and_save()
+
+    def evaluate_and_save(self) -> None:
+        p = self.p
+        gnorm = grad_norm(self.params) if p.run_count and p.status == OK else None
+        if p.status == OK and gnorm is not None and not math.isfinite(gnorm):
+            p.status, p.diverged_at_step, p.diverge_reason = DIVERGED, p.step, f"non-finite gradient norm ({gnorm})"
+        train_loss = p.run_sum / p.run_count if p.run_count else None
+        p.run_sum, p.run_count = 0.0, 0
+        self.record(train_loss, gnorm)
+
+    def record(self, train_loss: float | None, gnorm: float | None) -> None:
+        p = self.p
+        val_loss, val_acc = evaluate(self.net, self.task.x_val, self.task.y_val, self.task.loss_fn,
+                                     self.classification)
+        p.wall_s = time.perf_counter() - self.started
+        entry = {"step": p.step, "epoch": p.examples / self.task.n_train, "examples": p.examples,
+                 "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
+                 "lr": float(self.opt.param_groups[0]["lr"]), "grad_norm": gnorm, "wall_s": p.wall_s}
+        p.history.append(entry)
+        if self.rundir is not None:
+            self.rundir.append_metrics(entry)
+            self.rundir.save_checkpoint(p.step, _snapshot(self.net, self.opt, self.generator, p))
+        if self.writer is not None:
+            for key, value in entry.items():
+                if key not in ("step", "wall_s") and value is not None:
+                    self.writer.add_scalar(key, value, p.step)
+        if self.callback is not None:
+            self.callback(dict(entry))
+
+
+def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
+              progress: Progress) -> dict[str, Any]:
+    return {"format": 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "progress": progress.state()}
+
+
+def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
+             progress: Progress) -> None:
+    net.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    for key, value in saved["progress"].items():
+        setattr(progress, key, value)
+
+
+def _tensorboard_writer(directory: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard=True needs the 'tensorboard' package (pip install tensorboard)") from None
+    return SummaryWriter(log_dir=str(directory))

@@ -1,0 +1,61 @@
+"""What a training run returns: :class:`RunResult` (status, final metrics, curve, config)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+OK = "ok"
+DIVERGED = "diverged"
+
+METRIC_KEYS = ("step", "epoch", "examples", "train_loss", "val_loss", "val_acc", "lr", "grad_norm", "wall_s")
+"""The fields of every evaluation record in ``RunResult.history`` and ``metrics.jsonl``."""
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`descentlab.train.train`.
+
+    ``status`` is ``"ok"`` or ``"diverged"`` (then ``diverged_at_step`` is the 1-based step whose
+    training loss was non-finite or above the divergence threshold, and ``diverge_reason`` says
+    which). ``epochs`` = examples seen / training-set size; ``steps`` = optimizer updates applied.
+    ``val_loss``/``val_acc`` are the last evaluation's; ``test_loss``/``test_acc`` are ``None``
+    unless the run was asked to evaluate the test split. ``history`` holds one record per
+    evaluation (see :data:`METRIC_KEYS`), the first at step 0 (before training). ``val_acc`` is
+    ``None`` for regression tasks. ``model`` is the trained module when ``keep_model=True``.
+    """
+
+    status: str
+    diverged_at_step: int | None
+    diverge_reason: str | None
+    epochs: float
+    steps: int
+    examples: int
+    wall_s: float
+    train_loss: float | None
+    val_loss: float
+    val_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+    out: str | None = None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def state_dict(self) -> dict[str, Any]:
+        """The final model weights (needs ``keep_model=True``)."""
+        if self.model is None:
+            raise ValueError("the run was not asked to keep its model; pass keep_model=True to train()")
+        return self.model.state_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the model, as plain Python values (JSON-ready via descentlab.atomic.dumps)."""
+        data = asdict(self)
+        data.pop("model")
+        return data

@@ -1,0 +1,76 @@
+"""Argument checks and the optimizer factory for :func:`descentlab.train.train`."""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..optim import resolve
+
+OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
+
+
+def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        more = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= {low}{more}, got {value!r}")
+    return value
+
+
+def check_lr(lr: Any) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    return float(lr)
+
+
+def optimizer_label(spec: OptimizerSpec) -> str:
+    """How the optimizer is named in configs: its registry name, or the class / factory's import path."""
+    if isinstance(spec, str):
+        return spec
+    module = getattr(spec, "__module__", None) or "?"
+    return f"{module}:{getattr(spec, '__qualname__', type(spec).__name__)}"
+
+
+def check_optimizer(spec: Any) -> OptimizerSpec:
+    if isinstance(spec, torch.optim.Optimizer):
+        raise TypeError("optimizer must be a registry name, an Optimizer class or a factory "
+                        f"(params, lr, **options) -> Optimizer, not an instance ({type(spec).__name__}): the loop "
+                        "builds the optimizer for the model it creates")
+    if isinstance(spec, str):
+        resolve(spec)  # raises ValueError naming the unknown optimizer
+        return spec
+    if callable(spec):
+        return spec
+    raise TypeError(f"optimizer must be a registry name, an Optimizer class or a factory, got {spec!r}")
+
+
+def make_optimizer(spec: OptimizerSpec, params: list[torch.Tensor], lr: float,
+                   options: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``spec(params, lr=lr, **options)``, through the registry for a name."""
+    if isinstance(spec, str):
+        return resolve(spec).create(params, lr=lr, **options)
+    optimizer = spec(params, lr=lr, **options)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer factory {optimizer_label(spec)} returned {type(optimizer).__name__}, "
+                        "not a torch.optim.Optimizer")
+    return optimizer
+
+
+def versions() -> dict[str, str]:
+    found = {"descentlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+             "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        found["mnist1d"] = version("mnist1d")
+    except Exception:
+        pass
+    return found
