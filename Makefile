@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test race lint clean
+.PHONY: venv test race lint clean chromium
 
 venv: $(STAMP)
 
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The report's browser test needs Debian's chromium (CI runs as root).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -n 2 -q
 
 race: $(STAMP)
