@@ -216,11 +216,11 @@ def test_plot_marks_start_minima_and_labels_each_trajectory(tmp_path):
 
 def test_gif_animates_the_trajectories(tmp_path):
     result = run("saddle", ["gd", "adam"], steps=30)
-    path = save_gif(result, tmp_path / "saddle.gif", frames=6, dpi=30)
+    path = save_gif(result, tmp_path / "saddle.gif", frames=3, dpi=30)
     assert path.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.size == (192, 120)  # 6.4 x 4 inches at 30 dpi
-        assert 2 <= gif.n_frames <= 6
+        assert 2 <= gif.n_frames <= 3
         frames = []
         for i in (0, gif.n_frames - 1):
             gif.seek(i)
@@ -234,7 +234,7 @@ def test_gif_animates_the_trajectories(tmp_path):
 def test_cli_writes_png_gif_and_prints_the_summary(tmp_path, capsys):
     out = tmp_path / "saddle.png"
     code = main(["landscape", "--surface", "saddle", "--optimizers", "gd,momentum,torch.optim:Adam", "--steps", "40",
-                 "--start", "1,0.001", "--lr", "torch.optim:Adam=0.05", "--out", str(out), "--gif", "--frames", "4",
+                 "--start", "1,0.001", "--lr", "torch.optim:Adam=0.05", "--out", str(out), "--gif", "--frames", "2",
                  "--dpi", "30", "--noise", "0.01", "--seed", "1"])
     assert code == 0
     printed = capsys.readouterr().out
