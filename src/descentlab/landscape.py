@@ -124,10 +124,11 @@ def as_surface(surface: Surface | str, condition: float | None = None) -> Surfac
     return get_surface(surface, condition=condition)
 
 
-def trajectory(surface: Surface, optimizer: str, *, start: Sequence[float] | None = None, steps: int = DEFAULT_STEPS,
-               lr: float | None = None, hyperparams: Mapping[str, Any] | None = None, noise: float = 0.0,
-               seed: int = 0, tol: float = DEFAULT_TOL) -> Trajectory:
+def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float] | None = None,
+               steps: int = DEFAULT_STEPS, lr: float | None = None, hyperparams: Mapping[str, Any] | None = None,
+               noise: float = 0.0, seed: int = 0, tol: float = DEFAULT_TOL) -> Trajectory:
     """Run ``optimizer`` (a registry name or import path) for ``steps`` steps on ``surface``."""
+    surface = as_surface(surface)
     entry = resolve(optimizer)
     steps = _check_positive_int("steps", steps, MAX_STEPS)
     noise = _check_real("noise", noise)
@@ -211,8 +212,8 @@ def run(surface: Surface | str, optimizers: Iterable[str] = DEFAULT_OPTIMIZERS, 
         raise ValueError("optimizers must name at least one optimizer, got none")
     if len(set(names)) != len(names):
         raise ValueError(f"optimizers must not repeat a name, got {','.join(names)}")
-    entries = [resolve(name) for name in names]  # unknown names fail here, before any work
-    del entries
+    for name in names:
+        resolve(name)  # unknown names fail here, before any work
     lrs, hyperparams = dict(lrs or {}), dict(hyperparams or {})
     for what, table in (("lr", lrs), ("hyper-parameters", hyperparams)):
         unused = sorted(set(table) - set(names))
@@ -335,7 +336,7 @@ def plot(result: LandscapeRun, *, figsize: tuple[float, float] = (8.0, 5.0), dpi
 
 
 def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: tuple[float, float] = (6.4, 4.0),
-            dpi: int = 60) -> Any:
+            dpi: int = 80) -> Any:
     """A matplotlib animation of all trajectories advancing together (``frames`` evenly spaced steps)."""
     from matplotlib.animation import FuncAnimation
 
@@ -349,6 +350,8 @@ def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: t
         lines.append(line)
         heads.append(head)
     _legend(fig, ax, 6)
+    counter = ax.text(0.02, 0.97, "", transform=ax.transAxes, va="top", fontsize=8,
+                      bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"}, zorder=8)
     fig.tight_layout()
     step_at = np.unique(np.linspace(0, result.steps, min(frames, result.steps + 1)).round().astype(int))
 
@@ -358,7 +361,8 @@ def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: t
             shown = t.points[: k + 1]
             line.set_data(shown[:, 0], shown[:, 1])
             head.set_data(shown[-1:, 0], shown[-1:, 1])
-        return [*lines, *heads]
+        counter.set_text(f"step {k}")
+        return [*lines, *heads, counter]
 
     return FuncAnimation(fig, draw, frames=len(step_at), interval=1000 / fps, blit=False)
 
@@ -399,7 +403,7 @@ def save_png(result: LandscapeRun, path: str | os.PathLike[str], *, dpi: int = 1
 
 
 def save_gif(result: LandscapeRun, path: str | os.PathLike[str], *, frames: int = 40, fps: int = 10,
-             dpi: int = 60) -> Path:
+             dpi: int = 80) -> Path:
     from matplotlib.animation import PillowWriter
 
     animation = animate(result, frames=frames, fps=fps, dpi=dpi)
