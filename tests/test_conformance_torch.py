@@ -3,9 +3,11 @@
 Table: every :data:`optim_cases.CASES` entry (all flags of all five classes, two param groups, lr
 halved by hand mid-run, tensor lr, add_param_group, missing gradients) x 4 dtypes x 50 steps,
 params compared after every step. Real dtypes (float32, float64, bfloat16) must be bitwise equal
-(``torch.equal``). complex64 is compared within a tolerance: torch applies the weight decay (and
+(``torch.equal``). complex64 is compared within a tolerance: torch applies the L2 weight decay (and
 SGD's whole update) in complex arithmetic before viewing the tensors as real pairs, while
-descentlab views them as real first, which rounds differently by about one ulp.
+descentlab views them as real first, which rounds differently by about one ulp (measured: every SGD
+case and the Adagrad/RMSprop/Adam cases with weight_decay > 0 differ, by at most 2e-6 relative after
+50 steps; the other complex cases are bitwise equal today).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 import descentlab.optim as dl
 from optim_cases import ALL_DTYPES, CASES, STEPS, Case, clone_params, dtype_id, iter_state_pairs, make_params, run_pair
 
-COMPLEX_RTOL, COMPLEX_ATOL = 1e-4, 1e-5
+COMPLEX_RTOL, COMPLEX_ATOL = 1e-5, 1e-6  # observed: |diff| <= 2e-6 (|x| + 1e-6) over the table
 
 
 def assert_same(dtype: torch.dtype, label: str, ours: Any, theirs: Any) -> None:
