@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-SUBCOMMANDS = ("optimizers", "landscape", "race", "bench")
+SUBCOMMANDS = ("optimizers", "tasks", "train", "landscape", "race", "bench")
 """Modules of this package that each add one subcommand, in the order ``--help`` lists them."""
 
 
