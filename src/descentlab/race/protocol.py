@@ -31,7 +31,7 @@ FULL_BATCH: frozenset[str] = frozenset({"gd"})
 GD_VS_SGD = ("gd", "sgd")
 """The article's comparison the report draws when both are in the race: full batch vs minibatches."""
 
-DEFAULT_EPOCHS = 20
+DEFAULT_EPOCHS = 30
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 64
 
