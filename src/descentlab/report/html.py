@@ -98,7 +98,7 @@ def build_html(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], sum
                  f"{seeds[0]}; steps are the optimizer updates in one run.</p>")
 
     parts.append("<h2>Recommendation</h2><ul class='rec'>")
-    parts.extend(f"<li>{_e(sentence)}</li>" for sentence in recommendation(summary, epochs, GD_VS_SGD))
+    parts.extend(f"<li>{_e(sentence)}</li>" for sentence in recommendation(summary, epochs, GD_VS_SGD, rows))
     parts.append("</ul>")
 
     parts.append("<h2>Validation curves</h2>")

@@ -52,12 +52,20 @@ def seed_band(histories: Sequence[Sequence[Mapping[str, Any]]], x_key: str, y_ke
     return np.array(xs), np.array(mean), np.array(low), np.array(high)
 
 
+def _loss_scale(ax, values: Sequence[float]) -> None:
+    """Log scale only when the losses span more than a factor 20 (else the ticks are unreadable)."""
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+
+
 def curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], colors: Mapping[str, str],
            x_key: str, metrics: Sequence[str], x_label: str, title: str, log_x: bool = False) -> str:
     """One panel per metric: mean over seeds as a line, the seeds' min-max as a band."""
     figure = Figure(figsize=(5.2 * len(metrics), 3.6))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
+        drawn: list[float] = []
         for name, runs in histories.items():
             band = seed_band(runs, x_key, metric)
             if band is None:
@@ -65,10 +73,11 @@ def curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], color
             x, mean, low, high = band
             ax.plot(x, mean, color=colors[name], label=f"{name} ({len(runs)} seeds)", lw=1.8)
             ax.fill_between(x, low, high, color=colors[name], alpha=0.2, lw=0)
+            drawn.extend([*low.tolist(), *high.tolist()])
         ax.set_xlabel(x_label)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         if metric == "val_loss":
-            ax.set_yscale("log")
+            _loss_scale(ax, drawn)
         if log_x:
             ax.set_xscale("symlog", linthresh=0.1)
         ax.grid(alpha=0.3)
@@ -84,10 +93,12 @@ def sensitivity(points: Mapping[str, Sequence[Mapping[str, Any]]], selected: Map
     figure = Figure(figsize=(5.2 * len(metrics), 3.6))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
-        finite = [p[metric] for runs in points.values() for p in runs if p.get(metric) is not None]
+        finite = [p[metric] for runs in points.values() for p in runs
+                  if p.get("status") == "ok" and p.get(metric) is not None]
         if metric == "val_loss":
-            ax.set_yscale("log")
-        edge = (max(finite) if metric == "val_loss" else min(finite)) if finite else 1.0
+            _loss_scale(ax, finite)
+        # diverged runs have no meaningful final metric: marked on the "bad" edge of the panel
+        edge = (max(finite) * 1.05 if metric == "val_loss" else min(finite) * 0.95) if finite else 1.0
         for name, runs in points.items():
             ok = [(p["lr"], p[metric]) for p in runs if p.get("status") == "ok" and p.get(metric) is not None]
             bad = [p["lr"] for p in runs if p.get("status") != "ok" or p.get(metric) is None]

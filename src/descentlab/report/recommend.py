@@ -1,17 +1,19 @@
 """The report's recommendation: plain sentences drawn from the summary's numbers, nothing else.
 
 - The winner is the optimizer with the best mean test accuracy (regression: lowest test loss) at
-  its selected lr. If the runner-up's mean is within the larger of the two seed standard deviations,
-  the two are called a tie on accuracy and the faster one to the target is named.
+  its selected lr. If the runner-up's mean ± std range over seeds overlaps the winner's (the gap is
+  at most the sum of the two standard deviations), the two are called a tie and the faster one to the
+  target is named.
 - lr tolerance: how many lrs of the grid ended within ``TOLERANCE`` (5 points of validation accuracy;
   regression: 2x the validation loss) of the optimizer's best lr.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..race.protocol import FINAL
 from ..race.summary import OptimizerSummary, RaceSummary, Stat, format_lr
 
 TOLERANCE_ACC = 0.05
@@ -39,7 +41,8 @@ def tolerant_lrs(s: OptimizerSummary, classification: bool) -> int:
     return sum(v <= min(values) * TOLERANCE_LOSS_RATIO for v in values) if values else 0
 
 
-def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()) -> list[str]:
+def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = (),
+                   rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Sentences for the report (and nothing that the numbers in the summary do not support)."""
     classification = summary.metric == "val_acc"
     what = "test accuracy" if classification else "test loss"
@@ -55,16 +58,16 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
         second = ranked[1]
         a, b = _main(best, classification), _main(second, classification)
         gap = abs((a.mean or 0.0) - (b.mean or 0.0))
-        noise = max(a.std or 0.0, b.std or 0.0)
+        noise = (a.std or 0.0) + (b.std or 0.0)  # their mean ± std ranges overlap
         if gap <= noise:
             faster = min((best, second), key=lambda s: s.target_seconds.mean if s.reached_target else float("inf"))
             out.append(f"{second.optimizer} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
-                       "is within the seed-to-seed spread of it, so the two are tied on this budget; "
+                       "overlaps it within one standard deviation over seeds, so the two are tied on this budget; "
                        f"{faster.optimizer} got to the target sooner ({_seconds(faster)}).")
         else:
             points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
             out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} "
-                       "behind — more than the seed-to-seed spread.")
+                       "behind — their mean ± std ranges over seeds do not overlap.")
     reached = [s for s in ranked if s.reached_target]
     if reached and summary.target is not None:
         fastest = min(reached, key=lambda s: s.target_seconds.mean)
@@ -92,29 +95,55 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
         if s.all_diverged:
             out.append(f"{s.optimizer}: every learning rate of the grid diverged or failed, so it has no result; "
                        "it is listed, not dropped.")
-    out.extend(_gd_vs_sgd(summary, gd_sgd, classification))
+    for s in ranked:
+        grid = sorted(p["lr"] for p in s.sensitivity)
+        if grid and len(grid) > 1 and s.selected_lr in (grid[0], grid[-1]):
+            side = "smallest" if s.selected_lr == grid[0] else "largest"
+            out.append(f"{s.optimizer}'s selected lr {format_lr(s.selected_lr)} is the {side} of its grid: its best lr "
+                       "may lie outside it (widen --lrs to check).")
+    out.extend(_gd_vs_sgd(summary, gd_sgd, classification, rows, epochs))
     out.append(f"These numbers hold for this task, model and budget ({epochs} epochs); another budget can "
                "reorder close optimizers.")
     return out
 
 
-def _gd_vs_sgd(summary: RaceSummary, pair: Sequence[str], classification: bool) -> list[str]:
+def _value_at(rows: Sequence[Mapping[str, Any]], optimizer: str, metric: str, seconds: float) -> float | None:
+    """Mean over the optimizer's final runs of ``metric`` at its last evaluation within ``seconds``."""
+    values = []
+    for row in rows:
+        if row.get("phase") != FINAL or row.get("optimizer") != optimizer:
+            continue
+        seen = [e.get(metric) for e in row.get("history") or [] if (e.get("wall_s") or 0.0) <= seconds]
+        seen = [v for v in seen if v is not None]
+        if seen:
+            values.append(seen[-1])
+    return sum(values) / len(values) if values else None
+
+
+def _gd_vs_sgd(summary: RaceSummary, pair: Sequence[str], classification: bool,
+               rows: Sequence[Mapping[str, Any]], epochs: int) -> list[str]:
     if len(pair) != 2:
         return []
     gd, sgd = summary.by_name(pair[0]), summary.by_name(pair[1])
     if gd is None or sgd is None or gd.all_diverged or sgd.all_diverged:
         return []
-    metric: Any = "val_acc" if classification else "val_loss"
-    gd_value = getattr(gd, metric).mean
-    sgd_value = getattr(sgd, metric).mean
+    metric = "val_acc" if classification else "val_loss"
+    gd_value, sgd_value = getattr(gd, metric).mean, getattr(sgd, metric).mean
     if gd_value is None or sgd_value is None:
         return []
     shown = (lambda v: f"{v:.1%}") if classification else (lambda v: f"{v:.3g}")
-    better = (sgd_value > gd_value) if classification else (sgd_value < gd_value)
-    per_second_gd = gd.wall_s.mean or 0.0
-    per_second_sgd = sgd.wall_s.mean or 0.0
-    return [f"GD vs SGD (the article's comparison): with the same number of epochs, GD took {gd.steps} steps and "
-            f"SGD {sgd.steps}; final validation {'accuracy' if classification else 'loss'} "
-            f"{shown(gd_value)} for GD vs {shown(sgd_value)} for SGD, so "
-            f"{'SGD' if better else 'GD'} made more progress per epoch, in {per_second_sgd:.2g} s per run for SGD "
-            f"vs {per_second_gd:.2g} s for GD (see the per-second panel)."]
+    name = "accuracy" if classification else "loss"
+
+    def better(a: float, b: float) -> bool:
+        return a > b if classification else a < b
+
+    out = [f"GD vs SGD (the article's comparison): in the same {epochs} epochs GD took {gd.steps} steps "
+           f"and SGD {sgd.steps}; final validation {name} {shown(gd_value)} for GD vs {shown(sgd_value)} for SGD, so "
+           f"{'SGD' if better(sgd_value, gd_value) else 'GD'} made more progress per epoch."]
+    gd_seconds = gd.wall_s.mean
+    sgd_then = _value_at(rows, sgd.optimizer, metric, gd_seconds) if gd_seconds else None
+    if gd_seconds and sgd_then is not None:
+        out.append(f"Per second: GD's whole run took {gd_seconds:.2g} s; by then SGD was at {shown(sgd_then)} "
+                   f"validation {name} vs GD's final {shown(gd_value)}, so "
+                   f"{'SGD' if better(sgd_then, gd_value) else 'GD'} made more progress per second.")
+    return out
