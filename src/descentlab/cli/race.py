@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                       progress=False if args.quiet else None)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
-        raise
+        return 130
     print(format_table(result.summary))
     print(f"\n{len(result.rows)} runs in {result.results_path} ({result.ran} trained now, {result.wall_s:.1f} s)")
     print(f"report: {result.report_path}")
