@@ -1,0 +1,178 @@
+"""The training loop: GD on least squares, minibatch vs full batch, determinism, divergence,
+custom optimizers and tasks, argument errors, and MNIST-1D accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from descentlab.tasks import from_tensors, get_task
+from descentlab.train import METRIC_KEYS, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_task("digits")
+
+
+@pytest.fixture(scope="module")
+def lstsq():
+    return get_task("lstsq")
+
+
+def weights(result):
+    return [t.clone() for t in result.state_dict().values()]
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(weights(a), weights(b), strict=True))
+
+
+def curve(result):
+    return [{k: v for k, v in record.items() if k != "wall_s"} for record in result.history]
+
+
+@pytest.mark.parametrize("lr", [0.5, 1.0, 1.9])
+def test_gd_on_lstsq_reaches_the_exact_solution_below_2_over_L(lstsq, lr):
+    assert lstsq.info["L"] == pytest.approx(1.0)
+    result = train(lstsq, model="linear", optimizer="gd", lr=lr, batch_size=None, steps=600, eval_every=100,
+                   keep_model=True)
+    assert result.status == "ok" and result.steps == 600
+    w = result.state_dict()["1.weight"][0]
+    solution = torch.from_numpy(lstsq.info["solution"])
+    assert (w - solution).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("lr", [2.1, 3.0])
+def test_gd_on_lstsq_is_reported_diverged_above_2_over_L(lstsq, lr):
+    result = train(lstsq, model="linear", optimizer="gd", lr=lr, batch_size=None, steps=2000)
+    assert result.status == "diverged"
+    assert 1 < result.diverged_at_step < 2000
+    assert result.steps == result.diverged_at_step - 1
+    assert "threshold" in result.diverge_reason
+    assert result.history[-1]["step"] == result.steps
+
+
+def test_minibatch_and_full_batch_same_epochs_different_steps(digits):
+    n = digits.n_train
+    full = train(digits, optimizer="gd", lr=0.1, batch_size=None, epochs=3)
+    mini = train(digits, optimizer="sgd", lr=0.1, batch_size=64, epochs=3)
+    assert full.steps == 3 and mini.steps == 3 * math.ceil(n / 64)
+    for result in (full, mini):
+        assert result.epochs == 3.0 and result.examples == 3 * n
+        assert [r["epoch"] for r in result.history] == [0.0, 1.0, 2.0, 3.0]
+        assert [r["examples"] for r in result.history] == [0, n, 2 * n, 3 * n]
+        assert set(result.history[0]) == set(METRIC_KEYS)
+        assert result.history[0]["train_loss"] is None and result.history[1]["train_loss"] > 0
+    assert [r["step"] for r in full.history] == [0, 1, 2, 3]
+    assert [r["step"] for r in mini.history] == [0, 17, 34, 51]
+    assert mini.val_acc > full.val_acc  # 51 small steps beat 3 big ones at the same lr
+
+
+def test_eval_every_steps_and_step_budget(digits):
+    result = train(digits, optimizer="sgd", lr=0.05, steps=40, eval_every=15)
+    assert [r["step"] for r in result.history] == [0, 15, 30, 40]
+    assert result.steps == 40 and result.examples == 2 * digits.n_train + 6 * 64  # 17 + 17 + 6 steps
+
+
+def test_same_seed_is_bitwise_identical_and_the_global_rng_untouched(digits):
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    a = train(digits, optimizer="adam", lr=3e-3, epochs=2, seed=3, keep_model=True)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = train(digits, optimizer="adam", lr=3e-3, epochs=2, seed=3, keep_model=True)
+    c = train(digits, optimizer="adam", lr=3e-3, epochs=2, seed=4, keep_model=True)
+    assert curve(a) == curve(b) and same_weights(a, b)
+    assert curve(a) != curve(c) and not same_weights(a, c)
+
+
+def test_nan_loss_and_nan_gradients_are_a_diverged_result_not_an_exception(lstsq, digits):
+    blown = train(lstsq, optimizer="sgd", lr=1e6, batch_size=None, steps=500, divergence_factor=None)
+    assert blown.status == "diverged" and "non-finite" in blown.diverge_reason
+    assert blown.diverged_at_step < 500
+
+    x = digits.x_train.clone()
+    x[5, 3] = float("nan")  # every full batch sees it at step 1
+    poisoned = from_tensors(x, digits.y_train, digits.x_val, digits.y_val, model=lambda: nn.Linear(64, 10))
+    result = train(poisoned, optimizer="sgd", lr=0.1, batch_size=None, epochs=5)
+    assert (result.status, result.diverged_at_step, result.steps) == ("diverged", 1, 0)
+    assert "non-finite training loss" in result.diverge_reason
+
+
+def test_torch_optimizer_class_and_factory_are_accepted(digits):
+    by_class = train(digits, optimizer=torch.optim.SGD, lr=0.1, epochs=1, optimizer_options={"momentum": 0.9},
+                     keep_model=True)
+    by_name = train(digits, optimizer="momentum", lr=0.1, epochs=1, keep_model=True)
+    assert by_class.config["optimizer"] == "torch.optim.sgd:SGD"
+    assert torch.allclose(weights(by_class)[0], weights(by_name)[0], atol=1e-5)
+
+    calls = []
+
+    def factory(params, lr):
+        calls.append(lr)
+        return torch.optim.Adam(params, lr=lr)
+
+    result = train(digits, optimizer=factory, lr=0.01, epochs=1)
+    assert calls == [0.01] and result.status == "ok"
+
+
+def test_custom_task_runs_through_the_same_loop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    task = from_tensors(x[:150], y[:150], x[150:], y[150:], x[150:], y[150:], model=lambda: nn.Linear(4, 1))
+    result = train(task, optimizer="adam", lr=0.05, batch_size=32, epochs=30, evaluate_test=True)
+    assert result.status == "ok" and result.val_acc is None
+    assert result.val_loss < 1e-2 * result.history[0]["val_loss"]
+    assert result.test_loss == pytest.approx(result.val_loss)  # test == val rows here
+
+
+def test_test_split_only_when_asked(digits):
+    quiet = train(digits, optimizer="sgd", lr=0.1, epochs=1)
+    assert quiet.test_loss is None and quiet.test_acc is None
+    asked = train(digits, optimizer="sgd", lr=0.1, epochs=1, evaluate_test=True)
+    assert 0 < asked.test_acc <= 1 and asked.test_loss > 0
+    assert curve(asked) == curve(quiet)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"epochs": 0}, ValueError, "epochs must be an integer >= 1 or None, got 0"),
+    ({"batch_size": 0}, ValueError, "batch_size must be an integer >= 1 or None, got 0"),
+    ({"lr": -1.0}, ValueError, "lr must be a finite number >= 0, got -1.0"),
+    ({"lr": float("nan")}, ValueError, "lr must be"),
+    ({"epochs": 2, "steps": 3}, ValueError, "epochs or steps, not both"),
+    ({"optimizer": "adamm"}, ValueError, "unknown optimizer 'adamm'"),
+    ({"model": "resnet"}, ValueError, "unknown model 'resnet'"),
+    ({"seed": -1}, ValueError, "seed must be"),
+    ({"resume": True}, ValueError, "resume=True needs out"),
+    ({"divergence_factor": 0.5}, ValueError, "divergence_factor"),
+    ({"optimizer": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)}, TypeError, "not an instance"),
+    ({"optimizer_options": {"momentun": 0.9}, "optimizer": "sgd"}, TypeError, "momentun"),
+])
+def test_bad_arguments_are_named(digits, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        train(digits, **kwargs)
+
+
+def test_tensorboard_is_optional(digits, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="tensorboard"):
+            train(digits, epochs=1, out=tmp_path / "run", tensorboard=True)
+    else:
+        train(digits, epochs=1, out=tmp_path / "run", tensorboard=True)
+        assert list((tmp_path / "run" / "tensorboard").glob("events.*"))
+
+
+def test_adam_mlp_on_mnist1d_reaches_the_papers_mlp_accuracy():
+    """MNIST-1D paper: an MLP gets about 0.6-0.7 test accuracy. 3000 Adam steps (60 epochs, batch 64)."""
+    task = get_task("mnist1d")
+    result = train(task, model="mlp", optimizer="adam", lr=3e-3, batch_size=64, epochs=60, seed=0,
+                   evaluate_test=True)
+    assert result.status == "ok" and result.steps == 3000
+    assert 0.57 <= result.test_acc <= 0.8, result.test_acc
+    assert result.history[-1]["val_acc"] > 0.5 > result.history[0]["val_acc"]

@@ -1,0 +1,146 @@
+"""Run directories, checkpoints and bitwise resume (including a SIGKILLed subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from descentlab.tasks import get_task
+from descentlab.train import checkpoint, train
+
+RUN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64, "epochs": 4, "eval_every": 5, "seed": 1}
+"""17 steps per epoch on digits, evaluations every 5 steps: checkpoints fall mid-epoch."""
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_task("digits")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits):
+    return train(digits, keep_model=True, **RUN)
+
+
+def curve(result):
+    return [{k: v for k, v in record.items() if k != "wall_s"} for record in result.history]
+
+
+def assert_bitwise_equal(a, b):
+    assert curve(a) == curve(b)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_metrics(digits, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+
+    def stop_at_step_25(record):
+        if record["step"] >= 25:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(digits, out=out, callback=stop_at_step_25, **RUN)
+    assert not (out / "result.json").exists()
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == ["ckpt-0000000025.pt", "ckpt-0000000020.pt"]
+
+    resumed = train(digits, out=out, resume=True, keep_model=True, **RUN)
+    assert_bitwise_equal(resumed, uninterrupted)
+    assert resumed.wall_s >= resumed.history[0]["wall_s"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [r["step"] for r in uninterrupted.history]
+    stored = json.loads((out / "result.json").read_text())
+    assert stored["status"] == "ok" and stored["steps"] == uninterrupted.steps
+    assert stored["config"]["lr"] == RUN["lr"] and stored["versions"]["torch"] == torch.__version__
+    assert len(checkpoint.list_checkpoints(out)) == 2
+
+    # Resuming a finished run trains nothing more and may add the test metrics.
+    again = train(digits, out=out, resume=True, keep_model=True, evaluate_test=True, **RUN)
+    assert_bitwise_equal(again, uninterrupted)
+    assert again.test_acc is not None
+
+
+def newest_step(out) -> int:
+    found = checkpoint.list_checkpoints(out)
+    return int(found[0].stem.split("-")[1]) if found else -1
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from descentlab.tasks import get_task
+    from descentlab.train import train
+    run = {run!r}
+    train(get_task("digits"), out=sys.argv[1], callback=lambda record: time.sleep(0.15), **run)
+""")
+
+
+def test_sigkilled_run_resumes_bitwise_even_with_its_newest_checkpoint_truncated(digits, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT.format(run=RUN), str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while newest_step(out) < 10:  # checkpoints at steps 10 and 5 exist
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run never wrote two checkpoints"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert not (out / "result.json").exists(), "the run finished before it was killed"
+    newest = checkpoint.list_checkpoints(out)[0]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    with pytest.warns(RuntimeWarning, match=rf"{newest.name}.*falling back"):
+        resumed = train(digits, out=out, resume=True, keep_model=True, **RUN)
+    assert_bitwise_equal(resumed, uninterrupted)
+
+
+def test_checkpoints_are_verified_and_only_the_last_two_kept(tmp_path):
+    for step in (5, 10, 15):
+        checkpoint.save(tmp_path, step, {"step": step, "w": torch.full((3,), float(step))})
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["ckpt-0000000015.pt", "ckpt-0000000010.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+    newest = checkpoint.path_for(tmp_path, 15)
+    data = bytearray(newest.read_bytes())
+    data[-10] ^= 0xFF  # same size, one byte flipped
+    newest.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CorruptCheckpoint, match="checksum"):
+        checkpoint.load(newest)
+    with pytest.warns(RuntimeWarning, match="ckpt-0000000015.pt.*falling back"):
+        loaded = checkpoint.load_latest(tmp_path)
+    assert loaded["step"] == 10 and torch.equal(loaded["w"], torch.full((3,), 10.0))
+
+    checkpoint.path_for(tmp_path, 10).write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning):
+        assert checkpoint.load_latest(tmp_path) is None
+
+
+def test_out_holding_another_run_or_other_files_is_refused(digits, tmp_path):
+    out = tmp_path / "run"
+    train(digits, optimizer="sgd", lr=0.1, epochs=1, out=out)
+    with pytest.raises(ValueError, match=r"holds a different run \(lr: 0.1 there vs 0.2 now"):
+        train(digits, optimizer="sgd", lr=0.2, epochs=1, out=out)
+    with pytest.raises(ValueError, match="already holds this run; pass resume=True"):
+        train(digits, optimizer="sgd", lr=0.1, epochs=1, out=out)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no descentlab run"):
+        train(digits, optimizer="sgd", lr=0.1, epochs=1, out=foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
