@@ -176,3 +176,13 @@ def test_adam_mlp_on_mnist1d_reaches_the_papers_mlp_accuracy():
     assert result.status == "ok" and result.steps == 3000
     assert 0.57 <= result.test_acc <= 0.8, result.test_acc
     assert result.history[-1]["val_acc"] > 0.5 > result.history[0]["val_acc"]
+
+
+def test_progress_bar_only_on_a_terminal_and_not_quiet(digits, capsys, monkeypatch):
+    train(digits, optimizer="sgd", lr=0.1, epochs=2, quiet=False)
+    assert capsys.readouterr().err == ""  # stderr is not a TTY under pytest
+    monkeypatch.setattr(type(__import__("sys").stderr), "isatty", lambda self: True, raising=False)
+    train(digits, optimizer="sgd", lr=0.1, epochs=2, quiet=True)
+    assert capsys.readouterr().err == ""
+    train(digits, optimizer="sgd", lr=0.1, epochs=2, quiet=False)
+    assert "/34 [" in capsys.readouterr().err  # a tqdm bar over the 34 steps
