@@ -3,6 +3,7 @@ PyTorch loop, and print runs/s for both and their ratio, measured in one run of 
 
     .venv/bin/python benchmarks/race_speed.py            # the default race (what `make race` runs)
     .venv/bin/python benchmarks/race_speed.py --quick    # the --quick race
+    .venv/bin/python benchmarks/race_speed.py --workers  # processes vs threads vs one process, same runs
 
 The plain loop is what one would write by hand: torch.optim's class for each optimizer (same
 hyper-parameters as the registry entry), the same model, data, batch size (GD: full batch), epochs,
@@ -49,13 +50,55 @@ def plain_run(task, entry, lr: float, batch_size: int | None, epochs: int, seed:
     return val_loss
 
 
+def compare_workers(n_runs: int = 8, epochs: int = 10) -> None:
+    """The same runs four ways: how the race should use two cores (it uses forked processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from descentlab.race import runner
+    from descentlab.race.core import default_run
+    from descentlab.tasks import get_task
+
+    task = get_task("mnist1d")
+    specs = [("tune", "adam", 1e-3, seed) for seed in range(n_runs)]
+    context = {"run_fn": default_run, "task": task, "model": "mlp", "epochs": epochs,
+               "batch_size_for": lambda name: 64, "final_phase": "final"}
+    runner._preload()
+    default_threads = torch.get_num_threads()
+    timings = {}
+    for threads in (default_threads, 1):
+        torch.set_num_threads(threads)
+        runner._CONTEXT.update(context)
+        start = time.perf_counter()
+        for spec in specs:
+            runner.run_one(spec)
+        timings[f"1 process, {threads} torch thread(s)"] = time.perf_counter() - start
+    torch.set_num_threads(1)
+    runner._CONTEXT.update(context)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(runner.run_one, specs))
+    timings["2 Python threads, 1 torch thread"] = time.perf_counter() - start
+    start = time.perf_counter()
+    list(runner.run_all(specs, context, jobs=2))
+    timings["2 forked processes, 1 torch thread each (the race)"] = time.perf_counter() - start
+    torch.set_num_threads(default_threads)
+    base = timings["1 process, 1 torch thread(s)"]
+    print(f"{n_runs} runs of Adam, MNIST-1D MLP, {epochs} epochs, batch 64:")
+    for name, seconds in timings.items():
+        print(f"  {name:<52} {seconds:6.2f} s   speed-up vs 1 process/1 thread: {base / seconds:.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--skip-plain", action="store_true", help="time the race only")
+    parser.add_argument("--workers", action="store_true", help="only compare ways of using the cores")
     args = parser.parse_args()
+    if args.workers:
+        compare_workers()
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DESCENTLAB_CACHE"] = os.path.join(tmp, "cache")  # generate MNIST-1D inside the timing
@@ -72,6 +115,8 @@ def main() -> int:
         print(format_table(result.summary))
         print(f"\nrace: {len(runs)} runs, {race_s:.1f} s wall (data generation, {result.config['epochs']} epochs/run, "
               f"report included) = {len(runs) / race_s:.2f} runs/s")
+        busy = sum(row["wall_s"] or 0.0 for row in runs)
+        print(f"race: the runs' own training time adds up to {busy:.1f} s = {busy / race_s:.2f} cores busy on average")
         if args.skip_plain:
             return 0
 
