@@ -13,6 +13,15 @@ from descentlab.tasks import from_tensors, get_task
 from descentlab.train import METRIC_KEYS, train
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small models run faster on one thread, and pytest -n 2 on 2 cores must not oversubscribe them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return get_task("digits")
@@ -173,6 +182,7 @@ def test_adam_mlp_on_mnist1d_reaches_the_papers_mlp_accuracy():
     task = get_task("mnist1d")
     result = train(task, model="mlp", optimizer="adam", lr=3e-3, batch_size=64, epochs=60, seed=0,
                    evaluate_test=True)
+    print(f"MNIST-1D MLP, Adam lr 3e-3, 3000 steps: test accuracy {result.test_acc:.4f}")
     assert result.status == "ok" and result.steps == 3000
     assert 0.57 <= result.test_acc <= 0.8, result.test_acc
     assert result.history[-1]["val_acc"] > 0.5 > result.history[0]["val_acc"]
@@ -186,3 +196,16 @@ def test_progress_bar_only_on_a_terminal_and_not_quiet(digits, capsys, monkeypat
     assert capsys.readouterr().err == ""
     train(digits, optimizer="sgd", lr=0.1, epochs=2, quiet=False)
     assert "/34 [" in capsys.readouterr().err  # a tqdm bar over the 34 steps
+
+
+def test_runs_in_parallel_threads_match_sequential_runs(digits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(seed):
+        return train(digits, optimizer="adam", lr=1e-3, epochs=1, seed=seed, keep_model=True)
+
+    sequential = [run(seed) for seed in range(4)]
+    with ThreadPoolExecutor(2) as pool:
+        threaded = list(pool.map(run, range(4)))
+    for a, b in zip(sequential, threaded, strict=True):
+        assert curve(a) == curve(b) and same_weights(a, b)

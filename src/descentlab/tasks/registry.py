@@ -7,9 +7,10 @@ training loop and race run on them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from .models import DESCRIPTIONS, MODELS
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelFactory = Callable[..., nn.Module]
 
-_BUILD_LOCK = threading.Lock()
+_BUILD_LOCK = threading.RLock()
 
 
 def half_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -32,14 +33,39 @@ def half_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * F.mse_loss(prediction, target)
 
 
+@contextlib.contextmanager
+def global_rng(seed: int) -> Iterator[None]:
+    """Run the block with torch's global (CPU) RNG seeded to ``seed``, then put the caller's state back.
+
+    The seeding and the restore hold a lock that :func:`seeded` holds throughout, so runs in
+    several threads never disturb each other's model initialisation."""
+    with _BUILD_LOCK:
+        saved = torch.get_rng_state()
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        with _BUILD_LOCK:
+            torch.set_rng_state(saved)
+
+
+def set_global_rng_state(state: torch.Tensor) -> None:
+    with _BUILD_LOCK:
+        torch.set_rng_state(state)
+
+
 def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Call ``factory()`` with torch's global RNG seeded to ``seed``, restoring the caller's RNG state
     afterwards (so initialisation is reproducible and the caller's own stream is untouched)."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK:
+        saved = torch.get_rng_state()
         torch.manual_seed(seed)
-        module = factory()
+        try:
+            module = factory()
+        finally:
+            torch.set_rng_state(saved)
     if not isinstance(module, nn.Module):
         raise TypeError(f"the model factory must return an nn.Module, got {type(module).__name__}")
     return module

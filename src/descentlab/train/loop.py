@@ -11,7 +11,9 @@ model's own forward/backward/step.
 Determinism: the initial weights come from ``seed`` (torch's global RNG forked and seeded, then
 restored), the shuffles from a generator seeded from ``seed``, and the loop runs inside a forked global
 RNG seeded with ``seed`` (so dropout-like layers are reproducible too); the same arguments give
-bitwise-identical metrics and weights on the same machine and thread count. A checkpoint holds
+bitwise-identical metrics and weights on the same machine and thread count, also when several runs
+train at once in threads (as long as the model itself draws no random numbers while training, e.g. dropout,
+which uses the shared global RNG). A checkpoint holds
 everything that state is made of, so a resumed run ends bitwise where an uninterrupted one does.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..tasks.registry import Task, get_task
+from ..tasks.registry import Task, get_task, global_rng, set_global_rng_state
 from . import divergence
 from .evaluate import evaluate, grad_norm
 from .result import DIVERGED, OK, RunResult
@@ -133,8 +135,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
     writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with global_rng(seed):
         progress = Progress()
         saved = rundir.open() if rundir is not None else None
         if saved is not None:
@@ -294,7 +295,7 @@ def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optim
     net.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])
+    set_global_rng_state(saved["torch_rng"])
     for key, value in saved["progress"].items():
         setattr(progress, key, value)
 
