@@ -169,7 +169,9 @@ def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
             main = [s.optimizer, reason, "-", "-"] if classification else [s.optimizer, reason, "-"]
         else:
             main = [s.optimizer, format_lr(s.selected_lr)]
-            main.append(s.test_acc.format(percent=True) if classification else s.test_loss.format())
+            score = s.test_acc if classification else s.test_loss
+            main.append(score.format(percent=classification)
+                        + (f" ({score.n}/{s.seeds} seeds ok)" if score.n < s.seeds else ""))
             if classification:
                 main.append(s.test_loss.format())
         if s.reached_target:
