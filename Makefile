@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # The report's browser test needs Debian's chromium (CI runs as root).
 chromium:
-	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
+	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -n 2 -q
