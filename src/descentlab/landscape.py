@@ -25,8 +25,7 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from .atomic import fsync_directory
+from .atomic import atomic_write_with
 from .optim import resolve
 from .tasks.surfaces import Surface, get_surface, surface_names
 
@@ -369,37 +368,9 @@ def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: t
 
 # -- files ---------------------------------------------------------------------------------------
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp_path)`` into a temporary file next to ``path``, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the picture the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-    return path
-
-
 def save_png(result: LandscapeRun, path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
     fig = plot(result, dpi=dpi)
-    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    return atomic_write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def save_gif(result: LandscapeRun, path: str | os.PathLike[str], *, frames: int = 40, fps: int = 10,
@@ -407,7 +378,7 @@ def save_gif(result: LandscapeRun, path: str | os.PathLike[str], *, frames: int 
     from matplotlib.animation import PillowWriter
 
     animation = animate(result, frames=frames, fps=fps, dpi=dpi)
-    return _atomic_write(Path(path), lambda tmp: animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi))
+    return atomic_write_with(Path(path), lambda tmp: animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi))
 
 
 def _html_table(result: LandscapeRun) -> str:
@@ -455,5 +426,5 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
         f"<h1>descentlab landscapes</h1><p>optimizers: {html.escape(', '.join(optimizers))}</p>"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
-    _atomic_write(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    atomic_write_with(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return results

@@ -102,7 +102,6 @@ class ResultsStore:
                 os.fsync(handle.fileno())
         if not stored_config:
             atomic_write_json(path / CONFIG, config)
-            readable(path / CONFIG)
         return cls(path, config, rows, lock_fd, dropped)
 
     def __contains__(self, key: RunKey) -> bool:
@@ -136,13 +135,6 @@ class ResultsStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def readable(path: Path) -> None:
-    """Give ``path`` the mode a plain ``open()`` would (the atomic writer's temp file is 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..race.protocol import FINAL, GD_VS_SGD
-from ..race.store import readable
 from ..race.summary import RaceSummary, table_rows, target_sentence
 from . import plots
 from .recommend import recommendation
@@ -161,6 +160,5 @@ def write_report(out: str | Path, config: Mapping[str, Any], rows: Sequence[Mapp
     """Write ``out/report.html`` atomically and return its path."""
     path = Path(out) / "report.html"
     atomic_write_text(path, build_html(config, rows, summary, environment, command, wall_s, ran))
-    readable(path)
     return path
 
