@@ -28,7 +28,8 @@ RMSprop = optimizer_class(RMSPROP_RULE, module=__name__)
 Adam = optimizer_class(ADAM_RULE, module=__name__)
 AdamW = optimizer_class(ADAMW_RULE, module=__name__)
 
-register("gd", SGD, {}, "Gradient Descent: SGD fed the full training set each step (batch_size=None)")
+register("gd", SGD, {}, "Gradient Descent: SGD fed the full training set each step (batch_size=None)",
+         full_batch=True)
 register("sgd", SGD, {}, "Stochastic Gradient Descent on minibatches")
 register("momentum", SGD, {"momentum": 0.9}, "SGD with heavy-ball momentum 0.9")
 register("nesterov", SGD, {"momentum": 0.9, "nesterov": True}, "SGD with Nesterov momentum 0.9")

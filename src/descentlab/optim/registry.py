@@ -26,6 +26,8 @@ class Entry:
     cls: type[torch.optim.Optimizer]
     preset: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
+    full_batch: bool = False
+    """Fed the whole training set at every step by the training loop and the race (``gd``)."""
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -48,13 +50,13 @@ SHIPPED_EXAMPLES = {
 
 
 def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping[str, Any] | None = None,
-             summary: str = "") -> Entry:
+             summary: str = "", *, full_batch: bool = False) -> Entry:
     """Add ``name`` to the registry (a class, or a rule that is turned into one)."""
     if isinstance(cls, Rule):
         cls = cls.optimizer
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"register: name must be a plain word, got {name!r}")
-    entry = Entry(name, cls, dict(preset or {}), summary)
+    entry = Entry(name, cls, dict(preset or {}), summary, full_batch)
     _ENTRIES[name] = entry
     return entry
 

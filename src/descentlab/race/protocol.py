@@ -26,8 +26,15 @@ DEFAULT_LRS = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-8, 1))
 """1e-4 .. 1 in half-decade steps: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
 EXTRA_LRS: Mapping[str, tuple[float, ...]] = {"adam": (1e-3, 5e-4, 1e-4)}
 """The article's Adam learning rates, added to the default grid (not to a grid the user gives)."""
-FULL_BATCH: frozenset[str] = frozenset({"gd"})
-"""Optimizer names the race feeds the whole training set (batch_size=None): GD is SGD on full batches."""
+
+
+def full_batch_names(names: Iterable[str]) -> tuple[str, ...]:
+    """The optimizers the race feeds the whole training set (batch_size=None): those the registry marks
+    ``full_batch`` — GD is SGD on full batches."""
+    from ..optim import resolve
+
+    return tuple(sorted(name for name in names if resolve(name).full_batch))
+
 GD_VS_SGD = ("gd", "sgd")
 """The article's comparison the report draws when both are in the race: full batch vs minibatches."""
 
@@ -56,7 +63,7 @@ class RaceConfig:
     seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
     epochs: int = DEFAULT_EPOCHS
     batch_size: int | None = DEFAULT_BATCH_SIZE
-    full_batch: tuple[str, ...] = tuple(sorted(FULL_BATCH))
+    full_batch: tuple[str, ...] = field(default_factory=lambda: full_batch_names(DEFAULT_OPTIMIZERS))
 
     def grid(self, optimizer: str) -> tuple[float, ...]:
         """The lrs tried for ``optimizer``: the grid plus its extras, sorted, without repeats."""
@@ -109,7 +116,7 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     extras = {} if explicit_lrs or quick else {k: v for k, v in EXTRA_LRS.items() if k in names}
     return RaceConfig(task=task, task_options=dict(task_options or {}), model=model, optimizers=tuple(names),
                       lrs=grid, extra_lrs=extras, seeds=seed_list, epochs=budget, batch_size=batch,
-                      full_batch=tuple(sorted(FULL_BATCH & set(names))))
+                      full_batch=full_batch_names(names))
 
 
 def select_lr(rows: Iterable[Mapping[str, Any]]) -> float | None:
