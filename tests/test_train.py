@@ -13,15 +13,6 @@ from descentlab.tasks import from_tensors, get_task
 from descentlab.train import METRIC_KEYS, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small models run faster on one thread, and pytest -n 2 on 2 cores must not oversubscribe them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return get_task("digits")

@@ -5,18 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from descentlab.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small models run faster on one thread, and pytest -n 2 on 2 cores must not oversubscribe them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_writes_metrics_result_and_checkpoints_and_resumes(tmp_path, capsys):

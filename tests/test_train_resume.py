@@ -16,15 +16,6 @@ import torch
 from descentlab.tasks import get_task
 from descentlab.train import checkpoint, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small models run faster on one thread, and pytest -n 2 on 2 cores must not oversubscribe them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 RUN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64, "epochs": 4, "eval_every": 5, "seed": 1}
 """17 steps per epoch on digits, evaluations every 5 steps: checkpoints fall mid-epoch."""
 
