@@ -247,3 +247,23 @@ def test_builtin_rules_are_rules_declared_the_same_way():
         rule = O.rule_of(name)
         assert isinstance(rule, O.Rule)
         assert rule.optimizer.__mro__[1] is O.RuleOptimizer
+
+
+def test_checkpoint_with_a_plain_number_step_loads_as_torch_does():
+    """Older torch checkpoints store ``step`` as a number; torch converts it on load, so do we."""
+    grads = [torch.full((2,), float(k)) for k in (1, 2, 3)]
+    mine, ref = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt, ref_opt = O.Adam([mine], lr=0.1), torch.optim.Adam([ref], lr=0.1)
+    mine.grad, ref.grad = grads[0].clone(), grads[0].clone()
+    opt.step()
+    ref_opt.step()
+    saved = ref_opt.state_dict()
+    saved["state"][0]["step"] = 1.0
+    opt.load_state_dict(saved)
+    ref_opt.load_state_dict(saved)
+    assert torch.is_tensor(opt.state[mine]["step"]) and opt.state[mine]["step"].dtype == torch.float32
+    for g in grads[1:]:
+        mine.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    assert torch.equal(mine, ref)

@@ -16,7 +16,7 @@ import torch
 
 from ._eager import eager_step
 from ._flat import flat_step
-from ._state import check_loaded_state, init_state
+from ._state import check_loaded_state, init_state, scalar_dtype
 from .rule import Rule
 
 
@@ -76,10 +76,16 @@ class RuleOptimizer(torch.optim.Optimizer):
                 init_state(self.rule, p, added, self.state[p])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also reached from ``load_state_dict``: fill hyper-parameters an older checkpoint lacks, and
+        turn a plain-number ``step`` (older torch checkpoints) into torch's 0-dim tensor."""
         super().__setstate__(state)
         for group in self.param_groups:
             for name, value in self.rule.defaults.items():
                 group.setdefault(name, value)
+        for param_state in self.state.values():
+            step = param_state.get("step") if isinstance(param_state, dict) else None
+            if step is not None and not torch.is_tensor(step):
+                param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
     # -- stepping -------------------------------------------------------------------------
     @torch.no_grad()
