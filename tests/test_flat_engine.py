@@ -203,5 +203,46 @@ def test_compiled_matches_eager_and_scheduler_never_recompiles(monkeypatch: pyte
             assert compiles_after_first > 0
     assert STATS["compiled_steps"] - steps_before == 99
     assert STATS["compiles"] == compiles_after_first, "a changing lr must not recompile"
+    assert STATS["hoisted"] > 0, "the bias corrections should run once per step, outside the element loop"
     _assert_same(fast, ref, 1e-5, "compiled vs eager after 100 steps")
     assert _flat.engine_mode(fast) == "compiled"
+
+
+def test_hoisting_backend_moves_only_per_step_scalar_math_out_of_the_loop() -> None:
+    """The split, with the graphs run uncompiled: pow/sub/div of step and lr go to the per-call prefix,
+    every op on a full tensor stays in the remainder, and the result is the plain function's."""
+    from descentlab.optim._compile import hoisting_backend
+
+    seen: dict[str, torch.fx.GraphModule] = {}
+
+    def keep_graph(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        seen["main"] = gm
+        return gm.forward
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        compiled = hoisting_backend(gm, example_inputs, compile_fn=keep_graph)
+        seen["prefix"] = compiled.hoisted
+        return compiled
+
+    def update(p: torch.Tensor, m: torch.Tensor, step: torch.Tensor, lr: torch.Tensor) -> None:
+        correction = 1 - 0.9**step
+        m.mul_(0.9).add_(p)
+        p.sub_(m * (lr / correction))
+
+    compiled = torch.compile(update, backend=backend, dynamic=True, fullgraph=True)
+    p, m = torch.randn(10, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    p2, m2 = p.clone(), m.clone()
+    for step in (1.0, 2.0, 3.0):
+        args = (torch.tensor(step, dtype=torch.float64), torch.tensor(0.1 * step, dtype=torch.float64))
+        compiled(p, m, *args)
+        update(p2, m2, *args)
+        torch.testing.assert_close(p, p2, atol=0, rtol=0)
+        torch.testing.assert_close(m, m2, atol=0, rtol=0)
+
+    def ops(gm: torch.fx.GraphModule) -> set:
+        return {str(getattr(n.target, "__name__", n.target)) for n in gm.graph.nodes
+                if n.op in ("call_function", "call_method")}
+
+    assert {"pow", "truediv"} <= ops(seen["prefix"]), ops(seen["prefix"])
+    assert not {"pow", "truediv"} & ops(seen["main"]), ops(seen["main"])
+    assert {"mul_", "add_", "sub_"} <= ops(seen["main"]), ops(seen["main"])
