@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,29 @@ def test_summary_counts_diverged_and_keeps_an_all_diverged_optimizer():
     assert sgd.test_acc.std == pytest.approx(math.sqrt(0.02)) and sgd.reached_target == 2
     assert adam.all_diverged and adam.diverged == 2 and adam.grid_size == 2
     assert summary.ranked() == [sgd]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"seeds": 1},
+    {"seeds": [5]},
+    {"seeds": "3,7"},
+    {"quick": True},
+    {"optimizers": "sgd,adam", "lrs": [0.0012345678, 0.1], "batch_size": "full", "epochs": 2},
+    {"optimizers": "sgd", "lrs": [1 / 3]},
+])
+def test_the_reproduce_command_rebuilds_the_same_config(kwargs):
+    """The report's command, parsed by the CLI, gives exactly the race's config (else rerunning it to
+    resume would be refused as "another race")."""
+    import shlex
+
+    from descentlab.cli import build_parser
+    from descentlab.race.core import reproduce_command
+
+    config = make_config(**kwargs)
+    words = shlex.split(reproduce_command(config, Path("runs/a b")))
+    assert words[:2] == ["descentlab", "race"]
+    args = build_parser().parse_args(words[1:])
+    again = make_config(task=args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
+                        epochs=args.epochs, batch_size=args.batch_size, quick=args.quick)
+    assert again.to_json() == config.to_json() and args.out == "runs/a b"

@@ -50,14 +50,22 @@ def default_run(task: Any, **kwargs: Any) -> Any:
 
 
 def reproduce_command(config: RaceConfig, out: Path) -> str:
-    """The exact ``descentlab race`` command that redoes (or resumes) this race."""
+    """The exact ``descentlab race`` command that redoes (or resumes) this race: it parses back to the
+    same config (lrs in full precision, seeds as a count or a list)."""
     words = ["descentlab", "race", "--task", config.task, "--model", config.model,
-             "--optimizers", ",".join(config.optimizers), "--lrs", ",".join(f"{lr:g}" for lr in config.lrs),
-             "--seeds", ",".join(str(s) for s in config.seeds), "--epochs", str(config.epochs),
+             "--optimizers", ",".join(config.optimizers), "--lrs", ",".join(repr(lr) for lr in config.lrs),
+             "--seeds", _seeds_option(config.seeds), "--epochs", str(config.epochs),
              "--batch-size", "full" if config.batch_size is None else str(config.batch_size), "--out", str(out)]
     if config.extra_lrs:  # the default grid: leave --lrs out so the per-optimizer extras come back too
         del words[words.index("--lrs"):words.index("--lrs") + 2]
     return shlex.join(words)
+
+
+def _seeds_option(seeds: Sequence[int]) -> str:
+    """``--seeds`` as the CLI reads it back: a count N means 0..N-1, a list needs a comma ("5,")."""
+    if tuple(seeds) == tuple(range(len(seeds))):
+        return str(len(seeds))
+    return ",".join(str(s) for s in seeds) + ("," if len(seeds) == 1 else "")
 
 
 def race(task: Any = "mnist1d", *, model: str | None = None, optimizers: Sequence[str] | str | None = None,
