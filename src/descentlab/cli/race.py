@@ -16,7 +16,8 @@ def add_parser(subparsers: Any) -> None:
         "the best validation loss is kept and retrained on every seed, and only those runs are scored on the "
         "test split. Results go to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html.")
     parser.add_argument("--task", default="mnist1d", help="built-in task: mnist1d, digits, lstsq (default mnist1d)")
-    parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default mlp)")
+    parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default: the task's own, "
+                        "mlp for mnist1d and digits, linear for lstsq)")
     parser.add_argument("--optimizers", default=None,
                         help=f"comma-separated registry names (default {','.join(DEFAULT_OPTIMIZERS)})")
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (default 1e-4..1 in half-decade "

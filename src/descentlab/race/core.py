@@ -86,7 +86,7 @@ def race(task: Any = "mnist1d", *, model: str | None = None, optimizers: Sequenc
     """
     started = time.perf_counter()
     task_name, task_obj = _task_name(task)
-    model_name = model if model is not None else (task_obj.default_model if task_obj is not None else "mlp")
+    model_name = model if model is not None else _default_model(task_name, task_obj)
     config = make_config(task=task_name, model=model_name, optimizers=optimizers, lrs=lrs, seeds=seeds,
                          epochs=epochs, batch_size=batch_size, quick=quick, task_options=task_options)
     n_jobs = check_jobs(jobs)
@@ -125,6 +125,16 @@ def _task_name(task: Any) -> tuple[str, Any]:
     if hasattr(task, "x_train") and hasattr(task, "loss_fn"):
         return str(getattr(task, "name", "custom")), task
     raise TypeError(f"task must be a task name or a descentlab.tasks.Task, got {type(task).__name__}")
+
+
+def _default_model(task_name: str, task_obj: Any) -> str:
+    """The task's own default model (a built-in task's from the registry, without building its data)."""
+    if task_obj is not None:
+        return str(task_obj.default_model)
+    from ..tasks import TASKS
+
+    spec = TASKS.get(task_name)
+    return spec.default_model if spec is not None else "mlp"  # an unknown task fails later, by name
 
 
 def _run_race(config: RaceConfig, config_json: dict[str, Any], versions: dict[str, str], store: ResultsStore,

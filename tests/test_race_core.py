@@ -1,0 +1,39 @@
+"""race() with a fake training engine (fast): defaults, runs that raise or diverge at every lr, what
+the report says about them, and the reproduce command for a user's own task."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import descentlab
+
+
+def fake_run(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_test):
+    """A made-up run: "momentum" raises, "adagrad" diverges at every lr, the rest are best at lr 0.01."""
+    if optimizer == "momentum":
+        raise RuntimeError("boom <in the engine>")
+    if optimizer == "adagrad":
+        return {"status": "diverged", "diverged_at_step": 1, "epochs": 0.0, "steps": 1, "wall_s": 0.01,
+                "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None, "history": []}
+    loss = 0.5 + abs(math.log10(lr) + 2) + 0.01 * seed
+    history = [{"epoch": float(e), "wall_s": 0.1 * e, "val_loss": loss + 1 / (1 + e), "val_acc": 0.9 - 0.1 / (1 + e)}
+               for e in range(epochs + 1)]
+    return {"status": "ok", "diverged_at_step": None, "epochs": float(epochs), "steps": 10 * epochs, "wall_s": 0.1,
+            "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"],
+            "test_loss": loss if evaluate_test else None, "test_acc": 0.8 if evaluate_test else None,
+            "history": history}
+
+
+def toy_task():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, generator=generator)
+    y = (x[:, 0] > 0).long()
+    return descentlab.tasks.from_tensors(x, y, x, y, x, y, model=lambda: torch.nn.Linear(3, 2), name="toy")
+
+
+def test_a_built_in_task_gets_its_own_default_model(tmp_path):
+    result = descentlab.race("lstsq", optimizers="sgd", lrs=[0.01], seeds=1, epochs=1, out=tmp_path, jobs=1,
+                             run_fn=fake_run, progress=False, report=False)
+    assert result.config["model"] == "linear"  # lstsq's default, not mnist1d's mlp
