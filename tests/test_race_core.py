@@ -8,6 +8,7 @@ import math
 import torch
 
 import descentlab
+from descentlab.race.protocol import FINAL, TUNE
 
 
 def fake_run(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_test):
@@ -37,3 +38,21 @@ def test_a_built_in_task_gets_its_own_default_model(tmp_path):
     result = descentlab.race("lstsq", optimizers="sgd", lrs=[0.01], seeds=1, epochs=1, out=tmp_path, jobs=1,
                              run_fn=fake_run, progress=False, report=False)
     assert result.config["model"] == "linear"  # lstsq's default, not mnist1d's mlp
+
+
+def test_runs_that_raise_or_diverge_at_every_lr_are_recorded_and_reported(tmp_path):
+    result = descentlab.race(toy_task(), optimizers="sgd,momentum,adagrad", lrs=[0.01, 0.1], seeds=2, epochs=2,
+                             out=tmp_path, jobs=1, run_fn=fake_run, progress=False)
+    tuning = {(r["optimizer"], r["lr"]): r for r in result.rows if r["phase"] == TUNE}
+    assert len(tuning) == 6 and len(result.rows) == 6 + 2  # finals only for sgd
+    assert all(tuning["momentum", lr]["status"] == "error" for lr in (0.01, 0.1))
+    assert "boom" in tuning["momentum", 0.01]["error"]
+    assert all(tuning["adagrad", lr]["status"] == "diverged" for lr in (0.01, 0.1))
+    assert {r["optimizer"] for r in result.rows if r["phase"] == FINAL} == {"sgd"}
+    assert result.selected == {"sgd": 0.01, "momentum": None, "adagrad": None}
+    names = [s.optimizer for s in result.summary.optimizers]
+    assert names == ["sgd", "momentum", "adagrad"]  # listed, not dropped
+    table = descentlab.race.format_table(result.summary)
+    assert "all lrs failed" in table and "all lrs diverged" in table
+    page = result.report_path.read_text()
+    assert "boom &lt;in the engine&gt;" in page and "boom <in" not in page
