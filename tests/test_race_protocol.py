@@ -17,11 +17,11 @@ from descentlab.race.protocol import (
     select,
     select_lr,
 )
-from descentlab.race.summary import summarize, time_to_target
+from descentlab.race.summary import format_table, summarize, time_to_target
 
 
-def row(lr, val_loss, val_acc=0.5, status="ok", **extra):
-    return {"phase": TUNE, "optimizer": "adam", "lr": lr, "seed": 0, "status": status, "val_loss": val_loss,
+def row(lr, val_loss, val_acc=0.5, status="ok", optimizer="adam", **extra):
+    return {"phase": TUNE, "optimizer": optimizer, "lr": lr, "seed": 0, "status": status, "val_loss": val_loss,
             "val_acc": val_acc, **extra}
 
 
@@ -137,3 +137,36 @@ def test_the_reproduce_command_rebuilds_the_same_config(kwargs):
     again = make_config(task=args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
                         epochs=args.epochs, batch_size=args.batch_size, quick=args.quick)
     assert again.to_json() == config.to_json() and args.out == "runs/a b"
+
+
+def test_summary_of_a_race_in_progress_does_not_call_unfinished_optimizers_diverged():
+    """The summary is rebuilt from results.jsonl at any time: an optimizer tuned but not yet rerun
+    on its seeds has a selected lr; one not started has no runs; neither 'diverged at every lr'."""
+    config = make_config(optimizers="sgd,adam,momentum", lrs="0.1,1", seeds=2).to_json()
+    rows = [row(0.1, 0.5, optimizer="sgd"), row(1.0, None, status="diverged", optimizer="sgd"),
+            row(0.1, None, status="diverged"), row(1.0, None, status="error")]
+    summary = summarize(config, rows)
+    sgd, adam, momentum = summary.optimizers
+    assert sgd.selected_lr == 0.1 and not sgd.all_diverged and sgd.seeds == 0
+    assert adam.all_diverged and momentum.all_diverged and momentum.grid_size == 0
+    table = format_table(summary)
+    line = {text.split()[0]: text for text in table.splitlines()[2:]}
+    assert "diverged" not in line["sgd"].replace("1/2", "") and line["sgd"].split()[1] == "0.1"
+    assert "all lrs diverged or failed" in line["adam"]
+    assert "no runs yet" in line["momentum"]
+
+
+def test_an_optimizer_whose_every_final_run_diverged_is_not_ranked_or_recommended():
+    from descentlab.report.recommend import recommendation
+
+    config = make_config(optimizers="sgd,adam", lrs="0.1", seeds=2).to_json()
+    rows = [row(0.1, 0.5, optimizer="sgd"), row(0.1, 0.6)]
+    rows += [{**row(0.1, None, status="diverged", optimizer="sgd"), "phase": FINAL, "seed": s} for s in (0, 1)]
+    summary = summarize(config, rows)
+    assert summary.ranked() == []
+    words = recommendation(summary, epochs=1)
+    assert not any(w.startswith("Use sgd") for w in words) and "nothing to recommend" in words[0]
+    rows += [{**row(0.1, 0.6), "phase": FINAL, "seed": s, "test_acc": 0.7, "test_loss": 0.9} for s in (0, 1)]
+    summary = summarize(config, rows)
+    assert [s.optimizer for s in summary.ranked()] == ["adam"]
+    assert recommendation(summary, epochs=1)[0].startswith("Use adam")

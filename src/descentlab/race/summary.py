@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import FINAL, TUNE
+from .protocol import FINAL, TUNE, select_lr
 
 TARGET_FRACTION = 0.9
 
@@ -68,7 +68,16 @@ class OptimizerSummary:
 
     @property
     def all_diverged(self) -> bool:
+        """No lr to select: every tuning run diverged or failed (or none has finished yet)."""
         return self.selected_lr is None
+
+    def no_result_reason(self) -> str:
+        """Why there is no selected lr, in a few words (for an optimizer with ``all_diverged``)."""
+        if not self.grid_size:
+            return "no runs yet"
+        if self.failed and self.diverged:
+            return "all lrs diverged or failed"
+        return "all lrs failed" if self.failed else "all lrs diverged"
 
 
 @dataclass
@@ -79,11 +88,12 @@ class RaceSummary:
     target: float | None
 
     def ranked(self) -> list[OptimizerSummary]:
-        """Optimizers with a selected lr, best first (test accuracy, else lowest test loss)."""
-        ok = [s for s in self.optimizers if not s.all_diverged]
-        if self.metric == "val_acc":
-            return sorted(ok, key=lambda s: -(s.test_acc.mean if s.test_acc.mean is not None else -math.inf))
-        return sorted(ok, key=lambda s: s.test_loss.mean if s.test_loss.mean is not None else math.inf)
+        """Optimizers with a test score (a selected lr and at least one finished final run), best first:
+        highest mean test accuracy, or lowest mean test loss for a task without accuracy."""
+        sign = -1.0 if self.metric == "val_acc" else 1.0
+        scores = {s.optimizer: s.test_acc.mean if sign < 0 else s.test_loss.mean for s in self.optimizers}
+        scored = [s for s in self.optimizers if scores[s.optimizer] is not None]
+        return sorted(scored, key=lambda s: sign * float(scores[s.optimizer] or 0.0))
 
     def by_name(self, name: str) -> OptimizerSummary | None:
         return next((s for s in self.optimizers if s.optimizer == name), None)
@@ -125,13 +135,12 @@ def summarize(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> R
     for opt in config["optimizers"]:
         opt_tuning = sorted((r for r in tuning if r["optimizer"] == opt), key=lambda r: r["lr"])
         opt_finals = by_opt.get(opt, [])
-        lrs = {float(r["lr"]) for r in opt_finals}
         times = [time_to_target(r.get("history") or [], metric, target) for r in opt_finals] if target else []
         reached = [t for t in times if t is not None]
         steps = [r.get("steps") for r in opt_finals if r.get("steps") is not None]
         summaries.append(OptimizerSummary(
             optimizer=opt,
-            selected_lr=lrs.pop() if len(lrs) == 1 else None,
+            selected_lr=select_lr(opt_tuning),
             grid_size=len(opt_tuning),
             diverged=sum(r.get("status") == "diverged" for r in opt_tuning),
             failed=sum(r.get("status") == "error" for r in opt_tuning),
@@ -165,7 +174,7 @@ def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summary.optimizers:
         if s.all_diverged:
-            reason = "all lrs failed" if s.failed and not s.diverged else "all lrs diverged"
+            reason = s.no_result_reason()
             main = [s.optimizer, reason, "-", "-"] if classification else [s.optimizer, reason, "-"]
         else:
             main = [s.optimizer, format_lr(s.selected_lr)]

@@ -49,8 +49,8 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
     ranked = summary.ranked()
     out: list[str] = []
     if not ranked:
-        return ["No optimizer finished a run at any learning rate: every run diverged or failed, so there is "
-                "nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
+        return ["No optimizer has a finished run at its selected learning rate: every run diverged or failed, so "
+                "there is nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
     best = ranked[0]
     out.append(f"Use {best.optimizer} with lr {format_lr(best.selected_lr)}: it had the best {what}, "
                f"{_score(best, classification)} over {best.seeds} seed(s), after {epochs} epochs.")
@@ -94,7 +94,10 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
     for s in summary.optimizers:
         if s.all_diverged:
             out.append(f"{s.optimizer}: every learning rate of the grid diverged or failed, so it has no result; "
-                       "it is listed, not dropped.")
+                       "it is listed, not dropped." if s.grid_size else f"{s.optimizer}: no run has finished yet.")
+        elif s not in ranked:
+            out.append(f"{s.optimizer}: its selected lr {format_lr(s.selected_lr)} diverged or failed on every seed, "
+                       "so it has no test result; it is listed, not dropped.")
     for s in ranked:
         grid = sorted(p["lr"] for p in s.sensitivity)
         if grid and len(grid) > 1 and s.selected_lr in (grid[0], grid[-1]):
