@@ -165,3 +165,23 @@ def test_custom_task_from_a_dataset_pair():
         from_tensors(x, y[:5], x, y, model=lambda: nn.Linear(3, 2))
     with pytest.raises(TypeError, match=r"nn\.Module"):
         from_tensors(x, y, x, y, model=lambda: "not a module").make_model()
+
+
+def test_global_rng_blocks_ending_out_of_order_leave_the_callers_state():
+    """Two runs in threads: A enters, B enters, A ends, B ends. A's end must not rewind B's stream,
+    and once both end the caller's state is back (not the state B found, which was A's seeded one)."""
+    from descentlab.tasks.registry import global_rng
+
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    a, b = global_rng(1), global_rng(2)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(2)))
+    b.__exit__(None, None, None)
+    assert torch.equal(torch.get_rng_state(), before)
+
+    with global_rng(3), global_rng(4):  # nested in one thread: each end puts back what it found
+        pass
+    assert torch.equal(torch.get_rng_state(), before)

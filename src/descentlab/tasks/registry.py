@@ -26,6 +26,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelFactory = Callable[..., nn.Module]
 
 _BUILD_LOCK = threading.RLock()
+_OPEN_BLOCKS: list[list[torch.Tensor]] = []
+"""One cell per open :func:`global_rng` block, oldest first, holding the RNG state it will put back."""
 
 
 def half_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,15 +40,24 @@ def global_rng(seed: int) -> Iterator[None]:
     """Run the block with torch's global (CPU) RNG seeded to ``seed``, then put the caller's state back.
 
     The seeding and the restore hold a lock that :func:`seeded` holds throughout, so runs in
-    several threads never disturb each other's model initialisation."""
+    several threads never disturb each other's model initialisation. Blocks of several threads may
+    end in any order: the newest open block restores what it found; an older one that ends first
+    leaves the (newer run's) state alone and hands what it found to the block opened after it, so
+    the caller's state is back once all have ended."""
     with _BUILD_LOCK:
-        saved = torch.get_rng_state()
+        cell = [torch.get_rng_state()]
+        _OPEN_BLOCKS.append(cell)
         torch.manual_seed(seed)
     try:
         yield
     finally:
         with _BUILD_LOCK:
-            torch.set_rng_state(saved)
+            index = next(i for i, open_cell in enumerate(_OPEN_BLOCKS) if open_cell is cell)
+            del _OPEN_BLOCKS[index]
+            if index == len(_OPEN_BLOCKS):
+                torch.set_rng_state(cell[0])
+            else:
+                _OPEN_BLOCKS[index][0] = cell[0]
 
 
 def set_global_rng_state(state: torch.Tensor) -> None:
