@@ -65,3 +65,16 @@ def test_text_from_data_is_escaped():
         {"sgd": [0.8, 0.9, 0.85]})), {"cpu": "<i>x</i>"}, "descentlab race --out 'a b'")
     assert "<b>mine</b>" not in page and "&lt;b&gt;mine&lt;/b&gt;" in page and "&lt;i&gt;x&lt;/i&gt;" in page
     assert page.count('<img class="plot"') == 3  # no GD vs SGD pair in this race
+
+
+def test_seconds_read_the_same_in_the_table_and_the_recommendation():
+    rows = rows_for({"sgd": [0.8, 0.8, 0.8], "gd": [0.7, 0.7, 0.7]})
+    for r in rows:
+        for entry in r.get("history") or []:
+            entry["wall_s"] = 150.0 * entry["epoch"] + 3.0
+        if r["phase"] == FINAL:
+            r["wall_s"] = 153.0
+    summary = summarize(config_for("gd,sgd"), rows)
+    table, words = format_table(summary), " ".join(recommendation(summary, epochs=1, gd_sgd=("gd", "sgd"), rows=rows))
+    assert "e+0" not in table and "e+0" not in words
+    assert "153 s" in table and "epoch 1, 153 s" in words and "took 153 s" in words

@@ -164,6 +164,18 @@ def format_lr(lr: float | None) -> str:
     return "-" if lr is None else f"{lr:.3g}"
 
 
+def format_seconds(seconds: float) -> str:
+    """Wall time as people read it: two significant digits below 10 s, whole seconds above (no 1.5e+02)."""
+    return f"{seconds:.2g} s" if abs(seconds) < 10 else f"{seconds:.0f} s"
+
+
+def format_time_to_target(s: OptimizerSummary) -> str:
+    """``epoch E, T s`` (means over the seeds that reached the target), or ``not reached``."""
+    if not s.reached_target or s.target_epoch.mean is None or s.target_seconds.mean is None:
+        return "not reached"
+    return f"epoch {s.target_epoch.mean:.3g}, {format_seconds(s.target_seconds.mean)}"
+
+
 def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (shared by the terminal and the HTML report)."""
     classification = summary.metric == "val_acc"
@@ -183,12 +195,9 @@ def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
                         + (f" ({score.n}/{s.seeds} seeds ok)" if score.n < s.seeds else ""))
             if classification:
                 main.append(s.test_loss.format())
-        if s.reached_target:
-            ttt = f"ep {s.target_epoch.mean:.3g}, {s.target_seconds.mean:.2g} s"
-            if s.reached_target < s.seeds:
-                ttt += f" ({s.reached_target}/{s.seeds} seeds)"
-        else:
-            ttt = "not reached"
+        ttt = format_time_to_target(s)
+        if s.reached_target and s.reached_target < s.seeds:
+            ttt += f" ({s.reached_target}/{s.seeds} seeds)"
         rows.append([*main, ttt, "-" if s.steps is None else str(s.steps), f"{s.diverged}/{s.grid_size}"])
     return header, rows
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..race.protocol import FINAL
-from ..race.summary import OptimizerSummary, RaceSummary, Stat, format_lr
+from ..race.summary import OptimizerSummary, RaceSummary, Stat, format_lr, format_seconds, format_time_to_target
 
 TOLERANCE_ACC = 0.05
 TOLERANCE_LOSS_RATIO = 2.0
@@ -26,10 +26,6 @@ def _score(s: OptimizerSummary, classification: bool) -> str:
 
 def _main(s: OptimizerSummary, classification: bool) -> Stat:
     return s.test_acc if classification else s.test_loss
-
-
-def _seconds(s: OptimizerSummary) -> str:
-    return f"epoch {s.target_epoch.mean:.3g}, {s.target_seconds.mean:.2g} s" if s.reached_target else "never"
 
 
 def tolerant_lrs(s: OptimizerSummary, classification: bool) -> int:
@@ -63,7 +59,7 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
             faster = min((best, second), key=lambda s: s.target_seconds.mean if s.reached_target else float("inf"))
             out.append(f"{second.optimizer} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
                        "overlaps it within one standard deviation over seeds, so the two are tied on this budget; "
-                       f"{faster.optimizer} got to the target sooner ({_seconds(faster)}).")
+                       f"{faster.optimizer} got to the target sooner ({format_time_to_target(faster)}).")
         else:
             points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
             out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} "
@@ -73,7 +69,7 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
         fastest = min(reached, key=lambda s: s.target_seconds.mean)
         target = f"{summary.target:.1%} validation accuracy" if classification else \
             f"validation loss {summary.target:.3g}"
-        out.append(f"Fastest to {target}: {fastest.optimizer} ({_seconds(fastest)}).")
+        out.append(f"Fastest to {target}: {fastest.optimizer} ({format_time_to_target(fastest)}).")
         never = [s.optimizer for s in ranked if not s.reached_target]
         if never:
             out.append(f"Never reached it within {epochs} epochs: {', '.join(never)}.")
@@ -146,7 +142,7 @@ def _gd_vs_sgd(summary: RaceSummary, pair: Sequence[str], classification: bool,
     gd_seconds = gd.wall_s.mean
     sgd_then = _value_at(rows, sgd.optimizer, metric, gd_seconds) if gd_seconds else None
     if gd_seconds and sgd_then is not None:
-        out.append(f"Per second: GD's whole run took {gd_seconds:.2g} s; by then SGD was at {shown(sgd_then)} "
-                   f"validation {name} vs GD's final {shown(gd_value)}, so "
+        out.append(f"Per second: GD's whole run took {format_seconds(gd_seconds)}; by then SGD was at "
+                   f"{shown(sgd_then)} validation {name} vs GD's final {shown(gd_value)}, so "
                    f"{'SGD' if better(sgd_then, gd_value) else 'GD'} made more progress per second.")
     return out
