@@ -204,3 +204,27 @@ def test_runs_in_parallel_threads_match_sequential_runs(digits):
         threaded = list(pool.map(run, range(4)))
     for a, b in zip(sequential, threaded, strict=True):
         assert curve(a) == curve(b) and same_weights(a, b)
+
+
+def test_training_random_numbers_are_not_the_initialisation_stream(digits):
+    """A dropout-like layer must not draw the very numbers the initial weights were drawn from."""
+    drawn: dict[str, torch.Tensor] = {}
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            drawn.setdefault("init", torch.rand(8))  # the first numbers of the initialisation stream
+            self.lin = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                drawn.setdefault("train", torch.rand(8))
+            return self.lin(x)
+
+    task = from_tensors(digits.x_train, digits.y_train, digits.x_val, digits.y_val, model=Noisy)
+    train(task, optimizer="sgd", lr=0.1, steps=2, seed=3)
+    assert not torch.equal(drawn["init"], drawn["train"])
+    first = drawn.pop("train")
+    drawn.pop("init")
+    train(task, optimizer="sgd", lr=0.1, steps=2, seed=3)
+    assert torch.equal(drawn["train"], first)  # still seeded: the same draws on a rerun

@@ -10,7 +10,8 @@ model's own forward/backward/step.
 
 Determinism: the initial weights come from ``seed`` (torch's global RNG forked and seeded, then
 restored), the shuffles from a generator seeded from ``seed``, and the loop runs inside a forked global
-RNG seeded with ``seed`` (so dropout-like layers are reproducible too); the same arguments give
+RNG seeded from ``seed`` (so dropout-like layers are reproducible too; each of the three streams is
+seeded differently, so a dropout mask never repeats the numbers the weights were drawn from); the same arguments give
 bitwise-identical metrics and weights on the same machine and thread count, also when several runs
 train at once in threads (as long as the model itself draws no random numbers while training, e.g. dropout,
 which uses the shared global RNG). A checkpoint holds
@@ -38,6 +39,7 @@ from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_opt
 
 DEFAULT_EPOCHS = 20
 _SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
+_TRAIN_RNG_SALT = 0xD50_0D  # so does the global stream layers like dropout draw from while training
 
 
 @dataclass
@@ -135,7 +137,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
     writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
 
-    with global_rng(seed):
+    with global_rng(seed ^ _TRAIN_RNG_SALT):
         progress = Progress()
         saved = rundir.open() if rundir is not None else None
         if saved is not None:
