@@ -78,3 +78,10 @@ def test_seconds_read_the_same_in_the_table_and_the_recommendation():
     table, words = format_table(summary), " ".join(recommendation(summary, epochs=1, gd_sgd=("gd", "sgd"), rows=rows))
     assert "e+0" not in table and "e+0" not in words
     assert "153 s" in table and "epoch 1, 153 s" in words and "took 153 s" in words
+
+
+def test_with_one_seed_the_recommendation_claims_no_spread():
+    summary = summarize(config_for("sgd,adam", seeds=1), rows_for({"sgd": [0.80], "adam": [0.90]}))
+    words = recommendation(summary, epochs=1)
+    assert words[0].startswith("Use adam") and "± " not in words[0]
+    assert "10.0 points behind" in words[1] and "overlap" not in words[1] and "one seed" in words[1]

@@ -3,7 +3,7 @@
 - The winner is the optimizer with the best mean test accuracy (regression: lowest test loss) at
   its selected lr. If the runner-up's mean ± std range over seeds overlaps the winner's (the gap is
   at most the sum of the two standard deviations), the two are called a tie and the faster one to the
-  target is named.
+  target is named. With one finished seed there is no spread: the gap is given, with that caveat.
 - lr tolerance: how many lrs of the grid ended within ``TOLERANCE`` (5 points of validation accuracy;
   regression: 2x the validation loss) of the optimizer's best lr.
 """
@@ -55,13 +55,17 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
         a, b = _main(best, classification), _main(second, classification)
         gap = abs((a.mean or 0.0) - (b.mean or 0.0))
         noise = (a.std or 0.0) + (b.std or 0.0)  # their mean ± std ranges overlap
-        if gap <= noise:
+        points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
+        if min(a.n, b.n) < 2:  # one finished seed: no spread measured, so no claim about noise
+            out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} behind "
+                       "on one seed only: with no spread over seeds this gap may be noise (race with --seeds 3 or "
+                       "more to tell).")
+        elif gap <= noise:
             faster = min((best, second), key=lambda s: s.target_seconds.mean if s.reached_target else float("inf"))
             out.append(f"{second.optimizer} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
                        "overlaps it within one standard deviation over seeds, so the two are tied on this budget; "
                        f"{faster.optimizer} got to the target sooner ({format_time_to_target(faster)}).")
         else:
-            points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
             out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} "
                        "behind — their mean ± std ranges over seeds do not overlap.")
     reached = [s for s in ranked if s.reached_target]
