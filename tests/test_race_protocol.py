@@ -170,3 +170,14 @@ def test_an_optimizer_whose_every_final_run_diverged_is_not_ranked_or_recommende
     summary = summarize(config, rows)
     assert [s.optimizer for s in summary.ranked()] == ["adam"]
     assert recommendation(summary, epochs=1)[0].startswith("Use adam")
+
+
+def test_a_zero_target_still_measures_time_to_target():
+    """Regression that fits exactly: the best final validation loss is 0, so the target is 0 (falsy)."""
+    config = make_config(optimizers="sgd", lrs="0.1", seeds=1).to_json()
+    history = [{"epoch": 0.0, "wall_s": 0.0, "val_loss": 1.0}, {"epoch": 1.0, "wall_s": 0.5, "val_loss": 0.0}]
+    rows = [row(0.1, 0.0, val_acc=None, optimizer="sgd"),
+            {**row(0.1, 0.0, val_acc=None, optimizer="sgd"), "phase": FINAL, "test_loss": 0.0, "history": history}]
+    summary = summarize(config, rows)
+    assert summary.metric == "val_loss" and summary.target == 0.0
+    assert summary.optimizers[0].reached_target == 1 and summary.optimizers[0].target_epoch.mean == 1.0

@@ -135,7 +135,8 @@ def summarize(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> R
     for opt in config["optimizers"]:
         opt_tuning = sorted((r for r in tuning if r["optimizer"] == opt), key=lambda r: r["lr"])
         opt_finals = by_opt.get(opt, [])
-        times = [time_to_target(r.get("history") or [], metric, target) for r in opt_finals] if target else []
+        times = [time_to_target(r.get("history") or [], metric, target) for r in opt_finals] \
+            if target is not None else []
         reached = [t for t in times if t is not None]
         steps = [r.get("steps") for r in opt_finals if r.get("steps") is not None]
         summaries.append(OptimizerSummary(
