@@ -55,6 +55,8 @@ def test_gd_on_lstsq_is_reported_diverged_above_2_over_L(lstsq, lr):
     assert result.steps == result.diverged_at_step - 1
     assert "threshold" in result.diverge_reason
     assert result.history[-1]["step"] == result.steps
+    steps = [r["step"] for r in result.history]  # GD evaluates every step: the lost step adds no record
+    assert steps == list(range(result.steps + 1))
 
 
 def test_minibatch_and_full_batch_same_epochs_different_steps(digits):

@@ -259,6 +259,12 @@ class _Loop:
 
     def evaluate_and_save(self) -> None:
         p = self.p
+        if p.status == DIVERGED and p.history[-1]["step"] == p.step:
+            # Lost on the first step after an evaluation: the last record already describes these
+            # weights; only the checkpoint learns the status.
+            p.wall_s = time.perf_counter() - self.started
+            self.save()
+            return
         gnorm = grad_norm(self.params) if p.run_count and p.status == OK else None
         if p.status == OK and gnorm is not None and not math.isfinite(gnorm):
             p.status, p.diverged_at_step, p.diverge_reason = DIVERGED, p.step, f"non-finite gradient norm ({gnorm})"
@@ -277,13 +283,17 @@ class _Loop:
         p.history.append(entry)
         if self.rundir is not None:
             self.rundir.append_metrics(entry)
-            self.rundir.save_checkpoint(p.step, _snapshot(self.net, self.opt, self.generator, p))
+        self.save()
         if self.writer is not None:
             for key, value in entry.items():
                 if key not in ("step", "wall_s") and value is not None:
                     self.writer.add_scalar(key, value, p.step)
         if self.callback is not None:
             self.callback(dict(entry))
+
+    def save(self) -> None:
+        if self.rundir is not None:
+            self.rundir.save_checkpoint(self.p.step, _snapshot(self.net, self.opt, self.generator, self.p))
 
 
 def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
