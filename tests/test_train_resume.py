@@ -116,7 +116,8 @@ def test_checkpoints_are_verified_and_only_the_last_two_kept(tmp_path):
     for step in (5, 10, 15):
         checkpoint.save(tmp_path, step, {"step": step, "w": torch.full((3,), float(step))})
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["ckpt-0000000015.pt", "ckpt-0000000010.pt"]
-    assert not list(tmp_path.glob("*.tmp"))
+    # Nothing else either: no temp files (named ".ckpt-*.pt.XXXX.pt", so a "*.tmp" glob would never see them).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0000000010.pt", "ckpt-0000000015.pt"]
 
     newest = checkpoint.path_for(tmp_path, 15)
     data = bytearray(newest.read_bytes())
