@@ -56,3 +56,19 @@ def test_runs_that_raise_or_diverge_at_every_lr_are_recorded_and_reported(tmp_pa
     assert "all lrs failed" in table and "all lrs diverged" in table
     page = result.report_path.read_text()
     assert "boom &lt;in the engine&gt;" in page and "boom <in" not in page
+
+
+def test_stopping_the_runs_early_leaves_no_worker_process(tmp_path):
+    """A consumer that stops after the last run came back (the store's append failed, say) must not
+    leave the pool's worker processes running."""
+    import multiprocessing
+
+    from descentlab.race.runner import run_all
+
+    context = {"run_fn": fake_run, "task": None, "model": "mlp", "epochs": 1, "batch_size_for": lambda name: 8,
+               "final_phase": FINAL}
+    runs = run_all([(TUNE, "sgd", 0.01, 0)], context, jobs=2)
+    _, record = next(runs)
+    assert record["status"] == "ok" and multiprocessing.active_children()
+    runs.close()
+    assert multiprocessing.active_children() == []

@@ -131,14 +131,13 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
                 yield spec, record
                 for extra in (more(spec, record) if more else []):
                     pending.add(executor.submit(run_one, extra))
-        executor.shutdown(wait=True)
     finally:
         if pending:  # interrupted (Ctrl-C, an error, or the consumer stopped): stop the workers now
             for future in pending:
                 future.cancel()
             for process in list(getattr(executor, "_processes", {}).values()):
                 process.terminate()
-            executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)  # always: no worker outlives the race
         _CONTEXT.clear()
 
 
