@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -147,3 +149,22 @@ def test_out_holding_another_run_or_other_files_is_refused(digits, tmp_path):
     with pytest.raises(ValueError, match="not empty and holds no descentlab run"):
         train(digits, optimizer="sgd", lr=0.1, epochs=1, out=foreign)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_no_usable_checkpoint_says_so_and_starts_over(digits, tmp_path):
+    fresh = tmp_path / "fresh"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to resume in a new directory: a plain start, no warning
+        first = train(digits, optimizer="sgd", lr=0.1, epochs=1, out=fresh, resume=True, keep_model=True)
+    assert first.status == "ok" and len(checkpoint.list_checkpoints(fresh)) == 2
+
+    for path in checkpoint.list_checkpoints(fresh):
+        path.write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning) as caught:
+        again = train(digits, optimizer="sgd", lr=0.1, epochs=1, out=fresh, resume=True, keep_model=True)
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(r"ckpt-0000000017\.pt.*falling back to the previous one, ckpt-0000000000\.pt", m)
+               for m in messages), messages
+    assert any(re.search(r"ckpt-0000000000\.pt.*no earlier checkpoint", m) for m in messages), messages
+    assert any("no usable checkpoint" in m and "starts over from step 0" in m for m in messages), messages
+    assert_bitwise_equal(again, first)

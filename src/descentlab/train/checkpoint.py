@@ -68,14 +68,17 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def load_latest(directory: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that verifies, warning about each newer one that does not; None when
-    there is no usable checkpoint."""
-    for path in list_checkpoints(directory):
+    """The newest checkpoint that verifies, warning about each newer one that does not (naming the one
+    tried next); None when there is no usable checkpoint."""
+    candidates = list_checkpoints(directory)
+    for index, path in enumerate(candidates):
         try:
             return load(path)
         except CorruptCheckpoint as error:
-            warnings.warn(f"checkpoint {error}; falling back to the previous one", RuntimeWarning, stacklevel=3)
+            problem = str(error)
         except OSError as error:
-            warnings.warn(f"checkpoint {path.name} cannot be read ({error}); falling back to the previous one",
-                          RuntimeWarning, stacklevel=3)
+            problem = f"{path.name} cannot be read ({error})"
+        following = (f"falling back to the previous one, {candidates[index + 1].name}" if index + 1 < len(candidates)
+                     else "no earlier checkpoint to fall back to")
+        warnings.warn(f"checkpoint {problem}; {following}", RuntimeWarning, stacklevel=3)
     return None

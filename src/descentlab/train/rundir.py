@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ class RunDir:
         self.config = _normal(config)
         self.versions = versions
         self.resume = resume
+        self.existing = False  # whether path already holds this run (set by _check)
         self._check()
 
     def _check(self) -> None:
@@ -58,15 +60,23 @@ class RunDir:
             if not self.resume:
                 raise ValueError(f"out {str(self.path)!r} already holds this run; pass resume=True (--resume) "
                                  "to continue it, or choose another out")
+            self.existing = True
         elif self.path.is_dir() and any(self.path.iterdir()):
             raise ValueError(f"out {str(self.path)!r} is not empty and holds no descentlab run; choose another out")
 
     def open(self) -> dict[str, Any] | None:
-        """Create the directory (writing ``config.json``) and return the checkpoint to resume from, if any."""
+        """Create the directory (writing ``config.json``) and return the checkpoint to resume from, if any
+        (warning when an existing run has none left that verifies: it then starts over from step 0)."""
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / CONFIG).exists():
             atomic_write_json(self.path / CONFIG, {"config": self.config, "versions": self.versions})
-        return checkpoint.load_latest(self.path) if self.resume else None
+        if not self.resume:
+            return None
+        saved = checkpoint.load_latest(self.path)
+        if saved is None and self.existing:
+            warnings.warn(f"out {str(self.path)!r}: no usable checkpoint to resume from; the run starts over from "
+                          "step 0", RuntimeWarning, stacklevel=3)
+        return saved
 
     def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """Make ``metrics.jsonl`` hold exactly ``history`` (dropping lines written after the checkpoint)."""
