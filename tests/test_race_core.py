@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import descentlab
@@ -72,3 +73,22 @@ def test_stopping_the_runs_early_leaves_no_worker_process(tmp_path):
     assert record["status"] == "ok" and multiprocessing.active_children()
     runs.close()
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("batch_size", [16, "full"])
+def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_not_have(tmp_path, batch_size):
+    import ast
+    import html
+
+    from descentlab.race.protocol import make_config
+
+    result = descentlab.race(toy_task(), optimizers="sgd,adam", lrs=[0.01, 0.1], seeds=2, epochs=1,
+                             batch_size=batch_size, out=tmp_path / "toy", jobs=1, run_fn=fake_run, progress=False)
+    page = html.unescape(result.report_path.read_text())
+    assert "--task toy" not in page
+    call = next(line for line in page.splitlines() if line.lstrip("<pre>").startswith("descentlab.race("))
+    node = ast.parse(call.removeprefix("<pre>").removesuffix("</pre>"), mode="eval").body
+    assert isinstance(node, ast.Call) and [ast.unparse(a) for a in node.args] == ["task"]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    assert kwargs.pop("out") == str(tmp_path / "toy")
+    assert make_config(task="toy", **kwargs).to_json() == result.config

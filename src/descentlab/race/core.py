@@ -61,6 +61,22 @@ def reproduce_command(config: RaceConfig, out: Path) -> str:
     return shlex.join(words)
 
 
+def reproduce_call(config: RaceConfig, out: Path, own_task: bool) -> str:
+    """The ``descentlab.race(...)`` call that redoes (or resumes) this race from Python: for a user's
+    own task object (``task`` stands for it) or task options the CLI has no flag for."""
+    batch = "full" if config.batch_size is None else config.batch_size
+    kwargs: dict[str, Any] = {"model": config.model, "optimizers": list(config.optimizers),
+                              "lrs": None if config.extra_lrs else list(config.lrs), "seeds": list(config.seeds),
+                              "epochs": config.epochs, "batch_size": batch, "out": str(out)}
+    if config.task_options:
+        kwargs["task_options"] = dict(config.task_options)
+    call = f"descentlab.race({'task' if own_task else repr(config.task)}, " \
+        + ", ".join(f"{key}={value!r}" for key, value in kwargs.items() if value is not None) + ")"
+    if own_task:
+        call = f"# task: your own descentlab.tasks.Task, the one named {config.task!r}\n{call}"
+    return call
+
+
 def _seeds_option(seeds: Sequence[int]) -> str:
     """``--seeds`` as the CLI reads it back: a count N means 0..N-1, a list needs a comma ("5,")."""
     if tuple(seeds) == tuple(range(len(seeds))):
@@ -101,7 +117,10 @@ def race(task: Any = "mnist1d", *, model: str | None = None, optimizers: Sequenc
         raise ValueError(f"model {config.model!r} is not a model of task {config.task!r}; known: "
                          f"{', '.join(task_obj.models)}")
     versions = environment.versions()
-    command = command or reproduce_command(config, out_path)
+    if command is None:
+        own_task = not isinstance(task, str)
+        command = reproduce_call(config, out_path, own_task) if own_task or config.task_options \
+            else reproduce_command(config, out_path)
     with ResultsStore.open(out_path, config_json) as store:
         ran = _run_race(config, config_json, versions, store, task_obj, run_fn or default_run, n_jobs, progress)
         rows = list(store.rows)
