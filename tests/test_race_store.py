@@ -72,3 +72,12 @@ def test_two_races_cannot_write_one_directory_at_once(tmp_path):
     with ResultsStore.open(tmp_path, CONFIG_A), pytest.raises(ValueError, match="in use by another running race"):
         ResultsStore.open(tmp_path, CONFIG_A)
     ResultsStore.open(tmp_path, CONFIG_A).close()  # released on close
+
+
+def test_a_directory_with_a_report_but_no_race_is_refused_untouched(tmp_path):
+    """Not a race this tool wrote (its report.html would be overwritten at the end)."""
+    (tmp_path / "report.html").write_text("<p>my own page</p>")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"holds a report\.html without race\.json"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

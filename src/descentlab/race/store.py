@@ -23,6 +23,8 @@ from ..atomic import atomic_write_json, dumps
 RESULTS = "results.jsonl"
 CONFIG = "race.json"
 LOCK = ".race.lock"
+REPORT = "report.html"
+"""Written into the same directory at the end of a race (by :mod:`descentlab.report`)."""
 
 RunKey = tuple[str, str, float, int]
 """(phase, optimizer, lr, seed): what identifies one run of a race."""
@@ -66,9 +68,11 @@ class ResultsStore:
             if differences:
                 raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "
                                  f"{'; '.join(differences)}); use another --out or the same options")
-        elif (path / RESULTS).exists():
-            raise ValueError(f"--out {str(path)!r} holds a {RESULTS} without {CONFIG}; not a race this tool "
-                             "can resume")
+        else:
+            for name in (RESULTS, REPORT):  # files a race writes: without race.json they are someone else's
+                if (path / name).exists():
+                    raise ValueError(f"--out {str(path)!r} holds a {name} without {CONFIG}; not a race this tool "
+                                     "can resume (use another --out)")
         _read_rows(path / RESULTS)
 
     @classmethod

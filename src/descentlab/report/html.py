@@ -10,6 +10,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text
 from ..race.protocol import FINAL, GD_VS_SGD
+from ..race.store import REPORT
 from ..race.summary import RaceSummary, table_rows, target_sentence
 from . import plots
 from .recommend import recommendation
@@ -158,7 +159,7 @@ def write_report(out: str | Path, config: Mapping[str, Any], rows: Sequence[Mapp
                  summary: RaceSummary, environment: Mapping[str, str], command: str, wall_s: float | None = None,
                  ran: int | None = None) -> Path:
     """Write ``out/report.html`` atomically and return its path."""
-    path = Path(out) / "report.html"
+    path = Path(out) / REPORT
     atomic_write_text(path, build_html(config, rows, summary, environment, command, wall_s, ran))
     return path
 
