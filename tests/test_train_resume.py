@@ -168,3 +168,23 @@ def test_resume_with_no_usable_checkpoint_says_so_and_starts_over(digits, tmp_pa
     assert any(re.search(r"ckpt-0000000000\.pt.*no earlier checkpoint", m) for m in messages), messages
     assert any("no usable checkpoint" in m and "starts over from step 0" in m for m in messages), messages
     assert_bitwise_equal(again, first)
+
+
+def test_resuming_on_another_torch_thread_count_warns_that_it_is_not_bitwise(digits, tmp_path):
+    """Intra-op reductions split work by thread, so weights differ in the last bits across thread counts."""
+    out = tmp_path / "run"
+
+    def stop(record):
+        if record["step"] >= 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(digits, out=out, callback=stop, **RUN)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        expected = rf"started on {threads} torch thread.*resumes on {threads + 1}.*not be bitwise"
+        with pytest.warns(RuntimeWarning, match=expected):
+            train(digits, out=out, resume=True, **RUN)
+    finally:
+        torch.set_num_threads(threads)

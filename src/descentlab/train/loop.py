@@ -15,7 +15,8 @@ seeded differently, so a dropout mask never repeats the numbers the weights were
 bitwise-identical metrics and weights on the same machine and thread count, also when several runs
 train at once in threads (as long as the model itself draws no random numbers while training, e.g. dropout,
 which uses the shared global RNG). A checkpoint holds
-everything that state is made of, so a resumed run ends bitwise where an uninterrupted one does.
+everything that state is made of, so a resumed run ends bitwise where an uninterrupted one does
+(on the same thread count: resuming on another one warns that it will not).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,7 +301,8 @@ class _Loop:
 def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
               progress: Progress) -> dict[str, Any]:
     return {"format": 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "progress": progress.state()}
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "progress": progress.state(),
+            "threads": torch.get_num_threads()}
 
 
 def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
@@ -308,6 +311,11 @@ def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optim
     opt.load_state_dict(saved["optimizer"])
     generator.set_state(saved["generator"])
     set_global_rng_state(saved["torch_rng"])
+    threads, now = saved.get("threads"), torch.get_num_threads()
+    if threads is not None and threads != now:
+        warnings.warn(f"the run started on {threads} torch thread(s) and resumes on {now}: it goes on correctly, but "
+                      "its weights will not be bitwise those of an uninterrupted run (torch.set_num_threads"
+                      f"({threads}) restores that)", RuntimeWarning, stacklevel=3)
     for key, value in saved["progress"].items():
         setattr(progress, key, value)
 
