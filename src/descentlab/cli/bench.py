@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from .. import bench
+
+QUICK_PARAMS = 2_000_000
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,9 +21,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--layouts", default="1,200,5000", help="numbers of tensors the parameters are split into")
     parser.add_argument("--params", default="20M", help="total float32 parameters, e.g. 20M or 500k")
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per measurement (median reported)")
-    parser.add_argument("--engine", choices=("auto", "compiled", "flat", "eager"), default="auto",
-                        help="descentlab engine (auto compiles buckets of >= 4M elements)")
-    parser.add_argument("--quick", action="store_true", help="2M params, layouts 1,200, 3 repeats (< 30 s)")
+    parser.add_argument("--engine", choices=("auto", "compiled", "flat", "eager"), default=None,
+                        help="descentlab engine (default auto: compiles buckets of >= 4M elements; with --quick, "
+                        "compiled, the engine the full-size default runs)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 3 repeats, compiled engine (< 30 s)")
+    parser.add_argument("--no-train", dest="train", action="store_false",
+                        help="skip the MNIST-1D MLP training-step comparison")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.set_defaults(func=run)
 
@@ -42,10 +49,13 @@ def run(args: argparse.Namespace) -> int:
     numel, layouts, repeats = bench.parse_count(args.params), _layouts(args.layouts), args.repeats
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    engine = args.engine or ("compiled" if args.quick else "auto")
     if args.quick:
-        numel, layouts, repeats = min(numel, 2_000_000), [x for x in layouts if x <= 200] or [1], 3
-    result = bench.run(names, layouts, numel, repeats, args.engine)
+        numel, layouts, repeats = min(numel, QUICK_PARAMS), [x for x in layouts if x <= 200] or [1], 3
+    result = bench.run(names, layouts, numel, repeats, engine, train=args.train,
+                       progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(bench.table(result))
+    print(bench.targets_text(result))
     if args.json:
         bench.write_json(result, args.json)
     return 0

@@ -54,7 +54,7 @@ from .rule import Rule, buffer_names
 
 AUTO_COMPILE_NUMEL = 4_000_000
 """``auto`` compiles buckets at least this big (elements)."""
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 256 * 1024
 """Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
 MODES = ("auto", "compiled", "flat", "eager")
 FLAT_DTYPES = (torch.float32, torch.float64)
