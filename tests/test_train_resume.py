@@ -188,3 +188,26 @@ def test_resuming_on_another_torch_thread_count_warns_that_it_is_not_bitwise(dig
             train(digits, out=out, resume=True, **RUN)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_diverged_run_resumes_as_diverged_and_full_batch_gd_resumes_bitwise(tmp_path):
+    lstsq = get_task("lstsq")
+    lost = tmp_path / "lost"
+    gd = {"optimizer": "gd", "batch_size": None, "steps": 300}
+    first = train(lstsq, lr=3.0, out=lost, **gd)
+    assert first.status == "diverged"
+    metrics = (lost / "metrics.jsonl").read_text()
+    again = train(lstsq, lr=3.0, out=lost, resume=True, **gd)
+    assert (again.status, again.diverged_at_step, again.steps) == (first.status, first.diverged_at_step, first.steps)
+    assert curve(again) == curve(first) and (lost / "metrics.jsonl").read_text() == metrics
+
+    run = {**gd, "lr": 1.0, "steps": 40, "eval_every": 7}
+    whole = train(lstsq, keep_model=True, **run)
+
+    def stop(record):
+        if record["step"] >= 14:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(lstsq, out=tmp_path / "gd", callback=stop, **run)
+    assert_bitwise_equal(train(lstsq, out=tmp_path / "gd", resume=True, keep_model=True, **run), whole)
