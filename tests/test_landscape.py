@@ -269,6 +269,9 @@ def test_cli_all_writes_one_picture_per_surface_and_an_index(tmp_path, capsys):
     (["--noise", "-1"], "noise must be"),
     (["--condition", "10"], "--condition applies to --surface bowl only"),
     (["--out", "picture.jpg"], "--out must end in .png"),
+    (["--gif", "--frames", "0", "--steps", "2"], "frames must be an integer in [1, 10000], got 0"),
+    (["--all", "--gif", "--frames", "0", "--steps", "2"], "frames must be"),
+    (["--all", "--condition", "0.5", "--steps", "2", "--optimizers", "gd"], "condition must be a finite number >= 1"),
 ])
 def test_cli_usage_errors_exit_2_with_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -45,6 +45,7 @@ DEFAULT_OPTIMIZERS = ("gd", "momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_STEPS = 200
 DEFAULT_TOL = 1e-2
 MAX_STEPS = 100_000
+MAX_FRAMES = 10_000
 
 CONVERGED, NOT_CONVERGED, DIVERGED = "converged", "not converged", "diverged"
 
@@ -107,6 +108,11 @@ def _check_positive_int(name: str, value: Any, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
         raise ValueError(f"{name} must be an integer in [1, {high}], got {value!r}")
     return int(value)
+
+
+def check_frames(frames: Any) -> int:
+    """The number of animation frames, validated (checked before anything is written)."""
+    return _check_positive_int("frames", frames, MAX_FRAMES)
 
 
 def _check_real(name: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
@@ -339,7 +345,7 @@ def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: t
     """A matplotlib animation of all trajectories advancing together (``frames`` evenly spaced steps)."""
     from matplotlib.animation import FuncAnimation
 
-    frames = _check_positive_int("frames", frames, 10_000)
+    frames = check_frames(frames)
     fig, ax = _axes(result, figsize, dpi)
     lines, heads = [], []
     for style, t in zip(_styles(len(result.trajectories)), result.trajectories.values(), strict=True):
@@ -402,9 +408,12 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
     names = list(surfaces) if surfaces is not None else surface_names()
     optimizers = list(optimizers)
     condition = run_options.pop("condition", None)
+    if gif:
+        check_frames(frames)
+    # every surface built (a bad condition fails here) before the first picture is written
+    built = {name: get_surface(name, condition=condition if name == "bowl" else None) for name in names}
     results: dict[str, LandscapeRun] = {}
-    for name in names:
-        surface = get_surface(name, condition=condition if name == "bowl" else None)
+    for name, surface in built.items():
         results[name] = result = run(surface, optimizers, **run_options)
         save_png(result, out / f"{name}.png", dpi=dpi)
         if gif:

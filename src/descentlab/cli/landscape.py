@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
                                "seed": args.seed, "tol": args.tol, "condition": args.condition}
     if args.dpi < 10 or args.dpi > 600:
         raise ValueError(f"--dpi must be in [10, 600], got {args.dpi}")
+    if args.gif:
+        landscape.check_frames(args.frames)  # before the PNG is written
     if args.all:
         if args.start is not None:
             raise ValueError("--start cannot be combined with --all (each surface has its own start)")
