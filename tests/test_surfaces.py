@@ -111,3 +111,14 @@ def test_default_lr_table_covers_every_surface_and_the_article_optimizers():
 def test_nearest_minimum_picks_the_closest():
     surface = get_surface("saddle")
     assert surface.nearest_minimum((0.1, -0.7)) == ((0.0, -1.0), pytest.approx(math.hypot(0.1, 0.3)))
+
+
+def test_a_surface_without_a_default_lr_asks_for_one_by_name():
+    from descentlab.landscape import trajectory
+    from descentlab.tasks.surfaces import Surface
+
+    plane = Surface(name="plane", formula="x + y", fn=lambda x, y: x + y, minima=(), window=(-9.0, 9.0, -9.0, 9.0),
+                    start=(0.0, 0.0))
+    with pytest.raises(ValueError, match="surface 'plane' has no default lr for 'gd'"):
+        trajectory(plane, "gd", steps=2)
+    assert trajectory(plane, "gd", steps=2, lr=0.5).points[-1] == pytest.approx((-1.0, -1.0))

@@ -87,7 +87,11 @@ class Surface:
 
     def lr_for(self, optimizer: str) -> float:
         """This surface's default lr for a registry name (``"*"`` row entry for any other name)."""
-        return float(self.lrs.get(optimizer, self.lrs["*"]))
+        lr = self.lrs.get(optimizer, self.lrs.get("*"))
+        if lr is None:
+            raise ValueError(f"surface {self.name!r} has no default lr for {optimizer!r}; pass lr= (or give the "
+                             "surface lrs={name: lr, '*': lr})")
+        return float(lr)
 
 
 # -- the functions -----------------------------------------------------------------------------
