@@ -49,7 +49,6 @@ class Progress:
     """Everything about where a run is, besides model and optimizer state (saved in checkpoints)."""
 
     step: int = 0                     # optimizer updates applied
-    epoch: int = 0                    # completed epochs
     pos: int = 0                      # batches done in the current epoch
     perm: torch.Tensor | None = None  # the current epoch's order (minibatch only)
     examples: int = 0
@@ -253,7 +252,6 @@ class _Loop:
         if diverged is not None:
             p.status, (p.diverged_at_step, p.diverge_reason) = DIVERGED, diverged
         elif p.pos == self.per_epoch:
-            p.epoch += 1
             p.pos = 0
             p.perm = None
         if diverged is not None or p.step == target:
