@@ -11,7 +11,19 @@ OK = "ok"
 DIVERGED = "diverged"
 
 METRIC_KEYS = ("step", "epoch", "examples", "train_loss", "val_loss", "val_acc", "lr", "grad_norm", "wall_s")
-"""The fields of every evaluation record in ``RunResult.history`` and ``metrics.jsonl``."""
+"""The fields of every evaluation record in ``RunResult.history`` and ``metrics.jsonl``:
+
+- ``step``: optimizer updates applied so far (0 before training).
+- ``epoch``: ``examples / n_train`` (fractional between epoch ends); ``examples``: training examples
+  that went through an update.
+- ``train_loss``: the running training loss, ``(1/k)·Σ ℓ_t`` over the k steps since the previous
+  record, each ``ℓ_t`` the minibatch loss *before* step t's update (``None`` at step 0).
+- ``val_loss``, ``val_acc``: the whole validation split at the record's weights, in eval mode
+  (``val_acc`` ``None`` for regression).
+- ``lr``: the first parameter group's learning rate.
+- ``grad_norm``: ``‖g‖₂`` of the last step's minibatch gradient (``None`` at step 0 and for a lost run).
+- ``wall_s``: seconds of training so far (time spent interrupted before a resume not counted).
+"""
 
 
 @dataclass
