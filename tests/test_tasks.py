@@ -142,8 +142,9 @@ def test_unknown_names_and_options_are_named_in_errors():
         get_task("lstsq", wrong=1)
     with pytest.raises(ValueError, match="unknown model 'cnn'"):
         get_task("lstsq").make_model("cnn")
-    with pytest.raises(ValueError, match="condition"):
-        get_task("lstsq", condition=0.5)
+    for condition in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=rf"condition must be a finite number >= 1, got {condition!r}"):
+            get_task("lstsq", condition=condition)
 
 
 def test_custom_task_from_a_dataset_pair():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import random
 import warnings
@@ -195,8 +196,8 @@ def lstsq(n_train: int = 200, n_val: int = 100, n_test: int = 100, dim: int = 10
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if n_train < dim:
         raise ValueError(f"n_train must be >= dim so the solution is unique, got n_train={n_train}, dim={dim}")
-    if not isinstance(condition, (int, float)) or not condition >= 1:
-        raise ValueError(f"condition must be a number >= 1, got {condition!r}")
+    if isinstance(condition, bool) or not isinstance(condition, (int, float)) or not 1 <= condition < math.inf:
+        raise ValueError(f"condition must be a finite number >= 1, got {condition!r}")
     if not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)
