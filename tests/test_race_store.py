@@ -81,3 +81,21 @@ def test_a_directory_with_a_report_but_no_race_is_refused_untouched(tmp_path):
     with pytest.raises(ValueError, match=r"holds a report\.html without race\.json"):
         ResultsStore.open(tmp_path, CONFIG_A)
     assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_the_directory_is_checked_again_once_locked(tmp_path, monkeypatch):
+    """Another race that wrote its race.json between our first look and our lock still gets us refused."""
+    import fcntl
+
+    real_flock = fcntl.flock
+
+    def flock_after_another_race(fd, operation):
+        if operation & fcntl.LOCK_EX and not (tmp_path / CONFIG).exists():
+            (tmp_path / CONFIG).write_text(json.dumps({**CONFIG_A, "epochs": 9}))
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_another_race)
+    with pytest.raises(ValueError, match="holds another race"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert json.loads((tmp_path / CONFIG).read_text())["epochs"] == 9
+    ResultsStore.open(tmp_path, {**CONFIG_A, "epochs": 9}).close()  # the lock was released

@@ -85,7 +85,6 @@ class ResultsStore:
         """
         cls.check(directory, config)
         path = Path(directory)
-        stored_config = (path / CONFIG).exists()
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(path / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -94,6 +93,8 @@ class ResultsStore:
             os.close(lock_fd)
             raise ValueError(f"--out {str(path)!r} is in use by another running race") from None
         try:
+            cls.check(path, config)  # again, now that no other race can write here: one may have just finished
+            stored_config = (path / CONFIG).exists()
             rows, keep_bytes, dropped = _read_rows(path / RESULTS)
         except ValueError:
             os.close(lock_fd)
