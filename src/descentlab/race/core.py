@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from . import environment
-from .protocol import FINAL, TUNE, RaceConfig, make_config, select_lr
+from .protocol import FINAL, TUNE, RaceConfig, make_config, select, select_lr
 from .runner import RunFn, RunSpec, check_jobs, run_all
-from .store import ResultsStore, check_store
+from .store import RESULTS, ResultsStore, check_store
 from .summary import RaceSummary, summarize
 
 
@@ -35,7 +35,7 @@ class RaceResult:
 
     @property
     def results_path(self) -> Path:
-        return self.out / "results.jsonl"
+        return self.out / RESULTS
 
 
 def default_out() -> Path:
@@ -124,8 +124,7 @@ def race(task: Any = "mnist1d", *, model: str | None = None, optimizers: Sequenc
     with ResultsStore.open(out_path, config_json) as store:
         ran = _run_race(config, config_json, versions, store, task_obj, run_fn or default_run, n_jobs, progress)
         rows = list(store.rows)
-    selected = {opt: select_lr(r for r in rows if r["phase"] == TUNE and r["optimizer"] == opt)
-                for opt in config.optimizers}
+    selected = select(config, rows)
     summary = summarize(config_json, rows)
     report_path = None
     if report:
