@@ -82,11 +82,14 @@ class Trajectory:
         return np.linalg.norm(np.diff(self.points, axis=0), axis=1)
 
     @property
+    def status_text(self) -> str:
+        """The status, with the step for a diverged trajectory."""
+        return f"diverged at step {self.diverged_at}" if self.status == DIVERGED else self.status
+
+    @property
     def label(self) -> str:
         text = f"{self.optimizer} (lr={self.lr:g})"
-        if self.status == DIVERGED:
-            text += f" diverged at step {self.diverged_at}"
-        return text
+        return f"{text} {self.status_text}" if self.status == DIVERGED else text
 
 
 @dataclass
@@ -242,8 +245,8 @@ def summary_rows(result: LandscapeRun) -> list[dict[str, str]]:
         x, y = t.final_point
         nearest = "-" if t.nearest_minimum is None else f"({t.nearest_minimum[0]:.3g}, {t.nearest_minimum[1]:.3g})"
         reached = "did not" if t.steps_to_tol is None else str(t.steps_to_tol)
-        rows.append({"optimizer": t.optimizer, "lr": f"{t.lr:g}", "status": t.label.split(") ", 1)[-1]
-                     if t.status == DIVERGED else t.status, "final point": f"({x:.4g}, {y:.4g})",
+        rows.append({"optimizer": t.optimizer, "lr": f"{t.lr:g}", "status": t.status_text,
+                     "final point": f"({x:.4g}, {y:.4g})",
                      "final loss": f"{t.final_loss:.4g}", "nearest minimum": nearest,
                      "distance": f"{t.distance:.3g}", f"steps to {result.tol:g}": reached})
     return rows
