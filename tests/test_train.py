@@ -150,7 +150,7 @@ def test_test_split_only_when_asked(digits):
     ({"optimizer": "adamm"}, ValueError, "unknown optimizer 'adamm'"),
     ({"model": "resnet"}, ValueError, "unknown model 'resnet'"),
     ({"seed": -1}, ValueError, "seed must be"),
-    ({"resume": True}, ValueError, "resume=True needs out"),
+    ({"resume": True}, ValueError, r"resume=True \(--resume\) needs out"),
     ({"divergence_factor": 0.5}, ValueError, "divergence_factor"),
     ({"optimizer": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)}, TypeError, "not an instance"),
     ({"optimizer_options": {"momentun": 0.9}, "optimizer": "sgd"}, TypeError, "momentun"),

@@ -44,6 +44,8 @@ def test_full_batch_and_divergence_from_the_command_line(capsys):
     (["--epochs", "-3", "--task", "digits"], "epochs must be an integer >= 1"),
     (["--hp", "momentum"], "--hp takes NAME=VALUE, got 'momentum'"),
     (["--task", "digits", "--task-option", "val_fraction=2"], "val_fraction must be a number strictly between"),
+    (["--task", "digits", "--resume"], "resume=True (--resume) needs out (--out)"),
+    (["--task", "digits", "--tensorboard"], "tensorboard=True (--tensorboard) needs out (--out)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert main(["train", "--quiet", *args]) == 2

@@ -104,9 +104,9 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     eval_every = check_int("eval_every", eval_every, 1, allow_none=True)
     divergence_factor = divergence.check_factor(divergence_factor)
     if resume and out is None:
-        raise ValueError("resume=True needs out, the directory of the run to continue")
+        raise ValueError("resume=True (--resume) needs out (--out), the directory of the run to continue")
     if tensorboard and out is None:
-        raise ValueError("tensorboard=True needs out, the directory to write event files to")
+        raise ValueError("tensorboard=True (--tensorboard) needs out (--out), the directory to write event files to")
     if not isinstance(evaluate_test, bool):
         raise TypeError(f"evaluate_test must be True or False, got {evaluate_test!r}")
     if evaluate_test and not task.has_test:
