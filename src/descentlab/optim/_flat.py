@@ -38,6 +38,7 @@ gradient buffer and ``p.grad`` is re-pointed at its view; ``load_state_dict``, a
 
 from __future__ import annotations
 
+import operator
 import os
 import types
 import warnings
@@ -87,17 +88,26 @@ def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
         plan = engine.plans[id(group)] = _Plan.build(group)
         engine.plans = {k: v for k, v in engine.plans.items() if any(id(g) == k for g in optimizer.param_groups)}
     grads = [p.grad for p in plan.params]
-    if any(g is None for g in grads):
-        return False
-    if any(g.layout != torch.strided for g in grads):
-        return False  # the per-tensor path raises its clear sparse-gradient error
+    # the common case (zero_grad(set_to_none=False) loops): every .grad already is our view, checked
+    # with one C-level pass; otherwise look for missing or sparse gradients before binding anything
+    parts, start = [], 0
+    for bucket in plan.buckets:
+        parts.append(grads[start:start + len(bucket.params)])
+        start += len(bucket.params)
+    fresh = [not bucket.grads_are_views(part) for bucket, part in zip(plan.buckets, parts, strict=True)]
+    if any(fresh):
+        if any(g is None for g in grads):
+            return False
+        if any(g.layout != torch.strided for g in grads):
+            return False  # the per-tensor path raises its clear sparse-gradient error
     names = tuple(buffer_names(rule, group))
     stateful = needs_state(rule, group)
     for bucket in plan.buckets:
         if not bucket.ready(optimizer.state, rule, names, stateful):
             return False
-    for bucket in plan.buckets:
-        bucket.sync_grads()
+    for bucket, part, is_fresh in zip(plan.buckets, parts, fresh, strict=True):
+        if is_fresh:
+            bucket.sync_grads(part)
     if rule.counts_steps and not all(b.uniform_steps() for b in plan.buckets):
         return False
     for bucket in plan.buckets:
@@ -190,7 +200,7 @@ class _Bucket:
 
     def ready(self, states: MutableMapping[Any, Any], rule: Rule, names: tuple[str, ...], stateful: bool) -> bool:
         """Bind (or re-bind) what changed since the last step; False when state is incomplete."""
-        if self.flat_p is None or [p.data_ptr() for p in self.params] != self.ptrs:
+        if self.flat_p is None or list(map(torch.Tensor.data_ptr, self.params)) != self.ptrs:
             self._bind_params()
         if not stateful:
             self.names, self.state_obj = names, states
@@ -220,9 +230,13 @@ class _Bucket:
         self.names, self.state_obj = names, states
         return True
 
-    def sync_grads(self) -> None:
+    def grads_are_views(self, grads: list[torch.Tensor | None]) -> bool:
+        """Whether every gradient already is its view of the flat gradient buffer."""
+        return len(self.g_views) == len(grads) and all(map(operator.is_, grads, self.g_views))
+
+    def sync_grads(self, grads: list[torch.Tensor]) -> None:
         """Copy fresh gradient tensors into the flat gradient buffer; point ``p.grad`` at its view."""
-        fresh = [(p, g, v) for p, v in zip(self.params, self.g_views, strict=False) if (g := p.grad) is not v]
+        fresh = [(p, g, v) for p, g, v in zip(self.params, grads, self.g_views, strict=True) if g is not v]
         if fresh:
             torch._foreach_copy_([v for _, _, v in fresh], [g for _, g, _ in fresh])
             for p, _, v in fresh:
