@@ -300,3 +300,17 @@ def test_trajectories_use_float64_and_leave_torch_defaults_alone():
     before = torch.get_default_dtype()
     t = trajectory(get_surface("bowl"), "adam", steps=3)
     assert t.points.dtype == np.float64 and torch.get_default_dtype() == before
+
+
+def test_a_one_frame_gif_shows_the_finished_trajectories(tmp_path):
+    result = run("saddle", ["gd", "adam"], steps=30)
+    frames = {}
+    for n in (1, 2):
+        with Image.open(save_gif(result, tmp_path / f"{n}.gif", frames=n, dpi=20)) as gif:
+            assert gif.n_frames == n
+            for i in range(n):
+                gif.seek(i)
+                frames[n, i] = np.asarray(gif.convert("RGB")).astype(int)
+    start, end = frames[2, 0], frames[2, 1]
+    assert np.abs(start - end).mean() > 0.1
+    assert np.abs(frames[1, 0] - end).mean() < 0.1 * np.abs(start - end).mean()  # the end, not the start

@@ -361,7 +361,9 @@ def animate(result: LandscapeRun, *, frames: int = 40, fps: int = 10, figsize: t
     counter = ax.text(0.02, 0.97, "", transform=ax.transAxes, va="top", fontsize=8,
                       bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"}, zorder=8)
     fig.tight_layout()
-    step_at = np.unique(np.linspace(0, result.steps, min(frames, result.steps + 1)).round().astype(int))
+    # evenly spaced steps ending on the last one (a single frame shows the finished paths, not the start)
+    step_at = np.unique(np.linspace(0, result.steps, min(frames, result.steps + 1)).round().astype(int)) \
+        if frames > 1 else np.array([result.steps])
 
     def draw(i: int) -> list[Any]:
         k = step_at[i]
