@@ -230,3 +230,28 @@ def test_training_random_numbers_are_not_the_initialisation_stream(digits):
     drawn.pop("init")
     train(task, optimizer="sgd", lr=0.1, steps=2, seed=3)
     assert torch.equal(drawn["train"], first)  # still seeded: the same draws on a rerun
+
+
+def test_tensorboard_writer_is_closed_when_the_run_is_interrupted(digits, tmp_path, monkeypatch):
+    from descentlab.train import loop
+
+    class Writer:
+        def __init__(self) -> None:
+            self.scalars, self.closed = [], False
+
+        def add_scalar(self, key, value, step):
+            self.scalars.append((key, step))
+
+        def close(self):
+            self.closed = True
+
+    writer = Writer()
+    monkeypatch.setattr(loop, "_tensorboard_writer", lambda directory: writer)
+
+    def stop(record):
+        if record["step"] >= 17:
+            raise KeyboardInterrupt  # Ctrl-C during a CLI run
+
+    with pytest.raises(KeyboardInterrupt):
+        train(digits, epochs=3, out=tmp_path / "run", tensorboard=True, callback=stop)
+    assert writer.closed and ("val_loss", 17) in writer.scalars

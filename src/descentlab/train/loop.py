@@ -138,17 +138,21 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
     writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
 
-    with global_rng(seed ^ _TRAIN_RNG_SALT):
-        progress = Progress()
-        saved = rundir.open() if rundir is not None else None
-        if saved is not None:
-            _restore(saved, net, opt, generator, progress)
-            rundir.rewrite_metrics(progress.history)  # drop records written after that checkpoint
-        elif rundir is not None:
-            rundir.rewrite_metrics([])
-        loop = _Loop(task, net, opt, params, generator, progress, size, per_epoch, total, eval_every,
-                     divergence_factor, rundir, callback, writer, show=not quiet and sys.stderr.isatty())
-        loop.run()
+    try:
+        with global_rng(seed ^ _TRAIN_RNG_SALT):
+            progress = Progress()
+            saved = rundir.open() if rundir is not None else None
+            if saved is not None:
+                _restore(saved, net, opt, generator, progress)
+                rundir.rewrite_metrics(progress.history)  # drop records written after that checkpoint
+            elif rundir is not None:
+                rundir.rewrite_metrics([])
+            loop = _Loop(task, net, opt, params, generator, progress, size, per_epoch, total, eval_every,
+                         divergence_factor, rundir, callback, writer, show=not quiet and sys.stderr.isatty())
+            loop.run()
+    finally:  # also on Ctrl-C or a callback's exception: the events recorded so far reach the disk
+        if writer is not None:
+            writer.close()
 
     test_loss = test_acc = None
     if evaluate_test:
@@ -163,8 +167,6 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     )
     if rundir is not None:
         rundir.write_result(result.to_dict())
-    if writer is not None:
-        writer.close()
     return result
 
 
