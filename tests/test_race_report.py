@@ -85,3 +85,17 @@ def test_with_one_seed_the_recommendation_claims_no_spread():
     words = recommendation(summary, epochs=1)
     assert words[0].startswith("Use adam") and "± " not in words[0]
     assert "10.0 points behind" in words[1] and "overlap" not in words[1] and "one seed" in words[1]
+
+
+def test_a_tie_where_neither_reached_the_target_names_no_faster_one():
+    rows = rows_for({"sgd": [0.88, 0.90, 0.92], "adam": [0.89, 0.91, 0.93], "gd": [0.99, 0.99, 0.99]})
+    for r in rows:  # gd's curve sets a target the other two never reach
+        if r["optimizer"] != "gd" and r.get("history"):
+            r["history"] = [{**e, "val_acc": 0.3} for e in r["history"]]
+        if r["optimizer"] == "gd" and r["phase"] == FINAL:
+            r["val_acc"] = 0.99
+    summary = summarize(config_for("gd,sgd,adam"), rows)
+    summary.optimizers = [s for s in summary.optimizers if s.optimizer != "gd"]  # the tie between the other two
+    assert not any(s.reached_target for s in summary.optimizers)
+    tie = recommendation(summary, epochs=1)[1]
+    assert "tied" in tie and "sooner" not in tie and "neither reached the target" in tie

@@ -61,10 +61,15 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
                        "on one seed only: with no spread over seeds this gap may be noise (race with --seeds 3 or "
                        "more to tell).")
         elif gap <= noise:
-            faster = min((best, second), key=lambda s: s.target_seconds.mean if s.reached_target else float("inf"))
+            reached = [s for s in (best, second) if s.reached_target and s.target_seconds.mean is not None]
+            if reached:
+                faster = min(reached, key=lambda s: float(s.target_seconds.mean or 0.0))
+                speed = f"{faster.optimizer} got to the target sooner ({format_time_to_target(faster)})."
+            else:
+                speed = "neither reached the target."
             out.append(f"{second.optimizer} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
                        "overlaps it within one standard deviation over seeds, so the two are tied on this budget; "
-                       f"{faster.optimizer} got to the target sooner ({format_time_to_target(faster)}).")
+                       + speed)
         else:
             out.append(f"The runner-up, {second.optimizer} ({_score(second, classification)}), is {points} "
                        "behind — their mean ± std ranges over seeds do not overlap.")
