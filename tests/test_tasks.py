@@ -186,3 +186,15 @@ def test_global_rng_blocks_ending_out_of_order_leave_the_callers_state():
     with global_rng(3), global_rng(4):  # nested in one thread: each end puts back what it found
         pass
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_task_table_describes_the_tasks_it_builds(mnist1d_task):
+    """``descentlab tasks`` prints TASKS: its models, default, kind and split sizes must be what get_task builds."""
+    from descentlab.tasks import TASKS
+
+    for spec in TASKS.values():
+        task = mnist1d_task if spec.name == "mnist1d" else get_task(spec.name)
+        assert (tuple(task.models), task.default_model, task.kind) == (spec.models, spec.default_model, spec.kind)
+        if task.has_test and task.kind == "classification":
+            sizes = f"{task.n_train} train / {len(task.x_val)} val / {len(task.x_test)} test"
+            assert sizes in spec.description, (spec.name, sizes)
