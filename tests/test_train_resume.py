@@ -211,3 +211,22 @@ def test_a_diverged_run_resumes_as_diverged_and_full_batch_gd_resumes_bitwise(tm
     with pytest.raises(Interrupt):
         train(lstsq, out=tmp_path / "gd", callback=stop, **run)
     assert_bitwise_equal(train(lstsq, out=tmp_path / "gd", resume=True, keep_model=True, **run), whole)
+
+
+def test_checkpoints_from_beyond_the_resumed_step_do_not_push_out_new_ones(digits, tmp_path):
+    """A run whose newest checkpoints are all corrupt starts over; the new checkpoints it writes must be
+    kept, not deleted as 'older than the last two' (the corrupt, later ones), or a second crash loses them."""
+    out = tmp_path / "run"
+    run = {**RUN, "epochs": 1}
+    train(digits, out=out, **run)
+    for path in checkpoint.list_checkpoints(out):  # steps 17 and 15
+        path.write_bytes(b"garbage")
+
+    def stop(record):
+        if record["step"] >= 5:
+            raise Interrupt
+
+    with pytest.warns(RuntimeWarning) as caught, pytest.raises(Interrupt):
+        train(digits, out=out, resume=True, callback=stop, **run)
+    assert "starts over" in str(caught[-1].message)
+    assert [p.name for p in checkpoint.list_checkpoints(out)] == ["ckpt-0000000005.pt", "ckpt-0000000000.pt"]

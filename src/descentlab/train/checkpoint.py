@@ -31,22 +31,31 @@ def path_for(directory: Path, step: int) -> Path:
     return directory / f"ckpt-{step:010d}.pt"
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoint files in ``directory``, newest (highest step) first."""
+def _by_step(directory: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the checkpoint files in ``directory``, newest (highest step) first."""
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+    return sorted(((int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))), reverse=True)
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, newest (highest step) first."""
+    return [p for _, p in _by_step(directory)]
 
 
 def save(directory: Path, step: int, payload: dict[str, Any], keep: int = KEEP) -> Path:
-    """Write the checkpoint for ``step`` atomically, then delete all but the newest ``keep``."""
+    """Write the checkpoint for ``step`` atomically, then delete all but the newest ``keep`` up to ``step``.
+
+    Checkpoints of later steps are deleted too: they belong to a future the run has left (it resumed
+    from an earlier one because they failed to load), and kept they would push out the new ones."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
     path = path_for(directory, step)
     atomic_write_bytes(path, MAGIC + hashlib.sha256(body).digest() + body)
-    for old in list_checkpoints(directory)[keep:]:
+    found = _by_step(directory)
+    later = [p for s, p in found if s > step]
+    for old in later + [p for s, p in found if s <= step][keep:]:
         old.unlink(missing_ok=True)
     fsync_directory(directory)
     return path
