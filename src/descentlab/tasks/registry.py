@@ -141,11 +141,6 @@ class Task:
             module = module.to(self.x_train.dtype)
         return module
 
-    def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "kind": self.kind, "n_train": self.n_train, "n_val": len(self.x_val),
-                "n_test": len(self.x_test) if self.x_test is not None else 0,
-                "input_shape": list(self.x_train.shape[1:]), "models": list(self.models)}
-
 
 # -- built-in tasks -------------------------------------------------------------------------------
 @dataclass(frozen=True)
