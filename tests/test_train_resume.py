@@ -230,3 +230,21 @@ def test_checkpoints_from_beyond_the_resumed_step_do_not_push_out_new_ones(digit
         train(digits, out=out, resume=True, callback=stop, **run)
     assert "starts over" in str(caught[-1].message)
     assert [p.name for p in checkpoint.list_checkpoints(out)] == ["ckpt-0000000005.pt", "ckpt-0000000000.pt"]
+
+
+def test_out_holding_a_run_on_other_data_of_the_same_shape_is_refused(digits, tmp_path):
+    """Own data has no options to compare: the data itself must tell the runs apart, or a resume would
+    silently return (or continue) the run on the other data."""
+    from torch import nn
+
+    from descentlab.tasks import from_tensors
+
+    def task(x_train):
+        return from_tensors(x_train, digits.y_train, digits.x_val, digits.y_val, model=lambda: nn.Linear(64, 10))
+
+    out = tmp_path / "own"
+    train(task(digits.x_train), optimizer="sgd", lr=0.1, epochs=1, out=out)
+    with pytest.raises(ValueError, match=r"holds a different run \(data_sha256: "):
+        train(task(digits.x_train.flip(0)), optimizer="sgd", lr=0.1, epochs=1, out=out, resume=True)
+    again = train(task(digits.x_train.clone()), optimizer="sgd", lr=0.1, epochs=1, out=out, resume=True)
+    assert again.status == "ok"

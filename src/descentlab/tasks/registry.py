@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -129,6 +130,19 @@ class Task:
     @property
     def has_test(self) -> bool:
         return self.x_test is not None
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every split's name, dtype, shape and bytes: tells two data sets apart where
+        names and options cannot (a user's own data), e.g. for a run directory's identity."""
+        sha = hashlib.sha256()
+        for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            tensor = getattr(self, split)
+            if tensor is None:
+                continue
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            sha.update(f"{split}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            sha.update(flat.view(torch.uint8).numpy())
+        return sha.hexdigest()
 
     def make_model(self, model_name: str | None = None, seed: int = 0, **options: Any) -> nn.Module:
         """A freshly initialised model (``seed`` fixes the initial weights), in the data's dtype."""

@@ -124,7 +124,8 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     per_epoch = math.ceil(n / size)
     total = steps if steps is not None else epochs * per_epoch
     config = {
-        "task": task.name, "task_options": task.options, "model": model_name, "model_options": model_options,
+        "task": task.name, "task_options": task.options, "data_sha256": task.fingerprint(),
+        "model": model_name, "model_options": model_options,
         "optimizer": optimizer_label(optimizer), "optimizer_options": optimizer_options, "lr": lr,
         "batch_size": batch_size, "epochs": epochs, "steps": steps, "total_steps": total,
         "steps_per_epoch": per_epoch, "seed": seed, "eval_every": eval_every,
