@@ -255,3 +255,31 @@ def test_tensorboard_writer_is_closed_when_the_run_is_interrupted(digits, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train(digits, epochs=3, out=tmp_path / "run", tensorboard=True, callback=stop)
     assert writer.closed and ("val_loss", 17) in writer.scalars
+
+
+def test_training_runs_in_train_mode_and_evaluation_in_eval_mode_without_gradients(digits):
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append((self.training, torch.is_grad_enabled(), len(x)))
+            return self.lin(x)
+
+    task = from_tensors(digits.x_train, digits.y_train, digits.x_val, digits.y_val, digits.x_test, digits.y_test,
+                        model=Recorder)
+    train(task, optimizer="sgd", lr=0.1, batch_size=500, epochs=2, evaluate_test=True)
+    val, test = (False, False, len(digits.x_val)), (False, False, len(digits.x_test))
+    epoch = [(True, True, 500), (True, True, 500), (True, True, digits.n_train - 1000), val]
+    assert calls == [val, *epoch, *epoch, test]
+
+
+def test_a_batch_larger_than_the_training_set_is_full_batch(lstsq):
+    result = train(lstsq, optimizer="gd", lr=0.5, batch_size=10 * lstsq.n_train, epochs=3, keep_model=True)
+    assert (result.steps, result.examples) == (3, 3 * lstsq.n_train)
+    assert all(t.dtype == torch.float64 for t in result.state_dict().values())  # lstsq is float64 end to end
+    gd = train(lstsq, optimizer="gd", lr=0.5, batch_size=None, epochs=3, keep_model=True)
+    assert same_weights(result, gd)
