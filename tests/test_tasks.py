@@ -132,6 +132,8 @@ def test_make_model_is_seeded_and_leaves_the_global_rng_alone():
     assert a[1].out_features == 32
     with pytest.raises(ValueError, match="hidden"):
         task.make_model("mlp", hidden=(0,))
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\], got 18446744073709551616"):
+        task.make_model("mlp", seed=2**64)
 
 
 def test_unknown_names_and_options_are_named_in_errors():

@@ -150,6 +150,7 @@ def test_test_split_only_when_asked(digits):
     ({"optimizer": "adamm"}, ValueError, "unknown optimizer 'adamm'"),
     ({"model": "resnet"}, ValueError, "unknown model 'resnet'"),
     ({"seed": -1}, ValueError, "seed must be"),
+    ({"seed": 2**64}, ValueError, r"seed must be an integer in \[0, 2\*\*64 - 1\], got 18446744073709551616"),
     ({"resume": True}, ValueError, r"resume=True \(--resume\) needs out"),
     ({"divergence_factor": 0.5}, ValueError, "divergence_factor"),
     ({"optimizer": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)}, TypeError, "not an instance"),

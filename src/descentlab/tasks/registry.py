@@ -27,6 +27,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ModelFactory = Callable[..., nn.Module]
 
 _BUILD_LOCK = threading.RLock()
+MAX_SEED = 2**64 - 1
+"""The largest seed torch's generators take."""
 _OPEN_BLOCKS: list[list[torch.Tensor]] = []
 """One cell per open :func:`global_rng` block, oldest first, holding the RNG state it will put back."""
 
@@ -47,8 +49,8 @@ def global_rng(seed: int) -> Iterator[None]:
     the caller's state is back once all have ended."""
     with _BUILD_LOCK:
         cell = [torch.get_rng_state()]
-        _OPEN_BLOCKS.append(cell)
         torch.manual_seed(seed)
+        _OPEN_BLOCKS.append(cell)
     try:
         yield
     finally:
@@ -69,8 +71,8 @@ def set_global_rng_state(state: torch.Tensor) -> None:
 def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Call ``factory()`` with torch's global RNG seeded to ``seed``, restoring the caller's RNG state
     afterwards (so initialisation is reproducible and the caller's own stream is untouched)."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
     with _BUILD_LOCK:
         saved = torch.get_rng_state()
         torch.manual_seed(seed)

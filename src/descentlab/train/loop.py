@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..tasks.registry import Task, get_task, global_rng, set_global_rng_state
+from ..tasks.registry import MAX_SEED, Task, get_task, global_rng, set_global_rng_state
 from . import divergence
 from .evaluate import evaluate, grad_norm
 from .result import DIVERGED, OK, RunResult
@@ -94,7 +94,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     optimizer = check_optimizer(optimizer)
     lr = check_lr(lr)
     batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
-    seed = check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0, high=MAX_SEED, high_text="2**64 - 1")
     if epochs is not None and steps is not None:
         raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
     if epochs is None and steps is None:

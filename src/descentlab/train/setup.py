@@ -16,12 +16,15 @@ from ..optim import resolve
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 
 
-def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> int | None:
+def check_int(name: str, value: Any, low: int, allow_none: bool = False, high: int | None = None,
+              high_text: str | None = None) -> int | None:
+    """``value`` if it is an integer in ``[low, high]`` (or None where allowed); else a ValueError naming it."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         more = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {low}{more}, got {value!r}")
+        bounds = f">= {low}" if high is None else f"in [{low}, {high_text or high}]"
+        raise ValueError(f"{name} must be an integer {bounds}{more}, got {value!r}")
     return value
 
 
