@@ -10,13 +10,13 @@ model's own forward/backward/step.
 
 Determinism: the initial weights come from ``seed`` (torch's global RNG forked and seeded, then
 restored), the shuffles from a generator seeded from ``seed``, and the loop runs inside a forked global
-RNG seeded from ``seed`` (so dropout-like layers are reproducible too; each of the three streams is
-seeded differently, so a dropout mask never repeats the numbers the weights were drawn from); the same arguments give
-bitwise-identical metrics and weights on the same machine and thread count, also when several runs
-train at once in threads (as long as the model itself draws no random numbers while training, e.g. dropout,
-which uses the shared global RNG). A checkpoint holds
-everything that state is made of, so a resumed run ends bitwise where an uninterrupted one does
-(on the same thread count: resuming on another one warns that it will not).
+RNG seeded from ``seed`` (so dropout-like layers are reproducible too); the three streams are seeded
+differently, so a dropout mask never replays the numbers the weights were drawn from. The same
+arguments give bitwise-identical metrics and weights on the same machine and thread count, also when
+several runs train at once in threads (as long as the model itself draws no random numbers while
+training, e.g. dropout, which uses the shared global RNG). A checkpoint holds everything that state is
+made of, so a resumed run ends bitwise where an uninterrupted one does (on the same thread count:
+resuming on another one warns that it will not).
 """
 
 from __future__ import annotations
