@@ -9,15 +9,20 @@ Method (all in one process, same data for every variant):
   reported as ``compile_s`` (torch.compile of the rule's update; near zero when the on-disk Inductor
   cache already holds it). The compiled update has dynamic shapes, so the real run reuses it; a row
   whose timed steps still compiled says so.
-* Per row: two warm-up steps (the first creates the state per-tensor, the second binds the flat
-  buffers; reported as ``setup_s``), then the median of ``repeats`` steps.
+* Per layout, each variant first runs alone for its memory: two warm-up steps (the first creates the
+  state per-tensor, the second binds the flat buffers; that second step's time is ``setup_s``), then two
+  measured steps. Then all variants are built side by side and stepped round-robin, ``repeats`` steps
+  each (a burst of load from elsewhere on the machine hits every variant alike); ``ms`` is the median.
 * ``GB/s``: the bytes a step must move — read param, grad and every state buffer, write param and every
   state buffer — over its time, next to this machine's measured copy bandwidth (``b.copy_(a)``).
-* ``peak MB``: peak resident memory (``VmHWM``, reset before the timed steps) minus the resident memory
-  before the row's tensors were made. glibc's mmap threshold is fixed at 64 KiB for the run, so a freed
-  tensor goes back to the OS at once and freed-but-cached storage does not count; code (Inductor,
-  compiled kernels) was loaded by the warm-up before the baseline. ``data MB`` is the floor: param,
-  grad and state bytes.
+* ``peak MB`` = held + transient. *Held*: bytes malloc has handed out and not taken back (glibc
+  ``mallinfo2``: every arena plus mmapped blocks) after the warm-up steps, minus the same count before
+  the variant's tensors were made — so freed-but-cached heap is not counted, and any copy of params,
+  grads or state an engine kept would be. *Transient*: growth of the resident set's high-water mark
+  (``VmHWM``, reset first) during the two measured steps, with glibc's mmap threshold fixed at 64 KiB
+  so temporaries of that size or more are fresh pages (smaller ones reusing cached heap are missed).
+  Code (Inductor, compiled kernels) was loaded by the warm-up before any baseline. ``data MB`` is the
+  floor: param, grad and state bytes.
 * ``descentlab`` rows name the engine that ran the timed steps (compiled / flat / per-tensor).
 
 :func:`training_step` times a full MNIST-1D MLP training step (forward, backward, step) with
@@ -86,6 +91,22 @@ def fix_malloc() -> bool:
     """Fix glibc's mmap threshold (no dynamic raise), so freed large tensors leave the resident set."""
     libc = _libc()
     return bool(libc is not None and libc.mallopt(-3, MMAP_THRESHOLD))  # -3 = M_MMAP_THRESHOLD
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _live_bytes() -> float:
+    """Bytes malloc has handed out and not taken back (every arena + mmapped blocks); RSS as a fallback."""
+    libc = _libc()
+    try:
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        return float(info.uordblks + info.hblkhd)
+    except (AttributeError, TypeError):
+        return _rss_mb("VmRSS") * 2**20
 
 
 def _rss_mb(field: str) -> float:
@@ -187,10 +208,11 @@ def _engine_ran(before: dict[str, int], steps: int) -> str:
     return label
 
 
-def _time(name: str, variant: str, cls: Any, hypers: dict[str, Any], numel: int, layout: int,
-          repeats: int, mode: str) -> Row:
+def _memory(cls: Any, hypers: dict[str, Any], numel: int, layout: int, mode: str) -> tuple[float, float]:
+    """``(peak MB, setup s)`` of one variant, alone: bytes it holds after warm-up plus the transient
+    growth of the resident set during two more steps (see the module docstring)."""
     _release()
-    base = _rss_mb("VmRSS")
+    base = _live_bytes()
     params = _tensors(numel, layout, seed=0)
     opt = _make(cls, hypers, params, mode)
     opt.step()
@@ -198,20 +220,44 @@ def _time(name: str, variant: str, cls: Any, hypers: dict[str, Any], numel: int,
     opt.step()
     setup = time.perf_counter() - start
     _reset_peak()
-    before = dict(STATS)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    held, rss = _live_bytes() - base, _rss_mb("VmRSS")
+    for _ in range(2):
         opt.step()
-        times.append(time.perf_counter() - start)
-    peak = _rss_mb("VmHWM") - base
-    engine = _engine_ran(before, repeats) if isinstance(opt, RuleOptimizer) else "-"
-    buffers = sum(isinstance(v, torch.Tensor) and v.dim() > 0 for v in opt.state[params[0]].values())
-    seconds = statistics.median(times)
-    moved = numel * 4 * (3 + 2 * buffers)
+    transient = max(_rss_mb("VmHWM") - rss, 0.0)
     del opt, params
-    return Row(name, layout, variant, engine, seconds * 1e3, max(setup - seconds, 0.0), moved / seconds / 1e9,
-               peak, numel * 4 * (2 + buffers) / 2**20)
+    return held / 2**20 + transient, setup
+
+
+def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], numel: int, layout: int,
+                 repeats: int, mode: str) -> list[Row]:
+    """Memory of each variant alone, then the steps timed round-robin (one step of each variant in turn,
+    so a burst of load on the machine hits every variant alike)."""
+    memory = [_memory(cls, hypers, numel, layout, mode) for _, cls, hypers in variants]
+    _release()
+    runs = []
+    for _, cls, hypers in variants:
+        params = _tensors(numel, layout, seed=0)
+        opt = _make(cls, hypers, params, mode)
+        opt.step()
+        opt.step()
+        runs.append((opt, params))
+    before = dict(STATS)
+    times: list[list[float]] = [[] for _ in variants]
+    for _ in range(repeats):
+        for (opt, _), spent in zip(runs, times, strict=True):
+            start = time.perf_counter()
+            opt.step()
+            spent.append(time.perf_counter() - start)
+    rows = []
+    for (variant, _, _), (opt, params), spent, (peak, setup) in zip(variants, runs, times, memory, strict=True):
+        engine = _engine_ran(before, repeats) if isinstance(opt, RuleOptimizer) else "-"
+        buffers = sum(isinstance(v, torch.Tensor) and v.dim() > 0 for v in opt.state[params[0]].values())
+        seconds = statistics.median(spent)
+        moved = numel * 4 * (3 + 2 * buffers)
+        rows.append(Row(name, layout, variant, engine, seconds * 1e3, setup, moved / seconds / 1e9, peak,
+                        numel * 4 * (2 + buffers) / 2**20))
+    del runs
+    return rows
 
 
 def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] = (1, 200, 5000),
@@ -237,13 +283,12 @@ def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] =
         for layout in layouts:
             if progress:
                 progress(f"{name}: {layout} tensors")
-            for variant, cls, hypers in variants:
-                rows.append(_time(name, variant, cls, hypers, numel, layout, repeats, mode))
+            rows.extend(_time_layout(name, variants, numel, layout, repeats, mode))
     result: dict[str, Any] = {
         "params": numel, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "copy_gbps": copy_bandwidth(numel), "engine": engine, "mode": mode, "compile_s": compile_s,
-        "memory_method": "peak VmHWM during timed steps minus VmRSS before the tensors; glibc mmap threshold "
-        f"{'fixed at 64 KiB' if malloc_fixed else 'NOT fixed (freed memory may still count)'}",
+        "memory_method": "peak = malloc bytes held after warm-up (mallinfo2, minus before) + VmHWM growth "
+        f"during 2 steps; glibc mmap threshold {'fixed at 64 KiB' if malloc_fixed else 'NOT fixed'}",
         "rows": [asdict(r) for r in rows]}
     if train:
         if progress:
