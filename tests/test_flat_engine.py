@@ -246,3 +246,28 @@ def test_hoisting_backend_moves_only_per_step_scalar_math_out_of_the_loop() -> N
     assert {"pow", "truediv"} <= ops(seen["prefix"]), ops(seen["prefix"])
     assert not {"pow", "truediv"} & ops(seen["main"]), ops(seen["main"])
     assert {"mul_", "add_", "sub_"} <= ops(seen["main"]), ops(seen["main"])
+
+
+def test_bench_reports_every_variant_the_engine_memory_and_targets(tmp_path) -> None:
+    """A tiny ``descentlab bench`` run (flat engine, nothing to compile): rows, engine labels, memory, JSON."""
+    import json
+
+    from descentlab import bench
+
+    result = bench.run(["adam"], layouts=(1, 3), numel=3000, repeats=2, engine="flat", train=False)
+    rows = result["rows"]
+    assert [(r["layout"], r["variant"]) for r in rows] == [
+        (layout, v) for layout in (1, 3) for v in ("descentlab", "torch for-loop", "torch foreach", "torch fused")]
+    assert {r["engine"] for r in rows if r["variant"] == "descentlab"} == {"flat"}
+    assert all(r["ms"] > 0 and r["peak_mb"] == r["peak_mb"] for r in rows)  # peak is a number, not NaN
+    assert all(r["data_mb"] == pytest.approx(3000 * 4 * 4 / 2**20) for r in rows)  # param, grad, 2 moments
+    judged = {name: met for name, met, _ in bench.targets(result)}
+    assert set(judged) == {"adam @1: >= 0.95x torch fused", "adam @1: >= 60% of copy bandwidth",
+                           "adam @1: peak memory <= torch fused + 5%", "adam @3: peak memory <= torch fused + 5%"}
+    text = bench.table(result) + bench.targets_text(result)
+    assert "descentlab" in text and "torch fused" in text and "targets" in text
+    path = tmp_path / "bench.json"
+    bench.write_json(result, str(path))
+    assert json.loads(path.read_text())["rows"] == rows
+    with pytest.raises(ValueError, match="layout"):
+        bench.run(["adam"], layouts=(0,), numel=10)

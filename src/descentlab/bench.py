@@ -261,7 +261,7 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
 
 
 def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] = (1, 200, 5000),
-        numel: int = 20_000_000, repeats: int = 7, engine: str = "auto", train: bool = True,
+        numel: int = 20_000_000, repeats: int = 15, engine: str = "auto", train: bool = True,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every optimizer × layout × variant; returns ``{"rows": [...], "copy_gbps": ..., ...}``."""
     for layout in layouts:

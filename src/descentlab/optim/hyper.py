@@ -160,6 +160,7 @@ def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool 
 
 
 TORCH_ENGINE_DOC = (
-    "accepted for torch.optim compatibility; descentlab always runs its own engine and the "
-    "result does not depend on this value"
+    "accepted for torch.optim compatibility; the numbers do not depend on it (within float32 rounding). "
+    "fused=False, foreach=False or differentiable=True select descentlab's per-tensor path; any other "
+    "value keeps the default flat-buffer engine; capturable changes nothing"
 )
