@@ -12,7 +12,8 @@ Method (all in one process, same data for every variant):
 * Per layout, each variant first runs alone for its memory: two warm-up steps (the first creates the
   state per-tensor, the second binds the flat buffers; that second step's time is ``setup_s``), then two
   measured steps. Then all variants are built side by side and stepped round-robin, ``repeats`` steps
-  each (a burst of load from elsewhere on the machine hits every variant alike); ``ms`` is the median.
+  each, each round starting with the next variant (a burst of load from elsewhere on the machine hits
+  every variant alike, and none always goes first); ``ms`` is the median.
 * ``GB/s``: the bytes a step must move — read param, grad and every state buffer, write param and every
   state buffer — over its time, next to this machine's measured copy bandwidth (``b.copy_(a)``).
 * ``peak MB`` = held + transient. *Held*: bytes malloc has handed out and not taken back (glibc
@@ -231,7 +232,8 @@ def _memory(cls: Any, hypers: dict[str, Any], numel: int, layout: int, mode: str
 def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], numel: int, layout: int,
                  repeats: int, mode: str) -> list[Row]:
     """Memory of each variant alone, then the steps timed round-robin (one step of each variant in turn,
-    so a burst of load on the machine hits every variant alike)."""
+    so a burst of load on the machine hits every variant alike; each round starts with the next variant,
+    as whichever runs first after the previous round measured a few percent slower)."""
     memory = [_memory(cls, hypers, numel, layout, mode) for _, cls, hypers in variants]
     _release()
     runs = []
@@ -243,11 +245,12 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
         runs.append((opt, params))
     before = dict(STATS)
     times: list[list[float]] = [[] for _ in variants]
-    for _ in range(repeats):
-        for (opt, _), spent in zip(runs, times, strict=True):
+    for repeat in range(repeats):
+        for i in range(len(runs)):  # the first variant of a round starts one later each round (no order bias)
+            index = (i + repeat) % len(runs)
             start = time.perf_counter()
-            opt.step()
-            spent.append(time.perf_counter() - start)
+            runs[index][0].step()
+            times[index].append(time.perf_counter() - start)
     rows = []
     for (variant, _, _), (opt, params), spent, (peak, setup) in zip(variants, runs, times, memory, strict=True):
         engine = _engine_ran(before, repeats) if isinstance(opt, RuleOptimizer) else "-"

@@ -14,7 +14,9 @@ numbers per element whatever the tensor's shape), then written back in place:
 * compiled: ``torch.compile(dynamic=True, fullgraph=True)`` of that update, one compilation per
   (rule, static hyper-parameters, buffers present, maximize, dtype, device) — ``lr``-like
   hyper-parameters (``Hyper.tensor_ok``) and the step count go in as 0-dim float64 tensors, so a
-  scheduler changing ``lr`` every step never recompiles;
+  scheduler changing ``lr`` every step never recompiles; the backend (:mod:`._compile`) splits off
+  the math on those scalars alone (Adam's bias corrections, the step size) and runs it once per
+  step, so Inductor's element loop does only per-element work;
 * uncompiled: the same update run by torch's eager kernels over cache-sized chunks of the flat
   buffer (a handful of big ops instead of one set per tensor; chunking keeps the temporaries small).
 
