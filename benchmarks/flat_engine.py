@@ -1,9 +1,12 @@
 """Step time of descentlab's flat engine vs torch.optim (for-loop / foreach / fused), ratios from one run.
 
-    .venv/bin/python benchmarks/flat_engine.py [--params 20M] [--layouts 1,200,5000] [--engine compiled]
+    .venv/bin/python benchmarks/flat_engine.py [--params 20M] [--layouts 1,200,5000] [--engine compiled] [--quick]
 
-Same as ``descentlab bench``; run it on an idle machine (OpenMP kernels slow down badly when the
-cores are shared). Targets (issue 7) are read off the ``ours x`` column, never asserted in tests.
+Same as ``descentlab bench`` (see :mod:`descentlab.bench` for the method: compile before timing,
+variants stepped round-robin, memory as malloc bytes held + resident high-water growth). It prints
+the table and, below it, issue 7's targets marked met / MISSED with the numbers; nothing is asserted.
+Run it on an idle machine (OpenMP kernels slow down badly when the cores are shared): check
+``uptime`` first and rerun when the load average is above ~1.5.
 """
 
 from __future__ import annotations
