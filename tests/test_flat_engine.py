@@ -271,3 +271,24 @@ def test_bench_reports_every_variant_the_engine_memory_and_targets(tmp_path) -> 
     assert json.loads(path.read_text())["rows"] == rows
     with pytest.raises(ValueError, match="layout"):
         bench.run(["adam"], layouts=(0,), numel=10)
+
+
+def test_binding_frees_the_original_gradients_and_state() -> None:
+    """No second copy: once the flat buffers exist, the tensors they replaced are garbage."""
+    import gc
+    import weakref
+
+    model = _model()
+    opt = dl.Adam(model.parameters(), lr=0.01)
+    set_engine(opt, "flat")
+    _loss(model, 0).backward()
+    grads = [weakref.ref(p.grad) for p in model.parameters()]
+    opt.step()  # creates the state per-tensor
+    state = [weakref.ref(t) for st in opt.state.values() for t in st.values() if t.dim() > 0]
+    assert all(r() is not None for r in state)
+    opt.step()  # binds: grads and state are copied into the flat buffers
+    gc.collect()
+    assert [r() for r in grads] == [None] * len(grads), "an original gradient is still referenced"
+    assert [r() for r in state] == [None] * len(state), "an original state tensor is still referenced"
+    flat = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(flat) == 1
