@@ -13,6 +13,7 @@ descentlab computes (the step always runs without autograd).
 from __future__ import annotations
 
 from ._base import RuleOptimizer, optimizer_class
+from ._flat import engine_mode, set_engine
 from .adagrad import ADAGRAD_RULE
 from .adam import ADAM_RULE, ADAMW_RULE
 from .define import define_rule
@@ -42,5 +43,6 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
     "Rule", "Buffer", "RuleError", "Hyper", "RuleOptimizer",
     "create", "names", "entries", "resolve", "register", "rule_of", "Entry", "optimizer_class",
-    "define_rule", "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
+    "define_rule", "set_engine", "engine_mode",
+    "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
 ]
