@@ -292,3 +292,31 @@ def test_binding_frees_the_original_gradients_and_state() -> None:
     assert [r() for r in state] == [None] * len(state), "an original state tensor is still referenced"
     flat = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(flat) == 1
+
+
+def test_scheduler_moving_a_static_hyper_parameter_neither_leaks_nor_recompiles_each_step():
+    """OneCycleLR cycles Adam's betas every step: betas are static in the compiled update (rules branch
+    on such values), so each value is a new variant. Kernels stay bounded, and past a few variants the
+    compiled engine runs them uncompiled (with one warning) instead of compiling at every step."""
+    model = torch.nn.Linear(8, 8)
+    opt = dl.Adam(model.parameters(), lr=1e-3)
+    _flat.set_engine(opt, "compiled")
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=_flat.MAX_KERNELS + 40)
+    reference = torch.nn.Linear(8, 8)
+    reference.load_state_dict(model.state_dict())
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    ref_schedule = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.01, total_steps=_flat.MAX_KERNELS + 40)
+    compiles_before = _flat.STATS["compiles"]
+    with pytest.warns(RuntimeWarning, match="scheduler is moving one of them") as caught:
+        for _ in range(_flat.MAX_KERNELS + 30):
+            x = torch.randn(4, 8)
+            for net, o, sch in ((model, opt, schedule), (reference, ref_opt, ref_schedule)):
+                o.zero_grad()
+                net(x).pow(2).sum().backward()
+                o.step()
+                sch.step()
+    assert sum("scheduler is moving" in str(w.message) for w in caught) == 1
+    assert len(_flat._KERNELS) <= _flat.MAX_KERNELS
+    assert _flat.STATS["compiles"] - compiles_before <= 2 * _flat.MAX_COMPILED_VARIANTS
+    for mine, ref in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)

@@ -40,10 +40,12 @@ gradient buffer and ``p.grad`` is re-pointed at its view; ``load_state_dict``, a
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import types
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +115,7 @@ def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
     if rule.counts_steps and not all(b.uniform_steps() for b in plan.buckets):
         return False
     for bucket in plan.buckets:
-        bucket.update(rule, group, names, engine.mode)
+        bucket.update(rule, group, names, engine)
     if plan.leftover:
         eager_step(rule, {**group, "params": plan.leftover}, optimizer.state, type(optimizer).__name__)
     return True
@@ -124,6 +126,26 @@ def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
 class _Engine:
     mode: str = field(default_factory=lambda: os.environ.get("DESCENTLAB_COMPILE", "auto"))
     plans: dict[int, _Plan] = field(default_factory=dict)
+    variants: dict[tuple[Any, ...], set[tuple[Any, ...]]] = field(default_factory=dict)
+    """Per kernel family, the static hyper-parameter sets this optimizer has compiled."""
+
+    def may_compile(self, kernel: _Kernel) -> bool:
+        """Compile at most :data:`MAX_COMPILED_VARIANTS` variants per family; beyond that a scheduler
+        is moving a static hyper-parameter (OneCycleLR cycles momentum / betas) and compiling each
+        new value would cost seconds per step: run those uncompiled, and say so once."""
+        seen = self.variants.setdefault(kernel.family, set())
+        if kernel.key in seen:
+            return True
+        if len(seen) < MAX_COMPILED_VARIANTS:
+            seen.add(kernel.key)
+            return True
+        if len(seen) == MAX_COMPILED_VARIANTS:
+            seen.add(("noted",))
+            warnings.warn(f"descentlab: rule {kernel.rule_name!r} has seen more than {MAX_COMPILED_VARIANTS} sets "
+                          "of values of its static hyper-parameters (all but lr): a scheduler is moving one of "
+                          "them, so new values run on the uncompiled flat engine instead of recompiling at each "
+                          "step", RuntimeWarning, stacklevel=5)
+        return False
 
     def __post_init__(self) -> None:
         aliases = {"1": "compiled", "0": "flat", "": "auto"}
@@ -249,7 +271,7 @@ class _Bucket:
         return steps is None or steps.numel() < 2 or bool((steps == steps[0]).all())
 
     # stepping -----------------------------------------------------------------------------
-    def update(self, rule: Rule, group: Mapping[str, Any], names: tuple[str, ...], mode: str) -> None:
+    def update(self, rule: Rule, group: Mapping[str, Any], names: tuple[str, ...], engine: _Engine) -> None:
         step: Any = None
         if rule.counts_steps and self.steps is not None:
             self.steps.add_(1)
@@ -259,7 +281,7 @@ class _Bucket:
         buffers = [self.flat_state[n] for n in names]
         assert self.flat_p is not None and self.flat_g is not None
         kernel = _kernel(rule, names, hypers, maximize, self.dtype, self.device)
-        if self._compile(mode) and kernel.compiled is not None:
+        if self._compile(engine.mode) and engine.may_compile(kernel) and kernel.compiled is not None:
             dynamic = [torch.tensor(float(hypers[n]), dtype=torch.float64) for n in kernel.tensor_names]
             step_t = None if step is None else torch.tensor(step, dtype=torch.float64)
             try:
@@ -287,13 +309,40 @@ class _Bucket:
 
 @dataclass
 class _Kernel:
+    """One variant of a rule's flat update: its uncompiled form, and its compiled form built on first
+    use (``compilable`` False once compiling failed)."""
+
     eager: Callable[..., None]
-    compiled: Callable[..., None] | None
+    make_compiled: Callable[[], Callable[..., None]]
     tensor_names: tuple[str, ...]
+    compilable: bool = True
+    compiled_fn: Callable[..., None] | None = None
     checked: bool = False
+    rule_name: str = ""
+    family: tuple[Any, ...] = ()
+    """(rule, buffers, maximize, dtype, device): the variants of one update, which ``key`` tells apart."""
+    key: tuple[Any, ...] = ()
+
+    @property
+    def compiled(self) -> Callable[..., None] | None:
+        if not self.compilable:
+            return None
+        if self.compiled_fn is None:
+            self.compiled_fn = self.make_compiled()
+        return self.compiled_fn
+
+    @compiled.setter
+    def compiled(self, value: Callable[..., None] | None) -> None:
+        self.compiled_fn, self.compilable = value, value is not None
 
 
-_KERNELS: dict[tuple[Any, ...], _Kernel] = {}
+MAX_KERNELS = 64
+"""Kernels kept (least recently used dropped): a scheduler that moves a static hyper-parameter every
+step (OneCycleLR cycles momentum / betas) would otherwise add one per step."""
+MAX_COMPILED_VARIANTS = 4
+"""Distinct static hyper-parameter sets one optimizer compiles per kernel family (see _Engine.may_compile)."""
+_KERNELS: OrderedDict[tuple[Any, ...], _Kernel] = OrderedDict()
+_SERIAL = itertools.count()
 
 
 def _static(value: Any) -> Any:
@@ -308,17 +357,18 @@ def _kernel(rule: Rule, names: tuple[str, ...], hypers: Mapping[str, Any], maxim
             dtype: torch.dtype, device: torch.device) -> _Kernel:
     tensor_names = tuple(h.name for h in rule.hypers if h.tensor_ok and h.name in hypers)
     static = {n: _static(v) for n, v in hypers.items() if n not in tensor_names}
-    try:
-        key: tuple[Any, ...] = (id(rule.update), rule.name, names, maximize, dtype, device.type,
-                                tuple(sorted(static.items())))
-        hash(key)
-    except TypeError:
-        key = (id(rule.update), rule.name, names, maximize, dtype, device.type, repr(sorted(static.items())))
+    family: tuple[Any, ...] = (id(rule.update), rule.name, names, maximize, dtype, device.type)
+    key = (*family, repr(sorted(static.items())))
     kernel = _KERNELS.get(key)
-    if kernel is None:
-        kernel = _KERNELS[key] = _Kernel(_make_eager(rule, names, maximize),
-                                         _make_compiled(rule, names, static, tensor_names, maximize, len(_KERNELS)),
-                                         tensor_names)
+    if kernel is not None:
+        _KERNELS.move_to_end(key)
+        return kernel
+    kernel = _KERNELS[key] = _Kernel(
+        _make_eager(rule, names, maximize),
+        lambda: _make_compiled(rule, names, static, tensor_names, maximize, next(_SERIAL)),
+        tensor_names, rule_name=rule.name, family=family, key=key)
+    while len(_KERNELS) > MAX_KERNELS:
+        _KERNELS.popitem(last=False)
     return kernel
 
 
