@@ -267,3 +267,15 @@ def test_checkpoint_with_a_plain_number_step_loads_as_torch_does():
         opt.step()
         ref_opt.step()
     assert torch.equal(mine, ref)
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers_and_bools_are_not():
+    import numpy as np
+
+    p = torch.zeros(2, requires_grad=True)
+    opt = O.Adam([p], lr=np.float32(1e-3), betas=(np.float64(0.9), 0.99))
+    assert opt.param_groups[0]["lr"] == np.float32(1e-3)
+    with pytest.raises(TypeError, match=r"SGD: lr must be a real number, got True \(bool\)"):
+        O.SGD([p], lr=True)
+    with pytest.raises(TypeError, match=r"momentum must be a real number"):
+        O.SGD([p], lr=0.1, momentum=np.bool_(True))

@@ -9,10 +9,12 @@ built-in or a user's own — rejects bad input with the same kind of message:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 Checker = Callable[[str, Any], "Exception | None"]
@@ -56,7 +58,8 @@ class Hyper:
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Python and NumPy reals (``np.float32(1e-3)`` is a fine lr); bools are not numbers here."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
