@@ -128,6 +128,8 @@ class _Engine:
     plans: dict[int, _Plan] = field(default_factory=dict)
     variants: dict[tuple[Any, ...], set[tuple[Any, ...]]] = field(default_factory=dict)
     """Per kernel family, the static hyper-parameter sets this optimizer has compiled."""
+    warned: set[tuple[Any, ...]] = field(default_factory=set)
+    """Kernel families whose further variants this optimizer has said it runs uncompiled."""
 
     def may_compile(self, kernel: _Kernel) -> bool:
         """Compile at most :data:`MAX_COMPILED_VARIANTS` variants per family; beyond that a scheduler
@@ -139,8 +141,8 @@ class _Engine:
         if len(seen) < MAX_COMPILED_VARIANTS:
             seen.add(kernel.key)
             return True
-        if len(seen) == MAX_COMPILED_VARIANTS:
-            seen.add(("noted",))
+        if kernel.family not in self.warned:
+            self.warned.add(kernel.family)
             warnings.warn(f"descentlab: rule {kernel.rule_name!r} has seen more than {MAX_COMPILED_VARIANTS} sets "
                           "of values of its static hyper-parameters (all but lr): a scheduler is moving one of "
                           "them, so new values run on the uncompiled flat engine instead of recompiling at each "
@@ -409,10 +411,7 @@ def _make_compiled(rule: Rule, names: tuple[str, ...], static: Mapping[str, Any]
         for name, value in zip(tensor_names, dynamic, strict=False):
             hypers[name] = value
         new_param, new_state = update(param, grad, dict(zip(names, buffers, strict=False)), step=step, **hypers)
-        param.copy_(new_param)
-        for name, buf in zip(names, buffers, strict=False):
-            if name in new_state:
-                buf.copy_(new_state[name])
+        _write_back(param, new_param, buffers, names, new_state)
 
     # A code object of its own: torch.compile caches per code object, so each variant gets its
     # own cache (and recompile budget) instead of all rules sharing one.
