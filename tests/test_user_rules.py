@@ -110,27 +110,19 @@ def test_bad_import_path_is_named(path, message):
     assert path in str(info.value)
 
 
-def test_wrong_buffer_shape_names_rule_and_buffer():
+@pytest.mark.parametrize(("make_velocity", "message"), [
+    (lambda grad: grad.sum(), r"rule 'broken'.*'velocity'.*shape \(\).*expected shape \(3,\)"),
+    (lambda grad: grad.double(), r"rule 'broken'.*'velocity'.*torch.float64.*expected.*torch.float32"),
+], ids=["wrong-shape", "wrong-dtype"])
+def test_buffer_with_wrong_shape_or_dtype_names_rule_and_buffer(make_velocity, message):
     @define_rule(hypers={"lr": 0.1}, buffers=["velocity"])
     def broken(param, grad, state, *, step, lr):
-        return param - lr * grad, {"velocity": grad.sum()}
+        return param - lr * grad, {"velocity": make_velocity(grad)}
 
     p = torch.zeros(3, requires_grad=True)
     opt = broken.optimizer([p])
     p.grad = torch.ones(3)
-    with pytest.raises(RuleError, match=r"rule 'broken'.*'velocity'.*shape \(\).*expected shape \(3,\)"):
-        opt.step()
-
-
-def test_wrong_buffer_dtype_is_refused():
-    @define_rule(hypers={"lr": 0.1}, buffers=["velocity"])
-    def wrong_dtype(param, grad, state, *, step, lr):
-        return param - lr * grad, {"velocity": grad.double()}
-
-    p = torch.zeros(3, requires_grad=True)
-    opt = wrong_dtype.optimizer([p])
-    p.grad = torch.ones(3)
-    with pytest.raises(RuleError, match=r"'velocity'.*torch.float64.*expected.*torch.float32"):
+    with pytest.raises(RuleError, match=message):
         opt.step()
 
 
