@@ -190,7 +190,7 @@ def test_compiled_matches_eager_and_scheduler_never_recompiles(monkeypatch: pyte
     case = Case("Adam", "compiled", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.01, "maximize": True})
     fast_model, fast, ref_model, ref = _twin(case, mode="compiled")
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=100) for o in (fast, ref)]
-    steps_before = STATS["compiled_steps"]
+    steps_before, direct_before = STATS["compiled_steps"], STATS["direct_steps"]
     for step in range(100):
         for model, opt in ((fast_model, fast), (ref_model, ref)):
             opt.zero_grad()
@@ -202,6 +202,7 @@ def test_compiled_matches_eager_and_scheduler_never_recompiles(monkeypatch: pyte
             compiles_after_first = STATS["compiles"]
             assert compiles_after_first > 0
     assert STATS["compiled_steps"] - steps_before == 99
+    assert STATS["direct_steps"] - direct_before == 98, "after the first compiled step, dynamo is skipped"
     assert STATS["compiles"] == compiles_after_first, "a changing lr must not recompile"
     assert STATS["hoisted"] > 0, "the bias corrections should run once per step, outside the element loop"
     _assert_same(fast, ref, 1e-5, "compiled vs eager after 100 steps")

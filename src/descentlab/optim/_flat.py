@@ -16,7 +16,8 @@ numbers per element whatever the tensor's shape), then written back in place:
   hyper-parameters (``Hyper.tensor_ok``) and the step count go in as 0-dim float64 tensors, so a
   scheduler changing ``lr`` every step never recompiles; the backend (:mod:`._compile`) splits off
   the math on those scalars alone (Adam's bias corrections, the step size) and runs it once per
-  step, so Inductor's element loop does only per-element work;
+  step, so Inductor's element loop does only per-element work; once dynamo has served a bucket size,
+  the engine calls that graph directly (:mod:`._direct`), skipping dynamo's per-call guards;
 * uncompiled: the same update run by torch's eager kernels over cache-sized chunks of the flat
   buffer (a handful of big ops instead of one set per tensor; chunking keeps the temporaries small).
 
@@ -53,6 +54,7 @@ from typing import Any
 import torch
 
 from ._compile import hoisting_backend
+from ._direct import Captured, capture, direct_call
 from ._eager import check_result, eager_step
 from ._state import needs_state
 from .rule import Rule, buffer_names
@@ -63,9 +65,10 @@ CHUNK_BYTES = 256 * 1024
 """Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
 MODES = ("auto", "compiled", "flat", "eager")
 FLAT_DTYPES = (torch.float32, torch.float64)
-STATS: dict[str, int] = {"compiles": 0, "hoisted": 0, "compiled_steps": 0, "flat_steps": 0}
+STATS: dict[str, int] = {"compiles": 0, "hoisted": 0, "compiled_steps": 0, "direct_steps": 0, "flat_steps": 0}
 """Counters: ``compiles`` grows by one per graph the compiler builds (the recompilation check),
-``hoisted`` by one per graph whose per-step scalar math was split off (see :mod:`._compile`)."""
+``hoisted`` by one per graph whose per-step scalar math was split off (see :mod:`._compile`),
+``direct_steps`` by one per compiled step that skipped dynamo (see :mod:`._direct`)."""
 
 _ATTR = "_descentlab_flat_engine"
 
@@ -287,7 +290,7 @@ class _Bucket:
             dynamic = [torch.tensor(float(hypers[n]), dtype=torch.float64) for n in kernel.tensor_names]
             step_t = None if step is None else torch.tensor(step, dtype=torch.float64)
             try:
-                kernel.compiled(self.flat_p, self.flat_g, buffers, step_t, dynamic)
+                kernel.run_compiled((self.flat_p, self.flat_g, buffers, step_t, dynamic))
                 STATS["compiled_steps"] += 1
                 return
             except Exception as error:  # compiler missing or unsupported op: run uncompiled from now on
@@ -324,6 +327,27 @@ class _Kernel:
     family: tuple[Any, ...] = ()
     """(rule, buffers, maximize, dtype, device): the variants of one update, which ``key`` tells apart."""
     key: tuple[Any, ...] = ()
+    static: Mapping[str, Any] = field(default_factory=dict)
+    served: Captured | None = None
+    """The compiled graph that ran the last call made through dynamo (set by the backend's wrapper)."""
+    direct: dict[tuple[Any, ...], Callable[..., Any] | None] = field(default_factory=dict)
+    """Per (device, size): the compiled graph called without dynamo (:mod:`._direct`), None if unmapped."""
+
+    def run_compiled(self, args: tuple[Any, ...]) -> None:
+        """Run the compiled update on ``(param, grad, buffers, step, dynamic)``: through dynamo until
+        dynamo has served this size with a compiled graph, then straight to that graph."""
+        size = (args[0].device, args[0].numel())
+        direct = self.direct.get(size)
+        if direct is not None:
+            direct(args)
+            STATS["direct_steps"] += 1
+            return
+        compiled = self.compiled
+        assert compiled is not None
+        self.served = None
+        compiled(*args)
+        if self.served is not None and size not in self.direct:
+            self.direct[size] = direct_call(self.served, self.static, args)
 
     @property
     def compiled(self) -> Callable[..., None] | None:
@@ -367,8 +391,8 @@ def _kernel(rule: Rule, names: tuple[str, ...], hypers: Mapping[str, Any], maxim
         return kernel
     kernel = _KERNELS[key] = _Kernel(
         _make_eager(rule, names, maximize),
-        lambda: _make_compiled(rule, names, static, tensor_names, maximize, next(_SERIAL)),
-        tensor_names, rule_name=rule.name, family=family, key=key)
+        lambda: _make_compiled(rule, names, static, tensor_names, maximize, next(_SERIAL), kernel),
+        tensor_names, rule_name=rule.name, family=family, key=key, static=static)
     while len(_KERNELS) > MAX_KERNELS:
         _KERNELS.popitem(last=False)
     return kernel
@@ -399,9 +423,9 @@ def _write_back(param: torch.Tensor, new_param: torch.Tensor, buffers: list[torc
 
 
 def _make_compiled(rule: Rule, names: tuple[str, ...], static: Mapping[str, Any], tensor_names: tuple[str, ...],
-                   maximize: bool, index: int) -> Callable[..., None]:
+                   maximize: bool, index: int, kernel: _Kernel) -> Callable[..., None]:
     update = rule.update
-    static = dict(static)
+    static = dict(static)  # the name _direct.CLOSURE: dynamo passes its floats as graph inputs
 
     def flat_update(param: torch.Tensor, grad: torch.Tensor, buffers: list[torch.Tensor], step: Any,
                     dynamic: list[torch.Tensor]) -> None:
@@ -417,13 +441,20 @@ def _make_compiled(rule: Rule, names: tuple[str, ...], static: Mapping[str, Any]
     # own cache (and recompile budget) instead of all rules sharing one.
     code = flat_update.__code__.replace(co_name=f"descentlab_flat_{index}")
     fresh = types.FunctionType(code, flat_update.__globals__, code.co_name, None, flat_update.__closure__)
-    return torch.compile(fresh, backend=_counting_backend, dynamic=True, fullgraph=True)
 
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        """Inductor with the per-step scalar math hoisted out of the element loop (:mod:`._compile`),
+        counting each compilation in :data:`STATS` (tests check scheduler steps add none); each call
+        dynamo makes to the graph tells ``kernel`` which graph served it (:mod:`._direct`)."""
+        STATS["compiles"] += 1
+        compiled = hoisting_backend(gm, example_inputs)
+        STATS["hoisted"] += hasattr(compiled, "hoisted")
+        captured = capture(gm, compiled)
 
-def _counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
-    """Inductor with the per-step scalar math hoisted out of the element loop (:mod:`._compile`),
-    counting each compilation in :data:`STATS` (tests check scheduler steps add none)."""
-    STATS["compiles"] += 1
-    compiled = hoisting_backend(gm, example_inputs)
-    STATS["hoisted"] += hasattr(compiled, "hoisted")
-    return compiled
+        def run(*args: Any) -> Any:
+            kernel.served = captured
+            return compiled(*args)
+
+        return run
+
+    return torch.compile(fresh, backend=backend, dynamic=True, fullgraph=True)
