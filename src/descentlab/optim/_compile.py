@@ -50,7 +50,40 @@ def hoisting_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
         return compiled(*args, *prefix(*args))
 
     run.hoisted = prefix  # type: ignore[attr-defined]  # for tests and curious users
+    entry = _inductor_entry(compiled)
+    if entry is not None:
+        forward = prefix.forward
+
+        def boxed(args: list[Any]) -> Any:
+            return entry([*args, *forward(*args)])
+
+        run.boxed_entry = boxed  # type: ignore[attr-defined]
     return run
+
+
+def boxed_entry(compiled: Callable[..., Any]) -> Callable[[list[Any]], Any] | None:
+    """The compiled graph's own entry point, ``call(list_of_inputs)``, for what :func:`hoisting_backend`
+    returned, skipping AOTAutograd's runtime wrapper; None where that wrapper has work to do.
+
+    The wrapper around an inference graph rebuilds outputs, applies input mutations the graph
+    returned instead of doing itself, and copies inputs that break the kernel's alignment
+    assumptions. When the graph returns nothing (every mutation is done inside it) and no input is
+    checked for alignment (CPU kernels assume none), the wrapper only passes the inputs on; calling
+    the entry point saves its Python, 0.1-0.2 ms a step at 20M elements (measured), since that Python
+    runs cold in cache after each pass over the flat buffers.
+    """
+    entry = getattr(compiled, "boxed_entry", None)
+    return entry if entry is not None else _inductor_entry(compiled)
+
+
+def _inductor_entry(compiled: Callable[..., Any]) -> Callable[[list[Any]], Any] | None:
+    # compile_fx's result carries the compiled graph's attributes (functools.wraps copies them)
+    entry = getattr(compiled, "current_callable", None)
+    outputs = getattr(compiled, "output_strides", None)
+    checked = getattr(compiled, "inputs_to_check", None)
+    if not callable(entry) or outputs is None or len(outputs) or checked is None or len(checked):
+        return None
+    return entry
 
 
 def _is_scalar_value(value: Any) -> bool:

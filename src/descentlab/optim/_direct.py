@@ -15,7 +15,8 @@ map, later calls of that size go to the graph directly.
 :func:`direct_call` maps the graph's placeholders back to the update's arguments through the sources
 dynamo recorded for them: an argument, an item of one, an entry of the closure's ``static`` dict of
 hyper-parameters or an item of one (dynamo passes a float as a 0-dim float64 tensor), or a tensor's size. Anything else
-gives ``None``, and the engine keeps calling through dynamo.
+gives ``None``, and the engine keeps calling through dynamo. Where AOTAutograd's wrapper around the
+graph has nothing to do, the call goes on to Inductor's own entry point (:func:`._compile.boxed_entry`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 import torch
 import torch.fx
 from torch._dynamo.source import DictGetItemSource, GetItemSource, LocalSource, TensorProperty, TensorPropertySource
+
+from ._compile import boxed_entry
 
 ARGUMENTS = ("param", "grad", "buffers", "step", "dynamic")
 """The compiled update's parameters, in order (``_flat._make_compiled``)."""
@@ -75,6 +78,12 @@ def direct_call(captured: Captured, static: Mapping[str, Any], args: Sequence[An
     for getter, (_, example) in zip(getters, captured.inputs, strict=True):
         if not _matches(getter(args), example):
             return None
+    entry = boxed_entry(captured.compiled)
+    if entry is not None:
+        def call_entry(call_args: Sequence[Any]) -> Any:
+            return entry([get(call_args) for get in getters])
+
+        return call_entry
     compiled = captured.compiled
 
     def call(call_args: Sequence[Any]) -> Any:

@@ -17,6 +17,7 @@ landscape and the bench all read the same object.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -116,12 +117,17 @@ class Rule:
     def hyper_names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hypers)
 
-    @property
+    @functools.cached_property
     def math_names(self) -> tuple[str, ...]:
         """Hyper-parameters passed to ``update`` (engine options and ``maximize`` excluded)."""
         return tuple(h.name for h in self.hypers if h.math and h.name != "maximize") + tuple(
             self.fixed
         )
+
+    @functools.cached_property
+    def tensor_names(self) -> frozenset[str]:
+        """Hyper-parameters that may be tensors and change every step (``Hyper.tensor_ok``: lr)."""
+        return frozenset(h.name for h in self.hypers if h.tensor_ok)
 
     @property
     def defaults(self) -> dict[str, Any]:
