@@ -261,6 +261,8 @@ def test_bench_reports_every_variant_the_engine_memory_and_targets(tmp_path) -> 
         (layout, v) for layout in (1, 3) for v in ("descentlab", "torch for-loop", "torch foreach", "torch fused")]
     assert {r["engine"] for r in rows if r["variant"] == "descentlab"} == {"flat"}
     assert all(r["ms"] > 0 and r["peak_mb"] == r["peak_mb"] for r in rows)  # peak is a number, not NaN
+    assert all((r["ours_x"] == 1.0) == (r["variant"] == "descentlab") or r["ours_x"] > 0 for r in rows)
+    assert all(r["ours_x"] == 1.0 for r in rows if r["variant"] == "descentlab")  # paired with itself
     assert all(r["data_mb"] == pytest.approx(3000 * 4 * 4 / 2**20) for r in rows)  # param, grad, 2 moments
     judged = {name: met for name, met, _ in bench.targets(result)}
     assert set(judged) == {"adam @1: >= 0.95x torch fused", "adam @1: >= 60% of copy bandwidth",

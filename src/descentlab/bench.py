@@ -13,7 +13,11 @@ Method (all in one process, same data for every variant):
   state per-tensor, the second binds the flat buffers; that second step's time is ``setup_s``), then two
   measured steps. Then all variants are built side by side and stepped round-robin, ``repeats`` steps
   each, each round starting with the next variant (a burst of load from elsewhere on the machine hits
-  every variant alike, and none always goes first); ``ms`` is the median.
+  every variant alike, and none always goes first); ``ms`` is the median. Speed-ups (``ours x``, and
+  the targets) are paired: each round's time of a variant over descentlab's time in the same round,
+  median over rounds. On a shared 2-core machine whose speed drifts by up to 2x over seconds, the
+  ratio of two medians taken over the whole run moved by ±8 % between runs; the paired ratio cancels
+  the drift that both steps of a round see alike.
 * ``GB/s``: the bytes a step must move — read param, grad and every state buffer, write param and every
   state buffer — over its time, next to this machine's measured copy bandwidth (``b.copy_(a)``).
 * ``peak MB`` = held + transient. *Held*: bytes malloc has handed out and not taken back (glibc
@@ -66,6 +70,8 @@ class Row:
     gbps: float
     peak_mb: float
     data_mb: float
+    ours_x: float
+    """This variant's time over descentlab's, per round (adjacent steps), median over rounds."""
 
 
 def parse_count(text: str) -> int:
@@ -252,19 +258,21 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
             runs[index][0].step()
             times[index].append(time.perf_counter() - start)
     rows = []
+    ours = times[[v for v, _, _ in variants].index("descentlab")]
     for (variant, _, _), (opt, params), spent, (peak, setup) in zip(variants, runs, times, memory, strict=True):
         engine = _engine_ran(before, repeats) if isinstance(opt, RuleOptimizer) else "-"
         buffers = sum(isinstance(v, torch.Tensor) and v.dim() > 0 for v in opt.state[params[0]].values())
         seconds = statistics.median(spent)
         moved = numel * 4 * (3 + 2 * buffers)
+        paired = statistics.median(t / o for t, o in zip(spent, ours, strict=True))
         rows.append(Row(name, layout, variant, engine, seconds * 1e3, setup, moved / seconds / 1e9, peak,
-                        numel * 4 * (2 + buffers) / 2**20))
+                        numel * 4 * (2 + buffers) / 2**20, paired))
     del runs
     return rows
 
 
 def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] = (1, 200, 5000),
-        numel: int = 20_000_000, repeats: int = 15, engine: str = "auto", train: bool = True,
+        numel: int = 20_000_000, repeats: int = 25, engine: str = "auto", train: bool = True,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every optimizer × layout × variant; returns ``{"rows": [...], "copy_gbps": ..., ...}``."""
     for layout in layouts:
@@ -337,11 +345,6 @@ def training_step(steps: int = 300, batch_size: int = 128, seed: int = 0) -> dic
 
 
 # -- report --------------------------------------------------------------------------------------
-def _ours(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in rows if r["optimizer"] == row["optimizer"] and r["layout"] == row["layout"]
-                and r["variant"] == "descentlab")
-
-
 def table(result: dict[str, Any]) -> str:
     """The result as a text table, with speed-ups of descentlab over each torch variant."""
     compile_s = ", ".join(f"{k} {v:.1f}" for k, v in result.get("compile_s", {}).items())
@@ -353,7 +356,7 @@ def table(result: dict[str, Any]) -> str:
              f"{'%copy':>6} {'peak MB':>8} {'data MB':>8} {'setup s':>8}"]
     rows = result["rows"]
     for row in rows:
-        speedup = row["ms"] / _ours(rows, row)["ms"]
+        speedup = row["ours_x"]
         lines.append(f"{row['optimizer']:<10} {row['layout']:>6}  {row['variant']:<15} {row['engine']:<11} "
                      f"{row['ms']:>8.2f} {speedup:>7.2f} {row['gbps']:>6.1f} "
                      f"{100 * row['gbps'] / result['copy_gbps']:>6.0f} {row['peak_mb']:>8.0f} "
@@ -385,16 +388,16 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             torch_rows = [r for r in rows if r["optimizer"] == name and r["layout"] == layout
                           and r["variant"] != "descentlab"]
             if layout == 5000 and fused:
-                x = fused["ms"] / ours["ms"]
+                x = fused["ours_x"]
                 out.append((f"{name} @5000: >= 2.5x torch fused", x >= 2.5, f"{x:.2f}x"))
             if layout == 5000 and loop:
-                x = loop["ms"] / ours["ms"]
+                x = loop["ours_x"]
                 out.append((f"{name} @5000: >= 8x torch for-loop", x >= 8, f"{x:.2f}x"))
             if layout == 1 and fused:
-                x = fused["ms"] / ours["ms"]
+                x = fused["ours_x"]
                 out.append((f"{name} @1: >= 0.95x torch fused", x >= 0.95, f"{x:.2f}x"))
             if name == "rmsprop" and torch_rows:
-                x = min(r["ms"] for r in torch_rows) / ours["ms"]
+                x = min(r["ours_x"] for r in torch_rows)
                 out.append((f"rmsprop @{layout}: >= 3x torch's best", x >= 3, f"{x:.2f}x"))
             if layout in (1, 200):
                 share = ours["gbps"] / result["copy_gbps"]

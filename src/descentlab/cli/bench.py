@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
                         help="comma-separated registry names or import paths (module:attribute)")
     parser.add_argument("--layouts", default="1,200,5000", help="numbers of tensors the parameters are split into")
     parser.add_argument("--params", default="20M", help="total float32 parameters, e.g. 20M or 500k")
-    parser.add_argument("--repeats", type=int, default=15, help="timed steps per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=25, help="timed steps per measurement (median reported)")
     parser.add_argument("--engine", choices=("auto", "compiled", "flat", "eager"), default=None,
                         help="descentlab engine (default auto: compiles buckets of >= 4M elements; with --quick, "
                         "compiled, the engine the full-size default runs)")
