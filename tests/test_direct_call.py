@@ -14,8 +14,10 @@ from torch._dynamo.source import DictGetItemSource, GetItemSource, LocalSource, 
 
 import descentlab.optim as dl
 from descentlab.optim import _flat
+from descentlab.optim._compile import boxed_entry
 from descentlab.optim._direct import Captured, direct_call
 from descentlab.optim._flat import STATS, set_engine
+from descentlab.optim._float_prefix import float_program
 
 SIZES = (1, 7, 50)
 STEPS = 6
@@ -48,6 +50,9 @@ def test_each_bucket_size_goes_direct_after_dynamo_served_it_with_the_per_tensor
     kernels = [k for k in _flat._KERNELS.values() if any(size[1] in SIZES for size in k.direct)]
     mapped = {size[1] for k in kernels for size, call in k.direct.items() if call is not None}
     assert set(SIZES) <= mapped
+    # and past AOTAutograd's wrapper too, with the scalar math (-lr) on Python floats
+    assert all(boxed_entry(k.served.compiled) is not None for k in kernels if k.served is not None)
+    assert any(float_program(k.served.compiled.hoisted) is not None for k in kernels if k.served is not None)
 
 
 def _captured(inputs: list[tuple[object, object]], calls: list[tuple], returns_nothing: bool = True) -> Captured:
