@@ -96,6 +96,21 @@ def test_step_closure_returns_loss(cls: str) -> None:
     assert ours.step() is None
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_step_leaves_grad_mode_as_it_found_it_even_when_it_raises(enabled: bool) -> None:
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    opt = dl.SGD([p], lr=0.1)
+    with torch.set_grad_enabled(enabled):
+        opt.step()
+        assert torch.is_grad_enabled() is enabled
+        p.grad = torch.ones(3).to_sparse()
+        with pytest.raises(RuntimeError, match="sparse"):
+            opt.step()
+        assert torch.is_grad_enabled() is enabled
+    assert torch.equal(p.detach(), torch.full((3,), 0.9))
+
+
 def test_zero_grad_matches_torch() -> None:
     for set_to_none in (True, False):
         p = make_params(torch.float32, shapes=((3,),))[0]

@@ -88,16 +88,22 @@ class RuleOptimizer(torch.optim.Optimizer):
                 param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
     # -- stepping -------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            if not flat_step(self, group):  # the fast engine, or the per-tensor path it declines
-                eager_step(self.rule, group, self.state, type(self).__name__)
+        # gradient tracking off for the update, as torch.no_grad() does, without building a context
+        # object (60 us of cold caches a step against 10, measured after a pass over a large model)
+        grad_was_enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            for group in self.param_groups:
+                if not flat_step(self, group):  # the fast engine, or the per-tensor path it declines
+                    eager_step(self.rule, group, self.state, type(self).__name__)
+        finally:
+            torch._C._set_grad_enabled(grad_was_enabled)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
