@@ -13,8 +13,11 @@ Method (all in one process, same data for every variant):
   state per-tensor, the second binds the flat buffers; that second step's time is ``setup_s``), then two
   measured steps. Then all variants are built side by side and stepped round-robin, ``repeats`` steps
   each, each round starting with the next variant (a burst of load from elsewhere on the machine hits
-  every variant alike, and none always goes first); ``ms`` is the median. Speed-ups (``ours x``, and
-  the targets) are paired: each round's time of a variant over descentlab's time in the same round,
+  every variant alike, and none always goes first); ``ms`` is the median. Before each timed step
+  :data:`FLUSH_BYTES` are copied, untimed, so every step starts with cold caches, as in training where
+  forward and backward run between steps. Without it, torch's three variants (one Python class)
+  warmed each other's code while descentlab's ran cold after them. Speed-ups (``ours x``, and the
+  targets) are paired: each round's time of a variant over descentlab's time in the same round,
   median over rounds. On a shared 2-core machine whose speed drifts by up to 2x over seconds, the
   ratio of two medians taken over the whole run moved by ±8 % between runs; the paired ratio cancels
   the drift that both steps of a round see alike.
@@ -55,6 +58,8 @@ from .optim._flat import AUTO_COMPILE_NUMEL, STATS, set_engine
 
 DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 WARM_NUMEL = 1 << 16
+FLUSH_BYTES = 64 * 2**20
+"""Bytes copied between timed steps (twice this machine's 32 MiB L3): every step starts cold."""
 """Elements of the small problem each variant runs first (compiles and loads code before timing)."""
 MMAP_THRESHOLD = 64 * 1024
 
@@ -251,9 +256,11 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
         runs.append((opt, params))
     before = dict(STATS)
     times: list[list[float]] = [[] for _ in variants]
+    flush = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
     for repeat in range(repeats):
         for i in range(len(runs)):  # the first variant of a round starts one later each round (no order bias)
             index = (i + repeat) % len(runs)
+            flush[1].copy_(flush[0])  # as forward and backward would: no variant finds another's code warm
             start = time.perf_counter()
             runs[index][0].step()
             times[index].append(time.perf_counter() - start)
