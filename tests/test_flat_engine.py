@@ -54,9 +54,17 @@ def _twin(case: Case, dtype: torch.dtype = torch.float32, mode: str = "flat", se
     return fast_model, fast, ref_model, ref
 
 
+OWN_GRADS = {"staged": _flat.OWN_GRAD_NUMEL, "weights-own": 20, "all-own": 1}
+"""Gradient layouts: every gradient staged in the flat buffer (the default for this small model), the
+two weight matrices (48 and 24 elements) stepped on their own gradients, every parameter on its own."""
+
+
+@pytest.mark.parametrize("own_grads", OWN_GRADS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", FLAT_CASES, ids=[c.id for c in FLAT_CASES])
-def test_flat_matches_per_tensor_path(case: Case, dtype: torch.dtype) -> None:
+def test_flat_matches_per_tensor_path(case: Case, dtype: torch.dtype, own_grads: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_flat, "OWN_GRAD_NUMEL", OWN_GRADS[own_grads])
     fast_model, fast, ref_model, ref = _twin(case, dtype)
     before = STATS["flat_steps"]
     for step in range(8):
@@ -68,6 +76,31 @@ def test_flat_matches_per_tensor_path(case: Case, dtype: torch.dtype) -> None:
             opt.step()
         _assert_same(fast, ref, 0.0 if dtype == torch.float64 else 1e-6, f"{case.id} step {step}")
     assert STATS["flat_steps"] > before, "the flat engine never ran"
+
+
+def test_big_parameters_are_stepped_on_their_own_gradients_where_autograd_left_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After zero_grad() (set_to_none=True), backward hands out fresh gradients: the two weight
+    matrices (>= OWN_GRAD_NUMEL here) keep theirs, untouched and uncopied; the biases are staged."""
+    monkeypatch.setattr(_flat, "OWN_GRAD_NUMEL", 20)
+    for mode in ("flat", "compiled"):
+        fast_model, fast, ref_model, ref = _twin(Case("Adam", "own", {"lr": 0.01, "weight_decay": 0.1}), mode=mode)
+        direct_before = STATS["direct_steps"]
+        for step in range(4):
+            for model, opt in ((fast_model, fast), (ref_model, ref)):
+                opt.zero_grad()
+                _loss(model, step).backward()
+                arrived = {name: p.grad for name, p in model.named_parameters()}
+                opt.step()
+                if opt is fast and step > 0:
+                    for name, p in model.named_parameters():
+                        own = p.numel() >= 20
+                        assert (p.grad is arrived[name]) == own, (mode, name)
+                        moved = p.grad.untyped_storage().data_ptr() != arrived[name].untyped_storage().data_ptr()
+                        assert moved == (not own), (mode, name)  # staged: copied into the flat buffer
+            _assert_same(fast, ref, 1e-6, f"{mode} step {step}")
+        if mode == "compiled":  # the staged run and each weight: one direct call each from the third step
+            assert STATS["direct_steps"] - direct_before == 3 * 2
 
 
 def test_parameters_are_views_and_grads_behave_like_torch() -> None:

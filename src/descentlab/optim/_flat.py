@@ -34,9 +34,11 @@ which works on the same views: a group with ``fused=False``, ``foreach=False`` o
 ``differentiable=True`` (the torch switches that ask for the per-tensor path), a non-elementwise rule,
 complex/sparse/half-precision/odd-device parameters, a step where some gradient is None, state not yet
 created (the first step, lazy buffers such as SGD's momentum) and parameters whose step counts
-differ. Fresh gradient tensors (after ``zero_grad(set_to_none=True)``) are copied into the flat
-gradient buffer and ``p.grad`` is re-pointed at its view; ``load_state_dict``, a replaced
-``p.data`` and hyper-parameter changes that add or remove buffers are detected and re-bound.
+differ. Gradients: a parameter of :data:`OWN_GRAD_NUMEL` elements or more is stepped on its own
+``.grad`` wherever autograd left it (one more update call); smaller ones are staged in the flat
+gradient buffer, so a fresh gradient tensor (after ``zero_grad(set_to_none=True)``) is copied into it
+and ``p.grad`` re-pointed at its view. ``load_state_dict``, a replaced ``p.data`` and
+hyper-parameter changes that add or remove buffers are detected and re-bound.
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ from .rule import Rule, buffer_names
 
 AUTO_COMPILE_NUMEL = 4_000_000
 """``auto`` compiles buckets at least this big (elements)."""
+OWN_GRAD_NUMEL = 1 << 18
+"""Parameters at least this big (elements) are stepped on their own gradient tensor, wherever autograd
+left it; smaller ones have their gradients staged in the bucket's flat gradient buffer and are
+stepped together in one pass. After ``zero_grad()`` (``set_to_none=True``, torch's default) every
+gradient is a fresh tensor, and staging it means a copy: measured, 6 ms for 20M float32 elements
+(0.3 ns each), where one more update call costs 20-30 us, so staging costs more above about 100K
+elements. With gradients kept between steps (``set_to_none=False``) staging is free and the extra
+call is not, hence the threshold sits above the break-even: 256K elements (1 MiB of float32).
+benchmarks/fresh_grads.py measures both patterns against torch fused."""
 CHUNK_BYTES = 256 * 1024
 """Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
 MODES = ("auto", "compiled", "flat", "eager")
@@ -107,7 +118,7 @@ def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
         for i, bucket in enumerate(plan.buckets):
             parts[i] = grads[start:start + len(bucket.params)]
             start += len(bucket.params)
-            fresh[i] = not bucket.grads_are_views(parts[i])
+            fresh[i] = not bucket.grads_in_place(parts[i])
         if any(fresh):
             if any(g is None for g in grads):
                 return False
@@ -201,12 +212,17 @@ class _Bucket:
     """Parameters of one group sharing a device and dtype, with their flat buffers."""
 
     def __init__(self, params: list[torch.Tensor]) -> None:
-        self.params = params
-        self.numels = [p.numel() for p in params]
+        # small parameters first, so their staged gradients form one run (see OWN_GRAD_NUMEL)
+        small = [p for p in params if p.numel() < OWN_GRAD_NUMEL]
+        self.params = small + [p for p in params if p.numel() >= OWN_GRAD_NUMEL]
+        self.staged = len(small)
+        """Parameters ``[0, staged)`` have their gradients staged in ``flat_g``; the rest own theirs."""
+        self.numels = [p.numel() for p in self.params]
         self.offsets = [0]
         for n in self.numels:
             self.offsets.append(self.offsets[-1] + n)
         self.total = self.offsets[-1]
+        self.staged_total = self.offsets[self.staged]
         self.dtype, self.device = params[0].dtype, params[0].device
         self.flat_p: torch.Tensor | None = None
         self.flat_g: torch.Tensor | None = None
@@ -222,14 +238,16 @@ class _Bucket:
         self.names: tuple[str, ...] | None = None
 
     # binding ------------------------------------------------------------------------------
-    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        return [flat[a:b].view(p.shape) for p, a, b in zip(self.params, self.offsets, self.offsets[1:], strict=False)]
+    def _views(self, flat: torch.Tensor, count: int | None = None) -> list[torch.Tensor]:
+        """Views of ``flat`` shaped as the first ``count`` parameters (all by default)."""
+        params = self.params if count is None else self.params[:count]
+        return [flat[a:b].view(p.shape) for p, a, b in zip(params, self.offsets, self.offsets[1:], strict=False)]
 
     def _bind_params(self) -> None:
         if self.flat_p is None:
             self.flat_p = torch.empty(self.total, dtype=self.dtype, device=self.device)
-            self.flat_g = torch.zeros(self.total, dtype=self.dtype, device=self.device)
-            self.g_views = self._views(self.flat_g)
+            self.flat_g = torch.zeros(self.staged_total, dtype=self.dtype, device=self.device)
+            self.g_views = self._views(self.flat_g, self.staged)
             self.p_views = self._views(self.flat_p)
         for p, view in zip(self.params, self.p_views, strict=False):
             if p.data_ptr() != view.data_ptr() or p.shape != view.shape or p.stride() != view.stride():
@@ -238,13 +256,17 @@ class _Bucket:
         self.ptrs = [p.data_ptr() for p in self.params]
 
     def bound_as_before(self) -> bool:
-        """Whether every ``p.grad`` still is its view and every parameter still lives in its slice: the
-        checks of :meth:`grads_are_views` and :meth:`ready` in one pass over the parameters (at 5000
-        tensors 13 % less time than two passes, measured with cold caches as after a step)."""
-        if self.flat_p is None or not len(self.g_views) == len(self.ptrs) == len(self.params):
+        """Whether every staged ``p.grad`` still is its view, every own gradient can be read in place
+        and every parameter still lives in its slice: the checks of :meth:`grads_in_place` and
+        :meth:`ready` in one pass over the parameters (at 5000 tensors 13 % less time than two passes,
+        measured with cold caches as after a step)."""
+        if self.flat_p is None or len(self.g_views) != self.staged or len(self.ptrs) != len(self.params):
             return False
-        pairs = zip(self.params, self.g_views, self.ptrs, strict=True)
-        return all(p.grad is g and p.data_ptr() == q for p, g, q in pairs)
+        staged = zip(self.params, self.g_views, self.ptrs, strict=False)  # stops after the staged ones
+        if not all(p.grad is g and p.data_ptr() == q for p, g, q in staged):
+            return False
+        owners = zip(self.params[self.staged:], self.ptrs[self.staged:], strict=True)
+        return all(p.data_ptr() == q and _readable(p.grad) for p, q in owners)
 
     def ready(self, states: MutableMapping[Any, Any], rule: Rule, names: tuple[str, ...], stateful: bool,
               params_bound: bool = False) -> bool:
@@ -281,13 +303,16 @@ class _Bucket:
         self.names, self.state_obj = names, states
         return True
 
-    def grads_are_views(self, grads: list[torch.Tensor | None]) -> bool:
-        """Whether every gradient already is its view of the flat gradient buffer."""
-        return len(self.g_views) == len(grads) and all(map(operator.is_, grads, self.g_views))
+    def grads_in_place(self, grads: list[torch.Tensor | None]) -> bool:
+        """Whether every staged gradient already is its view of the flat gradient buffer and every
+        own gradient can be read where it is."""
+        staged = grads[:self.staged]
+        return (len(self.g_views) == len(staged) and all(map(operator.is_, staged, self.g_views))
+                and all(_readable(g) for g in grads[self.staged:]))
 
     def sync_grads(self, grads: list[torch.Tensor]) -> None:
-        """Copy fresh gradient tensors into the flat gradient buffer; point ``p.grad`` at its view."""
-        fresh = [(p, g, v) for p, g, v in zip(self.params, grads, self.g_views, strict=True) if g is not v]
+        """Copy fresh staged gradient tensors into the flat gradient buffer; point ``p.grad`` at its view."""
+        fresh = [(p, g, v) for p, g, v in zip(self.params, grads, self.g_views, strict=False) if g is not v]
         if fresh:
             torch._foreach_copy_([v for _, _, v in fresh], [g for _, g, _ in fresh])
             for p, _, v in fresh:
@@ -314,25 +339,51 @@ class _Bucket:
         buffers = [self.flat_state[n] for n in names]
         assert self.flat_p is not None and self.flat_g is not None
         kernel = self._kernel(rule, names, hypers, maximize)
-        if self._compile(engine.mode) and engine.may_compile(kernel) and kernel.compiled is not None:
+        compiled = self._compile(engine.mode) and engine.may_compile(kernel) and kernel.compiled is not None
+        if compiled:
             if self.scalars is None or self.scalars.count != len(kernel.tensor_names) + 1:
                 self.scalars = _ScalarInputs(len(kernel.tensor_names) + 1)
             step_t, *dynamic = self.scalars.fill((step or 0.0, *(hypers[n] for n in kernel.tensor_names)))
-            try:
-                kernel.run_compiled((self.flat_p, self.flat_g, buffers, None if step is None else step_t, dynamic))
-                STATS["compiled_steps"] += 1
-                return
-            except Exception as error:  # compiler missing or unsupported op: run uncompiled from now on
-                warnings.warn(f"descentlab: compiling rule {rule.name!r} failed ({type(error).__name__}: "
-                              f"{error}); using the uncompiled flat engine", RuntimeWarning, stacklevel=4)
-                kernel.compiled = None
-        STATS["flat_steps"] += 1
-        chunk = max(1, CHUNK_BYTES // self.flat_p.element_size()) if self.device.type == "cpu" else self.total
-        hyper_values = {n: hypers[n] for n in rule.math_names}
-        for start in range(0, self.total, chunk):
-            end = min(start + chunk, self.total)
-            kernel.eager(self.flat_p[start:end], self.flat_g[start:end], [b[start:end] for b in buffers],
-                         step, hyper_values, not kernel.checked)
+        ran_compiled = ran_flat = False
+        for start, end, grad in self._segments():
+            whole = start == 0 and end == self.total
+            param = self.flat_p if whole else self.flat_p[start:end]
+            parts = buffers if whole else [b[start:end] for b in buffers]
+            if compiled:
+                try:
+                    kernel.run_compiled((param, grad, parts, None if step is None else step_t, dynamic))
+                    ran_compiled = True
+                    continue
+                except Exception as error:  # compiler missing or unsupported op: run uncompiled from now on
+                    warnings.warn(f"descentlab: compiling rule {rule.name!r} failed ({type(error).__name__}: "
+                                  f"{error}); using the uncompiled flat engine", RuntimeWarning, stacklevel=4)
+                    kernel.compiled, compiled = None, False
+            self._run_uncompiled(kernel, param, grad, parts, step, hypers)
+            ran_flat = True
+        STATS["compiled_steps"] += ran_compiled
+        STATS["flat_steps"] += ran_flat
+
+    def _segments(self) -> list[tuple[int, int, torch.Tensor]]:
+        """(start, end, gradient) runs of the flat buffers one update call covers: the staged
+        parameters together, then each parameter that owns its gradient."""
+        assert self.flat_g is not None
+        runs = [(0, self.staged_total, self.flat_g)] if self.staged_total else []
+        for i in range(self.staged, len(self.params)):
+            grad = self.params[i].grad
+            assert grad is not None  # flat_step checked every gradient before binding
+            # a 1-D view made per step, never kept: holding it would keep a replaced gradient alive
+            runs.append((self.offsets[i], self.offsets[i + 1], grad.contiguous().view(-1)))
+        return runs
+
+    def _run_uncompiled(self, kernel: _Kernel, param: torch.Tensor, grad: torch.Tensor,
+                        buffers: list[torch.Tensor], step: Any, hypers: Mapping[str, Any]) -> None:
+        """The update by torch's eager kernels over cache-sized chunks (:data:`CHUNK_BYTES`)."""
+        size = param.numel()
+        chunk = max(1, CHUNK_BYTES // param.element_size()) if self.device.type == "cpu" else size
+        for start in range(0, size, chunk):
+            end = min(start + chunk, size)
+            kernel.eager(param[start:end], grad[start:end], [b[start:end] for b in buffers],
+                         step, hypers, not kernel.checked)
             kernel.checked = True
 
     def _kernel(self, rule: Rule, names: tuple[str, ...], hypers: Mapping[str, Any], maximize: bool) -> _Kernel:
@@ -367,6 +418,11 @@ class _ScalarInputs:
         for i, value in enumerate(values):  # item by item: a list assignment costs 4x more cold
             array[i] = float(value)
         return self.tensors
+
+
+def _readable(grad: torch.Tensor | None) -> bool:
+    """Whether the update can read ``grad`` where it is (a dense gradient)."""
+    return grad is not None and grad.layout == torch.strided
 
 
 def _is_plain(value: Any) -> bool:
