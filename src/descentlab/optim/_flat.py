@@ -3,13 +3,15 @@
 For every elementwise rule (built-in or a user's own) the engine keeps, per bucket of a param
 group's parameters that share a device and a floating dtype, contiguous 1-D buffers holding
 
-    params | grads | each state buffer        (each parameter a slice [offset, offset + numel))
+    params | each state buffer        (each parameter a slice [offset, offset + numel))
+    grads of the small parameters     (:data:`OWN_GRAD_NUMEL`; the big ones keep their own .grad)
 
-and re-points ``p.data``, ``p.grad`` and ``optimizer.state[p][name]`` to views of them, so
-``model.parameters()`` are the same Parameter objects, ``state_dict()`` has torch's keys and
+and re-points ``p.data``, ``p.grad`` (small parameters) and ``optimizer.state[p][name]`` to views of
+them, so ``model.parameters()`` are the same Parameter objects, ``state_dict()`` has torch's keys and
 per-parameter shapes, and no second copy of parameters, gradients or state is kept. A step is the
-rule's own pure ``update`` applied ONCE to the whole flat buffer (elementwise rules give the same
-numbers per element whatever the tensor's shape), then written back in place:
+rule's own pure ``update`` applied once to the small parameters' run of the flat buffers and once to
+each big parameter's slice (elementwise rules give the same numbers per element whatever the
+tensor's shape), then written back in place:
 
 * compiled: ``torch.compile(dynamic=True, fullgraph=True)`` of that update, one compilation per
   (rule, static hyper-parameters, buffers present, maximize, dtype, device) — ``lr``-like
