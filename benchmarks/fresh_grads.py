@@ -6,7 +6,7 @@ After ``zero_grad()`` with torch's default, backward hands every parameter a fre
 the engine must copy those into its buffer before the one pass over it: one more read and write of
 every gradient. torch's fused kernels read the fresh tensors where they are.
 
-    .venv/bin/python benchmarks/fresh_grads.py [--params 20M] [--layouts 1,200] [--repeats 15]
+    .venv/bin/python benchmarks/fresh_grads.py [--params 20M] [--layouts 1,40,200] [--repeats 15]
 
 Prints, per optimizer and layout, the median ms of a step for descentlab and torch fused with kept
 gradients and with a fresh gradient tensor per parameter each step (the tensors are made before the
@@ -60,7 +60,7 @@ def _time(numel: int, layout: int, cls: str, hypers: dict, fresh: bool, repeats:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="20M")
-    parser.add_argument("--layouts", default="1,200")
+    parser.add_argument("--layouts", default="1,40,200")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     numel, layouts = parse_count(args.params), [int(x) for x in args.layouts.split(",")]
