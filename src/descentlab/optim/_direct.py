@@ -14,9 +14,10 @@ map, later calls of that size go to the graph directly.
 
 :func:`direct_call` maps the graph's placeholders back to the update's arguments through the sources
 dynamo recorded for them: an argument, an item of one, an entry of the closure's ``static`` dict of
-hyper-parameters or an item of one (dynamo passes a float as a 0-dim float64 tensor), or a tensor's size. Anything else
-gives ``None``, and the engine keeps calling through dynamo. Where AOTAutograd's wrapper around the
-graph has nothing to do, the call goes on to Inductor's own entry point (:func:`._compile.boxed_entry`).
+hyper-parameters or an item of one (dynamo passes a float as a 0-dim float64 tensor), or a tensor's
+size. Anything else gives ``None``, and the engine keeps calling through dynamo. Where AOTAutograd's
+wrapper around the graph has nothing to do, the call goes on to Inductor's own entry point
+(:func:`._compile.boxed_entry`).
 """
 
 from __future__ import annotations
