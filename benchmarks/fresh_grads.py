@@ -6,12 +6,14 @@ After ``zero_grad()`` with torch's default, backward hands every parameter a fre
 the engine must copy those into its buffer before the one pass over it: one more read and write of
 every gradient. torch's fused kernels read the fresh tensors where they are.
 
-    .venv/bin/python benchmarks/fresh_grads.py [--params 20M] [--layouts 1,40,200] [--repeats 15]
+    .venv/bin/python benchmarks/fresh_grads.py [--params 20M] [--layouts 1,40,200] [--repeats 15] [--all-staged]
 
 Prints, per optimizer and layout, the median ms of a step for descentlab and torch fused with kept
 gradients and with a fresh gradient tensor per parameter each step (the tensors are made before the
 timer starts, as backward would, and freed after it stops, as the next ``zero_grad`` would), and
-descentlab's speed-up paired per round. 64 MiB are copied
+descentlab's speed-up paired per round. ``--all-staged`` stages every gradient in the flat buffer
+(``_flat.OWN_GRAD_NUMEL`` raised past every layout), to see what stepping big parameters on their own
+gradients costs and saves. 64 MiB are copied
 (untimed) before every timed step, as ``descentlab bench`` does.
 """
 
@@ -25,6 +27,7 @@ import torch
 
 import descentlab.optim as dl
 from descentlab.bench import FLUSH_BYTES, parse_count
+from descentlab.optim import _flat
 
 OPTIMIZERS = {"momentum": ("SGD", {"lr": 0.01, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
 
@@ -62,7 +65,10 @@ def main() -> None:
     parser.add_argument("--params", default="20M")
     parser.add_argument("--layouts", default="1,40,200")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--all-staged", action="store_true", help="stage every gradient in the flat buffer")
     args = parser.parse_args()
+    if args.all_staged:
+        _flat.OWN_GRAD_NUMEL = parse_count(args.params) + 1
     numel, layouts = parse_count(args.params), [int(x) for x in args.layouts.split(",")]
     header = f"{'optimizer':<10} {'layout':>6}  {'gradients':<10} {'descentlab ms':>13} {'fused ms':>9}"
     print(f"{header} {'fused/ours':>10}")

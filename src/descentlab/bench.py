@@ -18,9 +18,9 @@ Method (all in one process, same data for every variant):
   forward and backward run between steps. Without it, torch's three variants (one Python class)
   warmed each other's code while descentlab's ran cold after them. Speed-ups (``ours x``, and the
   targets) are paired: each round's time of a variant over descentlab's time in the same round,
-  median over rounds. On a shared 2-core machine whose speed drifts by up to 2x over seconds, the
-  ratio of two medians taken over the whole run moved by ±8 % between runs; the paired ratio cancels
-  the drift that both steps of a round see alike.
+  median over rounds. On a shared 2-core machine whose memory speed drifts by up to 2x (torch fused
+  momentum at one tensor took 5.5-9.0 ms across runs of this bench), the paired ratio cancels the
+  drift that both steps of a round see alike.
 * ``GB/s``: the bytes a step must move — read param, grad and every state buffer, write param and every
   state buffer — over its time, next to this machine's measured copy bandwidth (``b.copy_(a)``).
 * ``peak MB`` = held + transient. *Held*: bytes malloc has handed out and not taken back (glibc

@@ -72,8 +72,9 @@ def boxed_entry(compiled: Callable[..., Any]) -> Callable[[list[Any]], Any] | No
     returned instead of doing itself, and copies inputs that break the kernel's alignment
     assumptions. When the graph returns nothing (every mutation is done inside it) and no input is
     checked for alignment (CPU kernels assume none), the wrapper only passes the inputs on; calling
-    the entry point saves its Python, 0.1-0.2 ms a step at 20M elements (measured), since that Python
-    runs cold in cache after each pass over the flat buffers. The entry point of a split graph also
+    the entry point saves its Python, which runs cold in cache after each pass over the flat buffers
+    (with dynamo's layer, :mod:`._direct`: 0.3-0.9 ms a step at 20M elements,
+    benchmarks/step_overheads.py). The entry point of a split graph also
     runs the per-step scalar math on Python floats where it can (:mod:`._float_prefix`).
     """
     entry = getattr(compiled, "boxed_entry", None)

@@ -2,8 +2,9 @@
 
 ``torch.compile`` wraps a compiled graph in frame evaluation: every call checks dynamo's guards,
 then rebuilds the graph's inputs from the function's arguments. For the flat engine's update that
-layer costs 0.15-0.6 ms a step at 20M float32 elements (measured against calling the same graph
-directly; the Python it runs is cold in cache after a pass over hundreds of MB), 2-8 % of the step.
+layer, with AOTAutograd's wrapper inside it, costs 0.3-0.9 ms a step at 20M float32 elements against
+calling the same graph directly, 4-11 % of the step (benchmarks/step_overheads.py; the Python it runs
+is cold in cache after a pass over hundreds of MB).
 
 The engine already guarantees what those guards check. A kernel (see :mod:`._flat`) is built for one
 rule, buffer set, set of static hyper-parameters, ``maximize``, dtype and device, and its inputs are

@@ -70,12 +70,12 @@ OWN_GRAD_NUMEL = 1 << 18
 """Parameters at least this big (elements) are stepped on their own gradient tensor, wherever autograd
 left it; smaller ones have their gradients staged in the bucket's flat gradient buffer and are
 stepped together in one pass. After ``zero_grad()`` (``set_to_none=True``, torch's default) every
-gradient is a fresh tensor, and staging it means a copy: measured, 6 ms for 20M float32 elements
-(0.3 ns each), where one more update call costs 20-30 us, so staging costs more above about 100K
-elements. With gradients kept between steps (``set_to_none=False``) staging is free and the extra
-call is not (measured, 40 tensors of 500K elements with kept gradients: 0.90x torch fused, against
-0.99x with all of them staged), hence the threshold sits above the break-even: 256K elements (1 MiB
-of float32). benchmarks/fresh_grads.py measures both patterns against torch fused."""
+gradient is a fresh tensor, and staging it means a copy: 4-6 ms for 20M float32 elements (0.2-0.3
+ns each), where one more update call costs 9-16 us (benchmarks/step_overheads.py), so staging costs
+more above about 50K elements. With gradients kept between steps (``set_to_none=False``) staging is
+free and the extra call is not: 40 tensors of 500K elements step at 0.90x torch fused on their own
+gradients and 0.98-1.05x staged (benchmarks/fresh_grads.py, and with ``--all-staged``). Hence the
+threshold sits above the break-even: 256K elements (1 MiB of float32)."""
 CHUNK_BYTES = 256 * 1024
 """Uncompiled path on CPU: chunk size of the flat update, small enough for the allocator to reuse."""
 MODES = ("auto", "compiled", "flat", "eager")
@@ -261,8 +261,8 @@ class _Bucket:
     def bound_as_before(self) -> bool:
         """Whether every staged ``p.grad`` still is its view, every own gradient can be read in place
         and every parameter still lives in its slice: the checks of :meth:`grads_in_place` and
-        :meth:`ready` in one pass over the parameters (at 5000 tensors 7-13 % less time than two passes,
-        measured with cold caches as after a step)."""
+        :meth:`ready` in one pass over the parameters, so each parameter is fetched into cache once
+        (at 5000 tensors the pass costs about 2 ms with cold caches: benchmarks/step_overheads.py)."""
         if self.flat_p is None or len(self.g_views) != self.staged or len(self.ptrs) != len(self.params):
             return False
         staged = zip(self.params, self.g_views, self.ptrs, strict=False)  # stops after the staged ones
@@ -331,7 +331,7 @@ class _Bucket:
         counts = self.step_counts
         if rule.counts_steps and counts is not None:
             # the state's step tensors, each 1 further: the sum is exact in a double, so rounding it
-            # to their dtype gives torch's add_(1) (the one-element form skips a NumPy ufunc: 40 us cold)
+            # to their dtype gives torch's add_(1) (the one-element form skips a NumPy ufunc call)
             if len(counts) == 1:
                 counts[0] = counts.item(0) + 1.0
             else:
@@ -409,7 +409,8 @@ class _Bucket:
 class _ScalarInputs:
     """0-dim float64 CPU tensors for the compiled update's per-step scalars (step, lr, ...), reused
     every step and written through NumPy: fresh tensors would cost a torch op each, and the first
-    torch op after a pass over the flat buffers costs about 0.1 ms of cold caches (measured)."""
+    torch op after a pass over the flat buffers costs 30-50 us of cold caches
+    (benchmarks/step_overheads.py)."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -418,7 +419,7 @@ class _ScalarInputs:
 
     def fill(self, values: tuple[Any, ...]) -> list[torch.Tensor]:
         array = self.values
-        for i, value in enumerate(values):  # item by item: a list assignment costs 4x more cold
+        for i, value in enumerate(values):  # item by item: no list built and converted
             array[i] = float(value)
         return self.tensors
 

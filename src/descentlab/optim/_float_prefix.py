@@ -2,8 +2,9 @@
 
 :mod:`._compile` splits a rule's per-step scalar math (Adam: ``1 − β1ᵗ``, ``√(1 − β2ᵗ)``,
 ``−γ / (1 − β1ᵗ)``) off the element loop into a small graph run once per step. Run as torch ops on
-0-dim float64 tensors, that graph costs 0.15-0.2 ms a step for Adam after a pass over the flat
-buffers has emptied the caches (measured: ten cold torch ops against a few Python float operations).
+0-dim float64 tensors, that graph is ten torch ops a step for Adam, each going through the dispatcher
+with caches emptied by the pass over the flat buffers (the first such op costs 30-50 us:
+benchmarks/step_overheads.py), where a few Python float operations do.
 
 :func:`float_program` turns such a graph into a function on Python floats giving the same bits:
 
@@ -11,8 +12,8 @@ buffers has emptied the caches (measured: ten cold torch ops against a few Pytho
 * ``a ** b`` follows torch's float64 kernels: a tensor raised to the number 0, 1, 2, 3, −1 or −2
   uses its special case (``x·x``, ``1/x``…), anything else ``pow`` from libm, as ``math.pow`` does;
 * square roots (``sqrt``, ``** 0.5``, ``** −0.5``) are NOT correctly rounded by torch's vectorised
-  float64 kernel (measured: 1.4 % of inputs differ from ``math.sqrt`` by one unit in the last
-  place), so they stay torch ops, on a reused NumPy-backed 0-dim tensor: one op instead of ten.
+  float64 kernel (1.5 % of inputs differ from ``math.sqrt`` by one unit in the last place:
+  benchmarks/step_overheads.py), so they stay torch ops, on a reused NumPy-backed 0-dim tensor: one op instead of ten.
 
 It returns None for a graph with any other operation, or inputs/outputs that are not 0-dim float64
 CPU tensors or numbers. Where torch would give inf or nan without complaint (a division by zero, an
@@ -91,7 +92,7 @@ def float_program(graph_module: torch.fx.GraphModule) -> Callable[[Sequence[Any]
                 env[node] = result
         except _FAILED:
             return None
-        for i, node in enumerate(results):  # item by item: a list assignment costs 4x more cold
+        for i, node in enumerate(results):  # item by item: no list built and converted
             values[i] = env[node]
         return tensors
 
