@@ -58,9 +58,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _native
 from ._compile import hoisting_backend
 from ._direct import Captured, capture, direct_call
 from ._eager import check_result, eager_step
+from ._native import NATIVE_CHECK_PARAMS
 from ._state import needs_state
 from .rule import Rule, buffer_names
 
@@ -112,7 +114,7 @@ def flat_step(optimizer: Any, group: MutableMapping[str, Any]) -> bool:
     # the common case (zero_grad(set_to_none=False) loops): every .grad already is our view and every
     # parameter still lives in its slice, checked in one pass; otherwise look for missing or sparse
     # gradients before binding anything
-    bound = [bucket.bound_as_before() for bucket in plan.buckets]
+    bound = [bucket.bound_as_before(native=bucket._compile(engine.mode)) for bucket in plan.buckets]
     parts: list[list[torch.Tensor | None]] = [[] for _ in plan.buckets]
     fresh = [False] * len(plan.buckets)
     if not all(bound):
@@ -231,6 +233,8 @@ class _Bucket:
         self.flat_g: torch.Tensor | None = None
         self.ptrs: list[int] = []
         self.g_views: list[torch.Tensor] = []
+        self.expected: tuple[list[int], bytes, np.ndarray] | None = None
+        """For the C++ check: (the ``ptrs`` list it was made from, gradient view addresses, data pointers)."""
         self.flat_state: dict[str, torch.Tensor] = {}
         self.steps: torch.Tensor | None = None
         self.step_counts: np.ndarray | None = None
@@ -258,18 +262,31 @@ class _Bucket:
                 p.data = view
         self.ptrs = [p.data_ptr() for p in self.params]
 
-    def bound_as_before(self) -> bool:
+    def bound_as_before(self, native: bool = False) -> bool:
         """Whether every staged ``p.grad`` still is its view, every own gradient can be read in place
         and every parameter still lives in its slice: the checks of :meth:`grads_in_place` and
-        :meth:`ready` in one pass over the parameters, so each parameter is fetched into cache once
-        (at 5000 tensors the pass costs about 2 ms with cold caches: benchmarks/step_overheads.py)."""
+        :meth:`ready` in one pass over the parameters, so each parameter is fetched into cache once.
+        ``native`` (a compiled bucket): with :data:`~._native.NATIVE_CHECK_PARAMS` parameters or more,
+        the pass runs in C++ once :mod:`._native` has built it (at 5000 parameters, cold caches: about
+        2 ms in Python, 0.5 ms in C++; benchmarks/step_overheads.py)."""
         if self.flat_p is None or len(self.g_views) != self.staged or len(self.ptrs) != len(self.params):
             return False
+        if native and len(self.params) >= NATIVE_CHECK_PARAMS:
+            module = _native.checker()
+            if module is not None:
+                return bool(module.bound(self.params, *self._native_expected(module)))
         staged = zip(self.params, self.g_views, self.ptrs, strict=False)  # stops after the staged ones
         if not all(p.grad is g and p.data_ptr() == q for p, g, q in staged):
             return False
         owners = zip(self.params[self.staged:], self.ptrs[self.staged:], strict=True)
         return all(p.data_ptr() == q and _readable(p.grad) for p, q in owners)
+
+    def _native_expected(self, module: Any) -> tuple[bytes, np.ndarray]:
+        """What the C++ check compares against: the staged gradient views' TensorImpl addresses and the
+        parameters' data pointers, as int64 arrays (remade whenever the parameters are re-bound)."""
+        if self.expected is None or self.expected[0] is not self.ptrs:
+            self.expected = (self.ptrs, module.impl_addresses(self.g_views), np.array(self.ptrs, dtype=np.int64))
+        return self.expected[1], self.expected[2]
 
     def ready(self, states: MutableMapping[Any, Any], rule: Rule, names: tuple[str, ...], stateful: bool,
               params_bound: bool = False) -> bool:

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-
-CACHE_ENV = "DESCENTLAB_CACHE"
+from ..cache import default_cache_dir
 
 
 @dataclass
@@ -41,14 +40,6 @@ class Arrays:
     x_test: np.ndarray
     y_test: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def default_cache_dir() -> Path:
-    """``$DESCENTLAB_CACHE``, else ``$XDG_CACHE_HOME/descentlab``, else ``~/.cache/descentlab``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "descentlab"
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
