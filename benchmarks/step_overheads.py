@@ -10,7 +10,8 @@ the Python and torch code the measured call runs is out of cache, as after a pas
 * first torch op, cold: one ``torch.tensor`` after the copy.
 * grad mode, cold: ``with torch.no_grad()`` against the two ``torch._C._set_grad_enabled`` calls.
 * copy of the gradients: ``copy_`` of ``--params`` float32 elements (what staging fresh gradients costs).
-* per-parameter checks, cold: the flat engine's one-pass check at 5000 parameters.
+* per-parameter checks: the flat engine's one-pass check at 5000 parameters, in Python and in C++
+  (:mod:`descentlab.optim._native`, built first if not cached), cold and warm.
 * one more update call: 40 direct calls on 40 slices against one call on the whole buffer.
 * step Python, cold: ``optimizer.step()`` at one tensor with the compiled loop replaced by a no-op,
   next to torch's fused SGD stepping 16 elements (its Python plus a negligible kernel).
@@ -30,7 +31,7 @@ import torch
 
 import descentlab.optim as dl
 from descentlab.bench import FLUSH_BYTES, parse_count
-from descentlab.optim import _flat
+from descentlab.optim import _flat, _native
 
 FLUSH = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
 
@@ -127,8 +128,22 @@ def many_tensors(numel: int) -> None:
         p.grad = torch.rand(p.shape)
     _, bucket, _ = momentum(many)
     assert bucket.bound_as_before()
-    check = cold(bucket.bound_as_before)
-    print(f"per-parameter checks, cold, 5000 parameters: {check * 1e3:.2f} ms ({check * 1e6 / 5000:.2f} us each)")
+    assert _native.wait() is not None, "the C++ check did not build"
+    assert bucket.bound_as_before(native=True)
+    for label, native in (("Python", False), ("C++", True)):
+        check = cold(lambda native=native: bucket.bound_as_before(native=native))
+        warm = statistics.median(_repeat(lambda native=native: bucket.bound_as_before(native=native)))
+        print(f"per-parameter checks in {label}, 5000 parameters: cold {check * 1e3:.2f} ms "
+              f"({check * 1e6 / 5000:.2f} us each), warm {warm * 1e3:.2f} ms")
+
+
+def _repeat(fn: Callable[[], object], repeats: int = 25) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def square_roots() -> None:

@@ -162,22 +162,6 @@ def copy_bandwidth(numel: int, repeats: int = 5) -> float:
     return 8 * numel / statistics.median(times) / 1e9
 
 
-def inplace_bandwidth(numel: int, repeats: int = 9) -> float:
-    """GB/s of ``a += b`` over ``numel`` float32 elements (a and b read, a written), each run started
-    cold as the timed steps are: torch's own in-place streaming speed, the reference an optimizer step
-    (which reads and writes its buffers in place) can hope to reach, not a hard ceiling."""
-    a, b = torch.randn(numel), torch.randn(numel)
-    flush = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
-    a.add_(b)
-    times = []
-    for _ in range(repeats):
-        flush[1].copy_(flush[0])
-        start = time.perf_counter()
-        a.add_(b)
-        times.append(time.perf_counter() - start)
-    return 12 * numel / statistics.median(times) / 1e9
-
-
 def _tensors(numel: int, layout: int, seed: int) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     sizes = [numel // layout] * layout
@@ -325,7 +309,7 @@ def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] =
             rows.extend(_time_layout(name, variants, numel, layout, repeats, mode))
     result: dict[str, Any] = {
         "params": numel, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "copy_gbps": copy_bandwidth(numel), "inplace_gbps": inplace_bandwidth(numel), "engine": engine,
+        "copy_gbps": copy_bandwidth(numel), "engine": engine,
         "mode": mode, "compile_s": compile_s,
         "memory_method": "peak = malloc bytes held after warm-up (mallinfo2, minus before) + VmHWM growth "
         f"during 2 steps; glibc mmap threshold {'fixed at 64 KiB' if malloc_fixed else 'NOT fixed'}",
@@ -378,8 +362,7 @@ def table(result: dict[str, Any]) -> str:
     """The result as a text table, with speed-ups of descentlab over each torch variant."""
     compile_s = ", ".join(f"{k} {v:.1f}" for k, v in result.get("compile_s", {}).items())
     lines = [f"params={result['params']:,}  threads={result['threads']}  torch {result['torch']}  "
-             f"copy bandwidth {result['copy_gbps']:.1f} GB/s  in-place (a += b, cold) "
-             f"{result.get('inplace_gbps', float('nan')):.1f} GB/s  engine={result['engine']} ({result['mode']})",
+             f"copy bandwidth {result['copy_gbps']:.1f} GB/s  engine={result['engine']} ({result['mode']})",
              f"compile + warm-up s (descentlab, {WARM_NUMEL:,} params, before timing): {compile_s}",
              f"memory: {result['memory_method']}",
              f"{'optimizer':<10} {'layout':>6}  {'variant':<15} {'engine':<11} {'ms':>8} {'ours x':>7} {'GB/s':>6} "
@@ -409,6 +392,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
                     None)
 
     names = list(dict.fromkeys(r["optimizer"] for r in rows))
+    fastest = max(r["gbps"] for r in rows)
     for name in names:
         for layout in sorted({r["layout"] for r in rows if r["optimizer"] == name}):
             ours = get(name, layout, "descentlab")
@@ -418,14 +402,14 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
             torch_rows = [r for r in rows if r["optimizer"] == name and r["layout"] == layout
                           and r["variant"] != "descentlab"]
             if layout == 5000 and fused:
-                out.append(_speed(result, ours, f"{name} @5000: >= 2.5x torch fused", fused, 2.5))
+                out.append(_speed(ours, f"{name} @5000: >= 2.5x torch fused", fused, 2.5, fastest))
             if layout == 5000 and loop:
-                out.append(_speed(result, ours, f"{name} @5000: >= 8x torch for-loop", loop, 8))
+                out.append(_speed(ours, f"{name} @5000: >= 8x torch for-loop", loop, 8, fastest))
             if layout == 1 and fused:
-                out.append(_speed(result, ours, f"{name} @1: >= 0.95x torch fused", fused, 0.95))
+                out.append(_speed(ours, f"{name} @1: >= 0.95x torch fused", fused, 0.95, fastest))
             if name == "rmsprop" and torch_rows:
                 best = min(torch_rows, key=lambda r: r["ours_x"])
-                out.append(_speed(result, ours, f"rmsprop @{layout}: >= 3x torch's best", best, 3))
+                out.append(_speed(ours, f"rmsprop @{layout}: >= 3x torch's best", best, 3, fastest))
             if layout in (1, 200):
                 share = ours["gbps"] / result["copy_gbps"]
                 out.append((f"{name} @{layout}: >= 60% of copy bandwidth", share >= 0.6, f"{100 * share:.0f}%"))
@@ -443,18 +427,19 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
     return out
 
 
-def _speed(result: dict[str, Any], ours: dict[str, Any], target: str, against: dict[str, Any],
-           factor: float) -> tuple[str, bool, str]:
+def _speed(ours: dict[str, Any], target: str, against: dict[str, Any], factor: float,
+           fastest_gbps: float) -> tuple[str, bool, str]:
     """A speed target: met when the paired speed-up over ``against`` is at least ``factor``. A missed one
-    also gives the step time it needs next to the time the step's bytes take at the in-place bandwidth
-    measured in this run: a need below that is out of reach of any engine here that moves those bytes."""
+    also says what it needs — the step time, and the rate at which that moves the step's bytes — next to
+    the fastest rate any step of this run moved its bytes (torch's or ours): a need above that is not a
+    few microseconds of Python but more memory bandwidth than this machine gave any kernel in the run."""
     x = against["ours_x"]
     numbers = f"{x:.2f}x"
-    if x < factor and result.get("inplace_gbps"):
-        needed = against["ms"] / factor
-        floor = ours["ms"] * ours["gbps"] / result["inplace_gbps"]  # bytes moved / in-place bandwidth
-        numbers += (f" (needs <= {needed:.2f} ms a step; its bytes take {floor:.2f} ms at the in-place "
-                    f"bandwidth{', out of reach' if needed < floor else ''})")
+    if x < factor:
+        needed_ms = against["ms"] / factor
+        needed_gbps = ours["gbps"] * ours["ms"] / needed_ms
+        numbers += (f" (needs <= {needed_ms:.2f} ms a step, {needed_gbps:.1f} GB/s; the fastest step of this run "
+                    f"moved {fastest_gbps:.1f} GB/s)")
     return target, x >= factor, numbers
 
 
