@@ -13,8 +13,8 @@ gradients and with a fresh gradient tensor per parameter each step (the tensors 
 timer starts, as backward would, and freed after it stops, as the next ``zero_grad`` would), and
 descentlab's speed-up paired per round. ``--all-staged`` stages every gradient in the flat buffer
 (``_flat.OWN_GRAD_NUMEL`` raised past every layout), to see what stepping big parameters on their own
-gradients costs and saves. 64 MiB are copied
-(untimed) before every timed step, as ``descentlab bench`` does.
+gradients costs and saves. The caches are flushed (untimed) before every timed step, as
+``descentlab bench`` does (:class:`descentlab.bench.CacheFlush`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 import torch
 
 import descentlab.optim as dl
-from descentlab.bench import FLUSH_BYTES, parse_count
+from descentlab.bench import CacheFlush, parse_count
 from descentlab.optim import _flat
 
 OPTIMIZERS = {"momentum": ("SGD", {"lr": 0.01, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
@@ -41,7 +41,7 @@ def _time(numel: int, layout: int, cls: str, hypers: dict, fresh: bool, repeats:
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen) * 1e-3
         sides.append((params, make(params, **hypers)))
-    flush = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
+    flush = CacheFlush()
     times: list[list[float]] = [[], []]
     for round_ in range(repeats + 2):
         for i in ((0, 1) if round_ % 2 == 0 else (1, 0)):
@@ -50,7 +50,7 @@ def _time(numel: int, layout: int, cls: str, hypers: dict, fresh: bool, repeats:
                 for p in params:
                     p.grad = torch.randn(p.shape, generator=gen) * 1e-3
             arrived = [p.grad for p in params]  # freed after the timer, as zero_grad would free them
-            flush[1].copy_(flush[0])
+            flush()
             start = time.perf_counter()
             opt.step()
             if round_ >= 2:  # two warm-up rounds: state creation, binding

@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/step_overheads.py [--params 20M]
 
-Each line is a median. "Cold" means 64 MiB were copied just before (as ``descentlab bench`` does), so
-the Python and torch code the measured call runs is out of cache, as after a pass over a big model.
+Each line is a median. "Cold" means the caches were flushed just before (as ``descentlab bench`` does,
+:class:`descentlab.bench.CacheFlush`), so the Python and torch code the measured call runs is out of
+cache, as after a pass over a big model.
 
 * dynamo layer: the compiled SGD-momentum update called through ``torch.compile`` (guards, input
   rebuilding, AOTAutograd's wrapper) against the engine's direct call of the same graph, paired.
-* first torch op, cold: one ``torch.tensor`` after the copy.
+* first torch op, cold: one ``torch.tensor`` after the flush.
 * grad mode, cold: ``with torch.no_grad()`` against the two ``torch._C._set_grad_enabled`` calls.
 * copy of the gradients: ``copy_`` of ``--params`` float32 elements (what staging fresh gradients costs).
 * per-parameter checks: the flat engine's one-pass check at 5000 parameters, in Python and in C++
@@ -30,16 +31,16 @@ from collections.abc import Callable
 import torch
 
 import descentlab.optim as dl
-from descentlab.bench import FLUSH_BYTES, parse_count
+from descentlab.bench import CacheFlush, parse_count
 from descentlab.optim import _flat, _native
 
-FLUSH = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
+FLUSH = CacheFlush()
 
 
 def cold(fn: Callable[[], object], repeats: int = 25) -> float:
     times = []
     for _ in range(repeats):
-        FLUSH[1].copy_(FLUSH[0])
+        FLUSH()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

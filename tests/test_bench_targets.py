@@ -32,3 +32,15 @@ def test_a_missed_target_says_the_bandwidth_it_needs_next_to_the_fastest_of_the_
 def test_a_met_target_gives_the_speed_up_alone() -> None:
     met, numbers = _judge(ours_ms=7.0)["momentum @5000: >= 8x torch for-loop"]
     assert met and numbers == "8.57x"
+
+
+def test_the_cache_flush_reads_more_than_the_last_level_cache(tmp_path) -> None:
+    for index, size in (("index0", "48K"), ("index2", "2048K"), ("index3", "266240K"), ("index4", "n/a")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    assert bench.last_level_cache_bytes(tmp_path) == 266240 * 1024
+    assert bench.last_level_cache_bytes(tmp_path / "missing") is None
+    flush = bench.CacheFlush()
+    largest = bench.last_level_cache_bytes() or 0
+    assert flush.buffer.numel() * 4 >= max(bench.FLUSH_MIN_BYTES, 1.25 * largest) - 4
+    flush()

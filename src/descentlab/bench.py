@@ -11,12 +11,16 @@ Method (all in one process, same data for every variant):
   whose timed steps still compiled says so.
 * Per layout, each variant first runs alone for its memory: two warm-up steps (the first creates the
   state per-tensor, the second binds the flat buffers; that second step's time is ``setup_s``), then two
-  measured steps. Then all variants are built side by side and stepped round-robin, ``repeats`` steps
-  each, each round starting with the next variant (a burst of load from elsewhere on the machine hits
-  every variant alike, and none always goes first); ``ms`` is the median. Before each timed step
-  :data:`FLUSH_BYTES` are copied, untimed, so every step starts with cold caches, as in training where
-  forward and backward run between steps. Without it, torch's three variants (one Python class)
-  warmed each other's code while descentlab's ran cold after them. Speed-ups (``ours x``, and the
+  measured steps. Then all variants are built side by side and stepped in rounds, ``repeats`` steps
+  each, one step of every variant per round in a seeded random order (a burst of load from elsewhere
+  on the machine hits every variant alike, and no variant always follows the same one); ``ms`` is the
+  median. Before each timed step :class:`CacheFlush` reads, untimed, a buffer of 1.25x the CPU's
+  last-level cache, so every step starts with cold caches, as in training where forward and backward
+  run between steps, and clean ones: a read leaves no dirty lines, so no step pays for writing back
+  what the variant before it wrote. Without a flush, torch's three variants (one Python class) warmed
+  each other's code while descentlab's ran cold after them; with the earlier flush (64 MiB copied,
+  written into the cache) and a fixed cyclic order, on a machine with a 260 MB L3 each variant always
+  followed the same one and inherited its dirty lines. Speed-ups (``ours x``, and the
   targets) are paired: each round's time of a variant over descentlab's time in the same round,
   median over rounds. On a shared 2-core machine whose memory speed drifts by up to 2x (torch fused
   momentum at one tensor took 5.5-9.0 ms across runs of this bench), the paired ratio cancels the
@@ -44,11 +48,13 @@ import gc
 import inspect
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,9 +65,8 @@ from .optim._flat import AUTO_COMPILE_NUMEL, STATS, set_engine
 DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 WARM_NUMEL = 1 << 16
 """Elements of the small problem each variant runs first (compiles and loads code before timing)."""
-FLUSH_BYTES = 64 * 2**20
-"""Bytes copied between timed steps: the code and Python objects a step touches leave the caches (the
-step's own pass over hundreds of MB, which every variant makes, evicts the rest of a large L3)."""
+FLUSH_MIN_BYTES = 64 * 2**20
+"""The least :class:`CacheFlush` reads, where the cache size is unknown or small."""
 MMAP_THRESHOLD = 64 * 1024
 
 
@@ -162,6 +167,34 @@ def copy_bandwidth(numel: int, repeats: int = 5) -> float:
     return 8 * numel / statistics.median(times) / 1e9
 
 
+CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def last_level_cache_bytes(caches: Path = CPU_CACHES) -> int | None:
+    """Size of the CPU's largest cache as Linux reports it (sysfs), or None where it cannot be read."""
+    sizes = []
+    for entry in caches.glob("index*/size"):
+        text = entry.read_text().strip().upper()
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=None)
+
+
+class CacheFlush:
+    """Calling it reads (sums) a buffer of 1.25x the last-level cache (at least :data:`FLUSH_MIN_BYTES`):
+    what a timed step touches afterwards comes from memory, and no dirty line of an earlier step is
+    left for it to write back."""
+
+    def __init__(self) -> None:
+        size = max(FLUSH_MIN_BYTES, int(1.25 * (last_level_cache_bytes() or 0)))
+        self.buffer = torch.ones(size // 4)
+
+    def __call__(self) -> None:
+        self.buffer.sum()
+
+
 def _tensors(numel: int, layout: int, seed: int) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     sizes = [numel // layout] * layout
@@ -247,9 +280,9 @@ def _memory(cls: Any, hypers: dict[str, Any], numel: int, layout: int, mode: str
 
 def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], numel: int, layout: int,
                  repeats: int, mode: str) -> list[Row]:
-    """Memory of each variant alone, then the steps timed round-robin (one step of each variant in turn,
-    so a burst of load on the machine hits every variant alike; each round starts with the next variant,
-    as whichever runs first after the previous round measured a few percent slower)."""
+    """Memory of each variant alone, then the steps timed in rounds (one step of each variant per round,
+    in a seeded random order, so a burst of load on the machine hits every variant alike and none always
+    runs after the same one)."""
     memory = [_memory(cls, hypers, numel, layout, mode) for _, cls, hypers in variants]
     _release()
     runs = []
@@ -261,11 +294,10 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
         runs.append((opt, params))
     before = dict(STATS)
     times: list[list[float]] = [[] for _ in variants]
-    flush = torch.empty(FLUSH_BYTES // 4), torch.empty(FLUSH_BYTES // 4)
-    for repeat in range(repeats):
-        for i in range(len(runs)):  # the first variant of a round starts one later each round (no order bias)
-            index = (i + repeat) % len(runs)
-            flush[1].copy_(flush[0])  # as forward and backward would: no variant finds another's code warm
+    flush, order = CacheFlush(), random.Random(layout)
+    for _ in range(repeats):
+        for index in order.sample(range(len(runs)), len(runs)):  # no variant always follows the same one
+            flush()  # as forward and backward would: no variant finds another's code or data in cache
             start = time.perf_counter()
             runs[index][0].step()
             times[index].append(time.perf_counter() - start)
