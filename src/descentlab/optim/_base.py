@@ -95,7 +95,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # gradient tracking off for the update, as torch.no_grad() does, without building a context
-        # object (27-37 us against 6-8 with cold caches: benchmarks/step_overheads.py)
+        # object (27-53 us against 6-22 with cold caches: benchmarks/step_overheads.py)
         grad_was_enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
         try:

@@ -72,8 +72,8 @@ OWN_GRAD_NUMEL = 1 << 18
 """Parameters at least this big (elements) are stepped on their own gradient tensor, wherever autograd
 left it; smaller ones have their gradients staged in the bucket's flat gradient buffer and are
 stepped together in one pass. After ``zero_grad()`` (``set_to_none=True``, torch's default) every
-gradient is a fresh tensor, and staging it means a copy: 4-6 ms for 20M float32 elements (0.2-0.3
-ns each), where one more update call costs 9-16 us (benchmarks/step_overheads.py), so staging costs
+gradient is a fresh tensor, and staging it means a copy: 4-7 ms for 20M float32 elements (0.2-0.37
+ns each), where one more update call costs 9-37 us (benchmarks/step_overheads.py), so staging costs
 more above about 50K elements. With gradients kept between steps (``set_to_none=False``) staging is
 free and the extra call is not: 40 tensors of 500K elements step at 0.90x torch fused on their own
 gradients and 0.98-1.05x staged (benchmarks/fresh_grads.py, and with ``--all-staged``). Hence the
@@ -268,7 +268,7 @@ class _Bucket:
         :meth:`ready` in one pass over the parameters, so each parameter is fetched into cache once.
         ``native`` (a compiled bucket): with :data:`~._native.NATIVE_CHECK_PARAMS` parameters or more,
         the pass runs in C++ once :mod:`._native` has built it (at 5000 parameters, cold caches: about
-        2 ms in Python, 0.5 ms in C++; benchmarks/step_overheads.py)."""
+        2.0-3.8 ms in Python, 0.4-0.8 ms in C++; benchmarks/step_overheads.py)."""
         if self.flat_p is None or len(self.g_views) != self.staged or len(self.ptrs) != len(self.params):
             return False
         if native and len(self.params) >= NATIVE_CHECK_PARAMS:
@@ -426,7 +426,7 @@ class _Bucket:
 class _ScalarInputs:
     """0-dim float64 CPU tensors for the compiled update's per-step scalars (step, lr, ...), reused
     every step and written through NumPy: fresh tensors would cost a torch op each, and the first
-    torch op after a pass over the flat buffers costs 30-50 us of cold caches
+    torch op after a pass over the flat buffers costs 30-100 us of cold caches
     (benchmarks/step_overheads.py)."""
 
     def __init__(self, count: int) -> None:

@@ -3,7 +3,7 @@
 :mod:`._compile` splits a rule's per-step scalar math (Adam: ``1 − β1ᵗ``, ``√(1 − β2ᵗ)``,
 ``−γ / (1 − β1ᵗ)``) off the element loop into a small graph run once per step. Run as torch ops on
 0-dim float64 tensors, that graph is ten torch ops a step for Adam, each going through the dispatcher
-with caches emptied by the pass over the flat buffers (the first such op costs 30-50 us:
+with caches emptied by the pass over the flat buffers (the first such op costs 30-100 us:
 benchmarks/step_overheads.py), where a few Python float operations do.
 
 :func:`float_program` turns such a graph into a function on Python floats giving the same bits:

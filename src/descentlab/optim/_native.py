@@ -3,12 +3,12 @@
 Before each step the engine must know that every staged ``p.grad`` still is its view of the flat
 gradient buffer, every own gradient is dense, and every parameter still lives in its slice
 (``_Bucket.bound_as_before``). In Python that is a few torch attribute and method calls per
-parameter: 0.2 us each with warm caches and about 0.45 us cold, so 1-2 ms a step at 5000 parameters.
-The same loop in C++ (``_bound_check.cpp``) reads the tensors directly: 5000 parameters in about
-0.1 ms warm and 0.5 ms cold (``benchmarks/step_overheads.py``).
+parameter: at 5000 parameters 1.1-2.0 ms a step with warm caches and 2.0-3.8 ms cold. The same loop
+in C++ (``_bound_check.cpp``) reads the tensors directly: 0.10-0.19 ms warm and 0.4-0.8 ms cold
+(``benchmarks/step_overheads.py``).
 
 It is compiled with the C++ compiler torch.compile already uses (``g++`` against torch's headers,
-about 25 s on 2 cores), only for a bucket the engine runs compiled and with at least
+about 20 s on 2 cores), only for a bucket the engine runs compiled and with at least
 :data:`NATIVE_CHECK_PARAMS` parameters, in a background thread: steps use the Python check until the
 library is ready. The library goes to ``$DESCENTLAB_CACHE/native`` (default
 ``~/.cache/descentlab/native``) under a name hashed from its source, torch's version and Python's ABI,
@@ -38,7 +38,7 @@ import torch
 from ..cache import default_cache_dir
 
 NATIVE_CHECK_PARAMS = 64
-"""Buckets with at least this many parameters build and use the C++ check (fewer: it saves < 30 us)."""
+"""Buckets with at least this many parameters build and use the C++ check (fewer: it would save < 50 us)."""
 SOURCE = Path(__file__).with_name("_bound_check.cpp")
 MODULE = "_descentlab_bound_check"
 COMPILER = os.environ.get("CXX", "g++")
@@ -147,7 +147,7 @@ def _settle() -> None:
         _State.settled = True
     if _State.module is None:
         warnings.warn(f"descentlab: the C++ parameter check could not be built or loaded ({_State.error}); "
-                      "steps use the Python check (about 0.2-0.45 us more per parameter)", RuntimeWarning,
+                      "steps use the Python check (about 0.2-0.7 us more per parameter)", RuntimeWarning,
                       stacklevel=4)
 
 
