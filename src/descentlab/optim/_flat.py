@@ -6,9 +6,10 @@ group's parameters that share a device and a floating dtype, contiguous 1-D buff
     params | each state buffer        (each parameter a slice [offset, offset + numel))
     grads of the small parameters     (:data:`OWN_GRAD_NUMEL`; the big ones keep their own .grad)
 
-and re-points ``p.data``, ``p.grad`` (small parameters) and ``optimizer.state[p][name]`` to views of
-them, so ``model.parameters()`` are the same Parameter objects, ``state_dict()`` has torch's keys and
-per-parameter shapes, and no second copy of parameters, gradients or state is kept. A step is the
+(on CPU, from 4 MiB up, on transparent huge pages: :mod:`._pages`) and re-points ``p.data``, ``p.grad``
+(small parameters) and ``optimizer.state[p][name]`` to views of them, so ``model.parameters()`` are the
+same Parameter objects, ``state_dict()`` has torch's keys and per-parameter shapes, and no second copy
+of parameters, gradients or state is kept. A step is the
 rule's own pure ``update`` applied once to the small parameters' run of the flat buffers and once to
 each big parameter's slice (elementwise rules give the same numbers per element whatever the
 tensor's shape), then written back in place:
@@ -63,6 +64,7 @@ from ._compile import hoisting_backend
 from ._direct import Captured, capture, direct_call
 from ._eager import check_result, eager_step
 from ._native import NATIVE_CHECK_PARAMS
+from ._pages import new_flat
 from ._state import needs_state
 from .rule import Rule, buffer_names
 
@@ -252,8 +254,8 @@ class _Bucket:
 
     def _bind_params(self) -> None:
         if self.flat_p is None:
-            self.flat_p = torch.empty(self.total, dtype=self.dtype, device=self.device)
-            self.flat_g = torch.zeros(self.staged_total, dtype=self.dtype, device=self.device)
+            self.flat_p = new_flat(self.total, self.dtype, self.device)
+            self.flat_g = new_flat(self.staged_total, self.dtype, self.device, zero=True)
             self.g_views = self._views(self.flat_g, self.staged)
             self.p_views = self._views(self.flat_p)
         for p, view in zip(self.params, self.p_views, strict=False):
@@ -307,7 +309,7 @@ class _Bucket:
         for name in names:
             flat = self.flat_state.get(name)
             if flat is None:
-                flat = self.flat_state[name] = torch.empty(self.total, dtype=self.dtype, device=self.device)
+                flat = self.flat_state[name] = new_flat(self.total, self.dtype, self.device)
             for st, view in zip(per_param, self._views(flat), strict=False):
                 if st[name] is not view:
                     view.copy_(st[name])
