@@ -352,8 +352,7 @@ def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] =
             rows.extend(_time_layout(name, variants, numel, layout, repeats, mode))
     result: dict[str, Any] = {
         "params": numel, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "copy_gbps": copy_bandwidth(numel), "engine": engine,
-        "mode": mode, "compile_s": compile_s,
+        "copy_gbps": copy_bandwidth(numel), "engine": engine, "mode": mode, "compile_s": compile_s,
         "memory_method": "peak = malloc bytes held after warm-up (mallinfo2, minus before) + VmHWM growth "
         f"during 2 steps; glibc mmap threshold {'fixed at 64 KiB' if malloc_fixed else 'NOT fixed'}",
         "rows": [asdict(r) for r in rows]}
