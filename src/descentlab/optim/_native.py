@@ -158,3 +158,10 @@ def load(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+
+def build_now() -> str:
+    """Build (or find) the extension and say where it is or why not (the Makefile runs this at install)."""
+    built = wait()
+    return f"descentlab C++ parameter check: {library_path() if built else 'not built: ' + str(_State.error)}"
