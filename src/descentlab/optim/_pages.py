@@ -5,7 +5,7 @@ pages, each a TLB miss (and, in a virtual machine, a two-level page walk). :func
 a CPU buffer of at least :data:`HUGE_PAGE_BYTES` and, before anything touches it, asks Linux to back
 its 2 MiB-aligned interior with transparent huge pages (``madvise(MADV_HUGEPAGE)``, which takes effect
 where ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``always`` or ``madvise``; with ``never``, or
-off Linux, nothing changes). Measured here, paired in one process: a step 2-7 % faster
+off Linux, nothing changes). Measured here, paired in one process: a step 1-8 % faster
 (benchmarks/huge_pages.py). torch can do the same for its own tensors with ``THP_MEM_ALLOC_ENABLE=1``.
 """
 
