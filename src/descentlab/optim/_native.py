@@ -42,6 +42,8 @@ NATIVE_CHECK_PARAMS = 64
 SOURCE = Path(__file__).with_name("_bound_check.cpp")
 MODULE = "_descentlab_bound_check"
 COMPILER = os.environ.get("CXX", "g++")
+BUILD_TIMEOUT_S = 600.0
+"""A compiler still running after this long is stopped and the build counts as failed."""
 STALE_BUILD_S = 3600.0
 """A temporary build file this old was left by a process that exited mid-build: removed."""
 
@@ -78,7 +80,8 @@ def start_build() -> None:
 
 
 def wait(timeout: float | None = None) -> ModuleType | None:
-    """Build (or load) the extension now and return it; None if it cannot be built."""
+    """Build (or load) the extension now and return it; None if it cannot be built (or, with ``timeout``
+    seconds, is not built by then)."""
     start_build()
     thread = _State.thread
     if thread is not None and thread.ident is not None:
@@ -118,7 +121,7 @@ def build(target: Path) -> None:
     os.close(fd)
     try:
         done = subprocess.run([COMPILER, str(SOURCE), "-o", tmp, *_flags()], capture_output=True, text=True,
-                              check=False)
+                              check=False, timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(f"{COMPILER} exited with {done.returncode}: {done.stderr.strip()[-2000:]}")
         os.replace(tmp, target)
@@ -158,7 +161,6 @@ def load(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
-
 
 
 def build_now() -> str:
