@@ -37,10 +37,12 @@ from descentlab.optim import _flat, _native
 FLUSH = CacheFlush()
 
 
-def cold(fn: Callable[[], object], repeats: int = 25) -> float:
+def cold(fn: Callable[[], object], repeats: int = 25, flush: bool = True) -> float:
+    """Median seconds of ``fn``, each call after a cache flush (``flush=False``: warm, back to back)."""
     times = []
     for _ in range(repeats):
-        FLUSH()
+        if flush:
+            FLUSH()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -133,18 +135,9 @@ def many_tensors(numel: int) -> None:
     assert bucket.bound_as_before(native=True)
     for label, native in (("Python", False), ("C++", True)):
         check = cold(lambda native=native: bucket.bound_as_before(native=native))
-        warm = statistics.median(_repeat(lambda native=native: bucket.bound_as_before(native=native)))
+        warm = cold(lambda native=native: bucket.bound_as_before(native=native), flush=False)
         print(f"per-parameter checks in {label}, 5000 parameters: cold {check * 1e3:.2f} ms "
               f"({check * 1e6 / 5000:.2f} us each), warm {warm * 1e3:.2f} ms")
-
-
-def _repeat(fn: Callable[[], object], repeats: int = 25) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def square_roots() -> None:
