@@ -6,7 +6,7 @@ group's parameters that share a device and a floating dtype, contiguous 1-D buff
     params | each state buffer        (each parameter a slice [offset, offset + numel))
     grads of the small parameters     (:data:`OWN_GRAD_NUMEL`; the big ones keep their own .grad)
 
-(on CPU, from 4 MiB up, on transparent huge pages: :mod:`._pages`) and re-points ``p.data``, ``p.grad``
+(on CPU, from 32 MiB up, on transparent huge pages: :mod:`._pages`) and re-points ``p.data``, ``p.grad``
 (small parameters) and ``optimizer.state[p][name]`` to views of them, so ``model.parameters()`` are the
 same Parameter objects, ``state_dict()`` has torch's keys and per-parameter shapes, and no second copy
 of parameters, gradients or state is kept. A step is the
