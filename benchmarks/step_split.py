@@ -64,8 +64,6 @@ def main() -> None:
     kernel.direct[size] = _timed(direct, loop)
     totals: list[list[float]] = [[] for _ in runs]
     flush, order = bench.CacheFlush(), random.Random(0)
-    check.clear()
-    loop.clear()
     for _ in range(args.rounds):
         for index in order.sample(range(len(runs)), len(runs)):
             flush()

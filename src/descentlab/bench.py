@@ -64,6 +64,7 @@ import torch
 
 from .optim import RuleOptimizer, _native, resolve
 from .optim._flat import AUTO_COMPILE_NUMEL, STATS, set_engine
+from .optim._pages import libc as c_library
 
 DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 WARM_NUMEL = 1 << 16
@@ -102,20 +103,13 @@ def parse_count(text: str) -> int:
 
 
 # -- memory --------------------------------------------------------------------------------------
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 def fix_malloc(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes (no dynamic raise) and its trim threshold at twice
     that. For the memory count, :data:`MMAP_THRESHOLD`: freed large tensors leave the resident set. For
     timing, :data:`TIMING_MMAP_THRESHOLD`: where glibc's dynamic threshold settles in a long-running
     process (it rises to each freed mmapped block's size, up to 32 MiB), so temporaries under 32 MiB are
     reused from the heap rather than page-faulted in fresh at every step, as in training."""
-    libc = _libc()
+    libc = c_library()
     # -3 = M_MMAP_THRESHOLD, -1 = M_TRIM_THRESHOLD
     return bool(libc is not None and libc.mallopt(-3, threshold) and libc.mallopt(-1, 2 * threshold))
 
@@ -127,7 +121,7 @@ class _MallInfo2(ctypes.Structure):
 
 def _live_bytes() -> float:
     """Bytes malloc has handed out and not taken back (every arena + mmapped blocks); RSS as a fallback."""
-    libc = _libc()
+    libc = c_library()
     try:
         libc.mallinfo2.restype = _MallInfo2
         info = libc.mallinfo2()
@@ -149,7 +143,7 @@ def _rss_mb(field: str) -> float:
 
 def _release() -> None:
     gc.collect()
-    libc = _libc()
+    libc = c_library()
     if libc is not None:
         libc.malloc_trim(0)
 

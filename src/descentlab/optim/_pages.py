@@ -39,19 +39,20 @@ def new_flat(numel: int, dtype: torch.dtype, device: torch.device, zero: bool = 
 def advise_huge_pages(tensor: torch.Tensor) -> bool:
     """``madvise(MADV_HUGEPAGE)`` on the 2 MiB-aligned interior of ``tensor``'s memory; True if the
     kernel accepted it."""
-    libc = _libc()
-    if libc is None or _MADVISE is None:
+    handle = libc()
+    if handle is None or _MADVISE is None:
         return False
     start = tensor.data_ptr()
     end = start + tensor.numel() * tensor.element_size()
     first, last = -(-start // _HUGE) * _HUGE, end // _HUGE * _HUGE
     if last <= first:
         return False
-    return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADVISE) == 0
+    return handle.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADVISE) == 0
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL | None:
+def libc() -> ctypes.CDLL | None:
+    """The C library (Linux only; None elsewhere), for madvise here and malloc's knobs in the bench."""
     if not sys.platform.startswith("linux"):
         return None
     try:
