@@ -14,7 +14,6 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -c "from descentlab.optim._native import build_now; print(build_now())"
 	touch $(STAMP)
 
 # The report's browser test needs Debian's chromium (CI runs as root).

@@ -6,6 +6,7 @@ independent implementations of the ``pytorch-optimizer`` package.
 
 from __future__ import annotations
 
+import copy
 import sys
 import textwrap
 import warnings
@@ -251,8 +252,9 @@ def test_checkpoint_with_a_plain_number_step_loads_as_torch_does():
     ref_opt.step()
     saved = ref_opt.state_dict()
     saved["state"][0]["step"] = 1.0
-    opt.load_state_dict(saved)
-    ref_opt.load_state_dict(saved)
+    # a copy each, as torch.load gives: loading keeps the dict's tensors, which the two must not share
+    opt.load_state_dict(copy.deepcopy(saved))
+    ref_opt.load_state_dict(copy.deepcopy(saved))
     assert torch.is_tensor(opt.state[mine]["step"]) and opt.state[mine]["step"].dtype == torch.float32
     for g in grads[1:]:
         mine.grad, ref.grad = g.clone(), g.clone()

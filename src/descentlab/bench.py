@@ -47,12 +47,14 @@ descentlab's Adam and ``torch.optim.Adam()`` defaults, alternating, in the same 
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import inspect
 import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -62,9 +64,7 @@ from typing import Any
 
 import torch
 
-from .optim import RuleOptimizer, _native, resolve
-from .optim._flat import AUTO_COMPILE_NUMEL, STATS, set_engine
-from .optim._pages import libc as c_library
+from .optim import RuleOptimizer, last_routes, resolve, set_engine
 
 DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 WARM_NUMEL = 1 << 16
@@ -103,6 +103,17 @@ def parse_count(text: str) -> int:
 
 
 # -- memory --------------------------------------------------------------------------------------
+@functools.cache
+def c_library() -> ctypes.CDLL | None:
+    """The C library (Linux only; None elsewhere), for malloc's knobs and counters."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
 def fix_malloc(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes (no dynamic raise) and its trim threshold at twice
     that. For the memory count, :data:`MMAP_THRESHOLD`: freed large tensors leave the resident set. For
@@ -225,10 +236,8 @@ def _variants(name: str) -> list[tuple[str, Any, dict[str, Any]]]:
 
 
 def engine_for(engine: str, numel: int) -> str:
-    """The mode the flat engine uses for a ``numel``-element bucket under ``engine``."""
-    if engine != "auto":
-        return engine
-    return "compiled" if numel >= AUTO_COMPILE_NUMEL else "flat"
+    """The engine mode descentlab's variant runs with (``set_engine``); ``auto`` picks per group."""
+    return engine
 
 
 def _make(cls: Any, hypers: dict[str, Any], params: list[torch.nn.Parameter], mode: str) -> Any:
@@ -239,26 +248,17 @@ def _make(cls: Any, hypers: dict[str, Any], params: list[torch.nn.Parameter], mo
 
 
 def _warm_up(cls: Any, hypers: dict[str, Any], mode: str) -> float:
-    """Two steps on a small problem with ``mode``; seconds taken (the compile time, for descentlab, with
-    the C++ parameter check built first where the compiled engine will use it, so that no build runs
-    beside the timed steps)."""
+    """Two steps on a small problem with ``mode``; seconds taken (the compile time, for descentlab)."""
     start = time.perf_counter()
-    if mode == "compiled" and issubclass(cls, RuleOptimizer):
-        _native.wait()
     opt = _make(cls, hypers, _tensors(WARM_NUMEL, 1, seed=1), mode)
     opt.step()
     opt.step()
     return time.perf_counter() - start
 
 
-def _engine_ran(before: dict[str, int], steps: int) -> str:
-    compiled = STATS["compiled_steps"] - before["compiled_steps"]
-    flat = STATS["flat_steps"] - before["flat_steps"]
-    label = "compiled" if compiled == steps else "flat" if flat == steps else "per-tensor" if not compiled + flat \
-        else "mixed"
-    if STATS["compiles"] != before["compiles"]:
-        label += "+recompiled"
-    return label
+def _engine_ran(opt: RuleOptimizer) -> str:
+    """The path descentlab's last timed step took (``eager`` is the per-tensor core)."""
+    return "/".join(sorted({route.path for route in last_routes(opt)}))
 
 
 def _memory(cls: Any, hypers: dict[str, Any], numel: int, layout: int, mode: str) -> tuple[float, float]:
@@ -297,7 +297,6 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
         opt.step()
         opt.step()
         runs.append((opt, params))
-    before = dict(STATS)
     times: list[list[float]] = [[] for _ in variants]
     flush, order = CacheFlush(), random.Random(layout)
     for _ in range(repeats):
@@ -309,7 +308,7 @@ def _time_layout(name: str, variants: list[tuple[str, Any, dict[str, Any]]], num
     rows = []
     ours = times[[v for v, _, _ in variants].index("descentlab")]
     for (variant, _, _), (opt, params), spent, (peak, setup) in zip(variants, runs, times, memory, strict=True):
-        engine = _engine_ran(before, repeats) if isinstance(opt, RuleOptimizer) else "-"
+        engine = _engine_ran(opt) if isinstance(opt, RuleOptimizer) else "-"
         buffers = sum(isinstance(v, torch.Tensor) and v.dim() > 0 for v in opt.state[params[0]].values())
         seconds = statistics.median(spent)
         moved = numel * 4 * (3 + 2 * buffers)

@@ -22,10 +22,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--params", default="20M", help="total float32 parameters, e.g. 20M or 500k")
     parser.add_argument("--repeats", type=int, default=25, help="timed steps per measurement (median reported)")
     parser.add_argument("--engine", choices=("auto", "compiled", "flat", "eager"), default=None,
-                        help="descentlab engine (default auto: compiles buckets of >= 4M elements; with --quick, "
-                        "compiled, the engine the full-size default runs)")
+                        help="descentlab engine (default auto: the per-tensor core, or pieces of several tensors "
+                        "for groups of many small ones; compiled: torch.compile of the update, opt-in)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats, compiled engine (< 30 s)")
+                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats (< 30 s)")
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="skip the MNIST-1D MLP training-step comparison")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     numel, layouts, repeats = bench.parse_count(args.params), _layouts(args.layouts), args.repeats
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
-    engine = args.engine or ("compiled" if args.quick else "auto")
+    engine = args.engine or "auto"
     if args.quick:
         numel, layouts, repeats = min(numel, QUICK_PARAMS), [x for x in layouts if x <= 200] or [1], 5
     result = bench.run(names, layouts, numel, repeats, engine, train=args.train,

@@ -6,17 +6,18 @@ and ``names()`` use the article's vocabulary (gd, sgd, momentum, nesterov, adagr
 adamw).
 
 Engine options: ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and stored
-in the param groups so checkpoints move to and from torch.optim, but they do not change what
-descentlab computes (the step always runs without autograd).
+in the param groups so checkpoints move to and from torch.optim; ``foreach=False``, ``fused=False``
+and ``differentiable=True`` ask for the per-tensor core, the others change nothing (the step always
+runs without autograd). ``set_engine(opt, mode)`` picks the path (:mod:`.engine`).
 """
 
 from __future__ import annotations
 
 from ._base import RuleOptimizer, optimizer_class
-from ._flat import engine_mode, set_engine
 from .adagrad import ADAGRAD_RULE
 from .adam import ADAM_RULE, ADAMW_RULE
 from .define import define_rule
+from .engine import Route, engine_mode, last_routes, set_engine
 from .hyper import Hyper, engine_option, flag, learning_rate, real, real_pair
 from .registry import Entry, create, entries, names, register, resolve, rule_of
 from .rmsprop import RMSPROP_RULE
@@ -43,6 +44,6 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
     "Rule", "Buffer", "RuleError", "Hyper", "RuleOptimizer",
     "create", "names", "entries", "resolve", "register", "rule_of", "Entry", "optimizer_class",
-    "define_rule", "set_engine", "engine_mode",
+    "define_rule", "set_engine", "engine_mode", "last_routes", "Route",
     "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with",
 ]

@@ -14,9 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._eager import eager_step
-from ._flat import flat_step
 from ._state import check_loaded_state, init_state, scalar_dtype
+from .engine import EngineChoice, step_all
 from .rule import Rule
 
 
@@ -35,6 +34,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         bound.apply_defaults()
         defaults = self.rule.validate({**bound.arguments, **self.rule.fixed}, owner)
         params = _check_params_argument(params, owner)
+        self.engine_choice = EngineChoice()
         super().__init__(params, defaults)
 
     # -- construction --------------------------------------------------------------------
@@ -94,16 +94,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # gradient tracking off for the update, as torch.no_grad() does, without building a context
-        # object (27-53 us against 6-22 with cold caches: benchmarks/step_overheads.py)
-        grad_was_enabled = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
-        try:
-            for group in self.param_groups:
-                if not flat_step(self, group):  # the fast engine, or the per-tensor path it declines
-                    eager_step(self.rule, group, self.state, type(self).__name__)
-        finally:
-            torch._C._set_grad_enabled(grad_was_enabled)
+        with torch.no_grad():
+            step_all(self)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

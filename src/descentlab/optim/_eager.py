@@ -1,10 +1,16 @@
-"""The per-tensor engine: applies a rule's pure update to each parameter in turn.
+"""The core: applies a rule's pure update to each parameter in turn, where the parameter lives.
 
-This is the reference path every other engine is tested against, and the fallback for whatever
-the fast engine does not take (sparse layouts are refused, non-elementwise rules, odd devices).
+This is the default path (bitwise equal to torch.optim's CPU for-loop), the reference every
+accelerator (:mod:`._pieces`, :mod:`._compiled`) is tested against, and the path for whatever an
+accelerator does not take. It keeps nothing between steps: each step reads ``group["params"]``,
+each ``p.grad`` and ``state[p]`` afresh, so anything a user changes between steps (a reset state, a
+replaced parameter, a new dtype, shared memory) is honoured as torch.optim honours it.
+
 For each parameter with a gradient: negate the gradient when ``maximize``; increment
 ``state['step']`` (t = 1 on the first step); view complex tensors as real pairs (torch.optim's
-convention); call ``update``; check what it returned; write the new values back in place.
+convention); call ``update``; check what it returned; write the new values back in place. ``step``
+reaches the rule as a Python number, or as the state's 0-dim tensor while ``torch.compile`` traces
+the step (as torch.optim does, so a compiled training step counts steps on the tensor).
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from .rule import Rule, RuleError, buffer_names
 
 
 def eager_step(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
-               owner: str) -> None:
-    """One step of ``rule`` for every parameter of ``group`` that has a gradient."""
+               owner: str, params: list[torch.Tensor] | None = None) -> None:
+    """One step of ``rule`` for every parameter of ``group`` (or of ``params``, some of the
+    group's) that has a gradient."""
     hypers = {name: group[name] for name in rule.math_names}
     names = buffer_names(rule, group)
     stateful = needs_state(rule, group)
-    for param in group["params"]:
+    for param in group["params"] if params is None else params:
         grad = param.grad
         if grad is None:
             continue
@@ -33,11 +40,16 @@ def eager_step(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torc
         init_state(rule, param, group, state)
         if group["maximize"]:
             grad = -grad
-        step = None
-        if rule.counts_steps:
-            state["step"] += 1
-            step = state["step"].item()
+        step = advance_step(rule, state)
         apply_update(rule, param, grad, state, names, hypers, step)
+
+
+def advance_step(rule: Rule, state: MutableMapping[str, Any]) -> Any:
+    """Count one more step in ``state['step']``; the new count t for the rule (None if it counts none)."""
+    if not rule.counts_steps:
+        return None
+    state["step"] += 1
+    return state["step"] if torch.compiler.is_compiling() else state["step"].item()
 
 
 def check_dense(grad: torch.Tensor, owner: str) -> None:

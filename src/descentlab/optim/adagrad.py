@@ -28,7 +28,7 @@ def adagrad_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
     clr = lr / (1 + (step - 1) * lr_decay)
     total = state["sum"].addcmul(grad, grad, value=1)
     std = total.sqrt().add_(eps)
-    return param.addcdiv(grad, std, value=-clr), {"sum": total}
+    return torch.addcdiv(param, grad, std, value=-clr), {"sum": total}
 
 
 ADAGRAD_RULE = Rule(

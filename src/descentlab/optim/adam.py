@@ -45,7 +45,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, tor
         second = torch.maximum(state["max_exp_avg_sq"], exp_avg_sq)
         new_state["max_exp_avg_sq"] = second
     denom = (second.sqrt() / bias_correction2**0.5).add_(eps)
-    return param.addcdiv(exp_avg, denom, value=-step_size), new_state
+    return torch.addcdiv(param, exp_avg, denom, value=-step_size), new_state
 
 
 ADAM_RULE = Rule(

@@ -46,7 +46,7 @@ def define_rule(
     """Decorator: turn ``update(param, grad, state, *, step, **hypers)`` into a :class:`Rule`.
 
     ``elementwise=False`` declares that the update looks across the tensor (a norm, a sort, a
-    matrix product); such a rule runs on the per-tensor path, never the fused flat engine.
+    matrix product); such a rule runs on the per-tensor core, never on pieces of several tensors.
     """
 
     def decorate(update: UpdateFn) -> Rule:
@@ -64,7 +64,7 @@ def define_rule(
         if not elementwise:
             warnings.warn(
                 f"rule {rule_name!r} is declared not elementwise: it runs on the per-tensor path "
-                "(no fused flat-buffer step)",
+                "(never on pieces of several tensors)",
                 stacklevel=2,
             )
         if register:

@@ -163,7 +163,6 @@ def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool 
 
 
 TORCH_ENGINE_DOC = (
-    "accepted for torch.optim compatibility; the numbers do not depend on it (within float32 rounding). "
-    "fused=False, foreach=False or differentiable=True select descentlab's per-tensor path; any other "
-    "value keeps the default flat-buffer engine; capturable changes nothing"
+    "accepted for torch.optim compatibility; the numbers do not depend on it. fused=False, foreach=False "
+    "or differentiable=True ask for descentlab's per-tensor core; other values and capturable change nothing"
 )

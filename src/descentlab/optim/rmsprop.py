@@ -40,7 +40,7 @@ def rmsprop_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
         buf = state["momentum_buffer"].mul(momentum).addcdiv_(grad, avg)
         new_state["momentum_buffer"] = buf
         return param.add(buf, alpha=-lr), new_state
-    return param.addcdiv(grad, avg, value=-lr), new_state
+    return torch.addcdiv(param, grad, avg, value=-lr), new_state
 
 
 RMSPROP_RULE = Rule(

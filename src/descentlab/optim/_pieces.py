@@ -1,0 +1,176 @@
+"""The accelerators' shared layer: a group's update run on a few big pieces instead of once per tensor.
+
+Nothing is kept between steps. Each step, the parameters the core would step (a gradient, dense,
+float32 or float64, every buffer of the group already there) are sorted into buckets of one
+(device, dtype, step count t); the rest go to the core (:func:`~._eager.eager_step`). Each bucket
+is cut into pieces of about ``piece_numel`` elements:
+
+* consecutive small tensors are concatenated into one piece (the parameters, the gradients and each
+  state buffer alike), and the results are copied back into each tensor where it lives;
+* a bigger contiguous tensor is cut into slices of its own flat view, updated in place.
+
+A piece is then stepped by ``run_piece(param, grad, buffers, step)`` — the rule's own ``update``,
+uncompiled (:func:`eager_piece`) or compiled (:mod:`._compiled`) — which writes its results into
+``param`` and ``buffers``. An elementwise rule does the same arithmetic on an element whatever
+tensor it sits in, so the numbers are the core's (tested bitwise for float32 and float64; half
+precision stays on the core, whose bfloat16/float16 kernels round differently on long and short
+tensors, as do complex tensors, which the core views as real pairs).
+
+Parameter objects, their storages, ``.grad`` and ``state`` are never re-pointed: a step reads and
+writes them in place exactly as the core does, so shared memory, bucket views and state resets are
+the user's, as with torch.optim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._eager import advance_step, check_result
+from ._state import init_state, needs_state
+from .rule import Rule, buffer_names
+
+PIECE_DTYPES = (torch.float32, torch.float64)
+
+RunPiece = Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], Any], None]
+"""``run_piece(param, grad, buffers, step)``: step one piece, writing into ``param`` and ``buffers``."""
+
+
+@dataclass
+class _Member:
+    param: torch.Tensor
+    grad: torch.Tensor
+    buffers: list[torch.Tensor]
+
+    @property
+    def numel(self) -> int:
+        return self.param.numel()
+
+    @property
+    def sliceable(self) -> bool:
+        """Whether pieces may be cut from it in place: every tensor it writes is contiguous."""
+        return self.param.is_contiguous() and all(b.is_contiguous() for b in self.buffers)
+
+
+@dataclass
+class _Piece:
+    segments: list[tuple[_Member, int, int]] = field(default_factory=list)
+    numel: int = 0
+
+    def add(self, member: _Member, start: int, end: int) -> None:
+        self.segments.append((member, start, end))
+        self.numel += end - start
+
+
+def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any]
+         ) -> tuple[dict[tuple[Any, ...], list[_Member]], list[torch.Tensor]]:
+    """Buckets of the parameters a piece can step (their step counts advanced), and the parameters
+    left to the core (not advanced: the core does that)."""
+    names = buffer_names(rule, group)
+    stateful = needs_state(rule, group)
+    buckets: dict[tuple[Any, ...], list[_Member]] = {}
+    leftover: list[torch.Tensor] = []
+    for param in group["params"]:
+        grad = param.grad
+        if grad is None:
+            continue
+        if not _pieceable(param, grad):
+            leftover.append(param)
+            continue
+        state = states[param] if stateful else {}
+        init_state(rule, param, group, state)
+        buffers = [state.get(name) for name in names]
+        if not all(_matches(b, param) for b in buffers):  # a lazy buffer not made yet, or a foreign one
+            leftover.append(param)
+            continue
+        step = advance_step(rule, state)
+        buckets.setdefault((param.device, param.dtype, step), []).append(_Member(param, grad, buffers))
+    return buckets, leftover
+
+
+def _pieceable(param: torch.Tensor, grad: torch.Tensor) -> bool:
+    return (param.dtype in PIECE_DTYPES and param.layout == torch.strided and grad.layout == torch.strided
+            and grad.dtype == param.dtype and grad.device == param.device and grad.shape == param.shape)
+
+
+def _matches(buffer: Any, param: torch.Tensor) -> bool:
+    return (isinstance(buffer, torch.Tensor) and buffer.dtype == param.dtype and buffer.device == param.device
+            and buffer.shape == param.shape and buffer.layout == torch.strided)
+
+
+def pieces(members: Sequence[_Member], piece_numel: int) -> list[_Piece]:
+    """Cut a bucket into pieces of about ``piece_numel`` elements (module docstring)."""
+    out: list[_Piece] = []
+    batch = _Piece()
+    for member in members:
+        if member.numel >= piece_numel and member.sliceable:
+            for start in range(0, member.numel, piece_numel):
+                out.append(_Piece([(member, start, min(start + piece_numel, member.numel))],
+                                  min(piece_numel, member.numel - start)))
+            continue
+        batch.add(member, 0, member.numel)
+        if batch.numel >= piece_numel:
+            out.append(batch)
+            batch = _Piece()
+    if batch.segments:
+        out.append(batch)
+    return out
+
+
+def step_pieces(buckets: Mapping[tuple[Any, ...], list[_Member]], piece_numel: int,
+                run_piece: Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], Any], None]) -> None:
+    """Step every piece of every bucket with ``run_piece`` and write the results back."""
+    for (_, _, step), members in buckets.items():
+        count = len(members[0].buffers)
+        for piece in pieces(members, piece_numel):
+            param, in_place = _gather([(m.param, a, b) for m, a, b in piece.segments])
+            grad, _ = _gather([(m.grad, a, b) for m, a, b in piece.segments])
+            buffers = [_gather([(m.buffers[i], a, b) for m, a, b in piece.segments])[0] for i in range(count)]
+            run_piece(param, grad, buffers, step)
+            if not in_place:
+                _scatter(param, [(m.param, a, b) for m, a, b in piece.segments])
+                for i, flat in enumerate(buffers):
+                    _scatter(flat, [(m.buffers[i], a, b) for m, a, b in piece.segments])
+
+
+def _gather(segments: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, bool]:
+    """The segments as one 1-D tensor: a view of the tensor itself when there is one contiguous
+    segment (True: writes land in place), otherwise a new concatenation (False)."""
+    if len(segments) == 1:
+        tensor, start, end = segments[0]
+        if tensor.is_contiguous():
+            return tensor.view(-1)[start:end], True
+    return torch.cat([t.reshape(-1)[a:b] for t, a, b in segments]), False
+
+
+def _scatter(flat: torch.Tensor, segments: list[tuple[torch.Tensor, int, int]]) -> None:
+    offset = 0
+    for tensor, start, end in segments:
+        values = flat[offset:offset + end - start]
+        if tensor.is_contiguous():
+            tensor.view(-1)[start:end].copy_(values)
+        else:  # whole tensors only (pieces never slice a non-contiguous one)
+            tensor.copy_(values.view(tensor.shape))
+        offset += end - start
+
+
+def eager_piece(rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool) -> RunPiece:
+    """Step a piece with the rule's update run by torch's eager kernels, checked as the core checks."""
+
+    def run(param: torch.Tensor, grad: torch.Tensor, buffers: list[torch.Tensor], step: Any) -> None:
+        if maximize:
+            grad = -grad
+        state = dict(zip(names, buffers, strict=True))
+        new_param, new_state = rule.update(param, grad, state, step=step, **hypers)
+        check_result(rule, param, new_param, new_state, state)
+        if new_param is not param:
+            param.copy_(new_param)
+        for name, buffer in zip(names, buffers, strict=True):
+            value = new_state.get(name)
+            if value is not None and value is not buffer:
+                buffer.copy_(value)
+
+    return run

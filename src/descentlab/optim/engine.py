@@ -1,0 +1,143 @@
+"""How a param group is stepped: one dispatcher over the core and its two accelerators, with reasons.
+
+Paths (every rule, built-in or a user's own, goes through the same three):
+
+* ``eager`` — the core (:mod:`._eager`): the rule's update once per parameter, where it lives.
+  Bitwise equal to torch.optim's CPU for-loop. Always correct; the reference for the others.
+* ``flat`` — the rule's update once per cache-sized piece of the group (:mod:`._pieces`): small
+  tensors concatenated, big ones sliced, results copied back. Bitwise equal to the core for float32
+  and float64; saves the per-tensor overhead of models with many small tensors.
+* ``compiled`` — the same pieces stepped by ``torch.compile`` of the rule's update (:mod:`._compiled`):
+  one fused pass per piece, equal to the core within the dtype's rounding. Opt-in: compiling costs
+  seconds, and its numbers are not bitwise torch's.
+
+Mode (``set_engine(opt, mode)``, or ``DESCENTLAB_ENGINE`` for new optimizers; default ``auto``):
+``eager``, ``flat`` or ``compiled`` ask for one path; ``auto`` takes ``flat`` for a group of at
+least :data:`AUTO_FLAT_TENSORS` parameters whose mean size is at most :data:`AUTO_FLAT_MEAN_NUMEL`
+(where it measured faster: ``benchmarks/engine_paths.py``), otherwise the core. Whatever the mode, the
+core steps a group that asks for the per-tensor path (``foreach=False``, ``fused=False``,
+``differentiable=True``), a rule declared ``elementwise=False``, a step traced by ``torch.compile``
+(the caller compiles the core, as it would torch.optim's), and, inside an accelerated group, each
+parameter the accelerator cannot take (half precision, complex, sparse, a lazy buffer not yet made).
+:func:`last_routes` tells, per group, which path the last step took and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._compiled import compiled_piece
+from ._eager import eager_step
+from ._pieces import eager_piece, step_pieces, take
+from .rule import Rule, buffer_names
+
+MODES = ("auto", "eager", "flat", "compiled")
+ENV_VAR = "DESCENTLAB_ENGINE"
+AUTO_FLAT_TENSORS = 16
+"""``auto`` takes the flat path for groups with at least this many parameters..."""
+AUTO_FLAT_MEAN_NUMEL = 1 << 16
+"""...of at most this many elements on average (bigger tensors gain nothing from concatenation)."""
+FLAT_PIECE_BYTES = 256 * 1024
+"""Uncompiled pieces: small enough that the update's temporaries stay in the CPU's cache."""
+COMPILED_PIECE_NUMEL = 1 << 62
+"""Compiled pieces: whole buckets (the compiled loop makes no temporaries; each call has a cost)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """The path one group's step took, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class EngineChoice:
+    """Per optimizer: the mode asked for, the routes of the last step, what the compiled path learned."""
+
+    mode: str = field(default_factory=lambda: _mode_from_environment())
+    routes: list[Route] = field(default_factory=list)
+    seen: set[tuple[Any, ...]] = field(default_factory=set)
+
+
+def _mode_from_environment() -> str:
+    mode = os.environ.get(ENV_VAR, "") or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def _choice(optimizer: Any) -> EngineChoice:
+    choice = optimizer.__dict__.get("engine_choice")
+    if choice is None:
+        choice = optimizer.engine_choice = EngineChoice()
+    return choice
+
+
+def set_engine(optimizer: torch.optim.Optimizer, mode: str) -> None:
+    """Choose the path of ``optimizer``'s steps: ``auto``, ``eager``, ``flat`` or ``compiled``."""
+    if mode not in MODES:
+        raise ValueError(f"engine mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _choice(optimizer).mode = mode
+
+
+def engine_mode(optimizer: torch.optim.Optimizer) -> str:
+    return _choice(optimizer).mode
+
+
+def last_routes(optimizer: torch.optim.Optimizer) -> list[Route]:
+    """Per param group, the path of the last step and the reason."""
+    return list(_choice(optimizer).routes)
+
+
+def step_all(optimizer: Any) -> None:
+    """Step every param group of ``optimizer`` (a :class:`~._base.RuleOptimizer`) on its route."""
+    choice = _choice(optimizer)
+    choice.routes = [_step_group(optimizer.rule, group, optimizer.state, type(optimizer).__name__, choice)
+                     for group in optimizer.param_groups]
+
+
+def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
+                choice: EngineChoice) -> Route:
+    path, reason = _path(rule, group, choice.mode)
+    if path == "eager":
+        eager_step(rule, group, states, owner)
+        return Route(path, reason)
+    hypers = {name: group[name] for name in rule.math_names}
+    names = buffer_names(rule, group)
+    maximize = bool(group["maximize"])
+    if path == "compiled":
+        run_piece = compiled_piece(rule, names, hypers, maximize, choice.seen)
+        piece_numel = COMPILED_PIECE_NUMEL
+    else:
+        run_piece = eager_piece(rule, names, hypers, maximize)
+        piece_numel = max(1, FLAT_PIECE_BYTES // 8)
+    buckets, leftover = take(rule, group, states)
+    step_pieces(buckets, piece_numel, run_piece)
+    if leftover:
+        eager_step(rule, group, states, owner, params=leftover)
+        reason += f"; {len(leftover)} parameter(s) on the core (half precision, complex, sparse or lazy state)"
+    return Route(path, reason)
+
+
+def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
+    if mode == "eager":
+        return "eager", "asked for"
+    if not rule.elementwise:
+        return "eager", f"rule {rule.name!r} is not elementwise"
+    if group.get("fused") is False or group.get("foreach") is False or group.get("differentiable"):
+        return "eager", "the group asks for the per-tensor path (foreach=False, fused=False or differentiable)"
+    if torch.compiler.is_compiling():
+        return "eager", "traced by torch.compile (the caller compiles the step)"
+    if mode != "auto":
+        return mode, "asked for"
+    params = group["params"]
+    mean = sum(p.numel() for p in params) / max(1, len(params))
+    if len(params) >= AUTO_FLAT_TENSORS and mean <= AUTO_FLAT_MEAN_NUMEL:
+        return "flat", f"auto: {len(params)} tensors of {mean:.0f} elements on average"
+    return "eager", f"auto: {len(params)} tensors of {mean:.0f} elements on average"
