@@ -163,24 +163,31 @@ def param_groups(case: Case, params: list[torch.Tensor]) -> list[dict[str, Any]]
 Check = Callable[[int, list[torch.Tensor], list[torch.Tensor]], None]
 
 
-def build(case: Case, params: list[torch.Tensor], impl: str, lr_dtype: torch.dtype = torch.float32
-          ) -> torch.optim.Optimizer:
+ENGINE_MODES = ("eager", "flat")
+"""The engine paths promised bitwise equal to torch.optim (``compiled`` is tested within rounding)."""
+
+
+def build(case: Case, params: list[torch.Tensor], impl: str, lr_dtype: torch.dtype = torch.float32,
+          mode: str = "auto") -> torch.optim.Optimizer:
     module = dl if impl == "descentlab" else torch.optim
     # torch's default (foreach=None) is the single-tensor for-loop path for CPU params
-    return getattr(module, case.cls)(param_groups(case, params), **case.kwargs(lr_dtype))
+    opt = getattr(module, case.cls)(param_groups(case, params), **case.kwargs(lr_dtype))
+    if impl == "descentlab":
+        dl.set_engine(opt, mode)
+    return opt
 
 
 def scale_lr(group: dict[str, Any], factor: float) -> None:
     group["lr"] = group["lr"] * factor  # stays a tensor when it was one
 
 
-def run_pair(case: Case, dtype: torch.dtype, check: Check, steps: int = STEPS, seed: int = 0
+def run_pair(case: Case, dtype: torch.dtype, check: Check, steps: int = STEPS, seed: int = 0, mode: str = "auto"
              ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """Step descentlab and torch.optim on equal params and equal gradients; ``check(step, ours,
-    theirs)`` after every step. Returns the two optimizers."""
+    """Step descentlab (engine ``mode``) and torch.optim on equal params and equal gradients;
+    ``check(step, ours, theirs)`` after every step. Returns the two optimizers."""
     ours_p = make_params(dtype, seed)
     theirs_p = clone_params(ours_p)
-    ours, theirs = build(case, ours_p, "descentlab"), build(case, theirs_p, "torch")
+    ours, theirs = build(case, ours_p, "descentlab", mode=mode), build(case, theirs_p, "torch")
     gen = torch.Generator().manual_seed(seed + 1)
     extra = make_params(dtype, seed + 2, ((4,),))[0]
     for t in range(steps):

@@ -1,7 +1,8 @@
 """descentlab.optim.X against torch.optim.X (the default CPU for-loop path), fed the same gradients.
 
-Table: every :data:`optim_cases.CASES` entry (all flags of all five classes, two param groups, lr
-halved by hand mid-run, tensor lr, add_param_group, missing gradients) x 4 dtypes x 50 steps,
+Table: the engine modes promised bitwise (``eager``, ``flat``) x every :data:`optim_cases.CASES`
+entry (all flags of all five classes, two param groups, lr halved by hand mid-run, tensor lr,
+add_param_group, missing gradients) x 4 dtypes x 50 steps,
 params compared after every step. Real dtypes (float32, float64, bfloat16) must be bitwise equal
 (``torch.equal``). complex64 is compared within a tolerance: torch applies the L2 weight decay (and
 SGD's whole update) in complex arithmetic before viewing the tensors as real pairs, while
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import descentlab.optim as dl
-from optim_cases import ALL_DTYPES, CASES, STEPS, Case, clone_params, dtype_id, iter_state_pairs, make_params, run_pair
+from optim_cases import ALL_DTYPES, CASES, ENGINE_MODES, STEPS, Case, clone_params, dtype_id, iter_state_pairs, make_params, run_pair
 
 COMPLEX_RTOL, COMPLEX_ATOL = 1e-5, 1e-6  # observed: |diff| <= 2e-6 (|x| + 1e-6) over the table
 
@@ -36,14 +37,16 @@ def assert_same(dtype: torch.dtype, label: str, ours: Any, theirs: Any) -> None:
         assert torch.equal(ours, theirs), f"{label}: max diff {(ours.double() - theirs.double()).abs().max()}"
 
 
+@pytest.mark.parametrize("mode", ENGINE_MODES)
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_matches_torch(case: Case, dtype: torch.dtype) -> None:
+def test_matches_torch(case: Case, dtype: torch.dtype, mode: str) -> None:
     def check(t: int, ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
         for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert_same(dtype, f"step {t} param {i}", a.detach(), b.detach())
 
-    ours, theirs = run_pair(case, dtype, check)
+    ours, theirs = run_pair(case, dtype, check, mode=mode)
+    assert {route.path for route in dl.last_routes(ours)} == {mode}
     for label, a, b in iter_state_pairs(ours, theirs):
         assert_same(dtype, label, a, b)
     # the run moved the params: equal because both computed, not because nothing happened
@@ -160,9 +163,11 @@ def test_random_hypers_match_torch(cls: str, data: st.DataObject) -> None:
     if cls == "SGD" and hypers["dampening"] == 0 and hypers["momentum"] > 0:
         hypers["nesterov"] = data.draw(st.booleans(), label="nesterov")
     dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
-    ours_p = make_params(dtype, seed=3, shapes=((), (2, 3)))
+    mode = data.draw(st.sampled_from(ENGINE_MODES), label="mode")
+    ours_p = make_params(dtype, seed=3, shapes=((), (2, 3), (37,)))
     theirs_p = clone_params(ours_p)
     ours = getattr(dl, cls)(ours_p, **hypers)
+    dl.set_engine(ours, mode)
     theirs = getattr(torch.optim, cls)(theirs_p, foreach=False, **hypers)
     gen = torch.Generator().manual_seed(4)
     for _ in range(8):

@@ -139,6 +139,8 @@ def real_pair(
     def check(name: str, value: Any) -> Exception | None:
         if not isinstance(value, (tuple, list)) or len(value) != 2:
             return TypeError(f"{name} must be a pair of two numbers, got {value!r}")
+        if isinstance(value[0], torch.Tensor) != isinstance(value[1], torch.Tensor):
+            return ValueError(f"{name} must be either both floats or both Tensors, got {value!r}")
         for index, item in enumerate(value):
             if isinstance(item, torch.Tensor) and item.numel() == 1:
                 item = float(item)
