@@ -21,7 +21,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import descentlab.optim as dl
-from optim_cases import ALL_DTYPES, CASES, ENGINE_MODES, STEPS, Case, clone_params, dtype_id, iter_state_pairs, make_params, run_pair
+from optim_cases import (
+    ALL_DTYPES,
+    CASES,
+    ENGINE_MODES,
+    STEPS,
+    Case,
+    clone_params,
+    dtype_id,
+    iter_state_pairs,
+    make_params,
+    run_pair,
+)
 
 COMPLEX_RTOL, COMPLEX_ATOL = 1e-5, 1e-6  # observed: |diff| <= 2e-6 (|x| + 1e-6) over the table
 

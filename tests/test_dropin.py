@@ -15,8 +15,7 @@ import pytest
 import torch
 
 import descentlab.optim as dl
-from dropin import (MODES, assert_same, assert_same_params, batches, loss_of, train_step, twin_models,
-                    twin_optimizers)
+from dropin import MODES, assert_same, assert_same_params, batches, loss_of, train_step, twin_models, twin_optimizers
 
 RESETS = {
     "state.clear()": lambda opt, p: opt.state.clear(),
