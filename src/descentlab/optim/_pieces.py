@@ -14,7 +14,8 @@ uncompiled (:func:`eager_piece`) or compiled (:mod:`._compiled`) — which write
 ``param`` and ``buffers``. An elementwise rule does the same arithmetic on an element whatever
 tensor it sits in, so the numbers are the core's (tested bitwise for float32 and float64; half
 precision stays on the core, whose bfloat16/float16 kernels round differently on long and short
-tensors, as do complex tensors, which the core views as real pairs).
+tensors, as do complex tensors, which the core views as real pairs, and tensor subclasses such as
+FSDP2's DTensor).
 
 Parameter objects, their storages, ``.grad`` and ``state`` are never re-pointed: a step reads and
 writes them in place exactly as the core does, so shared memory, bucket views and state resets are
@@ -92,7 +93,8 @@ def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tens
 
 
 def _pieceable(param: torch.Tensor, grad: torch.Tensor) -> bool:
-    return (param.dtype in PIECE_DTYPES and param.layout == torch.strided and grad.layout == torch.strided
+    """Plain dense float32/float64 tensors; tensor subclasses (FSDP2's DTensor) stay on the core."""
+    return (type(param.data) is torch.Tensor and type(grad) is torch.Tensor and param.dtype in PIECE_DTYPES and param.layout == torch.strided and grad.layout == torch.strided
             and grad.dtype == param.dtype and grad.device == param.device and grad.shape == param.shape)
 
 
