@@ -3,8 +3,9 @@
 The same ``descentlab.optim`` classes that train models drive a 2-element float64 tensor ``w``:
 at each step ``g = ∇f(w) (+ σ·ξ, ξ ~ N(0, I))`` is put in ``w.grad`` and ``optimizer.step()`` is
 called. Optimizers are looked up through the registry, so any registry name or import path
-``pkg.module:attr`` works. With noise, every optimizer sees the same noise sequence (one
-``torch.Generator`` seeded with ``seed`` per trajectory), which keeps the comparison fair.
+``pkg.module:attr`` works. With noise, every optimizer sees the same noise sequence ξ_0, ξ_1, …
+(:func:`descentlab.landscape_noise.gradient_noise` seeded with ``seed``, a SplitMix64 + Box–Muller
+stream that the interactive page draws identically), which keeps the comparison fair.
 
 Figures are plain ``matplotlib.figure.Figure`` objects drawn on an Agg canvas (no pyplot, no
 display, the global backend untouched); a notebook shows them inline.
@@ -38,6 +39,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from .atomic import atomic_write_with
+from .landscape_noise import gradient_noise
 from .optim import resolve
 from .tasks.surfaces import Surface, get_surface, surface_names
 
@@ -146,7 +148,7 @@ def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float]
     hp = dict(hyperparams or {})
     w = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = entry.create([w], lr=lr, **hp)
-    generator = torch.Generator().manual_seed(int(seed))
+    xi = torch.from_numpy(gradient_noise(int(seed), steps)) if noise else None
     points, losses = [start], []
     diverged_at = None
     for k in range(steps + 1):
@@ -161,7 +163,7 @@ def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if noise:
-            w.grad.add_(torch.randn(2, generator=generator, dtype=torch.float64), alpha=noise)
+            w.grad.add_(xi[k], alpha=noise)
         if not bool(torch.isfinite(w.grad).all()):
             diverged_at = k + 1
             break
