@@ -414,7 +414,13 @@
   /** For tests and the console: the state, the last results, the recompute timings. */
   window.landscapePage = {
     spec, get state() { return state; }, get results() { return lastResults; }, timings, recompute,
-    toHash: () => toHash(state), plotOrigin: () => root.node().getBoundingClientRect(),
-    pixel: (p) => [x(p[0]), y(p[1])],
+    /** The state as plain JSON (the set of optimizers switched on as a list, in card order). */
+    snapshot: () => ({ ...state, on: optimizers.filter((o) => state.on.has(o.name)).map((o) => o.name) }),
+    toHash: () => toHash(state),
+    /** Viewport coordinates of the surface point p (where a click or a drag lands on it). */
+    clientPoint(p) {
+      const r = svg.node().getBoundingClientRect();
+      return [r.left + MARGIN.left + x(p[0]), r.top + MARGIN.top + y(p[1])];
+    },
   };
 })();
