@@ -212,6 +212,7 @@ def render_page(state: Mapping[str, Any] | None = None) -> str:
     """The page as one HTML string: styles, d3, the maths, the spec and the page script inline."""
     parts = {
         "/*STYLE*/": _asset("landscape_page.css"),
+        "/*D3LICENSE*/": f"/* {D3['name']} {D3['version']}, {D3['licence']} licence:\n{_asset(D3['licence_file'])}*/",
         "/*D3*/": _asset(D3["file"]),
         "/*MATH*/": _asset("landscape_math.js"),
         "/*SPEC*/": _inline_json(page_spec(state)),
