@@ -386,7 +386,7 @@ def test_screenshot_shows_the_contours_and_the_paths(browser, page_file, session
     assert grey.std() > 15 and 0.002 < colourful.mean() < 0.2, (grey.std(), colourful.mean())
     if os.environ.get("DESCENTLAB_UPDATE_DOCS"):
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(shot).save(DOCS_SCREENSHOT, optimize=True)
+        Image.open(shot).convert("RGB").quantize(colors=256).save(DOCS_SCREENSHOT, optimize=True)
 
 
 def test_the_network_check_catches_a_page_that_fetches(browser, session, tmp_path):
