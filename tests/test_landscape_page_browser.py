@@ -20,6 +20,7 @@ import os
 import shutil
 import statistics
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import pytest
 
 from descentlab.cli import main
 from descentlab.landscape import Trajectory, run
-from descentlab.landscape_page import hyperparams_of, page_spec, render_page
+from descentlab.landscape_page import hyperparams_of, page_spec
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
 FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -186,34 +187,34 @@ MUTATIONS = [
 
 
 @pytest.mark.parametrize("surface", [s["name"] for s in SPEC["surfaces"]])
-def test_page_trajectories_equal_python_and_the_table_catches_wrong_rules(browser, session, tmp_path, surface):
-    """The table's rows on one surface: the page equals Python; then each wrong variant of a rule,
-    injected into a copy of the page, makes that rule's rows fail and leaves the others passing."""
+def test_page_trajectories_equal_python_and_the_table_catches_wrong_rules(browser, page_file, session, surface):
+    """The table's rows on one surface: the page equals Python. Then each wrong variant of
+    landscape_math.js, injected into the page (replacing its descentlabMath), makes the rows of the
+    optimizers it touches fail and leaves the others passing."""
     rows = [c for c in TABLE if c["surface"] == surface]
     python = {c["id"]: python_row(c["id"]) for c in rows}
-    html = render_page()
-    right_page = tmp_path / "landscape.html"
-    right_page.write_text(html, encoding="utf-8")
-    page = session.open(right_page)
+    page = session.open(page_file)
     verdicts = {c["id"]: mismatch(python[c["id"]], js) for c, js in zip(rows, page_rows(page, rows), strict=True)}
     assert {i: why for i, why in verdicts.items() if why} == {}
     assert len(rows) == 6 * 2 * 2
     if surface == "rosenbrock":  # the table has diverging rows: GD, SGD and momentum at 3x lr
         assert sum(t.diverged_at is not None for t in python.values()) >= 3
 
+    maths = resources.files("descentlab").joinpath("landscape_assets", "landscape_math.js").read_text("utf-8")
+    assert maths in page_file.read_text(encoding="utf-8")  # the page runs this very script
     for what, right, wrong, broken in MUTATIONS:
-        assert html.count(right) == 1, f"the wrong variant no longer applies: {right!r}"
+        assert maths.count(right) == 1, f"the wrong variant no longer applies: {right!r}"
         if what.startswith("the surface's gradient") and surface != "saddle":
             continue  # the mutated line is the saddle's gradient
-        mutated = tmp_path / "wrong.html"
-        mutated.write_text(html.replace(right, wrong), encoding="utf-8")
-        page = session.open(mutated)
+        page.add_script_tag(content=maths.replace(right, wrong))
         verdicts = {c["id"]: mismatch(python[c["id"]], js) for c, js in zip(rows, page_rows(page, rows), strict=True)}
         for name in broken:
             assert any(why for i, why in verdicts.items() if i.split("/")[1] == name), f"{what}: no {name} row failed"
         untouched = {i: why for i, why in verdicts.items() if i.split("/")[1] not in broken and why}
         assert untouched == {}, what
-    assert session.outside_requests(right_page, mutated) == []
+    page.add_script_tag(content=maths)  # and the right script passes again
+    assert all(mismatch(python[c["id"]], js) is None for c, js in zip(rows, page_rows(page, rows), strict=True))
+    assert session.outside_requests(page_file) == []
 
 
 def test_the_table_crosses_surfaces_optimizers_settings_and_starts_with_noise():
