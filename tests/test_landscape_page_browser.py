@@ -319,6 +319,12 @@ def test_drag_the_start_move_a_slider_read_the_readout_and_reload_the_link(brows
     assert again.evaluate("landscapePage.snapshot()") == noisy
     assert again.evaluate("landscapePage.results") == page.evaluate("landscapePage.results")
     assert readout(again) == readout(page)
+
+    # editing the hash of an open page (or following a link to it) switches the view too
+    again.evaluate("location.hash = '#surface=bowl&condition=1000&on=gd,adam&gd.lr=1.9'")
+    again.wait_for_function("() => landscapePage.state.surface === 'bowl'", timeout=5_000)
+    edited = assert_page_matches_python(again)
+    assert edited["condition"] == 1000 and edited["on"] == ["gd", "adam"] and edited["opt"]["gd"]["lr"] == 1.9
     assert session.outside_requests(page_file) == []
 
 
