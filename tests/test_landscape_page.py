@@ -100,7 +100,7 @@ def test_spec_holds_the_six_optimizers_from_the_registry():
     ({"lrs": {"gd": 50.0}}, "lr for gd must be a number in [1e-05, 10] on the page, got 50.0"),
     ({"steps": 0}, "steps must be a number in [1, 1000] on the page, got 0"),
     ({"noise": math.nan}, "noise must be a number in [0, 5] on the page, got nan"),
-    ({"seed": -1}, "seed must be a number in [0, 2.14748e+09] on the page, got -1"),
+    ({"seed": -1}, "seed must be a number in [0, 2147483647] on the page, got -1"),
     ({"start": (5.0, 0.0)}, "start (5, 0) is outside the saddle window"),
     ({"condition": 10.0}, "condition applies to the bowl surface only"),
     ({"tol": 0.0}, "tol must be a finite number > 0, got 0.0"),

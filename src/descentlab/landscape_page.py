@@ -51,7 +51,8 @@ class Slider:
     def check(self, value: float, what: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not self.low <= value <= self.high:
-            raise ValueError(f"{what} must be a number in [{self.low:g}, {self.high:g}] on the page, got {value!r}")
+            low, high = (int(b) if float(b).is_integer() and abs(b) >= 1e5 else f"{b:g}" for b in (self.low, self.high))
+            raise ValueError(f"{what} must be a number in [{low}, {high}] on the page, got {value!r}")
         return float(value)
 
 

@@ -109,7 +109,8 @@
     let s = base;
     const name = q.get("surface");
     if (name !== null) {
-      if (surfaces.has(name)) s = surfaceDefaults(surfaces.get(name), base);
+      // another surface starts from its own defaults; the opening surface keeps the opening view
+      if (surfaces.has(name)) s = name === base.surface ? base : surfaceDefaults(surfaces.get(name), base);
       else errors.push(`surface=${name}`);
     }
     const surface = surfaces.get(s.surface);
