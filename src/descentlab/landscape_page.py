@@ -104,8 +104,10 @@ SURFACE_CONSTANTS: dict[str, dict[str, float]] = {
     "local-minima": {"tilt": TILT}, "bowl": {"condition": DEFAULT_CONDITION},
 }
 """The constants of a surface's formula, as landscape_math.js names them."""
-SURFACE_PARAMETERS: dict[str, tuple[Slider, str]] = {"bowl": (CONDITION, "½·(x²/κ + y²)")}
-"""Surfaces with a page control: the slider and the formula written with its symbol."""
+SURFACE_PARAMETERS: dict[str, tuple[Slider, str, str]] = {
+    "bowl": (CONDITION, "½·(x²/κ + y²)", "An ill-conditioned quadratic: curvature 1/κ along x, 1 along y."),
+}
+"""Surfaces with a page control: the slider, and the formula and description written with its symbol."""
 
 
 def page_names() -> list[str]:
@@ -130,7 +132,8 @@ def hyperparams_of(name: str, values: Mapping[str, float]) -> dict[str, Any]:
 def _surface_spec(surface: Surface) -> dict[str, Any]:
     parameter = SURFACE_PARAMETERS.get(surface.name)
     return {
-        "name": surface.name, "formula": parameter[1] if parameter else surface.formula, "doc": surface.doc,
+        "name": surface.name, "formula": parameter[1] if parameter else surface.formula,
+        "doc": parameter[2] if parameter else surface.doc,
         "minima": surface.minima, "global_minima": surface.global_minima, "saddles": surface.saddles,
         "window": surface.window, "start": surface.start, "log_levels": surface.log_levels, "levels": surface.levels,
         "lrs": {o.name: surface.lr_for(o.name) for o in PAGE_OPTIMIZERS},

@@ -214,7 +214,8 @@
       .attr("d", (d) => d3.symbol(d.type, d.size)()).attr("transform", (d) => `translate(${x(d.p[0])},${y(d.p[1])})`)
       .attr("fill", (d) => d.fill).attr("stroke", "black").attr("stroke-width", (d) => (d.fill === "white" ? 2.5 : 1))
       .selectAll("title").data((d) => [d]).join("title").text((d) => `${d.label} (${format(d.p[0])}, ${format(d.p[1])})`);
-    document.getElementById("formula").textContent = `f(x, y) = ${s.formula} — ${s.doc}`;
+    const value = s.parameter ? ` (${s.parameter.label.split(" ")[0]} = ${format(state.condition)})` : "";
+    document.getElementById("formula").textContent = `f(x, y) = ${s.formula}${value} — ${s.doc}`;
   }
 
   const clampPx = (v) => Math.max(-CLAMP, Math.min(CLAMP, v));
