@@ -3,8 +3,9 @@
 The same ``descentlab.optim`` classes that train models drive a 2-element float64 tensor ``w``:
 at each step ``g = ∇f(w) (+ σ·ξ, ξ ~ N(0, I))`` is put in ``w.grad`` and ``optimizer.step()`` is
 called. Optimizers are looked up through the registry, so any registry name or import path
-``pkg.module:attr`` works. With noise, every optimizer sees the same noise sequence (one
-``torch.Generator`` seeded with ``seed`` per trajectory), which keeps the comparison fair.
+``pkg.module:attr`` works. With noise, every optimizer sees the same noise sequence ξ_0, ξ_1, …
+(:func:`descentlab.landscape_noise.gradient_noise` seeded with ``seed``, a SplitMix64 + Box–Muller
+stream that the interactive page draws identically), which keeps the comparison fair.
 
 Figures are plain ``matplotlib.figure.Figure`` objects drawn on an Agg canvas (no pyplot, no
 display, the global backend untouched); a notebook shows them inline.
@@ -38,6 +39,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from .atomic import atomic_write_with
+from .landscape_noise import gradient_noise
 from .optim import resolve
 from .tasks.surfaces import Surface, get_surface, surface_names
 
@@ -146,7 +148,7 @@ def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float]
     hp = dict(hyperparams or {})
     w = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = entry.create([w], lr=lr, **hp)
-    generator = torch.Generator().manual_seed(int(seed))
+    xi = torch.from_numpy(gradient_noise(int(seed), steps)) if noise else None
     points, losses = [start], []
     diverged_at = None
     for k in range(steps + 1):
@@ -158,10 +160,10 @@ def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float]
         losses.append(float(loss.detach()))
         if k == steps:
             break
-        opt.zero_grad(set_to_none=True)
+        w.grad = None  # what opt.zero_grad() does for this one parameter, without its profiler bookkeeping
         loss.backward()
         if noise:
-            w.grad.add_(torch.randn(2, generator=generator, dtype=torch.float64), alpha=noise)
+            w.grad.add_(xi[k], alpha=noise)
         if not bool(torch.isfinite(w.grad).all()):
             diverged_at = k + 1
             break
@@ -402,11 +404,14 @@ def _html_table(result: LandscapeRun) -> str:
 def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAULT_OPTIMIZERS, *,
               surfaces: Iterable[str] | None = None, gif: bool = False, dpi: int = 100, frames: int = 40,
               **run_options: Any) -> dict[str, LandscapeRun]:
-    """One PNG (and GIF) per surface in ``out_dir`` and an ``index.html`` showing them together.
+    """One PNG (and GIF) per surface in ``out_dir``, the interactive page ``landscape.html`` and an
+    ``index.html`` showing the pictures together and linking the page.
 
     ``run_options`` go to :func:`run` (steps, lrs, noise, seed, tol, condition — condition is used
-    for the bowl only).
+    for the bowl only). The page opens on the first surface with the optimizers it shows switched on.
     """
+    from .landscape_page import STEPS, page_names, page_state, write_page
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a directory for --all, got the file {str(out)!r}")
@@ -417,12 +422,18 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
         check_frames(frames)
     # every surface built (a bad condition fails here) before the first picture is written
     built = {name: get_surface(name, condition=condition if name == "bowl" else None) for name in names}
+    shown = [name for name in optimizers if name in page_names()]
+    opening = page_state(names[0], shown or None, steps=min(run_options.get("steps", DEFAULT_STEPS), STEPS.high),
+                         lrs={name: lr for name, lr in run_options.get("lrs", {}).items() if name in shown},
+                         noise=run_options.get("noise", 0.0), seed=run_options.get("seed", 0),
+                         tol=run_options.get("tol", DEFAULT_TOL))  # checked before any work, too
     results: dict[str, LandscapeRun] = {}
     for name, surface in built.items():
         results[name] = result = run(surface, optimizers, **run_options)
         save_png(result, out / f"{name}.png", dpi=dpi)
         if gif:
             save_gif(result, out / f"{name}.gif", frames=frames)
+    write_page(out / "landscape.html", opening)
     sections = []
     for name, result in results.items():
         s = result.surface
@@ -437,7 +448,8 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
         "body{font-family:sans-serif;margin:1em}main{display:flex;flex-wrap:wrap;gap:1.5em}"
         "section{flex:1 1 560px;max-width:700px}img{max-width:100%}table{border-collapse:collapse;font-size:80%}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
-        f"<h1>descentlab landscapes</h1><p>optimizers: {html.escape(', '.join(optimizers))}</p>"
+        f"<h1>descentlab landscapes</h1><p>optimizers: {html.escape(', '.join(optimizers))} · "
+        '<a href="landscape.html">the interactive page</a>: drag the start point, move the sliders</p>'
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
     atomic_write_with(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

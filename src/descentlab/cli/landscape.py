@@ -3,6 +3,7 @@
     descentlab landscape --surface saddle --optimizers gd,momentum,adagrad,rmsprop,adam --steps 200 \\
         --start 1,0.001 --out saddle.png [--gif] [--noise 0.1] [--lr adam=0.1]
     descentlab landscape --all --out DIR        # DIR/<surface>.png for every surface + DIR/index.html
+    descentlab landscape --html [--out landscape.html]   # the interactive page, one self-contained file
     descentlab landscape --list                 # the surfaces, their formulas, minima and defaults
 """
 
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import landscape
+from .. import landscape, landscape_page
 from ..tasks.surfaces import get_surface, surface_names
 
 
@@ -47,8 +48,11 @@ def add_parser(subparsers: Any) -> None:
                         help="condition number of the bowl surface (default: 100)")
     parser.add_argument("--tol", type=float, default=landscape.DEFAULT_TOL,
                         help=f"distance to a minimum counted as reached (default: {landscape.DEFAULT_TOL:g})")
-    parser.add_argument("--out", metavar="PATH", help="PNG to write (default: <surface>.png), or the directory "
-                        "with --all (default: landscapes)")
+    parser.add_argument("--out", metavar="PATH", help="PNG to write (default: <surface>.png), the page with --html "
+                        "(default: landscape.html), or the directory with --all (default: landscapes)")
+    parser.add_argument("--html", action="store_true", help="write the interactive page instead of a PNG: one "
+                        "self-contained HTML file (default --out landscape.html) opening on --surface, --start, "
+                        "--steps, --lr, --noise, --seed, --condition, with --optimizers switched on")
     parser.add_argument("--gif", action="store_true", help="also write an animation next to the PNG (same name, .gif)")
     parser.add_argument("--frames", type=int, default=40, help="frames in the animation (default: 40)")
     parser.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: 100)")
@@ -108,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if args.gif:
         landscape.check_frames(args.frames)  # before the PNG is written
     if args.all:
+        if args.html:
+            raise ValueError("--html cannot be combined with --all (--all writes landscape.html in its directory)")
         if args.start is not None:
             raise ValueError("--start cannot be combined with --all (each surface has its own start)")
         out_dir = Path(args.out or "landscapes")
@@ -119,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.condition is not None and args.surface != "bowl":
         raise ValueError(f"--condition applies to --surface bowl only, got --surface {args.surface}")
+    if args.html:
+        return write_html(args, optimizers, options)
     out = Path(args.out or f"{args.surface}.png")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must end in .png, got {str(out)!r}")
@@ -130,4 +138,20 @@ def run(args: argparse.Namespace) -> int:
     if args.gif:
         gif = landscape.save_gif(result, out.with_suffix(".gif"), frames=args.frames)
         print(f"wrote {gif}")
+    return 0
+
+
+def write_html(args: argparse.Namespace, optimizers: list[str], options: dict[str, Any]) -> int:
+    """``--html``: the interactive page, opening on the state the other options describe."""
+    if args.gif:
+        raise ValueError("--gif cannot be combined with --html (the page animates itself)")
+    out = Path(args.out or "landscape.html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out must end in .html with --html, got {str(out)!r}")
+    start = parse_start(args.start) if args.start is not None else None
+    state = landscape_page.page_state(args.surface, optimizers, start=start, steps=options["steps"],
+                                      lrs=options["lrs"], noise=options["noise"], seed=options["seed"],
+                                      condition=options["condition"], tol=options["tol"])
+    landscape_page.write_page(out, state)
+    print(f"wrote {out} (open it in a browser: it needs no network)")
     return 0
