@@ -94,8 +94,9 @@ def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tens
 
 def _pieceable(param: torch.Tensor, grad: torch.Tensor) -> bool:
     """Plain dense float32/float64 tensors; tensor subclasses (FSDP2's DTensor) stay on the core."""
-    return (type(param.data) is torch.Tensor and type(grad) is torch.Tensor and param.dtype in PIECE_DTYPES and param.layout == torch.strided and grad.layout == torch.strided
-            and grad.dtype == param.dtype and grad.device == param.device and grad.shape == param.shape)
+    return (type(param.data) is torch.Tensor and type(grad) is torch.Tensor and param.dtype in PIECE_DTYPES
+            and param.layout == torch.strided and grad.layout == torch.strided and grad.dtype == param.dtype
+            and grad.device == param.device and grad.shape == param.shape)
 
 
 def _matches(buffer: Any, param: torch.Tensor) -> bool:
