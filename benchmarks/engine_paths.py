@@ -1,7 +1,8 @@
 """Where the flat path pays: per-step time of descentlab's core (``eager``) and flat pieces (``flat``)
 against torch.optim's for-loop and foreach, over groups of N tensors of M elements.
 
-    .venv/bin/python benchmarks/engine_paths.py [--optimizers adam,momentum] [--repeats 30]
+    .venv/bin/python benchmarks/engine_paths.py [--optimizers adam,momentum] [--layouts 16x1000,2x2000000]
+                                                [--repeats 30]
 
 Prints, per (optimizer, N x M), the median step time of each variant measured in one process, in
 rounds (one step of each variant per round, in a seeded random order), and the paired ratio
@@ -57,16 +58,30 @@ def measure(name: str, count: int, numel: int, repeats: int) -> dict[str, float]
     return row
 
 
+def parse_layouts(text: str) -> list[tuple[int, int]]:
+    """``"16x1000,2x2000000"`` -> ``[(16, 1000), (2, 2000000)]`` (N tensors x M elements)."""
+    layouts = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        count, _, numel = item.partition("x")
+        if not (count.isdigit() and numel.isdigit() and int(count) > 0 and int(numel) > 0):
+            raise SystemExit(f"--layouts: each layout must be NxM with N, M > 0 (e.g. 16x1000), got {item!r}")
+        layouts.append((int(count), int(numel)))
+    return layouts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--optimizers", default="adam,momentum")
+    parser.add_argument("--layouts", default=",".join(f"{n}x{m}" for n, m in LAYOUTS),
+                        help="comma-separated NxM: N tensors of M elements each")
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
+    layouts = parse_layouts(args.layouts)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; ms per step (median of {args.repeats}); eager/flat paired")
     print(f"{'optimizer':10} {'layout':>14} {'eager':>9} {'flat':>9} {'for-loop':>9} {'foreach':>9} {'eager/flat':>11}")
     for name in args.optimizers.split(","):
-        for count, numel in LAYOUTS:
+        for count, numel in layouts:
             row = measure(name, count, numel, args.repeats)
             print(f"{name:10} {f'{count} x {numel}':>14} {row['eager']:9.3f} {row['flat']:9.3f} "
                   f"{row['torch for-loop']:9.3f} {row['torch foreach']:9.3f} {row['eager/flat']:11.2f}")

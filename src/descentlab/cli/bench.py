@@ -1,4 +1,4 @@
-"""``descentlab bench``: step time of descentlab vs torch.optim's for-loop, foreach and fused kernels."""
+"""``descentlab bench``: step time of descentlab's engine modes vs torch.optim's for-loop, foreach and fused kernels."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ QUICK_PARAMS = 2_000_000
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench", help="time optimizer steps against torch.optim",
-        description="Time one optimizer step of descentlab and torch.optim (for-loop, foreach, fused) in the "
-        "same process on the same data; prints ms, speed-ups, GB/s against copy bandwidth and peak memory.")
+        description="Time one optimizer step of descentlab (one row per engine mode) and torch.optim (for-loop, "
+        "foreach, fused) in the same process on the same data; prints ms, paired speed-ups, GB/s against copy "
+        "bandwidth, peak memory, and issue 13's speed targets met or missed.")
     parser.add_argument("--optimizers", default=",".join(bench.DEFAULT_OPTIMIZERS),
                         help="comma-separated registry names or import paths (module:attribute)")
     parser.add_argument("--layouts", default="1,200,5000", help="numbers of tensors the parameters are split into")
     parser.add_argument("--params", default="20M", help="total float32 parameters, e.g. 20M or 500k")
     parser.add_argument("--repeats", type=int, default=25, help="timed steps per measurement (median reported)")
-    parser.add_argument("--engine", choices=("auto", "compiled", "flat", "eager"), default=None,
-                        help="descentlab engine (default auto: the per-tensor core, or pieces of several tensors "
-                        "for groups of many small ones; compiled: torch.compile of the update, opt-in)")
+    parser.add_argument("--engine", default=",".join(bench.DEFAULT_ENGINES),
+                        help="comma-separated descentlab engine modes, one row each: auto (the default engine: the "
+                        "per-tensor core, or the flat pieces where they measured faster), eager (the core), flat, "
+                        "compiled (torch.compile of the update, opt-in); default %(default)s")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats (< 30 s)")
+                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats")
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="skip the MNIST-1D MLP training-step comparison")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
@@ -49,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     numel, layouts, repeats = bench.parse_count(args.params), _layouts(args.layouts), args.repeats
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
-    engine = args.engine or "auto"
+    engines = bench.parse_engines(args.engine)
     if args.quick:
         numel, layouts, repeats = min(numel, QUICK_PARAMS), [x for x in layouts if x <= 200] or [1], 5
-    result = bench.run(names, layouts, numel, repeats, engine, train=args.train,
+    result = bench.run(names, layouts, numel, repeats, engines, train=args.train,
                        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(bench.table(result))
     print(bench.targets_text(result))
