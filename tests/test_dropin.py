@@ -239,3 +239,120 @@ def test_torch_compile_of_opt_step_runs_and_matches() -> None:
             loss_of(model, batch).backward()
             step()
     assert_same_params("compiled", ours_m, theirs_m)
+
+
+# -- found by the red-team pass (issue 13) ------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_state_loaded_with_other_strides_than_the_parameter_keeps_being_updated(mode: str) -> None:
+    """A checkpoint saved in channels_last, resumed on a contiguous model: the state buffers keep their
+    strides (torch's load_state_dict does not change them) and must still be written every step."""
+    ours_m, theirs_m = twin_models()
+    ours, theirs = twin_optimizers("Adam", ours_m.parameters(), theirs_m.parameters(), mode, lr=1e-2)
+    for batch in batches(2):
+        train_step(ours_m, ours, batch)
+        train_step(theirs_m, theirs, batch)
+    for opt in (ours, theirs):
+        saved = copy.deepcopy(opt.state_dict())
+        for state in saved["state"].values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if state[key].dim() == 2:
+                    state[key] = state[key].t().contiguous().t()  # same values, transposed strides
+        opt.load_state_dict(saved)
+    before = ours.state[ours_m.body[0].weight]["exp_avg"].clone()
+    for batch in batches(4, seed=2):
+        train_step(ours_m, ours, batch)
+        train_step(theirs_m, theirs, batch)
+    assert not ours.state[ours_m.body[0].weight]["exp_avg"].is_contiguous()
+    assert not torch.equal(ours.state[ours_m.body[0].weight]["exp_avg"], before)
+    assert_same_params(mode, ours_m, theirs_m)
+    assert_same(mode, ours.state_dict(), theirs.state_dict(), "state_dict")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_parameters_sharing_memory_are_stepped_in_order_as_torch_does(mode: str) -> None:
+    results = []
+    for module in (dl, torch.optim):
+        gen = torch.Generator().manual_seed(0)
+        base = torch.nn.Parameter(torch.randn(6, 4, generator=gen))
+        alias = torch.nn.Parameter(base.data)  # same storage
+        others = [torch.nn.Parameter(torch.randn(3, generator=gen)) for _ in range(16)]
+        params = [base, alias, *others]
+        opt = module.SGD(params, lr=0.1, momentum=0.9)
+        if module is dl:
+            dl.set_engine(opt, mode)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            others[0].grad = others[1].detach()  # a gradient that is another parameter
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert_same(mode, results[0], results[1], "params")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_gradient_of_another_dtype_steps_as_torch_does_within_rounding(mode: str) -> None:
+    """``model.double()`` mid-run keeps SGD's float32 momentum buffers; torch's in-place kernels compute in
+    the promoted dtype and cast back, and so does the write-back (not bitwise: the rule computes out of
+    place, so a promoted intermediate is not rounded to the buffer's dtype before its next use)."""
+    ours_m, theirs_m = twin_models()
+    ours, theirs = twin_optimizers("SGD", ours_m.parameters(), theirs_m.parameters(), mode, lr=0.05, momentum=0.9)
+    data = batches(6)
+    for batch in data[:2]:
+        train_step(ours_m, ours, batch)
+        train_step(theirs_m, theirs, batch)
+    ours_m.double()
+    theirs_m.double()
+    for x, y in data[2:]:
+        train_step(ours_m, ours, (x.double(), y))
+        train_step(theirs_m, theirs, (x.double(), y))
+    assert ours.state[ours_m.head.weight]["momentum_buffer"].dtype == torch.float32
+    assert_same_params("compiled", ours_m, theirs_m, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_users_group_dicts_are_the_groups(mode: str) -> None:
+    ours_m, theirs_m = twin_models()
+    runs = []
+    for model, module in ((ours_m, dl), (theirs_m, torch.optim)):
+        body = {"params": model.body.parameters(), "lr": 1e-2}
+        head = {"params": model.head.parameters(), "lr": 1e-2}
+        opt = module.AdamW([body])
+        opt.add_param_group(head)
+        if module is dl:
+            dl.set_engine(opt, mode)
+        assert opt.param_groups[0] is body and opt.param_groups[1] is head
+        for t, batch in enumerate(batches(5)):
+            if t == 2:
+                body["lr"], head["weight_decay"] = 0.0, 0.5  # written into the user's own dicts
+            train_step(model, opt, batch)
+        runs.append(opt)
+    assert_same_params(mode, ours_m, theirs_m)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_sparse_gradient_fails_before_anything_moves(mode: str) -> None:
+    dense = [torch.nn.Parameter(torch.ones(3)) for _ in range(17)]
+    sparse = torch.nn.Parameter(torch.ones(4))
+    opt = dl.Adam([*dense, sparse], lr=0.1)
+    dl.set_engine(opt, mode)
+    for p in dense:
+        p.grad = torch.ones(3)
+    sparse.grad = torch.ones(4).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert all(torch.equal(p.detach(), torch.ones(3)) for p in dense)
+    assert all("step" not in opt.state[p] or float(opt.state[p]["step"]) == 0 for p in dense)
+
+
+def test_named_parameters_and_pickled_user_rules_work_as_with_torch() -> None:
+    from descentlab.examples.lion import Lion
+
+    ours_m, theirs_m = twin_models()
+    ours = dl.Adam(ours_m.named_parameters(), lr=1e-2)
+    theirs = torch.optim.Adam(theirs_m.named_parameters(), lr=1e-2)
+    assert ours.state_dict()["param_groups"][0]["param_names"] == theirs.state_dict()["param_groups"][0]["param_names"]
+    ours.load_state_dict(theirs.state_dict())
+    buffer = io.BytesIO()
+    torch.save(Lion(ours_m.parameters(), lr=1e-4), buffer)
+    buffer.seek(0)
+    assert type(torch.load(buffer, weights_only=False)) is Lion

@@ -46,10 +46,13 @@ class RuleOptimizer(torch.optim.Optimizer):
                                   for h in hypers])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group`` with named checks: the user's dict itself becomes the group (as
+        torch keeps it, so a value written into it later is honoured), filled and validated; a list of
+        ``(name, tensor)`` pairs (``model.named_parameters()``) records ``param_names`` as torch does."""
         owner = type(self).__name__
         if not isinstance(param_group, Mapping):
             raise TypeError(f"{owner}: a param group must be a dict, got {type(param_group).__name__}")
-        group = dict(param_group)
+        group = param_group if isinstance(param_group, dict) else dict(param_group)
         params = group.get("params")
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -57,17 +60,24 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{owner}: params must be an ordered collection, got a set")
         else:
             params = list(params) if params is not None else []
+        names = [p[0] for p in params if isinstance(p, tuple) and len(p) == 2]
+        if names:
+            if len(names) != len(params):
+                raise ValueError(f"{owner}: give every parameter a name or none (got {len(names)} names "
+                                 f"for {len(params)} parameters)")
+            params = [p[1] for p in params]
         _check_tensors(params, owner, len(self.param_groups))
         _check_not_in_other_group(params, self.param_groups, owner)
-        group["params"] = params
-        unknown_fixed = set(group) & set(self.rule.fixed)
-        for name in unknown_fixed:
+        for name in set(group) & set(self.rule.fixed):
             if group[name] != self.rule.fixed[name]:
                 raise ValueError(f"{owner}: {name} is fixed to {self.rule.fixed[name]!r}, got {group[name]!r}")
         merged = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         validated = self.rule.validate(
             {k: merged[k] for k in self.rule.defaults}, f"{owner} (param group {len(self.param_groups)})"
         )
+        group["params"] = params
+        if names:
+            group["param_names"] = names
         group.update(validated)
         super().add_param_group(group)
         if self.rule.eager_state:

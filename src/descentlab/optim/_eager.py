@@ -67,7 +67,7 @@ def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: Mut
     current = {name: (as_real(state[name]) if name in state else None) for name in names}
     target = as_real(param)
     new_param, new_state = rule.update(target, as_real(grad), current, step=step, **hypers)
-    check_result(rule, target, new_param, new_state, current)
+    check_result(rule, target, new_param, new_state, current, grad.dtype)
     if new_param is not target:
         target.copy_(new_param)
     for name, value in new_state.items():
@@ -80,13 +80,18 @@ def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: Mut
 
 
 def check_result(rule: Rule, param: torch.Tensor, new_param: Any, new_state: Any,
-                 current: Mapping[str, torch.Tensor | None]) -> None:
-    """Refuse a result with the wrong type, shape or dtype, naming the rule and the buffer."""
+                 current: Mapping[str, torch.Tensor | None], grad_dtype: torch.dtype | None = None) -> None:
+    """Refuse a result with the wrong type, shape or dtype, naming the rule and the buffer.
+
+    A value may come back in the dtype its inputs promote to when the gradient's dtype (or a state
+    buffer's, after ``model.double()``) differs from the parameter's: torch.optim's in-place kernels
+    compute in that dtype too, and the write-back casts to the tensor's own dtype, as theirs does."""
     where = f"rule {rule.name!r}"
     if not isinstance(new_param, torch.Tensor):
         raise RuleError(f"{where}: update must return (param, state), got {type(new_param).__name__} "
                         "as the new parameter")
-    if new_param.shape != param.shape or new_param.dtype != param.dtype:
+    promoted = _promoted(param.dtype, grad_dtype, current)
+    if new_param.shape != param.shape or new_param.dtype not in (param.dtype, promoted):
         raise RuleError(f"{where}: returned a parameter of shape {tuple(new_param.shape)} and dtype "
                         f"{new_param.dtype}; expected {tuple(param.shape)} and {param.dtype}")
     if not isinstance(new_state, Mapping):
@@ -98,11 +103,19 @@ def check_result(rule: Rule, param: torch.Tensor, new_param: Any, new_state: Any
                             f"group (declared here: {sorted(current)})")
         expected = current[name]
         dtype = param.dtype if expected is None else expected.dtype
-        if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.dtype != dtype:
+        if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.dtype not in (dtype, promoted):
             got = (f"shape {tuple(value.shape)} and dtype {value.dtype}" if isinstance(value, torch.Tensor)
                    else type(value).__name__)
             raise RuleError(f"{where}: state buffer {name!r} came back with {got}; expected shape "
                             f"{tuple(param.shape)} and dtype {dtype}")
+
+
+def _promoted(dtype: torch.dtype, grad_dtype: torch.dtype | None,
+              current: Mapping[str, torch.Tensor | None]) -> torch.dtype:
+    for other in (grad_dtype, *(b.dtype for b in current.values() if b is not None)):
+        if other is not None:
+            dtype = torch.promote_types(dtype, other)
+    return dtype
 
 
 def _identity(tensor: torch.Tensor) -> torch.Tensor:

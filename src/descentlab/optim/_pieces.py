@@ -74,11 +74,12 @@ def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tens
     stateful = needs_state(rule, group)
     buckets: dict[tuple[Any, ...], list[_Member]] = {}
     leftover: list[torch.Tensor] = []
+    aliased = _aliased(group["params"])
     for param in group["params"]:
         grad = param.grad
         if grad is None:
             continue
-        if not _pieceable(param, grad):
+        if not _pieceable(param, grad) or id(param) in aliased:
             leftover.append(param)
             continue
         state = states[param] if stateful else {}
@@ -90,6 +91,39 @@ def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tens
         step = advance_step(rule, state)
         buckets.setdefault((param.device, param.dtype, step), []).append(_Member(param, grad, buffers))
     return buckets, leftover
+
+
+def _aliased(params: Sequence[torch.Tensor]) -> set[int]:
+    """Ids of the parameters whose memory overlaps another parameter's or any gradient's (their own
+    included), and of the owners of those gradients: the core steps them one after another, as torch
+    does, so each sees the writes made before it."""
+    spans: dict[int, list[tuple[int, int, int, bool]]] = {}
+    for param in params:
+        for tensor, is_param in ((param.data, True), (param.grad, False)):
+            if tensor is None or type(tensor) is not torch.Tensor or tensor.layout != torch.strided \
+                    or tensor.numel() == 0:
+                continue
+            start, end = _byte_span(tensor)
+            spans.setdefault(tensor.untyped_storage().data_ptr(), []).append((start, end, id(param), is_param))
+    aliased: set[int] = set()
+    for entries in spans.values():
+        entries.sort()
+        active: list[tuple[int, int, int, bool]] = []
+        for start, end, owner, is_param in entries:
+            active = [entry for entry in active if entry[1] > start]
+            for _, _, other, other_is_param in active:
+                if is_param or other_is_param:
+                    aliased.update((owner, other))
+            active.append((start, end, owner, is_param))
+    return aliased
+
+
+def _byte_span(tensor: torch.Tensor) -> tuple[int, int]:
+    """[first, last + 1) byte of ``tensor`` in its storage."""
+    size = tensor.element_size()
+    extent = sum((n - 1) * abs(st) for n, st in zip(tensor.shape, tensor.stride(), strict=True))
+    start = tensor.storage_offset() * size
+    return start, start + (extent + 1) * size
 
 
 def _pieceable(param: torch.Tensor, grad: torch.Tensor) -> bool:
@@ -125,18 +159,20 @@ def pieces(members: Sequence[_Member], piece_numel: int) -> list[_Piece]:
 
 def step_pieces(buckets: Mapping[tuple[Any, ...], list[_Member]], piece_numel: int,
                 run_piece: Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], Any], None]) -> None:
-    """Step every piece of every bucket with ``run_piece`` and write the results back."""
+    """Step every piece of every bucket with ``run_piece`` and write back each tensor it did not
+    update in place (a parameter and its buffers may differ: a contiguous parameter whose state was
+    loaded from a channels_last checkpoint)."""
     for (_, _, step), members in buckets.items():
         count = len(members[0].buffers)
         for piece in pieces(members, piece_numel):
-            param, in_place = _gather([(m.param, a, b) for m, a, b in piece.segments])
+            targets = [[(m.param, a, b) for m, a, b in piece.segments],
+                       *([(m.buffers[i], a, b) for m, a, b in piece.segments] for i in range(count))]
+            gathered = [_gather(segments) for segments in targets]
             grad, _ = _gather([(m.grad, a, b) for m, a, b in piece.segments])
-            buffers = [_gather([(m.buffers[i], a, b) for m, a, b in piece.segments])[0] for i in range(count)]
-            run_piece(param, grad, buffers, step)
-            if not in_place:
-                _scatter(param, [(m.param, a, b) for m, a, b in piece.segments])
-                for i, flat in enumerate(buffers):
-                    _scatter(flat, [(m.buffers[i], a, b) for m, a, b in piece.segments])
+            run_piece(gathered[0][0], grad, [flat for flat, _ in gathered[1:]], step)
+            for (flat, in_place), segments in zip(gathered, targets, strict=True):
+                if not in_place:
+                    _scatter(flat, segments)
 
 
 def _gather(segments: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, bool]:

@@ -118,7 +118,8 @@ def optimizer_of(rule: Rule) -> type:
 
     cached = _CLASSES.get(id(rule))
     if cached is None or cached[0] is not rule:
-        cls = optimizer_class(rule, class_name=_class_name(rule.name))
+        # in the rule's own module, so pickle finds the class where the user keeps it (Lion = lion.optimizer)
+        cls = optimizer_class(rule, class_name=_class_name(rule.name), module=getattr(rule.update, "__module__", None))
         _CLASSES[id(rule)] = (rule, cls)
         return cls
     return cached[1]

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ._compiled import compiled_piece
-from ._eager import eager_step
+from ._eager import check_dense, eager_step
 from ._pieces import eager_piece, step_pieces, take
 from .rule import Rule, buffer_names
 
@@ -98,6 +98,11 @@ def last_routes(optimizer: torch.optim.Optimizer) -> list[Route]:
 def step_all(optimizer: Any) -> None:
     """Step every param group of ``optimizer`` (a :class:`~._base.RuleOptimizer`) on its route."""
     choice = _choice(optimizer)
+    owner = type(optimizer).__name__
+    for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
+        for param in group["params"]:
+            if param.grad is not None:
+                check_dense(param.grad, owner)
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, type(optimizer).__name__, choice)
                      for group in optimizer.param_groups]
 
