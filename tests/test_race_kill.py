@@ -1,5 +1,7 @@
 """SIGKILL of a race's main process: no worker outlives it, and the rerun resumes at once.
 
+The race runs as ``python -m descentlab race``, which also shows that form of the command works.
+
 A real race (``python -m descentlab race``, two worker processes) is killed with SIGKILL while its
 workers train; whatever it had started must be gone within a few seconds (the kernel's parent-death
 signal, :mod:`descentlab.lifetime`), the directory's lock must be free, and rerunning the same command
