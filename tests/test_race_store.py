@@ -114,10 +114,15 @@ def test_a_forked_worker_holds_no_copy_of_the_lock(tmp_path):
     lock ends with the race's main process even while a worker lives on (here: the main process "dies" by
     closing its descriptor without unlocking, as the kernel does for a killed process)."""
     store = ResultsStore.open(tmp_path, CONFIG_A)
+    read_end, write_end = os.pipe()
     worker = os.fork()
-    if worker == 0:
+    if worker == 0:  # by the time fork returns here, the fork hooks have run
+        os.write(write_end, b"up")
         time.sleep(30)
         os._exit(0)
+    os.close(write_end)
+    assert os.read(read_end, 2) == b"up"
+    os.close(read_end)
     try:
         lock_fd = store._lock_fd
         assert lock_fd is not None

@@ -121,7 +121,7 @@ def check_file(option: str, value: str | os.PathLike[str], suffix: str | None = 
     (e.g. ``".png"``) is required when given."""
     path = _as_path(option, value)
     if suffix is not None and path.suffix.lower() != suffix:
-        raise _fail(option, path, f"must end in {suffix}")
+        raise ValueError(f"{option} must end in {suffix}, got {str(path)!r}")
     base, missing = _nearest_existing(path, option)
     if not missing:
         if path.is_dir():

@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would name the top-level parser: name the subcommand they were given to
         prog = f"descentlab {args.command}" if getattr(args, "command", None) else "descentlab"
-        print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)", file=sys.stderr)
-        return 2
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out_dir / 'index.html'} and {len(results)} pictures")
         return 0
     if args.surface not in surface_names():
-        raise ValueError(f"--surface must be one of {', '.join(surface_names())}, got {args.surface!r}")
+        raise ValueError(f"--surface: unknown surface {args.surface!r}; known: {', '.join(surface_names())}")
     if args.condition is not None and args.surface != "bowl":
         raise ValueError(f"--condition applies to --surface bowl only, got --surface {args.surface}")
     if args.html:

@@ -80,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_directory("--out", args.out)
-    elif args.resume:
-        raise ValueError("--resume needs --out, the directory of the run to continue")
     lr = parse_number("--lr", args.lr, float)
     batch_size = parse_number("--batch-size", args.batch_size, int, allow=("full",))
     epochs = parse_number("--epochs", args.epochs, int)

@@ -118,7 +118,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
         raise ValueError(f"unknown model {model_name!r} for task {task.name!r}; known: {', '.join(task.models)}")
     optimizer_options = dict(optimizer_options or {})
     model_options = dict(model_options or {})
-    footprint.check(task, model_name, model_options, batch_size)  # a model that cannot fit: refused now
+    footprint.check(task, model_name, model_options)  # a model that cannot fit: refused now
 
     n = task.n_train
     size = n if batch_size is None else min(batch_size, n)
