@@ -82,12 +82,12 @@ def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, c
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     race = subprocess.Popen([sys.executable, "-m", "descentlab", *RACE, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     started: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120
         while _lines(out / RESULTS) < 1:  # some runs done, the workers busy with the next ones
-            assert race.poll() is None, race.stderr.read().decode() if race.stderr else ""
+            assert race.poll() is None, race.communicate()[1].decode()
             assert time.monotonic() < deadline, "the race wrote no result in 120 s"
             started.update(_descendants(race.pid))
             time.sleep(0.05)
@@ -102,14 +102,16 @@ def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, c
         while _alive(started) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(started), f"processes left behind by the killed race: {_alive(started)}"
+        race.communicate(timeout=5)  # a harness reading its output sees the end: no worker holds the pipes
     finally:
         for pid in _alive(started):  # never leave one behind, even when the test fails
             os.kill(pid, signal.SIGKILL)
         if race.poll() is None:
             os.killpg(race.pid, signal.SIGKILL)
             race.wait()
-        if race.stderr:
-            race.stderr.close()
+        for pipe in (race.stdout, race.stderr):
+            if pipe:
+                pipe.close()
 
     rerun_started = time.monotonic()
     assert main([*RACE, "--out", str(out)]) == 0  # the lock died with the killed race: no "in use"
