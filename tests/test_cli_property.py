@@ -38,7 +38,7 @@ from descentlab.atomic import atomic_write_bytes
 from descentlab.cli import build_parser, main
 from descentlab.train import loop
 
-EXAMPLES = 100
+EXAMPLES = int(os.environ.get("DESCENTLAB_CLI_EXAMPLES", "100"))
 
 NUMBERS = ["0", "1", "2", "3", "-1", "-3", "0.5", "-0.5", "1e-3", "0.1", "nan", "-nan", "NaN", "inf", "-inf",
            "1e308", "1e400", "-1e400", "99999999999999999999999", "-99999999999999999999999", "18446744073709551616",

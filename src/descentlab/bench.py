@@ -53,11 +53,9 @@ import gc
 import inspect
 import json
 import math
-import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -66,6 +64,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text
 from .optim import RuleOptimizer, last_routes, resolve, set_engine
 from .optim.engine import MODES
 from .resources import check_fits
@@ -530,16 +529,5 @@ def targets_text(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str) -> None:
-    """Write atomically: temp file in the same folder, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically (temp file in the same folder, fsync, rename), creating the folder if needed."""
+    atomic_write_text(path, json.dumps(result, indent=1))
