@@ -3,6 +3,7 @@ before any work starts; the same rule for the same option in every command."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -186,3 +187,13 @@ def test_failed_means_an_error_on_every_run_not_a_divergence():
             {"optimizer": "b", "status": "diverged"}, {"optimizer": "b", "status": "diverged"},
             {"optimizer": "c", "status": "error", "error": "TypeError: once"}, {"optimizer": "c", "status": "ok"}]
     assert failed_optimizers(rows) == {"a": "TypeError: first"}
+
+
+def test_bench_json_goes_into_a_folder_it_creates(tmp_path, monkeypatch):
+    """What the up-front check accepts, the writer does: a missing folder is created."""
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: {"rows": []})
+    monkeypatch.setattr(bench, "table", lambda result: "")
+    monkeypatch.setattr(bench, "targets_text", lambda result: "")
+    target = tmp_path / "new" / "bench.json"
+    assert main(["bench", "--params", "1k", "--layouts", "1", "--json", str(target)]) == 0
+    assert json.loads(target.read_text()) == {"rows": []}
