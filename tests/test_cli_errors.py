@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from descentlab import bench, landscape, resources
+from descentlab import bench, landscape, landscape_page, resources
 from descentlab.cli import main, one_line
 from descentlab.report.failures import failed_optimizers
 
@@ -31,6 +31,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(RACE_PACKAGE, "race", _work_must_not_start)
     monkeypatch.setattr(landscape, "run", _work_must_not_start)
     monkeypatch.setattr(landscape, "write_all", _work_must_not_start)
+    monkeypatch.setattr(landscape_page, "page_state", _work_must_not_start)
     monkeypatch.setattr(bench, "run", _work_must_not_start)
 
 
@@ -39,6 +40,7 @@ OUTPUTS = [  # (argv before the path, option, what the path must be)
     (["race", "--out"], "--out"),
     (["landscape", "--out"], "--out"),
     (["landscape", "--all", "--out"], "--out"),
+    (["landscape", "--html", "--out"], "--out"),
     (["bench", "--params", "1k", "--layouts", "1", "--json"], "--json"),
 ]
 
@@ -58,7 +60,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, c
         if os.geteuid() == 0:
             pytest.skip("root may write anywhere; /proc and /sys stand in for it")
         (tmp_path / "locked").mkdir(mode=0o555)
-    name = "x.png" if argv[0] == "landscape" and "--all" not in argv else "x"
+    name = {"--html": "x.html", "--all": "x"}.get(argv[1], "x.png") if argv[0] == "landscape" else "x"
     path = {"under a file": tmp_path / "afile" / name, "in /proc": Path("/proc/descentlab-test") / name,
             "in /sys": Path("/sys/descentlab-test") / name, "too long": tmp_path / ("a" * 300) / name,
             "unwritable": tmp_path / "locked" / name}[where]

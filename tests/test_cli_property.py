@@ -11,7 +11,8 @@ and writes its files, a landscape runs at most 3 steps and writes a placeholder 
 no run and writes no report, the benchmark times nothing), so everything up to the work — parsing,
 validation, the output-path checks, the files a run writes first — is the real code.
 
-Examples: ``EXAMPLES`` (100) per command, 6 commands: about 35 s in all on the shared 2-core machine.
+Examples: ``EXAMPLES`` per command (100; ``DESCENTLAB_CLI_EXAMPLES=800`` for a longer hunt), 6 commands:
+about 35 s in all on the shared 2-core machine.
 """
 
 from __future__ import annotations
