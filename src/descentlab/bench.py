@@ -53,6 +53,7 @@ import gc
 import inspect
 import json
 import math
+import os
 import random
 import statistics
 import sys
