@@ -121,7 +121,7 @@ def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
     (["--lrs", ","], "learning-rate grid is empty"),
     (["--epochs", "-2"], "epochs must be a positive integer, got '-2'"),
     (["--task", "imagenet"], "unknown task 'imagenet'"),
-    (["--jobs", "0"], "jobs must be a positive integer, got 0"),
+    (["--jobs", "0"], "jobs must be an integer in [1, 1024], got 0"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "never"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import pytest
 
-from descentlab.race.store import CONFIG, RESULTS, ResultsStore
+from descentlab.race.store import _HELD_LOCKS, CONFIG, LOCK, RESULTS, ResultsStore
 
 CONFIG_A = {"task": "digits", "epochs": 2, "lrs": [0.1, 0.01]}
 
@@ -99,3 +102,41 @@ def test_the_directory_is_checked_again_once_locked(tmp_path, monkeypatch):
         ResultsStore.open(tmp_path, CONFIG_A)
     assert json.loads((tmp_path / CONFIG).read_text())["epochs"] == 9
     ResultsStore.open(tmp_path, {**CONFIG_A, "epochs": 9}).close()  # the lock was released
+
+
+def test_the_refusal_names_the_pid_of_the_race_holding_the_lock(tmp_path):
+    with ResultsStore.open(tmp_path, CONFIG_A), pytest.raises(ValueError, match=rf"\(pid {os.getpid()}\)"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+
+
+def test_a_forked_worker_holds_no_copy_of_the_lock(tmp_path):
+    """A race's workers are forked after the lock is taken. They close their inherited copy at once, so the
+    lock ends with the race's main process even while a worker lives on (here: the main process "dies" by
+    closing its descriptor without unlocking, as the kernel does for a killed process)."""
+    store = ResultsStore.open(tmp_path, CONFIG_A)
+    read_end, write_end = os.pipe()
+    worker = os.fork()
+    if worker == 0:  # by the time fork returns here, the fork hooks have run
+        os.write(write_end, b"up")
+        time.sleep(30)
+        os._exit(0)
+    os.close(write_end)
+    assert os.read(read_end, 2) == b"up"
+    os.close(read_end)
+    try:
+        lock_fd = store._lock_fd
+        assert lock_fd is not None
+        store._lock_fd = None
+        _HELD_LOCKS.discard(lock_fd)
+        os.close(lock_fd)  # no LOCK_UN: only the worker's copy could still hold it
+        ResultsStore.open(tmp_path, CONFIG_A).close()
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        os.waitpid(worker, 0)
+
+
+@pytest.mark.parametrize("name", [RESULTS, CONFIG, LOCK])
+def test_a_race_file_that_is_a_directory_is_refused_in_one_line(tmp_path, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match=rf"--out '{tmp_path}': its {name} is not a regular file"):
+        ResultsStore.check(tmp_path, CONFIG_A)

@@ -153,9 +153,12 @@ def test_out_holding_another_run_or_other_files_is_refused(digits, tmp_path):
 
 def test_resume_with_no_usable_checkpoint_says_so_and_starts_over(digits, tmp_path):
     fresh = tmp_path / "fresh"
+    with pytest.raises(ValueError, match="holds no run to resume"):  # resume needs a run to resume
+        train(digits, optimizer="sgd", lr=0.1, epochs=1, out=fresh, resume=True)
+    assert not fresh.exists()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing to resume in a new directory: a plain start, no warning
-        first = train(digits, optimizer="sgd", lr=0.1, epochs=1, out=fresh, resume=True, keep_model=True)
+        warnings.simplefilter("error")  # a plain start, no warning
+        first = train(digits, optimizer="sgd", lr=0.1, epochs=1, out=fresh, keep_model=True)
     assert first.status == "ok" and len(checkpoint.list_checkpoints(fresh)) == 2
 
     for path in checkpoint.list_checkpoints(fresh):

@@ -52,11 +52,11 @@ import functools
 import gc
 import inspect
 import json
+import math
 import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -65,8 +65,10 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text
 from .optim import RuleOptimizer, last_routes, resolve, set_engine
 from .optim.engine import MODES
+from .resources import check_fits
 
 DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_ENGINES = ("auto", "compiled")
@@ -104,9 +106,28 @@ def parse_count(text: str) -> int:
         value = float(text[:-1] if scale != 1 else text) * scale
     except ValueError:
         raise ValueError(f"--params must be a count like 20M or 500k, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"--params must be at least 1, got {text!r}")
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"--params must be a count of at least 1, got {text!r}")
     return int(value)
+
+
+BYTES_PER_PARAM_PER_VARIANT = 4 * (2 + 2)
+"""Memory per parameter of one variant while a layout is timed: float32 param, grad and up to two state
+buffers; every variant (descentlab per engine mode, torch's three) is built side by side."""
+
+
+def check_options(optimizers: Sequence[str], layouts: Sequence[int], numel: int,
+                  engines: Sequence[str] = DEFAULT_ENGINES) -> None:
+    """Refuse, before anything is allocated, options the benchmark cannot run: unknown optimizers,
+    layouts outside [1, params], and a parameter count whose tensors would not fit in memory."""
+    for name in optimizers:
+        resolve(name)  # unknown names raise ValueError listing the known ones
+    for layout in layouts:
+        if layout < 1 or layout > numel:
+            raise ValueError(f"--layouts: each layout must be between 1 and the parameter count, got {layout}")
+    variants = len(engines) + len(TORCH_VARIANTS)
+    check_fits(f"--params {numel:.3g} (param, grad and state of {variants} variants at once)",
+               numel * BYTES_PER_PARAM_PER_VARIANT * variants)
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -339,9 +360,7 @@ def run(optimizers: Sequence[str] = DEFAULT_OPTIMIZERS, layouts: Sequence[int] =
         numel: int = 20_000_000, repeats: int = 25, engines: Sequence[str] = DEFAULT_ENGINES, train: bool = True,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every optimizer × layout × variant; returns ``{"rows": [...], "copy_gbps": ..., ...}``."""
-    for layout in layouts:
-        if layout < 1 or layout > numel:
-            raise ValueError(f"--layouts: each layout must be between 1 and the parameter count, got {layout}")
+    check_options(optimizers, layouts, numel, engines)
     entries = [(name, _variants(name, engines)) for name in optimizers]
     load_before = _load_average()
     malloc_fixed = fix_malloc()
@@ -511,16 +530,5 @@ def targets_text(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str) -> None:
-    """Write atomically: temp file in the same folder, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically (temp file in the same folder, fsync, rename), creating the folder if needed."""
+    atomic_write_text(path, json.dumps(result, indent=1))

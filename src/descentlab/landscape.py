@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from .atomic import atomic_write_with
 from .landscape_noise import gradient_noise
 from .optim import resolve
+from .tasks.registry import MAX_SEED
 from .tasks.surfaces import Surface, get_surface, surface_names
 
 DEFAULT_OPTIMIZERS = ("gd", "momentum", "adagrad", "rmsprop", "adam")
@@ -115,6 +116,12 @@ def _check_positive_int(name: str, value: Any, high: int) -> int:
     return int(value)
 
 
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+    return int(seed)
+
+
 def check_frames(frames: Any) -> int:
     """The number of animation frames, validated (checked before anything is written)."""
     return _check_positive_int("frames", frames, MAX_FRAMES)
@@ -148,7 +155,7 @@ def trajectory(surface: Surface | str, optimizer: str, *, start: Sequence[float]
     hp = dict(hyperparams or {})
     w = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = entry.create([w], lr=lr, **hp)
-    xi = torch.from_numpy(gradient_noise(int(seed), steps)) if noise else None
+    xi = torch.from_numpy(gradient_noise(_check_seed(seed), steps)) if noise else None
     points, losses = [start], []
     diverged_at = None
     for k in range(steps + 1):
@@ -232,7 +239,7 @@ def run(surface: Surface | str, optimizers: Iterable[str] = DEFAULT_OPTIMIZERS, 
                              f"{','.join(names)}")
     start = check_start(surface, surface.start if start is None else start)
     result = LandscapeRun(surface, start, _check_positive_int("steps", steps, MAX_STEPS),
-                          _check_real("noise", noise), int(seed), _check_real("tol", tol, strict=True))
+                          _check_real("noise", noise), _check_seed(seed), _check_real("tol", tol, strict=True))
     for name in names:
         result.trajectories[name] = trajectory(surface, name, start=start, steps=steps, lr=lrs.get(name),
                                                hyperparams=hyperparams.get(name), noise=noise, seed=seed, tol=tol)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .. import bench
+from ..outpaths import check_file
 
 QUICK_PARAMS = 2_000_000
 
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     engines = bench.parse_engines(args.engine)
     if args.quick:
         numel, layouts, repeats = min(numel, QUICK_PARAMS), [x for x in layouts if x <= 200] or [1], 5
+    bench.check_options(names, layouts, numel, engines)
+    if args.json is not None:
+        check_file("--json", args.json)  # before the benchmark runs, not after
     result = bench.run(names, layouts, numel, repeats, engines, train=args.train,
                        progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(bench.table(result))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 from .. import landscape, landscape_page
+from ..outpaths import check_directory, check_file
 from ..tasks.surfaces import get_surface, surface_names
 
 
@@ -116,20 +117,22 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--html cannot be combined with --all (--all writes landscape.html in its directory)")
         if args.start is not None:
             raise ValueError("--start cannot be combined with --all (each surface has its own start)")
-        out_dir = Path(args.out or "landscapes")
+        out_dir = check_directory("--out", args.out if args.out is not None else "landscapes")
         results = landscape.write_all(out_dir, optimizers, gif=args.gif, dpi=args.dpi, frames=args.frames, **options)
         for name, result in results.items():
             print(f"== {name}: f = {result.surface.formula}, start {result.start}")
             print(landscape.format_summary(result))
         print(f"wrote {out_dir / 'index.html'} and {len(results)} pictures")
         return 0
+    if args.surface not in surface_names():
+        raise ValueError(f"--surface: unknown surface {args.surface!r}; known: {', '.join(surface_names())}")
     if args.condition is not None and args.surface != "bowl":
         raise ValueError(f"--condition applies to --surface bowl only, got --surface {args.surface}")
     if args.html:
         return write_html(args, optimizers, options)
-    out = Path(args.out or f"{args.surface}.png")
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must end in .png, got {str(out)!r}")
+    out = check_file("--out", args.out if args.out is not None else f"{args.surface}.png", suffix=".png")
+    if args.gif:
+        check_file("--out", out.with_suffix(".gif"))  # the animation goes beside the picture
     start = parse_start(args.start) if args.start is not None else None
     result = landscape.run(args.surface, optimizers, start=start, **options)
     landscape.save_png(result, out, dpi=args.dpi)
@@ -145,9 +148,10 @@ def write_html(args: argparse.Namespace, optimizers: list[str], options: dict[st
     """``--html``: the interactive page, opening on the state the other options describe."""
     if args.gif:
         raise ValueError("--gif cannot be combined with --html (the page animates itself)")
-    out = Path(args.out or "landscape.html")
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"--out must end in .html with --html, got {str(out)!r}")
+    text = args.out if args.out is not None else "landscape.html"
+    if text and PurePath(text).suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out must end in .html with --html, got {text!r}")
+    out = check_file("--out", text)
     start = parse_start(args.start) if args.start is not None else None
     state = landscape_page.page_state(args.surface, optimizers, start=start, steps=options["steps"],
                                       lrs=options["lrs"], noise=options["noise"], seed=options["seed"],

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..outpaths import check_directory
 from ..race.protocol import DEFAULT_EPOCHS, DEFAULT_OPTIMIZERS, DEFAULT_SEEDS, QUICK_EPOCHS, QUICK_LRS, QUICK_SEEDS
 
 
@@ -14,7 +15,8 @@ def add_parser(subparsers: Any) -> None:
         "race", help="tune and race the optimizers over seeds; write an HTML report",
         description="Every (optimizer, lr) of the grid is trained on the first seed; per optimizer the lr with "
         "the best validation loss is kept and retrained on every seed, and only those runs are scored on the "
-        "test split. Results go to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html.")
+        "test split. Results go to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html. "
+        "Exit status 1 when every run of an optimizer failed with an error (not diverged: failed).")
     parser.add_argument("--task", default="mnist1d", help="built-in task: mnist1d, digits, lstsq (default mnist1d)")
     parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default: the task's own, "
                         "mlp for mnist1d and digits, linear for lstsq)")
@@ -37,7 +39,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..race import format_table, race
+    from ..report.failures import failed_optimizers, failure_sentence
 
+    if args.out is not None:
+        check_directory("--out", args.out)
     try:
         result = race(args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
                       epochs=args.epochs, batch_size=args.batch_size, jobs=args.jobs, quick=args.quick, out=args.out,
@@ -48,4 +53,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result.summary))
     print(f"\n{len(result.rows)} runs in {result.results_path} ({result.ran} trained now, {result.wall_s:.1f} s)")
     print(f"report: {result.report_path}")
+    failed = failed_optimizers(result.rows)
+    if failed:  # a broken setup, not a result: say so and fail the command (the first one is named)
+        name, error = next(iter(failed.items()))
+        more = f" (and {len(failed) - 1} more optimizer(s), see the report)" if len(failed) > 1 else ""
+        print(f"descentlab race: error: {failure_sentence(name, error)}{more}", file=sys.stderr)
+        return 1
     return 0

@@ -11,6 +11,7 @@ import argparse
 import ast
 from typing import Any
 
+from ..outpaths import check_directory
 from ..train import DEFAULT_EPOCHS, DEFAULT_FACTOR
 
 
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks import get_task
     from ..train import train
 
+    if args.out is not None:
+        check_directory("--out", args.out)
     lr = parse_number("--lr", args.lr, float)
     batch_size = parse_number("--batch-size", args.batch_size, int, allow=("full",))
     epochs = parse_number("--epochs", args.epochs, int)

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..tasks.registry import MAX_SEED
+
 DEFAULT_OPTIMIZERS = ("gd", "sgd", "momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_LRS = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-8, 1))
 """1e-4 .. 1 in half-decade steps: 1e-4, 3.16e-4, 1e-3, ..., 0.316, 1."""
@@ -41,6 +43,9 @@ GD_VS_SGD = ("gd", "sgd")
 DEFAULT_EPOCHS = 30
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 64
+
+MAX_SEEDS = 10_000
+"""The most seeds a race takes (each optimizer trains once per seed): a larger count is a typo."""
 
 QUICK_LRS = (1e-3, 1e-2, 1e-1)
 QUICK_EPOCHS = 3
@@ -184,8 +189,8 @@ def _seeds(value: int | Sequence[int] | str) -> tuple[int, ...]:
     if isinstance(value, bool):
         raise ValueError(f"seeds: expected a count or a list of ints, got {value!r}")
     if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"seeds: need at least 1 seed, got {value!r}")
+        if value < 1 or value > MAX_SEEDS:
+            raise ValueError(f"seeds: a count must be in [1, {MAX_SEEDS}], got {value!r}")
         return tuple(range(value))
     seeds = []
     for item in value:
@@ -193,9 +198,11 @@ def _seeds(value: int | Sequence[int] | str) -> tuple[int, ...]:
             seed = int(item)
         except (TypeError, ValueError):
             raise ValueError(f"seeds: {item!r} is not an integer") from None
-        if seed < 0:
-            raise ValueError(f"seeds: seeds must be >= 0, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seeds: each seed must be in [0, 2**64 - 1], got {seed}")
         seeds.append(seed)
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds: at most {MAX_SEEDS} seeds, got {len(seeds)}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: need one or more distinct seeds, got {value!r}")
     return tuple(seeds)

@@ -8,7 +8,8 @@ thread per worker. Fork (not spawn) also lets a user's own task — lambdas and 
 workers without being pickled, and skips re-importing torch in each worker.
 
 Workers ignore SIGINT: Ctrl-C reaches the parent, which stops the workers and keeps every run that
-already finished.
+already finished. Workers die with the parent however it ends, SIGKILL included
+(:func:`descentlab.lifetime.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
+from ..lifetime import die_with_parent
+
 RunSpec = tuple[str, str, float, int]
 """(phase, optimizer, lr, seed)."""
 RunFn = Callable[..., Any]
@@ -33,6 +36,9 @@ history."""
 
 RESULT_FIELDS = ("status", "diverged_at_step", "epochs", "steps", "wall_s", "val_loss", "val_acc", "test_loss",
                  "test_acc", "history")
+
+MAX_JOBS = 1024
+"""The most worker processes a race starts (all are forked at once)."""
 
 # Set in the parent right before the pool forks, so workers inherit them without pickling.
 _CONTEXT: dict[str, Any] = {}
@@ -49,8 +55,8 @@ def default_jobs() -> int:
 def check_jobs(jobs: Any) -> int:
     if jobs is None:
         return default_jobs()
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"jobs must be an integer in [1, {MAX_JOBS}], got {jobs!r}")
     return jobs
 
 
@@ -98,9 +104,10 @@ def _preload() -> None:
         pass
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
     import torch
 
+    die_with_parent(parent_pid)  # whatever kills the race (SIGKILL included), its workers go with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
@@ -119,7 +126,7 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
     _preload()
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
-                                   initializer=_init_worker)
+                                   initializer=_init_worker, initargs=(os.getpid(),))
     pending: set[Future[tuple[RunSpec, dict[str, Any]]]] = set()
     try:
         for spec in queue:

@@ -6,7 +6,9 @@ kill (even SIGKILL) loses at most the runs in flight. The only damage a kill can
 last line; :meth:`ResultsStore.open` detects it (no trailing newline, or not valid JSON), cuts it off
 and the run it held is redone. A damaged line anywhere else is not something a kill produces, so it
 is reported, never silently dropped. Only the race's parent process writes; an advisory lock keeps
-two races from writing to the same directory at once.
+two races from writing to the same directory at once. The lock is the kernel's (``flock``), held by the
+race's main process alone (its workers close their inherited copies), so it ends with that process —
+a killed race's directory can be resumed at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, dumps
+from ..outpaths import check_directory, check_entries_are_files
 
 RESULTS = "results.jsonl"
 CONFIG = "race.json"
@@ -59,9 +62,8 @@ class ResultsStore:
     @classmethod
     def check(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> None:
         """Raise ValueError if ``directory`` cannot hold a race with ``config``; changes nothing."""
-        path = Path(directory)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"--out {str(path)!r} exists and is not a directory")
+        path = check_directory("--out", directory)  # can be created and written: not under a file, not /proc
+        check_entries_are_files("--out", path, (CONFIG, RESULTS, LOCK))
         config_path = path / CONFIG
         if config_path.exists():
             differences = config_differences(_read_config(config_path), config)
@@ -86,17 +88,13 @@ class ResultsStore:
         cls.check(directory, config)
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(path / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
-            raise ValueError(f"--out {str(path)!r} is in use by another running race") from None
+        lock_fd = _lock(path / LOCK)
         try:
             cls.check(path, config)  # again, now that no other race can write here: one may have just finished
             stored_config = (path / CONFIG).exists()
             rows, keep_bytes, dropped = _read_rows(path / RESULTS)
         except ValueError:
+            _HELD_LOCKS.discard(lock_fd)
             os.close(lock_fd)
             raise
         if dropped:
@@ -131,6 +129,7 @@ class ResultsStore:
 
     def close(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -140,6 +139,45 @@ class ResultsStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the lock ------------------------------------------------------------------------------------
+_HELD_LOCKS: set[int] = set()
+"""Lock descriptors this process holds. A forked child (a race worker) closes its copies at once
+(``os.register_at_fork``), so the lock is held by the race's main process alone and the kernel drops
+it the moment that process ends, however it ends: no worker, alive or not, can keep it."""
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)  # the child's copy only: the parent's lock stays (flock belongs to the open file)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _lock(path: Path) -> int:
+    """Take the race lock in ``path`` (an exclusive ``flock``) and write our pid into it; the descriptor.
+
+    A ``flock`` belongs to its holder's open file and the kernel releases it when the holder dies, so
+    a lock that cannot be taken proves a live process holds it: its pid, from the file, is named.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f" (pid {owner})" if owner.isdigit() else ""
+        raise ValueError(f"--out {str(path.parent)!r} is in use by another running race{who}") from None
+    _HELD_LOCKS.add(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..race.protocol import FINAL
 from ..race.summary import OptimizerSummary, RaceSummary, Stat, format_lr, format_seconds, format_time_to_target
+from .failures import failed_optimizers, failure_sentence
 
 TOLERANCE_ACC = 0.05
 TOLERANCE_LOSS_RATIO = 2.0
@@ -43,10 +44,11 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
     classification = summary.metric == "val_acc"
     what = "test accuracy" if classification else "test loss"
     ranked = summary.ranked()
+    failures = [f"E{failure_sentence(name, error)[1:]}." for name, error in failed_optimizers(rows).items()]
     out: list[str] = []
     if not ranked:
-        return ["No optimizer has a finished run at its selected learning rate: every run diverged or failed, so "
-                "there is nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
+        return [*failures, "No optimizer has a finished run at its selected learning rate: every run diverged or "
+                "failed, so there is nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
     best = ranked[0]
     out.append(f"Use {best.optimizer} with lr {format_lr(best.selected_lr)}: it had the best {what}, "
                f"{_score(best, classification)} over {best.seeds} seed(s), after {epochs} epochs.")
@@ -96,6 +98,7 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
     if diverged:
         parts = [f"{s.optimizer} at {s.diverged} of {s.grid_size} lrs" for s in diverged]
         out.append("Diverged (kept in the results, not selectable): " + "; ".join(parts) + ".")
+    out.extend(failures)
     for s in summary.optimizers:
         if s.all_diverged:
             out.append(f"{s.optimizer}: every learning rate of the grid diverged or failed, so it has no result; "

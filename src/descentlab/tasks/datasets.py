@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..cache import default_cache_dir
+from ..resources import check_fits
 
 
 @dataclass
@@ -118,11 +119,16 @@ def _load_cached(path: Path) -> dict[str, np.ndarray] | None:
     return None
 
 
+MNIST1D_BYTES_PER_SAMPLE = 10 * 8 * 40
+"""Memory per generated MNIST-1D example: 40 float64 values, about ten times over while generating."""
+
+
 def mnist1d_arrays(num_samples: int = 5000, data_seed: int = 42, cache_dir: str | os.PathLike[str] | None = None,
                    ) -> dict[str, np.ndarray]:
     """MNIST-1D's train (``x``, ``y``) and test arrays, from the cache or freshly generated (then cached)."""
     if not isinstance(num_samples, int) or num_samples < 10:
         raise ValueError(f"num_samples must be an integer >= 10, got {num_samples!r}")
+    check_fits(f"MNIST-1D with num_samples={num_samples}", MNIST1D_BYTES_PER_SAMPLE * num_samples)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = directory / f"mnist1d-n{num_samples}-seed{data_seed}.npz"
     arrays = _load_cached(path)
@@ -191,6 +197,9 @@ def lstsq(n_train: int = 200, n_val: int = 100, n_test: int = 100, dim: int = 10
         raise ValueError(f"condition must be a finite number >= 1, got {condition!r}")
     if not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    # float64 rows of three splits, plus the QR's and the products' temporaries: about 4 copies
+    check_fits(f"lstsq with n_train={n_train}, n_val={n_val}, n_test={n_test}, dim={dim}",
+               4 * 8 * (n_train + n_val + n_test + dim) * dim)
     rng = np.random.default_rng(seed)
     eigenvalues = np.geomspace(1.0, 1.0 / condition, dim)
     s = np.sqrt(eigenvalues)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..tasks.registry import MAX_SEED, Task, get_task, global_rng, set_global_rng_state
-from . import divergence
+from . import divergence, footprint
 from .evaluate import evaluate, grad_norm
 from .result import DIVERGED, OK, RunResult
 from .rundir import RunDir
@@ -118,6 +118,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
         raise ValueError(f"unknown model {model_name!r} for task {task.name!r}; known: {', '.join(task.models)}")
     optimizer_options = dict(optimizer_options or {})
     model_options = dict(model_options or {})
+    footprint.check(task, model_name, model_options)  # a model that cannot fit: refused now
 
     n = task.n_train
     size = n if batch_size is None else min(batch_size, n)

@@ -3,7 +3,7 @@ evaluation), ``ckpt-*.pt`` (the last two checkpoints) and ``result.json`` (final
 config, versions).
 
 A directory holding a different run, or files that are not a run, is refused; one holding this same
-run is continued only with ``resume=True``.
+run is continued only with ``resume=True``, which is refused where there is no run to continue.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import append_line, atomic_write_json, atomic_write_text, dumps, jsonable
+from ..outpaths import check_directory, check_entries_are_files
 from . import checkpoint
 
 CONFIG = "config.json"
@@ -45,13 +46,13 @@ class RunDir:
         self._check()
 
     def _check(self) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"out {str(self.path)!r} exists and is not a directory")
+        check_directory("out", self.path)  # can be created and written (not under a file, not /proc, ...)
+        check_entries_are_files("out", self.path, (CONFIG, METRICS, RESULT))
         config_file = self.path / CONFIG
         if config_file.exists():
             try:
                 stored = json.loads(config_file.read_text())["config"]
-            except (ValueError, KeyError, TypeError) as error:
+            except (OSError, ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"out {str(self.path)!r}: {CONFIG} is unreadable ({error}); "
                                  "choose another out") from None
             if stored != self.config:
@@ -63,6 +64,9 @@ class RunDir:
             self.existing = True
         elif self.path.is_dir() and any(self.path.iterdir()):
             raise ValueError(f"out {str(self.path)!r} is not empty and holds no descentlab run; choose another out")
+        elif self.resume:
+            raise ValueError(f"out {str(self.path)!r} holds no run to resume (no {CONFIG}); leave out resume=True "
+                             "(--resume) to start a new run there")
 
     def open(self) -> dict[str, Any] | None:
         """Create the directory (writing ``config.json``) and return the checkpoint to resume from, if any
