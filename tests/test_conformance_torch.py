@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import descentlab.optim as dl
+from descentlab.optim import engine
 from optim_cases import (
     ALL_DTYPES,
     CASES,
@@ -46,6 +47,14 @@ def assert_same(dtype: torch.dtype, label: str, ours: Any, theirs: Any) -> None:
         torch.testing.assert_close(ours, theirs, rtol=COMPLEX_RTOL, atol=COMPLEX_ATOL, msg=label)
     else:
         assert torch.equal(ours, theirs), f"{label}: max diff {(ours.double() - theirs.double()).abs().max()}"
+
+
+@pytest.fixture(autouse=True)
+def pieces_of_every_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat path takes tensors of any size here, cut in pieces of 3 elements: every parameter of the
+    table is sliced, across its rows and its real/imaginary pairs."""
+    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
+    monkeypatch.setattr(engine, "FLAT_PIECE_BYTES", 24)
 
 
 @pytest.mark.parametrize("mode", ENGINE_MODES)

@@ -30,11 +30,17 @@ def _step_both(ours: list[torch.Tensor], theirs: list[torch.Tensor], a: torch.op
         b.step()
 
 
+@pytest.mark.parametrize("concatenate", [False, True], ids=["slices", "slices+concatenations"])
 @pytest.mark.parametrize("piece_bytes", [16, 100, 4096])
-def test_pieces_cut_every_way_give_torch_bits(piece_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiny pieces slice the big tensors and concatenate runs of small ones across their boundaries;
-    a transposed (non-contiguous) parameter is gathered and scattered whole."""
+def test_pieces_cut_every_way_give_torch_bits(piece_bytes: int, concatenate: bool,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny pieces slice every tensor (the flat path's own cut); with every member accepted (the
+    compiled path's cut), runs of small ones are concatenated across their boundaries and a transposed
+    (non-contiguous) parameter is gathered and scattered whole."""
     monkeypatch.setattr(engine, "FLAT_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
+    if concatenate:
+        monkeypatch.setattr(engine, "_big_and_sliceable", lambda member: True)
     shapes = [(), (3,), (7, 5), (40,), (1,), (9, 9), (2, 3, 4)]
     ours, theirs = _twins(shapes)
     ours.append(torch.randn(6, 4).t().requires_grad_())
@@ -45,12 +51,13 @@ def test_pieces_cut_every_way_give_torch_bits(piece_bytes: int, monkeypatch: pyt
     _step_both(ours, theirs, a, b, steps=12)
     for p, q in zip(ours, theirs, strict=True):
         assert torch.equal(p, q)
-    assert dl.last_routes(a) == [dl.Route("flat", "asked for")]
+    assert dl.last_routes(a)[0].path == "flat"
     counts = {float(a.state[p]["step"]) for p in ours}
     assert len(counts) > 1, "the table should mix step counts"
 
 
-def test_lazy_buffers_and_half_precision_go_to_the_core_inside_a_flat_group() -> None:
+def test_lazy_buffers_and_half_precision_go_to_the_core_inside_a_flat_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
     ours, theirs = _twins([(4,), (5,)])
     half = torch.randn(3).bfloat16().requires_grad_()
     ours.append(half)
@@ -91,18 +98,18 @@ def test_a_rule_that_is_not_elementwise_gets_the_core() -> None:
     assert torch.allclose(p.detach(), torch.tensor([0.94, 0.92, 1.0, 1.0]))
 
 
-def test_auto_takes_flat_only_for_many_small_tensors() -> None:
-    many = [torch.zeros(10, requires_grad=True) for _ in range(engine.AUTO_FLAT_TENSORS)]
-    few = [torch.zeros(10, requires_grad=True) for _ in range(max(1, engine.AUTO_FLAT_TENSORS - 1))]
-    big = [torch.zeros(engine.AUTO_FLAT_MEAN_NUMEL + 1, requires_grad=True) for _ in range(engine.AUTO_FLAT_TENSORS)]
-    paths = []
-    for params in (many, few, big):
+def test_auto_takes_flat_for_a_group_holding_a_big_tensor_and_steps_only_big_ones_there() -> None:
+    small = [torch.zeros(10, requires_grad=True) for _ in range(40)]
+    mixed = [torch.zeros(engine.FLAT_MIN_NUMEL, requires_grad=True), torch.zeros(10, requires_grad=True)]
+    routes = []
+    for params in (small, mixed):
         opt = dl.SGD(params, lr=0.1)
         for p in params:
             p.grad = torch.ones_like(p)
         opt.step()
-        paths.append(dl.last_routes(opt)[0].path)
-    assert paths == ["flat", "eager", "eager"]
+        routes.append(dl.last_routes(opt)[0])
+    assert [r.path for r in routes] == ["eager", "flat"]
+    assert routes[1].reason.endswith("1 parameter(s) on the core")
 
 
 def test_the_engine_mode_comes_from_the_environment_and_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:

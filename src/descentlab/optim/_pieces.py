@@ -1,9 +1,10 @@
-"""The accelerators' shared layer: a group's update run on a few big pieces instead of once per tensor.
+"""The accelerators' shared layer: a group's update run on pieces of about one size, not once per tensor.
 
-Nothing is kept between steps. Each step, the parameters the core would step (a gradient, dense,
-float32 or float64, every buffer of the group already there) are sorted into buckets of one
-(device, dtype, step count t); the rest go to the core (:func:`~._eager.eager_step`). Each bucket
-is cut into pieces of about ``piece_numel`` elements:
+Nothing is kept between steps. Each step, the parameters a path takes (a gradient, dense, float32
+or float64, every buffer of the group already there, and what the path's ``accept`` asks: the
+``flat`` path only big tensors) are sorted into buckets of one (device, dtype, step count t); the
+rest go to the core (:func:`~._eager.eager_step`). Each bucket is cut into pieces of about
+``piece_numel`` elements:
 
 * consecutive small tensors are concatenated into one piece (the parameters, the gradients and each
   state buffer alike), and the results are copied back into each tensor where it lives;
@@ -66,10 +67,11 @@ class _Piece:
         self.numel += end - start
 
 
-def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any]
+def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
+         accept: Callable[[_Member], bool] = lambda member: True
          ) -> tuple[dict[tuple[Any, ...], list[_Member]], list[torch.Tensor]]:
-    """Buckets of the parameters a piece can step (their step counts advanced), and the parameters
-    left to the core (not advanced: the core does that)."""
+    """Buckets of the parameters a piece can step and ``accept`` takes (their step counts advanced),
+    and the parameters left to the core (not advanced: the core does that)."""
     names = buffer_names(rule, group)
     stateful = needs_state(rule, group)
     buckets: dict[tuple[Any, ...], list[_Member]] = {}
@@ -85,11 +87,12 @@ def take(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tens
         state = states[param] if stateful else {}
         init_state(rule, param, group, state)
         buffers = [state.get(name) for name in names]
-        if not all(_matches(b, param) for b in buffers):  # a lazy buffer not made yet, or a foreign one
+        # a lazy buffer not made yet, or a foreign one, or a member the path does not take
+        if not all(_matches(b, param) for b in buffers) or not accept(member := _Member(param, grad, buffers)):
             leftover.append(param)
             continue
         step = advance_step(rule, state)
-        buckets.setdefault((param.device, param.dtype, step), []).append(_Member(param, grad, buffers))
+        buckets.setdefault((param.device, param.dtype, step), []).append(member)
     return buckets, leftover
 
 

@@ -4,21 +4,24 @@ Paths (every rule, built-in or a user's own, goes through the same three):
 
 * ``eager`` — the core (:mod:`._eager`): the rule's update once per parameter, where it lives.
   Bitwise equal to torch.optim's CPU for-loop. Always correct; the reference for the others.
-* ``flat`` — the rule's update once per cache-sized piece of the group (:mod:`._pieces`): small
-  tensors concatenated, big ones sliced, results copied back. Bitwise equal to the core for float32
-  and float64; saves the per-tensor overhead of models with many small tensors.
-* ``compiled`` — the same pieces stepped by ``torch.compile`` of the rule's update (:mod:`._compiled`):
-  one fused pass per piece, equal to the core within the dtype's rounding. Opt-in: compiling costs
-  seconds, and its numbers are not bitwise torch's.
+* ``flat`` — the rule's update once per cache-sized slice of each big tensor (:mod:`._pieces`),
+  in place; smaller tensors go to the core. Bitwise equal to the core for float32 and float64. On a
+  big tensor the core's out-of-place update makes full-size temporaries (fresh pages, zeroed, at every
+  step); slices keep them in cache (``docs/performance.md``: 2.6-3.0x faster than the core on one
+  20M-element tensor).
+* ``compiled`` — pieces (big tensors sliced, small ones concatenated) stepped by ``torch.compile`` of
+  the rule's update (:mod:`._compiled`): one fused pass per piece, equal to the core within the
+  dtype's rounding. Opt-in: compiling costs seconds, and its numbers are not bitwise torch's.
 
 Mode (``set_engine(opt, mode)``, or ``DESCENTLAB_ENGINE`` for new optimizers; default ``auto``):
-``eager``, ``flat`` or ``compiled`` ask for one path; ``auto`` takes ``flat`` for a group of at
-least :data:`AUTO_FLAT_TENSORS` parameters whose mean size is at most :data:`AUTO_FLAT_MEAN_NUMEL`
-(where it measured faster: ``benchmarks/engine_paths.py``), otherwise the core. Whatever the mode, the
-core steps a group that asks for the per-tensor path (``foreach=False``, ``fused=False``,
-``differentiable=True``), a rule declared ``elementwise=False``, a step traced by ``torch.compile``
-(the caller compiles the core, as it would torch.optim's), and, inside an accelerated group, each
-parameter the accelerator cannot take (half precision, complex, sparse, a lazy buffer not yet made).
+``eager``, ``flat`` or ``compiled`` ask for one path; ``auto`` takes ``flat`` for a group holding a
+tensor of at least :data:`FLAT_MIN_NUMEL` elements (where the flat path measured faster), otherwise
+the core (on many small tensors, concatenating them measured slower than the core: the flat path no
+longer does). Whatever the mode, the core steps a group that asks for the per-tensor path
+(``foreach=False``, ``fused=False``, ``differentiable=True``), a rule declared ``elementwise=False``,
+a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), and,
+inside an accelerated group, each parameter the path does not take (small, half precision, complex,
+sparse, a lazy buffer not yet made, memory shared with another parameter).
 :func:`last_routes` tells, per group, which path the last step took and why.
 """
 
@@ -38,14 +41,14 @@ from .rule import Rule, buffer_names
 
 MODES = ("auto", "eager", "flat", "compiled")
 ENV_VAR = "DESCENTLAB_ENGINE"
-AUTO_FLAT_TENSORS = 16
-"""``auto`` takes the flat path for groups with at least this many parameters..."""
-AUTO_FLAT_MEAN_NUMEL = 1 << 16
-"""...of at most this many elements on average (bigger tensors gain nothing from concatenation)."""
 FLAT_PIECE_BYTES = 256 * 1024
 """Uncompiled pieces: small enough that the update's temporaries stay in the CPU's cache."""
-COMPILED_PIECE_NUMEL = 1 << 62
-"""Compiled pieces: whole buckets (the compiled loop makes no temporaries; each call has a cost)."""
+FLAT_MIN_NUMEL = 1 << 16
+"""The flat path takes tensors of at least this many elements (smaller ones: the core); ``auto`` takes
+the flat path for a group holding one."""
+COMPILED_PIECE_NUMEL = 1 << 20
+"""Compiled pieces: big enough that a call's overhead is small, small enough (4 MiB of float32) that
+malloc reuses the concatenations' memory instead of mapping fresh pages every step."""
 
 
 @dataclass(frozen=True)
@@ -118,16 +121,20 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
     maximize = bool(group["maximize"])
     if path == "compiled":
         run_piece = compiled_piece(rule, names, hypers, maximize, choice.seen)
-        piece_numel = COMPILED_PIECE_NUMEL
+        buckets, leftover = take(rule, group, states)
+        step_pieces(buckets, COMPILED_PIECE_NUMEL, run_piece)
     else:
         run_piece = eager_piece(rule, names, hypers, maximize)
-        piece_numel = max(1, FLAT_PIECE_BYTES // 8)
-    buckets, leftover = take(rule, group, states)
-    step_pieces(buckets, piece_numel, run_piece)
+        buckets, leftover = take(rule, group, states, _big_and_sliceable)
+        step_pieces(buckets, max(1, FLAT_PIECE_BYTES // 8), run_piece)
     if leftover:
         eager_step(rule, group, states, owner, params=leftover)
-        reason += f"; {len(leftover)} parameter(s) on the core (half precision, complex, sparse or lazy state)"
+        reason += f"; {len(leftover)} parameter(s) on the core"
     return Route(path, reason)
+
+
+def _big_and_sliceable(member: Any) -> bool:
+    return member.numel >= FLAT_MIN_NUMEL and member.sliceable
 
 
 def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
@@ -141,8 +148,7 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "traced by torch.compile (the caller compiles the step)"
     if mode != "auto":
         return mode, "asked for"
-    params = group["params"]
-    mean = sum(p.numel() for p in params) / max(1, len(params))
-    if len(params) >= AUTO_FLAT_TENSORS and mean <= AUTO_FLAT_MEAN_NUMEL:
-        return "flat", f"auto: {len(params)} tensors of {mean:.0f} elements on average"
-    return "eager", f"auto: {len(params)} tensors of {mean:.0f} elements on average"
+    biggest = max((p.numel() for p in group["params"]), default=0)
+    if biggest >= FLAT_MIN_NUMEL:
+        return "flat", f"auto: a tensor of {biggest} elements (>= {FLAT_MIN_NUMEL}) is stepped in slices"
+    return "eager", f"auto: every tensor under {FLAT_MIN_NUMEL} elements"
