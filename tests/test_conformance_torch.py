@@ -53,7 +53,7 @@ def assert_same(dtype: torch.dtype, label: str, ours: Any, theirs: Any) -> None:
 def pieces_of_every_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
     """The flat path takes tensors of any size here, cut in pieces of 3 elements: every parameter of the
     table is sliced, across its rows and its real/imaginary pairs."""
-    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
+    monkeypatch.setattr(engine, "FLAT_MIN_BYTES", 1)
     monkeypatch.setattr(engine, "FLAT_PIECE_BYTES", 24)
 
 

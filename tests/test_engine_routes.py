@@ -38,7 +38,7 @@ def test_pieces_cut_every_way_give_torch_bits(piece_bytes: int, concatenate: boo
     compiled path's cut), runs of small ones are concatenated across their boundaries and a transposed
     (non-contiguous) parameter is gathered and scattered whole."""
     monkeypatch.setattr(engine, "FLAT_PIECE_BYTES", piece_bytes)
-    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
+    monkeypatch.setattr(engine, "FLAT_MIN_BYTES", 1)
     if concatenate:
         monkeypatch.setattr(engine, "_big_and_sliceable", lambda member: True)
     shapes = [(), (3,), (7, 5), (40,), (1,), (9, 9), (2, 3, 4)]
@@ -57,7 +57,7 @@ def test_pieces_cut_every_way_give_torch_bits(piece_bytes: int, concatenate: boo
 
 
 def test_lazy_buffers_and_half_precision_go_to_the_core_inside_a_flat_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "FLAT_MIN_NUMEL", 1)
+    monkeypatch.setattr(engine, "FLAT_MIN_BYTES", 1)
     ours, theirs = _twins([(4,), (5,)])
     half = torch.randn(3).bfloat16().requires_grad_()
     ours.append(half)
@@ -100,7 +100,7 @@ def test_a_rule_that_is_not_elementwise_gets_the_core() -> None:
 
 def test_auto_takes_flat_for_a_group_holding_a_big_tensor_and_steps_only_big_ones_there() -> None:
     small = [torch.zeros(10, requires_grad=True) for _ in range(40)]
-    mixed = [torch.zeros(engine.FLAT_MIN_NUMEL, requires_grad=True), torch.zeros(10, requires_grad=True)]
+    mixed = [torch.zeros(engine.FLAT_MIN_BYTES // 4, requires_grad=True), torch.zeros(10, requires_grad=True)]
     routes = []
     for params in (small, mixed):
         opt = dl.SGD(params, lr=0.1)

@@ -15,7 +15,7 @@ Paths (every rule, built-in or a user's own, goes through the same three):
 
 Mode (``set_engine(opt, mode)``, or ``DESCENTLAB_ENGINE`` for new optimizers; default ``auto``):
 ``eager``, ``flat`` or ``compiled`` ask for one path; ``auto`` takes ``flat`` for a group holding a
-tensor of at least :data:`FLAT_MIN_NUMEL` elements (where the flat path measured faster), otherwise
+tensor of at least :data:`FLAT_MIN_BYTES` (where the flat path measured faster), otherwise
 the core (on many small tensors, concatenating them measured slower than the core: the flat path no
 longer does). Whatever the mode, the core steps a group that asks for the per-tensor path
 (``foreach=False``, ``fused=False``, ``differentiable=True``), a rule declared ``elementwise=False``,
@@ -41,11 +41,14 @@ from .rule import Rule, buffer_names
 
 MODES = ("auto", "eager", "flat", "compiled")
 ENV_VAR = "DESCENTLAB_ENGINE"
-FLAT_PIECE_BYTES = 256 * 1024
-"""Uncompiled pieces: small enough that the update's temporaries stay in the CPU's cache."""
-FLAT_MIN_NUMEL = 1 << 16
-"""The flat path takes tensors of at least this many elements (smaller ones: the core); ``auto`` takes
-the flat path for a group holding one."""
+FLAT_PIECE_BYTES = 1 << 20
+"""Uncompiled pieces (of float64 elements; float32 pieces hold twice as many): few enough per tensor that
+the update's per-op overhead stays small, small enough that its temporaries are reused heap memory."""
+FLAT_MIN_BYTES = 32 << 20
+"""The flat path takes tensors of at least this many bytes (smaller ones: the core); ``auto`` takes the
+flat path for a group holding one. glibc serves a temporary under 32 MiB from reused heap once a
+process has freed one that big, but maps every one from 32 MiB up afresh, page-faulted and zeroed at
+every step: there the core's full-size temporaries cost 2.6-3.0x (docs/performance.md)."""
 COMPILED_PIECE_NUMEL = 1 << 20
 """Compiled pieces: big enough that a call's overhead is small, small enough (4 MiB of float32) that
 malloc reuses the concatenations' memory instead of mapping fresh pages every step."""
@@ -134,7 +137,7 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
 
 
 def _big_and_sliceable(member: Any) -> bool:
-    return member.numel >= FLAT_MIN_NUMEL and member.sliceable
+    return member.numel * member.param.element_size() >= FLAT_MIN_BYTES and member.sliceable
 
 
 def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
@@ -148,7 +151,7 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "traced by torch.compile (the caller compiles the step)"
     if mode != "auto":
         return mode, "asked for"
-    biggest = max((p.numel() for p in group["params"]), default=0)
-    if biggest >= FLAT_MIN_NUMEL:
-        return "flat", f"auto: a tensor of {biggest} elements (>= {FLAT_MIN_NUMEL}) is stepped in slices"
-    return "eager", f"auto: every tensor under {FLAT_MIN_NUMEL} elements"
+    biggest = max((p.numel() * p.element_size() for p in group["params"]), default=0)
+    if biggest >= FLAT_MIN_BYTES:
+        return "flat", f"auto: a tensor of {biggest >> 20} MiB (>= {FLAT_MIN_BYTES >> 20}) is stepped in slices"
+    return "eager", f"auto: every tensor under {FLAT_MIN_BYTES >> 20} MiB"
