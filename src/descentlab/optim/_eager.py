@@ -86,6 +86,8 @@ def check_result(rule: Rule, param: torch.Tensor, new_param: Any, new_state: Any
     A value may come back in the dtype its inputs promote to when the gradient's dtype (or a state
     buffer's, after ``model.double()``) differs from the parameter's: torch.optim's in-place kernels
     compute in that dtype too, and the write-back casts to the tensor's own dtype, as theirs does."""
+    if _as_declared(param, new_param, new_state, current):
+        return
     where = f"rule {rule.name!r}"
     if not isinstance(new_param, torch.Tensor):
         raise RuleError(f"{where}: update must return (param, state), got {type(new_param).__name__} "
@@ -108,6 +110,22 @@ def check_result(rule: Rule, param: torch.Tensor, new_param: Any, new_state: Any
                    else type(value).__name__)
             raise RuleError(f"{where}: state buffer {name!r} came back with {got}; expected shape "
                             f"{tuple(param.shape)} and dtype {dtype}")
+
+
+def _as_declared(param: torch.Tensor, new_param: Any, new_state: Any,
+                 current: Mapping[str, torch.Tensor | None]) -> bool:
+    """The common case in one pass: everything came back with the shape and dtype it went in with."""
+    if not isinstance(new_param, torch.Tensor) or new_param.shape != param.shape or new_param.dtype != param.dtype \
+            or not isinstance(new_state, dict):
+        return False
+    for name, value in new_state.items():
+        if name not in current:
+            return False
+        reference = current[name]
+        dtype = param.dtype if reference is None else reference.dtype
+        if not isinstance(value, torch.Tensor) or value.shape != param.shape or value.dtype != dtype:
+            return False
+    return True
 
 
 def _promoted(dtype: torch.dtype, grad_dtype: torch.dtype | None,
