@@ -6,8 +6,9 @@ against torch.optim's for-loop and foreach, over groups of N tensors of M elemen
 
 Prints, per (optimizer, N x M), the median step time of each variant measured in one process, in
 rounds (one step of each variant per round, in a seeded random order), and the paired ratio
-eager/flat (> 1: flat is faster). ``engine.AUTO_FLAT_TENSORS`` and ``AUTO_FLAT_MEAN_NUMEL`` (auto's
-choice) come from this table. One thread, as the test suite and a data-loader-heavy training loop run.
+eager/flat (> 1: flat is faster). ``engine.FLAT_MIN_BYTES`` (the tensors the flat path takes, and
+auto's choice) comes from this table (``docs/performance.md``). One thread, as the test suite and a
+data-loader-heavy training loop run.
 """
 
 from __future__ import annotations

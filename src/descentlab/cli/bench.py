@@ -25,8 +25,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--repeats", type=int, default=25, help="timed steps per measurement (median reported)")
     parser.add_argument("--engine", default=",".join(bench.DEFAULT_ENGINES),
                         help="comma-separated descentlab engine modes, one row each: auto (the default engine: the "
-                        "per-tensor core, or flat pieces for groups of many small tensors), eager (the core), flat, "
-                        "compiled (torch.compile of the update, opt-in); default %(default)s")
+                        "per-tensor core, or flat slices for a group holding a tensor of 32 MiB or more), eager (the "
+                        "core), flat, compiled (torch.compile of the update, opt-in); default %(default)s")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats")
     parser.add_argument("--no-train", dest="train", action="store_false",
