@@ -27,7 +27,7 @@ import torch
 import descentlab.optim as dl
 from descentlab.examples.adabelief import AdaBelief
 from descentlab.examples.lion import Lion
-from descentlab.optim import _compiled, define_rule, optimizer_class
+from descentlab.optim import _compiled, add_scaled, define_rule, optimizer_class
 
 SHAPES = ((), (5,), (3, 4), (300,))
 
@@ -44,7 +44,7 @@ def fresh_dynamo() -> None:
 def signum(param, grad, state, *, step, lr, momentum):
     """A user's rule: the sign of a momentum average."""
     buf = state["momentum_buffer"].mul(momentum).add(grad, alpha=1 - momentum)
-    return param.add(buf.sign(), alpha=-lr), {"momentum_buffer": buf}
+    return add_scaled(param, buf.sign(), -lr), {"momentum_buffer": buf}
 
 
 RULES: list[tuple[str, Any, dict[str, Any]]] = [

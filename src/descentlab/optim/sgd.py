@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .hyper import engine_option, flag, learning_rate, real
+from .ops import add_scaled
 from .rule import Buffer, Rule
 
 
@@ -32,7 +33,7 @@ def sgd_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torc
         buf = grad if buf is None else buf.mul(momentum).add(grad, alpha=1 - dampening)
         new_state["momentum_buffer"] = buf
         grad = grad.add(buf, alpha=momentum) if nesterov else buf
-    return param.add(grad, alpha=-lr), new_state
+    return add_scaled(param, grad, -lr), new_state
 
 
 def _nesterov_needs_plain_momentum(h: Mapping[str, Any]) -> Exception | None:
