@@ -113,7 +113,9 @@ def summary_line(result: dict[str, Any]) -> str:
              f"{result['steps']} steps", f"{result['epochs']:.3g} epochs", f"val loss {fmt(result['val_loss'])}"]
     if result["val_acc"] is not None:
         parts.append(f"val acc {fmt(result['val_acc'])}")
-    best = f"best val at epoch {result['best_epoch']:.3g}" + (" (the last evaluation)" if result["best_is_last"] else "")
+    best = f"best val at epoch {result['best_epoch']:.3g}"
+    if result["best_is_last"]:
+        best += " (the last evaluation)"
     if result["best_val_acc"] is not None:
         best += f": val acc {fmt(result['best_val_acc'])}"
     parts.append(best)

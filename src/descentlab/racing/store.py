@@ -66,10 +66,10 @@ class ResultsStore:
             stored = _read_config(config_path)
             if stored.get("results_format") != RESULTS_FORMAT:
                 found = stored.get("results_format", 1)
-                raise ValueError(f"--out {str(path)!r} holds a race written in results format {found!r} by an earlier "
-                                 f"descentlab (this one writes format {RESULTS_FORMAT}: lrs selected at each run's best "
-                                 "validation point, test metrics at that point); it cannot be resumed or mixed with new "
-                                 "runs, so it is left untouched: use another --out")
+                raise ValueError(f"--out {str(path)!r} holds a race written in results format {found!r} by an "
+                                 f"earlier descentlab (this one writes format {RESULTS_FORMAT}: lrs selected at each "
+                                 "run's best validation point, test metrics at that point); it cannot be resumed or "
+                                 "mixed with new runs, so it is left untouched: use another --out")
             differences = config_differences(stored, config)
             if differences:
                 raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "

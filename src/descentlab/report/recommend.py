@@ -1,9 +1,10 @@
 """The report's recommendation: plain sentences drawn from the summary's numbers, nothing else.
 
 - The winner is the arm (optimizer, schedule) with the best mean test accuracy at the best
-  validation point (regression: lowest test loss) at its selected lr. If the runner-up's mean ± std range over seeds overlaps the winner's (the gap is
-  at most the sum of the two standard deviations), the two are called a tie and the faster one to the
-  target is named. With one finished seed there is no spread: the gap is given, with that caveat.
+  validation point (regression: lowest test loss) at its selected lr. If the runner-up's mean ± std
+  range over seeds overlaps the winner's (the gap is at most the sum of the two standard
+  deviations), the two are called a tie and the faster one to the target is named. With one
+  finished seed there is no spread: the gap is given, with that caveat.
 - lr tolerance: how many lrs of the grid reached, at their best point, within ``TOLERANCE`` (5 points
   of validation accuracy; regression: 2x the validation loss) of the optimizer's best lr.
 - A confirmation run whose best point is its last evaluation was still improving: the budget may be
@@ -12,8 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ..racing.record import FINAL, RunRecord
 from ..racing.summary import ArmSummary, RaceSummary, Stat

@@ -1,8 +1,8 @@
-"""Tasks: data (in-memory tensors) + model factories + loss, by name or from a user's own data.
+"""Tasks: data (in-memory tensors or Datasets) + model factories + loss, by name or from a user's own data.
 
 ``get_task("mnist1d")`` builds a built-in task; ``from_tensors(...)`` and ``custom_task(...)`` wrap a
-user's tensors or ``torch.utils.data.Dataset`` pair (kept as Datasets, read batch by batch), an ``nn.Module`` factory and a loss, so the same
-training loop and race run on them.
+user's tensors or ``torch.utils.data.Dataset`` pair (kept as Datasets, read batch by batch), an
+``nn.Module`` factory and a loss, so the same training loop and race run on them.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch.optim import lr_scheduler
 
 from ..tasks.registry import MAX_SEED, Task, global_rng, set_global_rng_state
