@@ -80,7 +80,7 @@ def build_html(config: RaceConfig, records: Sequence[RunRecord], summary: RaceSu
     seeds = config.seeds
     epochs = config.epochs
     batch = "full batch" if config.batch_size is None else f"batch size {config.batch_size}"
-    full_batch = ", ".join(config.full_batch) or "none"
+    full_batch = f"; full batch for {', '.join(config.full_batch)}" if config.full_batch else ""
     grid = ", ".join(f"{lr:g}" for lr in config.lrs)
     extras = "; ".join(f"plus {', '.join(f'{lr:g}' for lr in v)} for {k}" for k, v in config.extra_lrs.items())
     best_rule = ("highest validation accuracy (ties: lower validation loss)" if classification
@@ -93,7 +93,7 @@ def build_html(config: RaceConfig, records: Sequence[RunRecord], summary: RaceSu
     schedules = ", ".join(config.schedules)
     parts.append(
         f"<p>We trained a {_e(config.model)} on {_e(config.task)} with {_e(', '.join(config.optimizers))} for the "
-        f"same {epochs} epochs each ({_e(batch)}; full batch for {_e(full_batch)}) under the learning-rate "
+        f"same {epochs} epochs each ({_e(batch)}{_e(full_batch)}) under the learning-rate "
         f"schedule(s) {_e(schedules)} (the lr of the grid is the schedule's peak), on {_e(config.device)}. "
         f"Every run was judged at its <em>best validation point</em> (early stopping): the evaluation with the "
         f"{best_rule}. Every learning rate of the grid was tried on seed {seeds[0]}, and per optimizer and "
