@@ -49,7 +49,7 @@ def full_batch_names(names: Iterable[str]) -> tuple[str, ...]:
 GD_VS_SGD = ("gd", "sgd")
 """The article's comparison the report draws when both are in the race: full batch vs minibatches."""
 
-DEFAULT_EPOCHS = 100
+DEFAULT_EPOCHS = 60
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 64
 
