@@ -44,7 +44,11 @@ def resolve_task(spec: Task | str, **options: Any) -> Task:
     if not callable(target):
         raise ValueError(f"task {spec!r}: {attribute!r} is a {type(target).__name__}, expected a descentlab Task "
                          "or a callable returning one")
-    task = target(**options)
+    try:
+        task = target(**options)
+    except TypeError as error:  # called with arguments it does not take (task options, or none it needs)
+        raise ValueError(f"task {spec!r}: {attribute}({', '.join(f'{k}=...' for k in options)}) failed: {error}") \
+            from None
     if not isinstance(task, Task):
         raise ValueError(f"task {spec!r}: {attribute}() returned a {type(task).__name__}, expected a descentlab Task")
     return task
