@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from ..racing.record import FINAL, RunRecord
 from ..racing.summary import ArmSummary, RaceSummary, Stat
-from .table import arm_label, format_lr, format_seconds, format_time_to_target, ranking_sentence
 from .failures import failed_optimizers, failure_sentence
+from .table import arm_label, format_lr, format_seconds, format_time_to_target, ranking_sentence
 
 TOLERANCE_ACC = 0.05
 TOLERANCE_LOSS_RATIO = 2.0
