@@ -116,6 +116,6 @@ def test_the_report_says_whether_a_schedule_changed_the_ranking():
     summary = summarize(config, flipped)
     assert summary.ranking_by_schedule() == {"constant": ["adam", "sgd"], "cosine": ["sgd", "adam"]}
     page = build_html(config, flipped, summary)
-    assert "the schedule changed the ranking" in page and "cosine: sgd &gt; adam" in page
+    assert "The schedule changed the ranking" in page and "cosine: sgd &gt; adam" in page
     assert "sgd / cosine" in format_table(summary)
     assert recommendation(summary, epochs=1)[0].startswith("Use sgd and the cosine schedule with lr 0.1")

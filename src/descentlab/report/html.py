@@ -117,7 +117,8 @@ def build_html(config: RaceConfig, records: Sequence[RunRecord], summary: RaceSu
                  f"{seeds[0]}; steps are the optimizer updates in one run.</p>")
     if len(config.schedules) > 1:
         parts.append("<h2>Did the schedule change the ranking?</h2>")
-        parts.append(f"<p id='schedule-ranking'>{_e(ranking_sentence(summary))}.</p>")
+        sentence = ranking_sentence(summary)
+        parts.append(f"<p id='schedule-ranking'>{_e(sentence[0].upper() + sentence[1:])}.</p>")
 
     parts.append("<h2>Recommendation</h2><ul class='rec'>")
     parts.extend(f"<li>{_e(sentence)}</li>" for sentence in recommendation(summary, epochs, GD_VS_SGD, records))
