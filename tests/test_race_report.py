@@ -68,7 +68,6 @@ def test_text_from_data_is_escaped():
     page = build_html(config, rows, summarize(config, rows))
     assert "<b>mine</b>" not in page and "&lt;b&gt;mine&lt;/b&gt;" in page and "&lt;i&gt;x&lt;/i&gt;" in page
     assert page.count('<img class="plot"') == 3  # no GD vs SGD pair in this race
-    assert build_html(config, rows, summarize(config, rows)) == page  # a pure function of its inputs
 
 
 def test_seconds_read_the_same_in_the_table_and_the_recommendation():
