@@ -54,14 +54,14 @@ def compare_workers(n_runs: int = 8, epochs: int = 10) -> None:
     """The same runs four ways: how the race should use two cores (it uses forked processes)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from descentlab.race import runner
-    from descentlab.race.core import default_run
+    from descentlab.racing import RunSpec, runner
+    from descentlab.racing.core import default_run
     from descentlab.tasks import get_task
 
     task = get_task("mnist1d")
-    specs = [("tune", "adam", 1e-3, seed) for seed in range(n_runs)]
+    specs = [RunSpec("tune", "adam", "constant", 1e-3, seed) for seed in range(n_runs)]
     context = {"run_fn": default_run, "task": task, "model": "mlp", "epochs": epochs,
-               "batch_size_for": lambda name: 64, "final_phase": "final"}
+               "batch_size_for": lambda name: 64, "final_phase": "final", "device": "cpu", "stamp": {}}
     runner._preload()
     default_threads = torch.get_num_threads()
     timings = {}
@@ -104,18 +104,18 @@ def main() -> int:
         os.environ["DESCENTLAB_CACHE"] = os.path.join(tmp, "cache")  # generate MNIST-1D inside the timing
         import descentlab
         from descentlab.optim import resolve
-        from descentlab.race import format_table
+        from descentlab.report import format_table
         from descentlab.tasks import get_task
 
         start = time.perf_counter()
         result = descentlab.race("mnist1d", quick=args.quick, epochs=args.epochs, jobs=args.jobs,
                                  out=os.path.join(tmp, "race"), progress=sys.stderr.isatty())
         race_s = time.perf_counter() - start
-        runs = result.rows
+        runs = result.records
         print(format_table(result.summary))
-        print(f"\nrace: {len(runs)} runs, {race_s:.1f} s wall (data generation, {result.config['epochs']} epochs/run, "
+        print(f"\nrace: {len(runs)} runs, {race_s:.1f} s wall (data generation, {result.config.epochs} epochs/run, "
               f"report included) = {len(runs) / race_s:.2f} runs/s")
-        busy = sum(row["wall_s"] or 0.0 for row in runs)
+        busy = sum(row.wall_s or 0.0 for row in runs)
         print(f"race: the runs' own training time adds up to {busy:.1f} s = {busy / race_s:.2f} cores busy on average")
         if args.skip_plain:
             return 0
@@ -125,9 +125,8 @@ def main() -> int:
         config = result.config
         start = time.perf_counter()
         for row in runs:
-            batch = None if row["optimizer"] in config["full_batch"] else config["batch_size"]
-            plain_run(task, resolve(row["optimizer"]), row["lr"], batch, config["epochs"], row["seed"],
-                      row["phase"] == "final")
+            batch = None if row.optimizer in config.full_batch else config.batch_size
+            plain_run(task, resolve(row.optimizer), row.lr, batch, config.epochs, row.seed, row.phase == "final")
         plain_s = time.perf_counter() - start
         print(f"plain sequential torch loop: the same {len(runs)} runs in {plain_s:.1f} s = "
               f"{len(runs) / plain_s:.2f} runs/s (training only: no data generation, no report)")

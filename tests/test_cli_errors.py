@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 from descentlab import bench, landscape, landscape_page, resources
 from descentlab.cli import main, one_line
 from descentlab.report.failures import failed_optimizers
-
-RACE_PACKAGE = sys.modules["descentlab.race"]
+from race_records import record
 
 
 def _work_must_not_start(*args, **kwargs):
@@ -28,7 +26,7 @@ def no_work(monkeypatch):
     import descentlab.train
 
     monkeypatch.setattr(descentlab.train, "train", _work_must_not_start)
-    monkeypatch.setattr(RACE_PACKAGE, "race", _work_must_not_start)
+    monkeypatch.setattr(descentlab, "race", _work_must_not_start)
     monkeypatch.setattr(landscape, "run", _work_must_not_start)
     monkeypatch.setattr(landscape, "write_all", _work_must_not_start)
     monkeypatch.setattr(landscape_page, "page_state", _work_must_not_start)
@@ -184,10 +182,10 @@ def test_an_optimizer_whose_every_run_failed_fails_the_race(tmp_path, capsys):
 
 
 def test_failed_means_an_error_on_every_run_not_a_divergence():
-    rows = [{"optimizer": "a", "status": "error", "error": "TypeError: first\ntraceback"},
-            {"optimizer": "a", "status": "error", "error": "ValueError: second"},
-            {"optimizer": "b", "status": "diverged"}, {"optimizer": "b", "status": "diverged"},
-            {"optimizer": "c", "status": "error", "error": "TypeError: once"}, {"optimizer": "c", "status": "ok"}]
+    rows = [record(0.1, optimizer="a", status="error", error="TypeError: first\ntraceback"),
+            record(0.2, optimizer="a", status="error", error="ValueError: second"),
+            record(0.1, optimizer="b", status="diverged"), record(0.2, optimizer="b", status="diverged"),
+            record(0.1, optimizer="c", status="error", error="TypeError: once"), record(0.2, optimizer="c")]
     assert failed_optimizers(rows) == {"a": "TypeError: first"}
 
 

@@ -155,7 +155,7 @@ def stubbed() -> Iterator[None]:
         patch.setattr(landscape, "trajectory", short_trajectory)
         patch.setattr(landscape, "save_png", _placeholder_picture)
         patch.setattr(landscape, "save_gif", _placeholder_picture)
-        patch.setattr("descentlab.race.core._run_race", lambda *args, **kwargs: 0)
+        patch.setattr("descentlab.racing.core._run_all", lambda *args, **kwargs: 0)
         patch.setattr("descentlab.report.write_report", lambda out, *args, **kwargs: Path(out) / "report.html")
         patch.setattr(bench, "run", lambda *args, **kwargs: {"rows": []})
         patch.setattr(bench, "table", lambda result: "")

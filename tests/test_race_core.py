@@ -9,23 +9,37 @@ import pytest
 import torch
 
 import descentlab
-from descentlab.race.protocol import FINAL, TUNE
+from descentlab.racing import run_race
+from descentlab.racing.record import FINAL, TUNE
+from descentlab.report import format_table
+from descentlab.train import RunResult
 
 
-def fake_run(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_test):
+def result(status: str, history: list[dict], evaluate_test: bool, test: float, schedule: str, device: str,
+           steps: int) -> RunResult:
+    best = max(history, key=lambda e: (e["val_acc"], -e["val_loss"])) if history else \
+        {"step": 0, "epoch": 0.0, "val_loss": None, "val_acc": None}
+    last = history[-1] if history else best
+    return RunResult(status=status, diverged_at_step=1 if status == "diverged" else None, diverge_reason=None,
+                     epochs=last["epoch"], steps=steps, examples=0, wall_s=0.1, train_loss=None,
+                     val_loss=last["val_loss"], val_acc=last["val_acc"], best_step=best["step"],
+                     best_epoch=best["epoch"], best_val_loss=best["val_loss"], best_val_acc=best["val_acc"],
+                     best_is_last=best is last, test_loss=test if evaluate_test else None,
+                     test_acc=0.8 if evaluate_test else None, end_test_loss=test + 1 if evaluate_test else None,
+                     end_test_acc=0.7 if evaluate_test else None, schedule=schedule, device=device,
+                     history=history, config={})
+
+
+def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device):
     """A made-up run: "momentum" raises, "adagrad" diverges at every lr, the rest are best at lr 0.01."""
     if optimizer == "momentum":
         raise RuntimeError("boom <in the engine>")
     if optimizer == "adagrad":
-        return {"status": "diverged", "diverged_at_step": 1, "epochs": 0.0, "steps": 1, "wall_s": 0.01,
-                "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None, "history": []}
+        return result("diverged", [], evaluate_test, 0.0, schedule, device, 1)
     loss = 0.5 + abs(math.log10(lr) + 2) + 0.01 * seed
-    history = [{"epoch": float(e), "wall_s": 0.1 * e, "val_loss": loss + 1 / (1 + e), "val_acc": 0.9 - 0.1 / (1 + e)}
-               for e in range(epochs + 1)]
-    return {"status": "ok", "diverged_at_step": None, "epochs": float(epochs), "steps": 10 * epochs, "wall_s": 0.1,
-            "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"],
-            "test_loss": loss if evaluate_test else None, "test_acc": 0.8 if evaluate_test else None,
-            "history": history}
+    history = [{"step": 10 * e, "epoch": float(e), "wall_s": 0.1 * e, "val_loss": loss + 1 / (1 + e),
+                "val_acc": 0.9 - 0.1 / (1 + e) - 0.01 * abs(math.log10(lr) + 2)} for e in range(epochs + 1)]
+    return result("ok", history, evaluate_test, loss, schedule, device, 10 * epochs)
 
 
 def toy_task():
@@ -36,24 +50,25 @@ def toy_task():
 
 
 def test_a_built_in_task_gets_its_own_default_model(tmp_path):
-    result = descentlab.race("lstsq", optimizers="sgd", lrs=[0.01], seeds=1, epochs=1, out=tmp_path, jobs=1,
-                             run_fn=fake_run, progress=False, report=False)
-    assert result.config["model"] == "linear"  # lstsq's default, not mnist1d's mlp
+    race = run_race("lstsq", optimizers="sgd", lrs=[0.01], seeds=1, epochs=1, out=tmp_path, jobs=1,
+                    run_fn=fake_run, progress=False)
+    assert race.config.model == "linear"  # lstsq's default, not mnist1d's mlp
 
 
 def test_runs_that_raise_or_diverge_at_every_lr_are_recorded_and_reported(tmp_path):
     result = descentlab.race(toy_task(), optimizers="sgd,momentum,adagrad", lrs=[0.01, 0.1], seeds=2, epochs=2,
                              out=tmp_path, jobs=1, run_fn=fake_run, progress=False)
-    tuning = {(r["optimizer"], r["lr"]): r for r in result.rows if r["phase"] == TUNE}
-    assert len(tuning) == 6 and len(result.rows) == 6 + 2  # finals only for sgd
-    assert all(tuning["momentum", lr]["status"] == "error" for lr in (0.01, 0.1))
-    assert "boom" in tuning["momentum", 0.01]["error"]
-    assert all(tuning["adagrad", lr]["status"] == "diverged" for lr in (0.01, 0.1))
-    assert {r["optimizer"] for r in result.rows if r["phase"] == FINAL} == {"sgd"}
-    assert result.selected == {"sgd": 0.01, "momentum": None, "adagrad": None}
-    names = [s.optimizer for s in result.summary.optimizers]
+    tuning = {(r.optimizer, r.lr): r for r in result.records if r.phase == TUNE}
+    assert len(tuning) == 6 and len(result.records) == 6 + 2  # finals only for sgd
+    assert all(tuning["momentum", lr].status == "error" for lr in (0.01, 0.1))
+    assert "boom" in tuning["momentum", 0.01].error
+    assert all(tuning["adagrad", lr].status == "diverged" for lr in (0.01, 0.1))
+    assert {r.optimizer for r in result.records if r.phase == FINAL} == {"sgd"}
+    assert result.selected == {("sgd", "constant"): 0.01, ("momentum", "constant"): None,
+                               ("adagrad", "constant"): None}
+    names = [s.optimizer for s in result.summary.arms]
     assert names == ["sgd", "momentum", "adagrad"]  # listed, not dropped
-    table = descentlab.race.format_table(result.summary)
+    table = format_table(result.summary)
     assert "all lrs failed" in table and "all lrs diverged" in table
     page = result.report_path.read_text()
     assert "boom &lt;in the engine&gt;" in page and "boom <in" not in page
@@ -64,13 +79,14 @@ def test_stopping_the_runs_early_leaves_no_worker_process(tmp_path):
     leave the pool's worker processes running."""
     import multiprocessing
 
-    from descentlab.race.runner import run_all
+    from descentlab.racing.record import RunSpec
+    from descentlab.racing.runner import run_all
 
     context = {"run_fn": fake_run, "task": None, "model": "mlp", "epochs": 1, "batch_size_for": lambda name: 8,
-               "final_phase": FINAL}
-    runs = run_all([(TUNE, "sgd", 0.01, 0)], context, jobs=2)
+               "final_phase": FINAL, "device": "cpu", "stamp": {}}
+    runs = run_all([RunSpec(TUNE, "sgd", "constant", 0.01, 0)], context, jobs=2)
     _, record = next(runs)
-    assert record["status"] == "ok" and multiprocessing.active_children()
+    assert record.status == "ok" and multiprocessing.active_children()
     runs.close()
     assert multiprocessing.active_children() == []
 
@@ -80,7 +96,7 @@ def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_
     import ast
     import html
 
-    from descentlab.race.protocol import make_config
+    from descentlab.racing.protocol import make_config
 
     result = descentlab.race(toy_task(), optimizers="sgd,adam", lrs=[0.01, 0.1], seeds=2, epochs=1,
                              batch_size=batch_size, out=tmp_path / "toy", jobs=1, run_fn=fake_run, progress=False)
@@ -90,5 +106,21 @@ def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_
     node = ast.parse(call.removeprefix("<pre>").removesuffix("</pre>"), mode="eval").body
     assert isinstance(node, ast.Call) and [ast.unparse(a) for a in node.args] == ["task"]
     kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    assert kwargs.pop("out") == str(tmp_path / "toy")
-    assert make_config(task="toy", **kwargs).to_json() == result.config
+    assert make_config(task="toy", **kwargs) == result.config
+
+
+def test_a_run_fn_returning_something_else_is_a_recorded_error(tmp_path):
+    race = run_race(toy_task(), optimizers="sgd", lrs=[0.1], seeds=1, epochs=1, out=tmp_path, jobs=1,
+                    run_fn=lambda task, **kw: {"status": "ok"}, progress=False)
+    assert [r.status for r in race.records] == ["error"] and "not a descentlab.train.RunResult" in race.records[0].error
+
+
+def test_descentlab_race_is_a_plain_function_and_the_package_a_normal_module():
+    import inspect
+    import types
+
+    import descentlab.racing
+
+    assert inspect.isfunction(descentlab.race)
+    assert type(descentlab.racing) is types.ModuleType  # no __class__ swap
+    assert descentlab.race is descentlab.race  # importing submodules does not rebind it

@@ -1,4 +1,5 @@
-"""The race end to end on the real training engine: --quick, SIGKILL + resume, CLI errors, own task."""
+"""The race end to end on the real training engine: --quick, schedules, SIGKILL + resume, CLI errors, a
+user's own task (object and module:attr), the previous results format."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from torch import nn
 
 import descentlab
 from descentlab.cli import main
-from descentlab.race.protocol import FINAL, TUNE, select_lr
-from descentlab.race.store import CONFIG, RESULTS
+from descentlab.racing.protocol import select_lr
+from descentlab.racing.record import FINAL, TUNE, RunRecord
+from descentlab.racing.store import CONFIG, RESULTS
 from descentlab.tasks import from_tensors
 
-REQUIRED = {"optimizer", "lr", "seed", "status", "epochs", "steps", "wall_s", "val_loss", "val_acc", "test_loss",
-            "test_acc", "selected", "config", "versions", "phase", "history"}
+REQUIRED = {"optimizer", "schedule", "lr", "seed", "status", "epochs", "steps", "wall_s", "val_loss", "val_acc",
+            "best_epoch", "best_step", "best_val_loss", "best_val_acc", "best_is_last", "test_loss", "test_acc",
+            "end_test_loss", "end_test_acc", "selected", "device", "versions", "machine", "phase", "history"}
 SMALL = ["--task", "digits", "--optimizers", "sgd,momentum,adam", "--lrs", "0.01,0.1,3", "--seeds", "2",
          "--epochs", "3"]
 
@@ -31,7 +34,7 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def key(row: dict) -> tuple:
-    return row["phase"], row["optimizer"], row["lr"], row["seed"]
+    return row["phase"], row["optimizer"], row["schedule"], row["lr"], row["seed"]
 
 
 def test_quick_race_end_to_end(tmp_path, capsys):
@@ -44,29 +47,38 @@ def test_quick_race_end_to_end(tmp_path, capsys):
                                                                      "adam"]
     for row in rows:
         assert REQUIRED <= set(row), REQUIRED - set(row)
-        assert row["status"] in ("ok", "diverged") and row["config"] == config
-        assert row["versions"]["torch"] == torch.__version__
+        assert row["status"] in ("ok", "diverged") and row["device"] == "cpu" and row["task"] == "mnist1d"
+        assert row["versions"]["torch"] == torch.__version__ and row["machine"]["device"] == "cpu"
     assert len({key(r) for r in rows}) == len(rows)
     tuning = [r for r in rows if r["phase"] == TUNE]
     finals = [r for r in rows if r["phase"] == FINAL]
     assert len(tuning) == 6 * len(config["lrs"])
     # the test split is touched only by the selected runs, and the selection is the validation-only one
-    assert all(r["test_acc"] is None and r["test_loss"] is None and not r["selected"] for r in tuning)
+    assert all(r["test_acc"] is None and r["end_test_acc"] is None and not r["selected"] for r in tuning)
     for opt in config["optimizers"]:
-        chosen = select_lr(r for r in tuning if r["optimizer"] == opt)
+        chosen = select_lr((RunRecord.from_json(r) for r in tuning if r["optimizer"] == opt), True)
         mine = [r for r in finals if r["optimizer"] == opt]
         assert chosen is not None and sorted(r["seed"] for r in mine) == config["seeds"]
         assert all(r["lr"] == chosen and r["selected"] for r in mine)
-        assert all(r["test_acc"] is not None for r in mine if r["status"] == "ok")
+        for r in mine:
+            assert r["test_acc"] is not None and r["end_test_acc"] is not None
+            assert 0 <= r["best_epoch"] <= config["epochs"]
+            best = next(e for e in r["history"] if e["step"] == r["best_step"])
+            assert (best["val_acc"], best["epoch"]) == (r["best_val_acc"], r["best_epoch"])
+            assert r["best_val_acc"] == max(e["val_acc"] for e in r["history"])
+            if r["best_is_last"]:  # the same weights: the same test numbers
+                assert (r["test_acc"], r["test_loss"]) == (r["end_test_acc"], r["end_test_loss"])
         tuned = next(r for r in tuning if r["optimizer"] == opt and r["lr"] == chosen)
         seed0 = next(r for r in mine if r["seed"] == config["seeds"][0])
-        assert seed0["val_loss"] == tuned["val_loss"]  # the final seed-0 run redoes the tuning run exactly
+        assert seed0["history"] == tuned["history"] or [e["val_loss"] for e in seed0["history"]] == \
+            [e["val_loss"] for e in tuned["history"]]  # the final seed-0 run redoes the tuning run exactly
     gd = next(r for r in finals if r["optimizer"] == "gd")
     sgd = next(r for r in finals if r["optimizer"] == "sgd")
     assert gd["batch_size"] is None and gd["steps"] == config["epochs"] and sgd["steps"] > 10 * gd["steps"]
     report = (out / "report.html").read_text()
     assert report.count('<img class="plot"') == 5 and "Recommendation" in report
-    assert "optimizer" in printed and "report:" in printed and "adam" in printed
+    assert "optimizer" in printed and "report:" in printed and "adam" in printed and "best epoch" in printed
+    assert "best validation point" in report and "Environment" in report
 
 
 def _start(out: Path) -> subprocess.Popen:
@@ -91,27 +103,27 @@ def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
     before = results.read_bytes()
     finished = before[:before.rfind(b"\n") + 1].splitlines()
-    total = 3 * 3 + 3 * 2
+    total = 3 * 3 + 3 * 2  # sgd, momentum and adam each have an lr that learns
     assert 3 <= len(finished) < total, "the race must be killed mid-way"
     with results.open("ab") as handle:  # what a kill in the middle of a write would leave
         handle.write(b'{"phase": "final", "optimizer": "ad')
 
     resumed = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
                               out=out, jobs=2, progress=False, report=False)
-    assert resumed.ran == total - len(finished)
+    assert resumed.ran == total - len(finished), [r.spec for r in resumed.records]
     after = results.read_bytes().splitlines()
     assert after[:len(finished)] == finished  # finished runs untouched
     assert len(after) == total and len({key(json.loads(line)) for line in after}) == total
 
     fresh = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
                             out=tmp_path / "fresh", jobs=2, progress=False, report=False)
-    by_key = {key(r): r for r in fresh.rows}
-    for row in resumed.rows:
-        other = by_key[key(row)]
-        assert (row["status"], row["val_loss"], row["test_acc"], row["steps"]) == \
-            (other["status"], other["val_loss"], other["test_acc"], other["steps"])
+    by_key = {r.spec: r for r in fresh.records}
+    for row in resumed.records:
+        other = by_key[row.spec]
+        assert (row.status, row.val_loss, row.test_acc, row.end_test_acc, row.best_step, row.steps) == \
+            (other.status, other.val_loss, other.test_acc, other.end_test_acc, other.best_step, other.steps)
     assert resumed.selected == fresh.selected
-    for a, b in zip(resumed.summary.optimizers, fresh.summary.optimizers, strict=True):
+    for a, b in zip(resumed.summary.arms, fresh.summary.arms, strict=True):
         assert (a.optimizer, a.selected_lr, a.test_acc, a.test_loss, a.target_epoch, a.diverged) == \
             (b.optimizer, b.selected_lr, b.test_acc, b.test_loss, b.target_epoch, b.diverged)
 
@@ -122,6 +134,12 @@ def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
     (["--epochs", "-2"], "epochs must be a positive integer, got '-2'"),
     (["--task", "imagenet"], "unknown task 'imagenet'"),
     (["--jobs", "0"], "jobs must be an integer in [1, 1024], got 0"),
+    (["--schedules", "constant,step"], "unknown schedule 'step'"),
+    (["--device", "cuda:9"], "device 'cuda:9'"),
+    (["--device", "tpu"], "device 'tpu' is not a device name"),
+    (["--task", "nowhere.tasks:make"], "task 'nowhere.tasks:make': cannot import module 'nowhere.tasks'"),
+    (["--task", "descentlab.examples.spirals:nothing"], "has no attribute 'nothing'"),
+    (["--task", "descentlab.examples.spirals:math"], "expected a descentlab Task or a callable returning one"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -148,6 +166,40 @@ def test_an_out_holding_another_race_is_refused_untouched(tmp_path, capsys):
     assert len(read_rows(out)) == 2
 
 
+def test_an_out_of_the_previous_results_format_is_refused_by_the_cli(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / CONFIG).write_text(json.dumps({"task": "digits", "epochs": 1}))
+    (out / RESULTS).write_text('{"phase": "tune", "optimizer": "sgd", "lr": 0.1, "seed": 0, "status": "ok"}\n')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["race", "--task", "digits", "--optimizers", "sgd", "--lrs", "0.1", "--seeds", "1", "--epochs", "1",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "results format 1 by an earlier descentlab" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_quick_race_with_two_schedules_records_both_and_reports_the_ranking(tmp_path, capsys):
+    out = tmp_path / "schedules"
+    argv = ["race", "--quick", "--task", "digits", "--optimizers", "sgd,adam", "--schedules", "constant,cosine",
+            "--seeds", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = read_rows(out)
+    assert {(r["optimizer"], r["schedule"]) for r in rows if r["phase"] == FINAL} == \
+        {(o, s) for o in ("sgd", "adam") for s in ("constant", "cosine")}
+    assert len(rows) == 2 * 2 * 3 + 2 * 2 * 2
+    by_key = {key(r): r for r in rows}
+    for r in rows:
+        if r["schedule"] == "cosine":  # the same lr and seed under a schedule: other weights, other numbers
+            constant = by_key[r["phase"], r["optimizer"], "constant", r["lr"], r["seed"]]
+            assert r["history"][-1]["lr"] < r["lr"] == constant["history"][-1]["lr"]
+            assert r["history"][-1]["val_loss"] != constant["history"][-1]["val_loss"]
+    report = (out / "report.html").read_text()
+    assert "Did the schedule change the ranking?" in report and "sgd / cosine" in report
+    assert "change the ranking" in printed and "--schedules constant,cosine" in report
+
+
 def test_a_users_own_task_races_in_parallel(tmp_path):
     generator = torch.Generator().manual_seed(0)
     w = torch.randn(5, 3, generator=generator)
@@ -157,6 +209,24 @@ def test_a_users_own_task_races_in_parallel(tmp_path):
                         model=lambda: nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 3)), name="toy")
     result = descentlab.race(task, optimizers=["sgd", "adam"], lrs=[0.01, 0.1], seeds=2, epochs=2, batch_size=32,
                              out=tmp_path / "toy", jobs=2, progress=False)
-    assert result.config["task"] == "toy" and result.report_path.exists()
-    assert len(result.rows) == 2 * 2 + 2 * 2 and set(result.selected) == {"sgd", "adam"}
-    assert all(s.test_acc.n == 2 for s in result.summary.optimizers)
+    assert result.config.task == "toy" and result.report_path.exists()
+    assert len(result.records) == 2 * 2 + 2 * 2 and set(result.selected) == {("sgd", "constant"), ("adam", "constant")}
+    assert all(s.test_acc.n == 2 for s in result.summary.arms)
+
+
+def test_a_users_task_module_races_from_the_cli(tmp_path, capsys):
+    """The README's example: a task module (a Dataset-backed task, made by a callable) named by import path."""
+    out = tmp_path / "spirals"
+    argv = ["race", "--task", "descentlab.examples.spirals:make_task", "--optimizers", "sgd,adam", "--lrs", "0.01,0.1",
+            "--seeds", "2", "--epochs", "3", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = read_rows(out)
+    config = json.loads((out / CONFIG).read_text())
+    assert config["task"] == "descentlab.examples.spirals:make_task" and config["model"] == "custom"
+    assert len(rows) == 2 * 2 + 2 * 2 and all(r["status"] == "ok" for r in rows)
+    assert all(r["test_acc"] is not None for r in rows if r["phase"] == FINAL)
+    assert "adam" in printed and "report:" in printed
+    report = (out / "report.html").read_text()
+    assert "--task descentlab.examples.spirals:make_task" in report  # the CLI command redoes it
+    assert main(argv) == 0 and len(read_rows(out)) == len(rows)  # resumes: nothing to redo

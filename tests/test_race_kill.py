@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from descentlab.cli import main
-from descentlab.race.store import RESULTS
+from descentlab.racing.store import RESULTS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

@@ -9,13 +9,15 @@ import time
 
 import pytest
 
-from descentlab.race.store import _HELD_LOCKS, CONFIG, LOCK, RESULTS, ResultsStore
+from descentlab.racing.record import RESULTS_FORMAT, RunSpec
+from descentlab.racing.store import _HELD_LOCKS, CONFIG, LOCK, RESULTS, ResultsStore
+from race_records import record
 
-CONFIG_A = {"task": "digits", "epochs": 2, "lrs": [0.1, 0.01]}
+CONFIG_A = {"task": "digits", "epochs": 2, "lrs": [0.1, 0.01], "results_format": RESULTS_FORMAT}
 
 
 def run_row(lr, seed=0, phase="tune"):
-    return {"phase": phase, "optimizer": "sgd", "lr": lr, "seed": seed, "status": "ok", "val_loss": 1.0 / lr}
+    return record(lr, 1.0 / lr, optimizer="sgd", seed=seed, phase=phase)
 
 
 def snapshot(directory):
@@ -29,8 +31,9 @@ def test_rows_survive_a_reopen_and_duplicates_are_refused(tmp_path):
         with pytest.raises(ValueError, match="already in"):
             store.append(run_row(0.1))
     with ResultsStore.open(tmp_path / "race", CONFIG_A) as store:
-        assert [r["lr"] for r in store.rows] == [0.1, 0.01]
-        assert ("tune", "sgd", 0.1, 0) in store and ("final", "sgd", 0.1, 0) not in store
+        assert [r.lr for r in store.records] == [0.1, 0.01] and store.records[0] == run_row(0.1)
+        assert RunSpec("tune", "sgd", "constant", 0.1, 0) in store
+        assert RunSpec("final", "sgd", "constant", 0.1, 0) not in store
     lines = (tmp_path / "race" / RESULTS).read_text().splitlines()
     assert [json.loads(line)["lr"] for line in lines] == [0.1, 0.01]
 
@@ -42,7 +45,7 @@ def test_a_truncated_last_line_is_cut_off_and_that_run_redone(tmp_path, tail):
     good = (tmp_path / RESULTS).read_bytes()
     (tmp_path / RESULTS).write_bytes(good + tail)
     with ResultsStore.open(tmp_path, CONFIG_A) as store:
-        assert store.dropped_tail and len(store.rows) == 1
+        assert store.dropped_tail and len(store.records) == 1
         store.append(run_row(0.01))
     lines = (tmp_path / RESULTS).read_bytes().splitlines()
     assert lines[0] + b"\n" == good and json.loads(lines[1])["lr"] == 0.01 and len(lines) == 2
@@ -140,3 +143,16 @@ def test_a_race_file_that_is_a_directory_is_refused_in_one_line(tmp_path, name):
     (tmp_path / name).mkdir()
     with pytest.raises(ValueError, match=rf"--out '{tmp_path}': its {name} is not a regular file"):
         ResultsStore.check(tmp_path, CONFIG_A)
+
+
+def test_an_out_written_by_the_previous_results_format_is_refused_untouched(tmp_path):
+    """Format 1 (no results_format in race.json) selected lrs on the final validation loss: its runs cannot be
+    mixed with best-point ones, so it is refused with a message saying so, and nothing changes."""
+    old_config = {k: v for k, v in CONFIG_A.items() if k != "results_format"}
+    (tmp_path / CONFIG).write_text(json.dumps(old_config))
+    (tmp_path / RESULTS).write_text(json.dumps({"phase": "tune", "optimizer": "sgd", "lr": 0.1, "seed": 0,
+                                                "status": "ok", "val_loss": 1.0}) + "\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"results format 1 by an earlier descentlab .* use another --out"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert snapshot(tmp_path) == before

@@ -19,6 +19,7 @@ import pytest
 
 import descentlab
 from descentlab.tasks import get_task
+from descentlab.train import RunResult
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -39,11 +40,11 @@ window.addEventListener('load', () => {
 pytestmark = pytest.mark.browser
 
 
-def fake_run(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_test):
+def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device):
     """A made-up run: best near lr=1e-2, diverging above 0.3, slower for larger batches."""
     if lr > 0.3:
-        return {"status": "diverged", "diverged_at_step": 2, "epochs": 0.0, "steps": 2, "wall_s": 0.01,
-                "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None, "history": []}
+        return RunResult("diverged", 2, "made up", 0.0, 2, 0, 0.01, None, float("nan"), None, 0, 0.0, None, None,
+                         True, None, None, None, None, schedule, device, [], {})
     floor = 0.4 + 0.3 * abs(math.log10(lr) + 2) + 0.02 * seed + 0.03 * len(optimizer)
     steps_per_epoch = 1 if batch_size is None else 20
     history = []
@@ -52,10 +53,10 @@ def fake_run(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_t
         history.append({"step": epoch * steps_per_epoch, "epoch": float(epoch), "val_loss": loss,
                         "val_acc": min(0.98, 1.0 / (1 + loss)), "wall_s": 0.02 * epoch * (1 if batch_size else 0.2)})
     last = history[-1]
-    return {"status": "ok", "diverged_at_step": None, "epochs": float(epochs), "steps": epochs * steps_per_epoch,
-            "wall_s": last["wall_s"], "val_loss": last["val_loss"], "val_acc": last["val_acc"],
-            "test_loss": last["val_loss"] + 0.05 if evaluate_test else None,
-            "test_acc": last["val_acc"] - 0.01 if evaluate_test else None, "history": history}
+    test = (last["val_loss"] + 0.05, last["val_acc"] - 0.01) if evaluate_test else (None, None)
+    return RunResult("ok", None, None, float(epochs), epochs * steps_per_epoch, 0, last["wall_s"], None,
+                     last["val_loss"], last["val_acc"], last["step"], last["epoch"], last["val_loss"],
+                     last["val_acc"], True, *test, *test, schedule, device, history, {})
 
 
 @pytest.fixture(scope="module")

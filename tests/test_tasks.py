@@ -157,13 +157,17 @@ def test_custom_task_from_a_dataset_pair():
     val_set = torch.utils.data.TensorDataset(x[40:], y[40:])
     task = custom_task(train_set, val_set, model=lambda: nn.Linear(3, 2))
     assert task.kind == "classification" and task.n_train == 40 and not task.has_test
-    assert torch.equal(task.x_val, x[40:])
-    assert task.make_model(seed=0)(task.x_val).shape == (20, 2)
+    assert task.x_val is None and task.val_set is val_set  # kept as a Dataset, read batch by batch
+    x_val, y_val = task.batch("val", torch.arange(20))
+    assert torch.equal(x_val, x[40:]) and torch.equal(y_val, y[40:])
+    assert task.make_model(seed=0)(x_val).shape == (20, 2)
 
     regression = from_tensors(x[:40], x[:40, :1], x[40:], x[40:, :1], model={"lin": lambda: nn.Linear(3, 1)})
     assert regression.kind == "regression" and regression.default_model == "lin"
     with pytest.raises(TypeError, match=r"train\[0\] must be an \(input, target\) pair"):
         custom_task([torch.zeros(3)], val_set, model=lambda: nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="train is empty"):
+        custom_task([], val_set, model=lambda: nn.Linear(3, 2))
     with pytest.raises(ValueError, match="same non-zero length"):
         from_tensors(x, y[:5], x, y, model=lambda: nn.Linear(3, 2))
     with pytest.raises(TypeError, match=r"nn\.Module"):

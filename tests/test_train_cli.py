@@ -46,6 +46,10 @@ def test_full_batch_and_divergence_from_the_command_line(capsys):
     (["--task", "digits", "--task-option", "val_fraction=2"], "val_fraction must be a number strictly between"),
     (["--task", "digits", "--resume"], "resume=True (--resume) needs out (--out)"),
     (["--task", "digits", "--tensorboard"], "tensorboard=True (--tensorboard) needs out (--out)"),
+    (["--task", "mypkg_absent.tasks:make_task"], "task 'mypkg_absent.tasks:make_task': cannot import module"),
+    (["--task", "descentlab.examples.spirals:Spirals"], "task 'descentlab.examples.spirals:Spirals': Spirals() failed"),
+    (["--task", "digits", "--schedule", "linear"], "schedule must be one of constant, cosine, warmup-cosine"),
+    (["--task", "digits", "--device", "cuda:99"], "device 'cuda:99'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
     assert main(["train", "--quiet", *args]) == 2
@@ -70,3 +74,15 @@ def test_tasks_lists_tasks_and_models(capsys):
     out = capsys.readouterr().out
     for word in ("mnist1d", "digits", "lstsq", "linear", "mlp*", "cnn"):
         assert word in out
+
+
+def test_a_users_task_module_trains_with_a_schedule_and_reports_the_best_point(tmp_path, capsys):
+    out = tmp_path / "spirals"
+    assert main(["train", "--task", "descentlab.examples.spirals:make_task", "--optimizer", "adam", "--lr", "0.05",
+                 "--batch-size", "50", "--epochs", "3", "--schedule", "warmup-cosine", "--test", "--quiet",
+                 "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "best val at epoch" in line and "at best" in line and "at end" in line
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["task"] == "spirals" and result["schedule"] == "warmup-cosine"
+    assert result["test_acc"] is not None and result["end_test_acc"] is not None and result["device"] == "cpu"

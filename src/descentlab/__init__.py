@@ -3,13 +3,23 @@ to race them on real tasks and watch them move on 2-D surfaces."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .racing import RaceResult
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
-    # Lazy: ``descentlab.race(...)`` (a callable package) without importing torch at ``import descentlab``.
-    if name == "race":
-        import importlib
+def race(task: Any = "mnist1d", *, report: bool = True, **options: Any) -> RaceResult:
+    """Race optimizers on ``task`` and write ``out/report.html``: :func:`descentlab.racing.run_race`
+    with ``options`` (optimizers, lrs, seeds, epochs, schedules, device, out, ... — see it), then
+    :func:`descentlab.report.write_report` unless ``report=False``. Imports torch on first call only."""
+    from .racing import run_race
 
-        return importlib.import_module(".race", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    result = run_race(task, **options)
+    if report:
+        from .report import write_report
+
+        result.report_path = write_report(result.out, result.config, result.records, result.summary)
+    return result

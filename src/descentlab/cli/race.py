@@ -7,17 +7,21 @@ import sys
 from typing import Any
 
 from ..outpaths import check_directory
-from ..race.protocol import DEFAULT_EPOCHS, DEFAULT_OPTIMIZERS, DEFAULT_SEEDS, QUICK_EPOCHS, QUICK_LRS, QUICK_SEEDS
+from ..racing.protocol import DEFAULT_EPOCHS, DEFAULT_OPTIMIZERS, DEFAULT_SEEDS, QUICK_EPOCHS, QUICK_LRS, QUICK_SEEDS
+from ..train.schedule import SCHEDULES, WARMUP_FRACTION
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "race", help="tune and race the optimizers over seeds; write an HTML report",
-        description="Every (optimizer, lr) of the grid is trained on the first seed; per optimizer the lr with "
-        "the best validation loss is kept and retrained on every seed, and only those runs are scored on the "
-        "test split. Results go to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html. "
-        "Exit status 1 when every run of an optimizer failed with an error (not diverged: failed).")
-    parser.add_argument("--task", default="mnist1d", help="built-in task: mnist1d, digits, lstsq (default mnist1d)")
+        description="Every (optimizer, schedule, lr) of the grid is trained on the first seed and judged at its best "
+        "validation point (early stopping: highest validation accuracy; regression: lowest validation loss); per "
+        "optimizer and schedule the lr with the best such point is kept and retrained on every seed, and only those "
+        "runs are scored on the test split, at their best validation point and at the end of the budget. Results go "
+        "to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html. Exit status 1 when every run "
+        "of an optimizer failed with an error (not diverged: failed).")
+    parser.add_argument("--task", default="mnist1d", help="built-in task (mnist1d, digits, lstsq) or your own as "
+                        "module:attr, a descentlab Task or a callable returning one (default mnist1d)")
     parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default: the task's own, "
                         "mlp for mnist1d and digits, linear for lstsq)")
     parser.add_argument("--optimizers", default=None,
@@ -28,6 +32,11 @@ def add_parser(subparsers: Any) -> None:
                         f"(default {DEFAULT_SEEDS})")
     parser.add_argument("--epochs", default=None, help=f"training budget per run, in epochs (default {DEFAULT_EPOCHS})")
     parser.add_argument("--batch-size", default="64", help="minibatch size, or 'full' (GD always uses the full batch)")
+    parser.add_argument("--schedules", default=None,
+                        help=f"comma-separated lr schedules, each raced separately: {', '.join(SCHEDULES)} (default "
+                        f"constant; warmup-cosine warms up over {WARMUP_FRACTION:.0%} of the steps); the lr grid is "
+                        "the peak lr")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: the available cores)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a small demo race: lrs {','.join(f'{lr:g}' for lr in QUICK_LRS)}, {QUICK_SEEDS} seeds, "
@@ -38,22 +47,23 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..race import format_table, race
+    from .. import race
+    from ..report import format_table
     from ..report.failures import failed_optimizers, failure_sentence
 
     if args.out is not None:
         check_directory("--out", args.out)
     try:
         result = race(args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
-                      epochs=args.epochs, batch_size=args.batch_size, jobs=args.jobs, quick=args.quick, out=args.out,
-                      progress=False if args.quiet else None)
+                      epochs=args.epochs, batch_size=args.batch_size, schedules=args.schedules, device=args.device,
+                      jobs=args.jobs, quick=args.quick, out=args.out, progress=False if args.quiet else None)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
     print(format_table(result.summary))
-    print(f"\n{len(result.rows)} runs in {result.results_path} ({result.ran} trained now, {result.wall_s:.1f} s)")
+    print(f"\n{len(result.records)} runs in {result.results_path} ({result.ran} trained now, {result.wall_s:.1f} s)")
     print(f"report: {result.report_path}")
-    failed = failed_optimizers(result.rows)
+    failed = failed_optimizers(result.records)
     if failed:  # a broken setup, not a result: say so and fail the command (the first one is named)
         name, error = next(iter(failed.items()))
         more = f" (and {len(failed) - 1} more optimizer(s), see the report)" if len(failed) > 1 else ""

@@ -20,7 +20,8 @@ def add_parser(subparsers: Any) -> None:
         "train", help="train one model with one optimizer (GD = --batch-size full)",
         description="Train a model on a task with one optimizer; GD is --batch-size full. "
                     "See `descentlab tasks` and `descentlab optimizers` for the names.")
-    parser.add_argument("--task", default="mnist1d", help="task name (default: mnist1d)")
+    parser.add_argument("--task", default="mnist1d", help="task name, or your own as module:attr (a descentlab Task or "
+                        "a callable returning one; default: mnist1d)")
     parser.add_argument("--model", default=None, help="model name (default: the task's, mlp for mnist1d)")
     parser.add_argument("--hidden", default=None, metavar="SIZES",
                         help="mlp hidden sizes, comma-separated (default: 100,100)")
@@ -40,7 +41,11 @@ def add_parser(subparsers: Any) -> None:
                              f"(default: {DEFAULT_FACTOR:g}; 'none' checks finiteness only)")
     parser.add_argument("--task-option", action="append", default=[], metavar="NAME=VALUE",
                         help="task option, repeatable (e.g. --task-option val_fraction=0.1, cache_dir=...)")
-    parser.add_argument("--test", action="store_true", help="evaluate the test split at the end")
+    parser.add_argument("--test", action="store_true", help="evaluate the test split at the end: at the best "
+                        "validation point's weights and at the last ones")
+    parser.add_argument("--schedule", default="constant", help="lr schedule: constant (default), cosine or "
+                        "warmup-cosine; --lr is its peak")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--out", default=None, help="run directory (metrics.jsonl, result.json, checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events (needs tensorboard)")
@@ -75,7 +80,7 @@ def parse_assignments(name: str, items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import jsonable
-    from ..tasks import get_task
+    from ..tasks import resolve_task
     from ..train import train
 
     if args.out is not None:
@@ -90,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     model_options: dict[str, Any] = {}
     if args.hidden is not None:
         model_options["hidden"] = tuple(parse_number("--hidden", s, int) for s in args.hidden.split(","))
-    task = get_task(args.task, **parse_assignments("--task-option", args.task_option))
+    task = resolve_task(args.task, **parse_assignments("--task-option", args.task_option))
     result = train(task, model=args.model, optimizer=args.optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
                    steps=steps, seed=seed, out=args.out, resume=args.resume, evaluate_test=args.test,
                    quiet=args.quiet, eval_every=eval_every, optimizer_options=parse_assignments("--hp", args.hp),
-                   model_options=model_options, divergence_factor=factor, tensorboard=args.tensorboard)
+                   model_options=model_options, divergence_factor=factor, tensorboard=args.tensorboard,
+                   schedule=args.schedule, device=args.device)
     print(summary_line(jsonable(result.to_dict())))
     return 0
 
@@ -107,10 +113,16 @@ def summary_line(result: dict[str, Any]) -> str:
              f"{result['steps']} steps", f"{result['epochs']:.3g} epochs", f"val loss {fmt(result['val_loss'])}"]
     if result["val_acc"] is not None:
         parts.append(f"val acc {fmt(result['val_acc'])}")
+    best = f"best val at epoch {result['best_epoch']:.3g}"
+    if result["best_is_last"]:
+        best += " (the last evaluation)"
+    if result["best_val_acc"] is not None:
+        best += f": val acc {fmt(result['best_val_acc'])}"
+    parts.append(best)
     if result["test_loss"] is not None:
-        parts.append(f"test loss {fmt(result['test_loss'])}")
+        parts.append(f"test loss {fmt(result['test_loss'])} at best, {fmt(result['end_test_loss'])} at end")
     if result["test_acc"] is not None:
-        parts.append(f"test acc {fmt(result['test_acc'])}")
+        parts.append(f"test acc {fmt(result['test_acc'])} at best, {fmt(result['end_test_acc'])} at end")
     parts.append(f"{result['wall_s']:.2f} s")
     if result["out"]:
         parts.append(f"-> {result['out']}")

@@ -4,21 +4,22 @@ that optimizer but a broken setup: the CLI exits non-zero naming it, and the rep
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+
+from ..racing.record import RunRecord
 
 ERROR = "error"
-"""A run's ``status`` when it raised instead of finishing (see :func:`descentlab.race.runner.run_one`)."""
+"""A run's ``status`` when it raised instead of finishing (see :func:`descentlab.racing.runner.run_one`)."""
 
 
-def failed_optimizers(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+def failed_optimizers(rows: Iterable[RunRecord]) -> dict[str, str]:
     """``{optimizer: first error}`` for every optimizer with runs, all of them failed; in race order."""
     first_error: dict[str, str] = {}
     any_other: set[str] = set()
     for row in rows:
-        name = str(row.get("optimizer"))
-        if row.get("status") == ERROR:
-            first_error.setdefault(name, str(row.get("error") or "unknown error").splitlines()[0] or "unknown error")
+        name = row.optimizer
+        if row.status == ERROR:
+            first_error.setdefault(name, str(row.error or "unknown error").splitlines()[0] or "unknown error")
         else:
             any_other.add(name)
     return {name: error for name, error in first_error.items() if name not in any_other}

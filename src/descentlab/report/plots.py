@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
-METRIC_LABELS = {"val_loss": "validation loss", "val_acc": "validation accuracy"}
+METRIC_LABELS = {"val_loss": "validation loss", "val_acc": "validation accuracy",
+                 "best_val_loss": "best validation loss", "best_val_acc": "best validation accuracy"}
 
 
 def color_map(names: Sequence[str]) -> dict[str, str]:
@@ -88,17 +89,18 @@ def curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], color
 
 def sensitivity(points: Mapping[str, Sequence[Mapping[str, Any]]], selected: Mapping[str, float | None],
                 colors: Mapping[str, str], metrics: Sequence[str]) -> str:
-    """Final validation metric at every lr of the grid (seed 0); diverged runs as crosses on the
+    """Best-point validation metric at every lr of the grid (seed 0); diverged runs as crosses on the
     panel's edge, the selected lr circled."""
     figure = Figure(figsize=(5.2 * len(metrics), 3.6))
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics, strict=True):
         finite = [p[metric] for runs in points.values() for p in runs
                   if p.get("status") == "ok" and p.get(metric) is not None]
-        if metric == "val_loss":
+        is_loss = metric.endswith("val_loss")
+        if is_loss:
             _loss_scale(ax, finite)
-        # diverged runs have no meaningful final metric: marked on the "bad" edge of the panel
-        edge = (max(finite) * 1.05 if metric == "val_loss" else min(finite) * 0.95) if finite else 1.0
+        # diverged runs are not selectable: marked on the "bad" edge of the panel
+        edge = (max(finite) * 1.05 if is_loss else min(finite) * 0.95) if finite else 1.0
         for name, runs in points.items():
             ok = [(p["lr"], p[metric]) for p in runs if p.get("status") == "ok" and p.get(metric) is not None]
             bad = [p["lr"] for p in runs if p.get("status") != "ok" or p.get(metric) is None]
@@ -112,7 +114,7 @@ def sensitivity(points: Mapping[str, Sequence[Mapping[str, Any]]], selected: Map
                 ax.scatter([lr], chosen, s=140, facecolors="none", edgecolors=colors[name], lw=2, zorder=4)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric)}")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.suptitle("lr sensitivity (seed 0; circle = selected lr, × = diverged or failed)", fontsize=11)

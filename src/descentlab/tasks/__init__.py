@@ -11,5 +11,7 @@ from .registry import (
     model_names,
     task_names,
 )
+from .resolve import resolve_task
 
-__all__ = ["TASKS", "Task", "custom_task", "from_tensors", "get_task", "half_mse", "model_names", "task_names"]
+__all__ = ["TASKS", "Task", "custom_task", "from_tensors", "get_task", "half_mse", "model_names", "resolve_task",
+           "task_names"]

@@ -1,8 +1,8 @@
-"""Tasks: data (in-memory tensors) + model factories + loss, by name or from a user's own data.
+"""Tasks: data (in-memory tensors or Datasets) + model factories + loss, by name or from a user's own data.
 
 ``get_task("mnist1d")`` builds a built-in task; ``from_tensors(...)`` and ``custom_task(...)`` wrap a
-user's tensors or ``torch.utils.data.Dataset`` pair, an ``nn.Module`` factory and a loss, so the same
-training loop and race run on them.
+user's tensors or ``torch.utils.data.Dataset`` pair (kept as Datasets, read batch by batch), an
+``nn.Module`` factory and a loss, so the same training loop and race run on them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset, default_collate
 
 from . import datasets
 from .models import DESCRIPTIONS, MODELS
@@ -87,20 +88,23 @@ def seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 @dataclass
 class Task:
-    """A training problem: train / val / test tensors, model factories and a loss.
+    """A training problem: train / val / test data, model factories and a loss.
 
-    ``kind`` is ``"classification"`` (integer targets, accuracy reported) or ``"regression"``.
-    ``models`` maps a model name to a factory taking keyword options; ``options`` are the arguments
-    the task was built with (recorded in run configs); ``info`` holds facts such as the exact
-    solution of ``lstsq``.
+    Each split is either two tensors held in memory (``x_train``, ``y_train``, ...) or a map-style
+    ``torch.utils.data.Dataset`` of ``(input, target)`` items (``train_set``, ``val_set``,
+    ``test_set``: read item by item, batches collated by ``torch.utils.data.default_collate``), so
+    data that is not one tensor in memory runs through the same loop. ``kind`` is
+    ``"classification"`` (integer targets, accuracy reported) or ``"regression"``. ``models`` maps a
+    model name to a factory taking keyword options; ``options`` are the arguments the task was built
+    with (recorded in run configs); ``info`` holds facts such as the exact solution of ``lstsq``.
     """
 
     name: str
     kind: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
     x_test: torch.Tensor | None
     y_test: torch.Tensor | None
     loss_fn: LossFn
@@ -108,12 +112,22 @@ class Task:
     default_model: str
     options: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    test_set: Dataset | None = None
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("classification", "regression"):
             raise ValueError(f"kind must be 'classification' or 'regression', got {self.kind!r}")
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            dataset = getattr(self, f"{split}_set")
+            if dataset is not None:
+                if x is not None or y is not None:
+                    raise ValueError(f"give {split}_set or x_{split}/y_{split}, not both")
+                _check_dataset(f"{split}_set", dataset)
+                continue
             if split == "test" and x is None and y is None:
                 continue
             if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -127,24 +141,58 @@ class Task:
 
     @property
     def n_train(self) -> int:
-        return len(self.x_train)
+        return self.size("train")
 
     @property
     def has_test(self) -> bool:
-        return self.x_test is not None
+        return self.x_test is not None or self.test_set is not None
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the training split is two tensors (else a Dataset read item by item)."""
+        return self.train_set is None
+
+    def input_example(self) -> torch.Tensor:
+        """The first training input, as a batch of one (for its dtype and shape)."""
+        return self.x_train[:1] if self.in_memory else self.batch("train", torch.arange(1))[0]
+
+    def size(self, split: str) -> int:
+        dataset = getattr(self, f"{split}_set")
+        return len(dataset) if dataset is not None else len(getattr(self, f"x_{split}"))
+
+    def batch(self, split: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples ``index`` of ``split`` as ``(inputs, targets)`` (on the CPU for a Dataset)."""
+        dataset = getattr(self, f"{split}_set")
+        if dataset is None:
+            return getattr(self, f"x_{split}")[index], getattr(self, f"y_{split}")[index]
+        items = [dataset[i] for i in index.tolist()]
+        x, y = default_collate(items)
+        return torch.as_tensor(x), torch.as_tensor(y)
+
+    def chunks(self, split: str, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole of ``split`` in order, ``chunk`` examples at a time."""
+        n = self.size(split)
+        for start in range(0, n, chunk):
+            if getattr(self, f"{split}_set") is None:
+                yield getattr(self, f"x_{split}")[start:start + chunk], getattr(self, f"y_{split}")[start:start + chunk]
+            else:
+                yield self.batch(split, torch.arange(start, min(start + chunk, n)))
 
     def fingerprint(self) -> str:
-        """SHA-256 over every split's name, dtype, shape and bytes: tells two data sets apart where
-        names and options cannot (a user's own data), e.g. for a run directory's identity."""
-        sha = hashlib.sha256()
-        for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            tensor = getattr(self, split)
-            if tensor is None:
-                continue
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            sha.update(f"{split}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-            sha.update(flat.view(torch.uint8).numpy())
-        return sha.hexdigest()
+        """SHA-256 over every split's name, dtype, shape and bytes (a Dataset's: item by item, once per
+        task object): tells two data sets apart where names and options cannot (a user's own data),
+        e.g. for a run directory's identity."""
+        if self._fingerprint is None:
+            sha = hashlib.sha256()
+            for split in ("train", "val", "test"):
+                if split == "test" and not self.has_test:
+                    continue
+                for name, tensor in _split_tensors(self, split):
+                    flat = tensor.detach().cpu().contiguous().reshape(-1)
+                    sha.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+                    sha.update(flat.view(torch.uint8).numpy())
+            self._fingerprint = sha.hexdigest()
+        return self._fingerprint
 
     def make_model(self, model_name: str | None = None, seed: int = 0, **options: Any) -> nn.Module:
         """A freshly initialised model (``seed`` fixes the initial weights), in the data's dtype."""
@@ -153,9 +201,34 @@ class Task:
             raise ValueError(f"unknown model {name!r} for task {self.name!r}; known: {', '.join(self.models)}")
         factory = self.models[name]
         module = seeded(lambda: factory(**options), seed)
-        if self.x_train.is_floating_point():
-            module = module.to(self.x_train.dtype)
+        sample = self.input_example()
+        if sample.is_floating_point():
+            module = module.to(sample.dtype)
         return module
+
+
+def _check_dataset(name: str, dataset: Any) -> None:
+    try:
+        size = len(dataset)
+    except TypeError:
+        raise TypeError(f"{name} must be a map-style Dataset with __len__, got {type(dataset).__name__}") from None
+    if size == 0:
+        raise ValueError(f"{name} is empty")
+    item = dataset[0]
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise TypeError(f"{name}[0] must be an (input, target) pair, got {type(item).__name__}")
+
+
+def _split_tensors(task: Task, split: str) -> Iterator[tuple[str, torch.Tensor]]:
+    dataset = getattr(task, f"{split}_set")
+    if dataset is None:
+        yield f"x_{split}", getattr(task, f"x_{split}")
+        yield f"y_{split}", getattr(task, f"y_{split}")
+        return
+    for index in range(len(dataset)):
+        x, y = dataset[index]
+        yield f"x_{split}[{index}]", torch.as_tensor(x)
+        yield f"y_{split}[{index}]", torch.as_tensor(y)
 
 
 # -- built-in tasks -------------------------------------------------------------------------------
@@ -294,29 +367,23 @@ def from_tensors(x_train: Any, y_train: Any, x_val: Any, y_val: Any, x_test: Any
                 options={}, **tensors)
 
 
-def stack_dataset(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ``(x, y)`` items of a map-style ``Dataset`` stacked into two tensors (kept in memory)."""
-    try:
-        size = len(dataset)
-    except TypeError:
-        raise TypeError(f"{name} must be a map-style Dataset with __len__, got {type(dataset).__name__}") from None
-    if size == 0:
-        raise ValueError(f"{name} is empty")
-    xs, ys = [], []
-    for index in range(size):
-        item = dataset[index]
-        if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise TypeError(f"{name}[{index}] must be an (input, target) pair, got {type(item).__name__}")
-        xs.append(torch.as_tensor(item[0]))
-        ys.append(torch.as_tensor(item[1]))
-    return torch.stack(xs), torch.stack(ys)
-
-
-def custom_task(train: Any, val: Any, test: Any = None, *, model: ModelFactory | Mapping[str, ModelFactory],
-                loss: LossFn | None = None, kind: str | None = None, name: str = "custom") -> Task:
-    """A task from your own ``torch.utils.data.Dataset`` pair (or triple), whose items are
-    ``(input, target)``; the items are stacked into in-memory tensors once. See :func:`from_tensors`."""
-    x_train, y_train = stack_dataset(train, "train")
-    x_val, y_val = stack_dataset(val, "val")
-    x_test, y_test = stack_dataset(test, "test") if test is not None else (None, None)
-    return from_tensors(x_train, y_train, x_val, y_val, x_test, y_test, model=model, loss=loss, kind=kind, name=name)
+def custom_task(train: Dataset, val: Dataset, test: Dataset | None = None, *,
+                model: ModelFactory | Mapping[str, ModelFactory], loss: LossFn | None = None,
+                kind: str | None = None, name: str = "custom") -> Task:
+    """A task from your own map-style ``torch.utils.data.Dataset`` pair (or triple) of ``(input,
+    target)`` items. The data stays in the Datasets: the loop reads each batch item by item and
+    collates it (``default_collate``), so it need not fit in memory as one tensor. ``kind`` is
+    inferred from the first training target (an integer: classification); see :func:`from_tensors`
+    for ``model`` and ``loss``."""
+    _check_dataset("train", train)
+    _check_dataset("val", val)
+    if test is not None:
+        _check_dataset("test", test)
+    kind = kind or _infer_kind(torch.as_tensor(train[0][1]))
+    if loss is None:
+        loss = F.cross_entropy if kind == "classification" else F.mse_loss
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable (prediction, target) -> scalar tensor, got {loss!r}")
+    factories = _factories(model)
+    return Task(name, kind, None, None, None, None, None, None, loss_fn=loss, models=factories,
+                default_model=next(iter(factories)), options={}, train_set=train, val_set=val, test_set=test)

@@ -6,6 +6,8 @@ accuracy = (1/N)·#{i : argmax model(x_i) = y_i} for classification, ``None`` fo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -15,18 +17,19 @@ EVAL_CHUNK = 8192
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, classification: bool,
-             chunk: int = EVAL_CHUNK) -> tuple[float, float | None]:
+def evaluate(model: nn.Module, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]], loss_fn: LossFn,
+             classification: bool) -> tuple[float, float | None]:
+    """Mean loss (and accuracy) over the ``(x, y)`` chunks of one split."""
     was_training = model.training
     model.eval()
     try:
-        n = len(x)
+        n = 0
         loss_sum = 0.0
         correct = 0
-        for start in range(0, n, chunk):
-            xc, yc = x[start:start + chunk], y[start:start + chunk]
+        for xc, yc in chunks:
             output = model(xc)
             loss_sum += float(loss_fn(output, yc)) * len(xc)
+            n += len(xc)
             if classification:
                 correct += int((output.argmax(dim=-1) == yc).sum())
     finally:

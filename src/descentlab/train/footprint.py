@@ -55,6 +55,7 @@ def check(task: Task, model_name: str, model_options: Mapping[str, Any]) -> None
     if not model_options:
         return
     parameters = parameter_count(task, model_name, model_options)
-    element = task.x_train.element_size() if task.x_train.is_floating_point() else 4
+    sample = task.input_example()
+    element = sample.element_size() if sample.is_floating_point() else 4
     check_fits(f"{_describe(model_name, model_options)} has {parameters:.3g} parameters; training it",
                element * parameters * (2 + STATE_BUFFERS))

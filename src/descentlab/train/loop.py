@@ -31,12 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim import lr_scheduler
 
-from ..tasks.registry import MAX_SEED, Task, get_task, global_rng, set_global_rng_state
+from ..tasks.registry import MAX_SEED, Task, global_rng, set_global_rng_state
+from ..tasks.resolve import resolve_task
 from . import divergence, footprint
-from .evaluate import evaluate, grad_norm
+from .best import Best
+from .data import Data
+from .device import check_device
+from .evaluate import grad_norm
 from .result import DIVERGED, OK, RunResult
 from .rundir import RunDir
+from .schedule import check_schedule, make_scheduler
 from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_optimizer, optimizer_label, versions
 
 DEFAULT_EPOCHS = 20
@@ -71,7 +77,8 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
           eval_every: int | None = None, optimizer_options: Mapping[str, Any] | None = None,
           model_options: Mapping[str, Any] | None = None,
           divergence_factor: float | None = divergence.DEFAULT_FACTOR, keep_model: bool = False,
-          callback: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False) -> RunResult:
+          callback: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False,
+          schedule: str = "constant", device: str | torch.device = "cpu") -> RunResult:
     """Train ``task``'s ``model`` with ``optimizer`` and return a :class:`RunResult` (never raises
     for a diverging run: it is returned with ``status="diverged"``).
 
@@ -83,12 +90,16 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
       every epoch. There is always an evaluation at step 0 and at the last step.
     - ``out``: a run directory (``metrics.jsonl``, ``result.json``, checkpoints at each evaluation,
       the last two kept); ``resume=True`` continues the run found there. ``out=None`` writes nothing.
-    - ``evaluate_test``: evaluate the test split once, at the end (otherwise it is never touched).
+    - ``evaluate_test``: evaluate the test split at the end, once at the best validation point's
+      weights (kept in memory, and in checkpoints) and once at the last weights (otherwise the test
+      split is never touched).
+    - ``schedule``: ``constant``, ``cosine`` or ``warmup-cosine`` (see :mod:`.schedule`); ``lr`` is its peak.
+    - ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (must exist here).
     - ``callback(record)``: called after every evaluation with its metrics record.
     - ``tensorboard``: also write TensorBoard event files to ``out/tensorboard`` (needs ``tensorboard``).
     """
     if isinstance(task, str):
-        task = get_task(task)
+        task = resolve_task(task)
     if not isinstance(task, Task):
         raise TypeError(f"task must be a descentlab Task or a task name, got {type(task).__name__}")
     optimizer = check_optimizer(optimizer)
@@ -103,6 +114,8 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     steps = check_int("steps", steps, 1, allow_none=True)
     eval_every = check_int("eval_every", eval_every, 1, allow_none=True)
     divergence_factor = divergence.check_factor(divergence_factor)
+    schedule = check_schedule(schedule)
+    torch_device = check_device(device)
     if resume and out is None:
         raise ValueError("resume=True (--resume) needs out (--out), the directory of the run to continue")
     if tensorboard and out is None:
@@ -130,13 +143,15 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
         "optimizer": optimizer_label(optimizer), "optimizer_options": optimizer_options, "lr": lr,
         "batch_size": batch_size, "epochs": epochs, "steps": steps, "total_steps": total,
         "steps_per_epoch": per_epoch, "seed": seed, "eval_every": eval_every,
-        "divergence_factor": divergence_factor,
+        "divergence_factor": divergence_factor, "schedule": schedule, "device": str(torch_device),
     }
     rundir = RunDir(out, config, versions(), resume) if out is not None else None
 
-    net = task.make_model(model_name, seed, **model_options)
+    net = task.make_model(model_name, seed, **model_options).to(torch_device)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, optimizer_options)
+    scheduler = make_scheduler(schedule, opt, total)
+    data = Data(task, torch_device)
     generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
     writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
 
@@ -144,27 +159,36 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
         with global_rng(seed ^ _TRAIN_RNG_SALT):
             progress = Progress()
             saved = rundir.open() if rundir is not None else None
+            best = Best(task.kind == "classification")
             if saved is not None:
-                _restore(saved, net, opt, generator, progress)
+                _restore(saved, net, opt, scheduler, generator, progress, best)
                 rundir.rewrite_metrics(progress.history)  # drop records written after that checkpoint
             elif rundir is not None:
                 rundir.rewrite_metrics([])
-            loop = _Loop(task, net, opt, params, generator, progress, size, per_epoch, total, eval_every,
-                         divergence_factor, rundir, callback, writer, show=not quiet and sys.stderr.isatty())
+            loop = _Loop(data, net, opt, scheduler, params, generator, progress, best, size, per_epoch, total,
+                         eval_every, divergence_factor, rundir, callback, writer,
+                         show=not quiet and sys.stderr.isatty())
             loop.run()
     finally:  # also on Ctrl-C or a callback's exception: the events recorded so far reach the disk
         if writer is not None:
             writer.close()
 
-    test_loss = test_acc = None
-    if evaluate_test:
-        test_loss, test_acc = evaluate(net, task.x_test, task.y_test, task.loss_fn, task.kind == "classification")
+    end_test: tuple[float | None, float | None] = (None, None)
+    best_test: tuple[float | None, float | None] = (None, None)
     last = progress.history[-1]
+    best_entry = progress.history[best.index] if best.index is not None else last
+    best_is_last = best_entry is last
+    if evaluate_test:
+        end_test = data.evaluate(net, "test")
+        best_test = end_test if best_is_last or best.state is None else data.evaluate(best.model_like(net), "test")
     result = RunResult(
         status=progress.status, diverged_at_step=progress.diverged_at_step, diverge_reason=progress.diverge_reason,
         epochs=progress.examples / n, steps=progress.step, examples=progress.examples, wall_s=progress.wall_s,
-        train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"], test_loss=test_loss,
-        test_acc=test_acc, history=progress.history, config=config, out=str(out) if out is not None else None,
+        train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"],
+        best_step=best_entry["step"], best_epoch=best_entry["epoch"], best_val_loss=best_entry["val_loss"],
+        best_val_acc=best_entry["val_acc"], best_is_last=best_is_last, test_loss=best_test[0], test_acc=best_test[1],
+        end_test_loss=end_test[0], end_test_acc=end_test[1], schedule=schedule, device=str(torch_device),
+        history=progress.history, config=config, out=str(out) if out is not None else None,
         model=net if keep_model else None,
     )
     if rundir is not None:
@@ -175,15 +199,16 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
 class _Loop:
     """The state machine of one run: segments of steps between evaluations."""
 
-    def __init__(self, task: Task, net: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.Tensor],
-                 generator: torch.Generator, progress: Progress, size: int, per_epoch: int, total: int,
-                 eval_every: int | None, factor: float | None, rundir: RunDir | None,
-                 callback: Callable[[dict[str, Any]], None] | None, writer: Any, show: bool) -> None:
-        self.task, self.net, self.opt, self.params, self.generator = task, net, opt, params, generator
+    def __init__(self, data: Data, net: torch.nn.Module, opt: torch.optim.Optimizer,
+                 scheduler: lr_scheduler.LRScheduler | None, params: list[torch.Tensor], generator: torch.Generator,
+                 progress: Progress, best: Best, size: int, per_epoch: int, total: int, eval_every: int | None,
+                 factor: float | None, rundir: RunDir | None, callback: Callable[[dict[str, Any]], None] | None,
+                 writer: Any, show: bool) -> None:
+        self.data, self.net, self.opt, self.scheduler, self.params = data, net, opt, scheduler, params
+        self.generator, self.best = generator, best
         self.p, self.size, self.per_epoch, self.total, self.eval_every = progress, size, per_epoch, total, eval_every
         self.factor, self.rundir, self.callback, self.writer, self.show = factor, rundir, callback, writer, show
-        self.full_batch = size >= task.n_train
-        self.classification = task.kind == "classification"
+        self.full_batch = size >= data.n_train
         self.limit = (divergence.threshold(progress.initial_loss, factor) if progress.initial_loss is not None
                       else math.inf)
 
@@ -220,20 +245,17 @@ class _Loop:
 
     def segment(self) -> None:
         """Steps up to the next evaluation or the end of the epoch, whichever comes first."""
-        p, size, n = self.p, self.size, self.task.n_train
-        x, y = self.task.x_train, self.task.y_train
-        if not self.full_batch:
-            if p.perm is None:
-                p.perm = torch.randperm(n, generator=self.generator)
-            x, y = x[p.perm], y[p.perm]
+        p, size, n = self.p, self.size, self.data.n_train
+        if not self.full_batch and p.perm is None:
+            p.perm = torch.randperm(n, generator=self.generator)
+        batches = self.data.train_batches(None if self.full_batch else p.perm, size)
         target = self.next_eval()
         stop = p.pos + min(target - p.step, self.per_epoch - p.pos)
-        net, opt, loss_fn = self.net, self.opt, self.task.loss_fn
+        net, opt, scheduler, loss_fn = self.net, self.opt, self.scheduler, self.data.loss_fn
         limit, run_sum, count = self.limit, 0.0, 0
         diverged = None
         for index in range(p.pos, stop):
-            xb, yb = (x, y) if self.full_batch else (x[index * size:(index + 1) * size],
-                                                     y[index * size:(index + 1) * size])
+            xb, yb = batches(index)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xb), yb)
             value = loss.item()
@@ -246,6 +268,8 @@ class _Loop:
                 limit = self.limit = divergence.threshold(value, self.factor)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             run_sum += value
             count += 1
         p.examples += min(stop * size, n) - min(p.pos * size, n)
@@ -278,13 +302,14 @@ class _Loop:
 
     def record(self, train_loss: float | None, gnorm: float | None) -> None:
         p = self.p
-        val_loss, val_acc = evaluate(self.net, self.task.x_val, self.task.y_val, self.task.loss_fn,
-                                     self.classification)
+        val_loss, val_acc = self.data.evaluate(self.net, "val")
         p.wall_s = time.perf_counter() - self.started
-        entry = {"step": p.step, "epoch": p.examples / self.task.n_train, "examples": p.examples,
+        entry = {"step": p.step, "epoch": p.examples / self.data.n_train, "examples": p.examples,
                  "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
                  "lr": float(self.opt.param_groups[0]["lr"]), "grad_norm": gnorm, "wall_s": p.wall_s}
         p.history.append(entry)
+        if p.status == OK:  # the weights of a lost run are never its best
+            self.best.offer(len(p.history) - 1, entry, self.net)
         if self.rundir is not None:
             self.rundir.append_metrics(entry)
         self.save()
@@ -297,20 +322,31 @@ class _Loop:
 
     def save(self) -> None:
         if self.rundir is not None:
-            self.rundir.save_checkpoint(self.p.step, _snapshot(self.net, self.opt, self.generator, self.p))
+            self.rundir.save_checkpoint(self.p.step, _snapshot(self.net, self.opt, self.scheduler, self.generator,
+                                                               self.p, self.best))
 
 
-def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-              progress: Progress) -> dict[str, Any]:
-    return {"format": 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler | None,
+              generator: torch.Generator, progress: Progress, best: Best) -> dict[str, Any]:
+    return {"format": 2, "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "best_model": best.state, "best_index": best.index, "best_score": best.score,
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "progress": progress.state(),
             "threads": torch.get_num_threads()}
 
 
-def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-             progress: Progress) -> None:
+def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer,
+             scheduler: lr_scheduler.LRScheduler | None, generator: torch.Generator, progress: Progress,
+             best: Best) -> None:
+    if saved.get("format") != 2:
+        raise ValueError(f"the checkpoint in this run directory has format {saved.get('format')!r}, written by an "
+                         "earlier descentlab (no best-validation weights); start the run in a new out")
     net.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    best.state, best.index = saved["best_model"], saved["best_index"]
+    best.score = tuple(saved["best_score"]) if saved["best_score"] is not None else None
     generator.set_state(saved["generator"])
     set_global_rng_state(saved["torch_rng"])
     threads, now = saved.get("threads"), torch.get_num_threads()

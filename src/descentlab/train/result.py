@@ -33,10 +33,14 @@ class RunResult:
     ``status`` is ``"ok"`` or ``"diverged"`` (then ``diverged_at_step`` is the 1-based step whose
     training loss was non-finite or above the divergence threshold, and ``diverge_reason`` says
     which). ``epochs`` = examples seen / training-set size; ``steps`` = optimizer updates applied.
-    ``val_loss``/``val_acc`` are the last evaluation's; ``test_loss``/``test_acc`` are ``None``
-    unless the run was asked to evaluate the test split. ``history`` holds one record per
-    evaluation (see :data:`METRIC_KEYS`), the first at step 0 (before training). ``val_acc`` is
-    ``None`` for regression tasks. ``model`` is the trained module when ``keep_model=True``.
+    ``val_loss``/``val_acc`` are the last evaluation's. The best validation point (see
+    :mod:`descentlab.train.best`) is at ``best_step`` / ``best_epoch`` with ``best_val_loss`` /
+    ``best_val_acc``; ``best_is_last`` says it was the last evaluation (the run may want a longer
+    budget). ``test_loss``/``test_acc`` are the test split at the best point's weights and
+    ``end_test_loss``/``end_test_acc`` at the last weights, all ``None`` unless the run was asked to
+    evaluate the test split. ``history`` holds one record per evaluation (see :data:`METRIC_KEYS`),
+    the first at step 0 (before training). ``val_acc`` is ``None`` for regression tasks. ``model``
+    is the trained module (last weights) when ``keep_model=True``.
     """
 
     status: str
@@ -49,8 +53,17 @@ class RunResult:
     train_loss: float | None
     val_loss: float
     val_acc: float | None
+    best_step: int
+    best_epoch: float
+    best_val_loss: float | None
+    best_val_acc: float | None
+    best_is_last: bool
     test_loss: float | None
     test_acc: float | None
+    end_test_loss: float | None
+    end_test_acc: float | None
+    schedule: str
+    device: str
     history: list[dict[str, Any]]
     config: dict[str, Any]
     out: str | None = None

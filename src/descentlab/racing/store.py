@@ -9,6 +9,10 @@ is reported, never silently dropped. Only the race's parent process writes; an a
 two races from writing to the same directory at once. The lock is the kernel's (``flock``), held by the
 race's main process alone (its workers close their inherited copies), so it ends with that process —
 a killed race's directory can be resumed at once.
+
+Each line is a :class:`~descentlab.racing.record.RunRecord`. A directory written by an earlier
+results format (its ``race.json`` has no ``results_format``, or another one) is refused, untouched:
+its runs were selected by another rule, so they cannot be mixed with new ones.
 """
 
 from __future__ import annotations
@@ -22,20 +26,13 @@ from typing import Any
 
 from ..atomic import atomic_write_json, dumps
 from ..outpaths import check_directory, check_entries_are_files
+from .record import RESULTS_FORMAT, RunRecord, RunSpec
 
 RESULTS = "results.jsonl"
 CONFIG = "race.json"
 LOCK = ".race.lock"
 REPORT = "report.html"
 """Written into the same directory at the end of a race (by :mod:`descentlab.report`)."""
-
-RunKey = tuple[str, str, float, int]
-"""(phase, optimizer, lr, seed): what identifies one run of a race."""
-
-
-def run_key(row: dict[str, Any]) -> RunKey:
-    return (str(row["phase"]), str(row["optimizer"]), float(row["lr"]), int(row["seed"]))
-
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Human-readable ``key: stored -> wanted`` lines for every field that differs."""
@@ -46,14 +43,14 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
 class ResultsStore:
     """``results.jsonl`` + ``race.json`` in one directory. Use :meth:`open`; close (or ``with``) at the end."""
 
-    def __init__(self, directory: Path, config: dict[str, Any], rows: list[dict[str, Any]], lock_fd: int,
+    def __init__(self, directory: Path, config: dict[str, Any], records: list[RunRecord], lock_fd: int,
                  dropped_tail: bool) -> None:
         self.directory = directory
         self.config = config
-        self.rows = rows
+        self.records = records
         self.dropped_tail = dropped_tail
         self._lock_fd: int | None = lock_fd
-        self._done = {run_key(row) for row in rows}
+        self._done = {record.spec for record in records}
 
     @property
     def results_path(self) -> Path:
@@ -66,7 +63,14 @@ class ResultsStore:
         check_entries_are_files("--out", path, (CONFIG, RESULTS, LOCK))
         config_path = path / CONFIG
         if config_path.exists():
-            differences = config_differences(_read_config(config_path), config)
+            stored = _read_config(config_path)
+            if stored.get("results_format") != RESULTS_FORMAT:
+                found = stored.get("results_format", 1)
+                raise ValueError(f"--out {str(path)!r} holds a race written in results format {found!r} by an "
+                                 f"earlier descentlab (this one writes format {RESULTS_FORMAT}: lrs selected at each "
+                                 "run's best validation point, test metrics at that point); it cannot be resumed or "
+                                 "mixed with new runs, so it is left untouched: use another --out")
+            differences = config_differences(stored, config)
             if differences:
                 raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "
                                  f"{'; '.join(differences)}); use another --out or the same options")
@@ -107,15 +111,15 @@ class ResultsStore:
             atomic_write_json(path / CONFIG, config)
         return cls(path, config, rows, lock_fd, dropped)
 
-    def __contains__(self, key: RunKey) -> bool:
-        return key in self._done
+    def __contains__(self, spec: RunSpec) -> bool:
+        return spec in self._done
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, record: RunRecord) -> None:
         """Write one finished run: a single write of one line, then fsync. Duplicates are refused."""
-        key = run_key(row)
+        key = record.spec
         if key in self._done:
             raise ValueError(f"run {key} is already in {self.results_path}")
-        line = (dumps(row, sort_keys=True) + "\n").encode("utf-8")
+        line = (dumps(record.to_json(), sort_keys=True) + "\n").encode("utf-8")
         fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             written = os.write(fd, line)
@@ -124,7 +128,7 @@ class ResultsStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.rows.append(json.loads(line))
+        self.records.append(RunRecord.from_json(json.loads(line)))
         self._done.add(key)
 
     def close(self) -> None:
@@ -190,20 +194,18 @@ def _read_config(path: Path) -> dict[str, Any]:
     return value
 
 
-def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
-    """(rows, bytes to keep, whether a truncated last line was found)."""
+def _read_rows(path: Path) -> tuple[list[RunRecord], int, bool]:
+    """(records, bytes to keep, whether a truncated last line was found)."""
     if not path.exists():
         return [], 0, False
     data = path.read_bytes()
-    rows: list[dict[str, Any]] = []
+    rows: list[RunRecord] = []
     offset = 0
     lines = list(_split_lines(data))
     for number, (line, complete) in enumerate(lines, start=1):
         last = number == len(lines)
         try:
-            row = json.loads(line) if complete else None
-            if complete:
-                run_key(row)
+            row = RunRecord.from_json(json.loads(line)) if complete else None
         except (ValueError, KeyError, TypeError):
             row = None
         if row is None:

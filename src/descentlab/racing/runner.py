@@ -14,28 +14,22 @@ already finished. Workers die with the parent however it ends, SIGKILL included
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import multiprocessing
 import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 from ..lifetime import die_with_parent
+from ..train.result import RunResult
+from .record import RunRecord, RunSpec
 
-RunSpec = tuple[str, str, float, int]
-"""(phase, optimizer, lr, seed)."""
-RunFn = Callable[..., Any]
-"""``run_fn(task, *, model, optimizer, lr, batch_size, epochs, seed, evaluate_test)`` -> a result with
-(or a dict of) status, diverged_at_step, epochs, steps, wall_s, val_loss, val_acc, test_loss, test_acc,
-history."""
-
-RESULT_FIELDS = ("status", "diverged_at_step", "epochs", "steps", "wall_s", "val_loss", "val_acc", "test_loss",
-                 "test_acc", "history")
+RunFn = Callable[..., RunResult]
+"""``run_fn(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device)`` ->
+a :class:`descentlab.train.RunResult` (the engine is :func:`descentlab.train.train`)."""
 
 MAX_JOBS = 1024
 """The most worker processes a race starts (all are forked at once)."""
@@ -60,37 +54,21 @@ def check_jobs(jobs: Any) -> int:
     return jobs
 
 
-def as_record(result: Any) -> dict[str, Any]:
-    """The fields the race keeps from a run result (a dataclass, an object or a dict)."""
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        source: Mapping[str, Any] = dataclasses.asdict(result)
-    elif isinstance(result, Mapping):
-        source = result
-    else:
-        source = {name: getattr(result, name, None) for name in RESULT_FIELDS}
-    record = {name: source.get(name) for name in RESULT_FIELDS}
-    record["history"] = [dict(entry) for entry in (record["history"] or [])]
-    for name in ("val_loss", "val_acc", "test_loss", "test_acc", "wall_s"):
-        value = record[name]
-        record[name] = float(value) if value is not None and math.isfinite(float(value)) else None
-    return record
-
-
-def run_one(spec: RunSpec) -> tuple[RunSpec, dict[str, Any]]:
+def run_one(spec: RunSpec) -> tuple[RunSpec, RunRecord]:
     """Train one run with the inherited context. A run that raises is recorded (status ``error``)."""
-    phase, optimizer, lr, seed = spec
     ctx = _CONTEXT
+    batch_size = ctx["batch_size_for"](spec.optimizer)
     started = time.perf_counter()
     try:
-        result = ctx["run_fn"](ctx["task"], model=ctx["model"], optimizer=optimizer, lr=lr,
-                               batch_size=ctx["batch_size_for"](optimizer), epochs=ctx["epochs"], seed=seed,
-                               evaluate_test=phase == ctx["final_phase"])
-        record = as_record(result)
+        result = ctx["run_fn"](ctx["task"], model=ctx["model"], optimizer=spec.optimizer, schedule=spec.schedule,
+                               lr=spec.lr, batch_size=batch_size, epochs=ctx["epochs"], seed=spec.seed,
+                               evaluate_test=spec.phase == ctx["final_phase"], device=ctx["device"])
+        if not isinstance(result, RunResult):
+            raise TypeError(f"run_fn returned {type(result).__name__}, not a descentlab.train.RunResult")
+        record = RunRecord.from_result(spec, result, batch_size, **ctx["stamp"])
     except Exception as error:  # a bad run is recorded, it never stops the race
-        record = {name: None for name in RESULT_FIELDS}
-        record.update(status="error", history=[], wall_s=time.perf_counter() - started,
-                      error=f"{type(error).__name__}: {error}",
-                      traceback=traceback.format_exc(limit=-3))
+        record = RunRecord.failed(spec, batch_size, f"{type(error).__name__}: {error}",
+                                  traceback.format_exc(limit=-3), time.perf_counter() - started, **ctx["stamp"])
     return spec, record
 
 
@@ -113,8 +91,8 @@ def _init_worker(parent_pid: int) -> None:
 
 
 def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
-            more: Callable[[RunSpec, dict[str, Any]], list[RunSpec]] | None = None,
-            ) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
+            more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None = None,
+            ) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Yield ``(spec, record)`` for every spec as runs finish. ``more(spec, record)`` may return runs
     to add once a run finished (the final runs of an optimizer whose tuning is complete)."""
     _CONTEXT.clear()
@@ -127,7 +105,7 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
                                    initializer=_init_worker, initargs=(os.getpid(),))
-    pending: set[Future[tuple[RunSpec, dict[str, Any]]]] = set()
+    pending: set[Future[tuple[RunSpec, RunRecord]]] = set()
     try:
         for spec in queue:
             pending.add(executor.submit(run_one, spec))
@@ -148,8 +126,8 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
         _CONTEXT.clear()
 
 
-def _run_inline(queue: list[RunSpec], more: Callable[[RunSpec, dict[str, Any]], list[RunSpec]] | None,
-                ) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
+def _run_inline(queue: list[RunSpec], more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None,
+                ) -> Iterator[tuple[RunSpec, RunRecord]]:
     import torch
 
     threads = torch.get_num_threads()

@@ -37,12 +37,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(jobs: int) -> dict[str, str]:
-    """Versions plus CPU, cores, workers and threads, for the report's environment section."""
+def machine(jobs: int, device: str) -> dict[str, str]:
+    """CPU, cores, workers, threads and the training device: recorded with every run (the report's
+    environment section lists what the runs were made on)."""
+    import torch
+
+    from ..train.device import describe
+
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    return {**versions(), "platform": platform.platform(), "cpu": cpu_model(), "cores available": str(cores),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cores available": str(cores),
             "parallel runs (--jobs)": str(jobs), "torch threads per run": "1",
-            "python executable": sys.executable}
+            "device": describe(torch.device(device)), "python executable": sys.executable}

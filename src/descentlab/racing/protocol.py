@@ -1,16 +1,22 @@
 """The race protocol: which runs to make, and which learning rate each optimizer keeps.
 
-1. Tuning: every (optimizer, lr) of the grid is trained once, on the first seed, without touching
-   the test split.
-2. Selection: per optimizer, the lr with the lowest final validation loss wins (ties: the higher
-   validation accuracy, then the smaller lr). Diverged runs and non-finite losses cannot win; an
-   optimizer whose every lr diverged has no selected lr and is reported as such.
-3. Final: the selected lr is trained on every seed (the first one included, so that all final runs
-   are made the same way) with the test split evaluated at the end. Test metrics exist only on
-   these ``selected`` runs and are never read by step 2.
+An *arm* is an (optimizer, schedule) pair; with the default ``schedules=("constant",)`` there is one
+arm per optimizer. The lr of the grid is the schedule's peak lr.
 
-Every optimizer gets the same budget in epochs (passes over the training set). GD is SGD fed the
-whole training set at each step, so it takes one step per epoch.
+1. Tuning: every (arm, lr) of the grid is trained once, on the first seed, without touching the
+   test split. Each run records its best validation point (early stopping): the evaluation with the
+   highest validation accuracy (regression: lowest validation loss), see :mod:`descentlab.train.best`.
+2. Selection (:func:`select_lr`, the only place it is computed): per arm, the lr whose best point is
+   best (ties: the smaller lr). Diverged runs, failed runs and non-finite values cannot win; an arm
+   whose every lr diverged has no selected lr and is reported as such.
+3. Confirmation: the selected lr is trained on every seed (the first one included, so that all
+   confirmation runs are made the same way); each evaluates the test split once at its own best
+   validation point's weights (the headline ``test_acc`` / ``test_loss``) and once at the end of
+   the budget (``end_test_acc`` / ``end_test_loss``). Test metrics exist only on these runs and are
+   never read by step 2.
+
+Every arm gets the same budget in epochs (passes over the training set). GD is SGD fed the whole
+training set at each step, so it takes one step per epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..tasks.registry import MAX_SEED
+from ..train.best import score
+from ..train.schedule import SCHEDULES
+from .record import FINAL, RESULTS_FORMAT, TUNE, RunRecord, RunSpec
 
 DEFAULT_OPTIMIZERS = ("gd", "sgd", "momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_LRS = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-8, 1))
@@ -40,7 +49,7 @@ def full_batch_names(names: Iterable[str]) -> tuple[str, ...]:
 GD_VS_SGD = ("gd", "sgd")
 """The article's comparison the report draws when both are in the race: full batch vs minibatches."""
 
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 60
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 64
 
@@ -51,8 +60,8 @@ QUICK_LRS = (1e-3, 1e-2, 1e-1)
 QUICK_EPOCHS = 3
 QUICK_SEEDS = 2
 
-TUNE = "tune"
-FINAL = "final"
+Arm = tuple[str, str]
+"""(optimizer, schedule)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,12 @@ class RaceConfig:
     epochs: int = DEFAULT_EPOCHS
     batch_size: int | None = DEFAULT_BATCH_SIZE
     full_batch: tuple[str, ...] = field(default_factory=lambda: full_batch_names(DEFAULT_OPTIMIZERS))
+    schedules: tuple[str, ...] = ("constant",)
+    device: str = "cpu"
+    results_format: int = RESULTS_FORMAT
+
+    def arms(self) -> list[Arm]:
+        return [(opt, schedule) for opt in self.optimizers for schedule in self.schedules]
 
     def grid(self, optimizer: str) -> tuple[float, ...]:
         """The lrs tried for ``optimizer``: the grid plus its extras, sorted, without repeats."""
@@ -77,13 +92,14 @@ class RaceConfig:
     def batch_size_for(self, optimizer: str) -> int | None:
         return None if optimizer in self.full_batch else self.batch_size
 
-    def tuning_runs(self) -> list[tuple[str, str, float, int]]:
-        """(phase, optimizer, lr, seed) of every tuning run, in the order they are scheduled."""
-        return [(TUNE, opt, lr, self.seeds[0]) for opt in self.optimizers for lr in self.grid(opt)]
+    def tuning_runs(self) -> list[RunSpec]:
+        """Every tuning run, in the order they are scheduled."""
+        return [RunSpec(TUNE, opt, schedule, lr, self.seeds[0]) for opt, schedule in self.arms()
+                for lr in self.grid(opt)]
 
-    def final_runs(self, selected: Mapping[str, float | None]) -> list[tuple[str, str, float, int]]:
-        return [(FINAL, opt, float(selected[opt]), seed) for opt in self.optimizers
-                if selected.get(opt) is not None for seed in self.seeds]
+    def final_runs(self, selected: Mapping[Arm, float | None]) -> list[RunSpec]:
+        return [RunSpec(FINAL, opt, schedule, float(lr), seed) for (opt, schedule) in self.arms()
+                if (lr := selected.get((opt, schedule))) is not None for seed in self.seeds]
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (lists, not tuples; options that are not JSON as strings), so it
@@ -92,11 +108,21 @@ class RaceConfig:
         value["extra_lrs"] = {k: v for k, v in sorted(self.extra_lrs.items()) if k in self.optimizers}
         return json.loads(json.dumps(value, default=str))
 
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> RaceConfig:
+        """The config ``to_json`` wrote (``race.json``)."""
+        data = dict(value)
+        for name in ("optimizers", "lrs", "seeds", "full_batch", "schedules"):
+            data[name] = tuple(data[name])
+        data["extra_lrs"] = {k: tuple(v) for k, v in data["extra_lrs"].items()}
+        return cls(**data)
+
 
 def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[str] | str | None = None,
                 lrs: Sequence[float] | str | None = None, seeds: int | Sequence[int] | str | None = None,
                 epochs: int | None = None, batch_size: int | str | None = DEFAULT_BATCH_SIZE, quick: bool = False,
-                task_options: Mapping[str, Any] | None = None) -> RaceConfig:
+                task_options: Mapping[str, Any] | None = None, schedules: Sequence[str] | str | None = None,
+                device: str = "cpu") -> RaceConfig:
     """Validate the race options (strings as the CLI gives them are accepted) into a :class:`RaceConfig`.
 
     ``quick`` swaps the defaults for a small demo grid and budget; options given explicitly win.
@@ -119,36 +145,59 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a model name, got {model!r}")
     extras = {} if explicit_lrs or quick else {k: v for k, v in EXTRA_LRS.items() if k in names}
+    schedule_names = _schedules(schedules)
     return RaceConfig(task=task, task_options=dict(task_options or {}), model=model, optimizers=tuple(names),
                       lrs=grid, extra_lrs=extras, seeds=seed_list, epochs=budget, batch_size=batch,
-                      full_batch=full_batch_names(names))
+                      full_batch=full_batch_names(names), schedules=schedule_names, device=device)
 
 
-def select_lr(rows: Iterable[Mapping[str, Any]]) -> float | None:
-    """The winning lr among one optimizer's tuning rows (see the module docstring), or None.
+def select_lr(records: Iterable[RunRecord], classification: bool) -> float | None:
+    """The winning lr among one arm's tuning records (see the module docstring), or None.
 
-    Reads only ``status``, ``lr``, ``val_loss`` and ``val_acc``: test metrics play no part.
+    Reads only ``status``, ``lr`` and the best point's ``best_val_acc`` / ``best_val_loss``: test
+    metrics play no part.
     """
-    best: tuple[float, float, float] | None = None
-    for row in rows:
-        loss = row.get("val_loss")
-        if row.get("status") != "ok" or loss is None or not math.isfinite(loss):
+    best: tuple[tuple[float, ...], float] | None = None
+    for record in records:
+        if record.status != "ok":
             continue
-        acc = row.get("val_acc")
-        acc = acc if acc is not None and math.isfinite(acc) else -math.inf
-        candidate = (float(loss), -float(acc), float(row["lr"]))
+        key = score(record.best_val_loss, record.best_val_acc, classification)
+        if key is None:
+            continue
+        candidate = (key, float(record.lr))
         if best is None or candidate < best:
             best = candidate
-    return None if best is None else best[2]
+    return None if best is None else best[1]
 
 
-def select(config: RaceConfig, rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
-    """The selected lr of every optimizer of ``config`` from the tuning rows among ``rows``."""
-    tuning = [row for row in rows if row.get("phase") == TUNE]
-    return {opt: select_lr(row for row in tuning if row["optimizer"] == opt) for opt in config.optimizers}
+def is_classification(records: Iterable[RunRecord]) -> bool:
+    """A race is on a classification task when its runs report an accuracy."""
+    return any(r.best_val_acc is not None or r.val_acc is not None for r in records)
+
+
+def select(config: RaceConfig, records: Sequence[RunRecord]) -> dict[Arm, float | None]:
+    """The selected lr of every arm of ``config`` from the tuning records among ``records``."""
+    classification = is_classification(records)
+    tuning = [r for r in records if r.phase == TUNE]
+    return {arm: select_lr((r for r in tuning if r.arm == arm), classification) for arm in config.arms()}
 
 
 # -- parsing helpers ------------------------------------------------------------------------------
+def _schedules(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ("constant",)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if not names:
+        raise ValueError(f"schedules: need at least one schedule ({', '.join(SCHEDULES)}), got {value!r}")
+    for name in names:
+        if name not in SCHEDULES:
+            raise ValueError(f"schedules: unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"schedules: each schedule once please, got {list(names)}")
+    return names
+
+
 def _names(value: Sequence[str] | str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(item).strip() for item in items if str(item).strip())
