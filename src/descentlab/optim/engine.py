@@ -109,7 +109,7 @@ def step_all(optimizer: Any) -> None:
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
-    choice.routes = [_step_group(optimizer.rule, group, optimizer.state, type(optimizer).__name__, choice)
+    choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
                      for group in optimizer.param_groups]
 
 
