@@ -37,7 +37,15 @@ def add_parser(subparsers: Any) -> None:
                         f"constant; warmup-cosine warms up over {WARMUP_FRACTION:.0%} of the steps); the lr grid is "
                         "the peak lr")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: the available cores)")
+    parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: the available cores); with "
+                        "--backend ray and no cluster, the CPUs of the local Ray the race starts")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="where the runs train: local worker processes (default), or ray: one Ray task per run "
+                        "(pip install 'descentlab[ray]'; a task or optimizer given as module:attr must be importable "
+                        "on every node)")
+    parser.add_argument("--address", default=None, help="with --backend ray: the cluster, as ray.init takes it "
+                        "(host:port, ray://host:port, auto); default: RAY_ADDRESS, else a private Ray on this "
+                        "machine, started and stopped by the race (also: local)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a small demo race: lrs {','.join(f'{lr:g}' for lr in QUICK_LRS)}, {QUICK_SEEDS} seeds, "
                         f"{QUICK_EPOCHS} epochs (options given explicitly still win)")
@@ -56,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = race(args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
                       epochs=args.epochs, batch_size=args.batch_size, schedules=args.schedules, device=args.device,
-                      jobs=args.jobs, quick=args.quick, out=args.out, progress=False if args.quiet else None)
+                      jobs=args.jobs, quick=args.quick, out=args.out, progress=False if args.quiet else None,
+                      backend=args.backend, address=args.address)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from ..tasks import Task
 from ..tasks.resolve import default_model_of, resolve_task
 from ..train.device import check_device
-from . import environment
+from . import environment, ray_backend
 from .protocol import Arm, RaceConfig, make_config, select
 from .record import FINAL, TUNE, RunRecord, RunSpec
 from .runner import RunFn, check_jobs, run_all
@@ -62,7 +62,7 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
              batch_size: int | str | None = 64, schedules: Sequence[str] | str | None = None, device: str = "cpu",
              jobs: int | None = None, quick: bool = False, out: str | os.PathLike[str] | None = None,
              task_options: Mapping[str, Any] | None = None, progress: bool | None = None,
-             run_fn: RunFn | None = None) -> RaceResult:
+             run_fn: RunFn | None = None, backend: str = "local", address: str | None = None) -> RaceResult:
     """Race ``optimizers`` × ``schedules`` on ``task`` (a built-in task name, an import path
     ``module:attr`` to a Task or a callable returning one, or a :class:`descentlab.tasks.Task`).
 
@@ -73,10 +73,13 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
     runs). ``quick=True`` is a small demo race. ``device``: cpu, cuda, cuda:N or mps (runs on a GPU
     train one at a time: forked workers cannot share a CUDA context). ``run_fn`` replaces the
     training engine (tests use a fake one) and must return a :class:`descentlab.train.RunResult`.
+    ``backend``: ``local`` (worker processes on this machine) or ``ray`` (each run a Ray task on the
+    cluster at ``address``, see :mod:`descentlab.racing.ray_backend`; the task then goes by name).
     Raises ValueError for bad options or an ``out`` that holds another race, before anything in
     ``out`` changes.
     """
     started = time.perf_counter()
+    _check_backend(backend, address, task)
     torch_device = check_device(device)
     task_name = task if isinstance(task, str) else _task_object_name(task)
     task_obj = task if isinstance(task, Task) else None
@@ -89,7 +92,9 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
     config = make_config(task=task_name, model=chosen_model, optimizers=optimizers, lrs=lrs, seeds=seeds,
                          epochs=epochs, batch_size=batch_size, quick=quick, task_options=task_options,
                          schedules=schedules, device=str(torch_device))
-    n_jobs = _check_jobs_for(jobs, torch_device.type)
+    if backend == "ray" and torch_device.index is not None:
+        raise ValueError(f"device {device!r}: with --backend ray use --device cuda (Ray gives each run its own GPU)")
+    n_jobs = check_jobs(jobs) if backend == "ray" else _check_jobs_for(jobs, torch_device.type)
     out_path = Path(out) if out is not None else default_out()
     config_json = config.to_json()
     check_store(out_path, config_json)  # refuse another race's directory before spending time on data
@@ -102,7 +107,8 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
     stamp = {"task": config.task, "model": config.model, "device": config.device,
              "versions": environment.versions(), "machine": environment.machine(n_jobs, config.device)}
     with ResultsStore.open(out_path, config_json) as store:
-        ran = _run_all(config, store, task_obj, run_fn or default_run, n_jobs, progress, stamp)
+        runs = Runs(n_jobs, backend, address, (config.task, config.task_options))
+        ran = _run_all(config, store, task_obj, run_fn or default_run, runs, progress, stamp)
         records = list(store.records)
     return RaceResult(out_path, config, records, summarize(config, records), ran, time.perf_counter() - started)
 
@@ -114,6 +120,39 @@ def _task_object_name(task: Any) -> str:
     return task.name
 
 
+BACKENDS = ("local", "ray")
+
+
+def _check_backend(backend: Any, address: Any, task: Any) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "local":
+        if address is not None:
+            raise ValueError(f"address {address!r} is for --backend ray (the local backend runs on this machine)")
+        return
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ValueError(f"address must be a Ray address like 'auto', 'local' or host:port, got {address!r}")
+    ray_backend.check_task_name(task)
+    ray_backend.check_installed()  # not installed: say how, before anything starts
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Where a race's runs train: ``jobs`` processes here, or Ray tasks (see :mod:`.ray_backend`)."""
+
+    jobs: int
+    backend: str = "local"
+    address: str | None = None
+    task_by_name: tuple[str, dict[str, Any]] | None = None
+    """Ray: the task as workers resolve it, (name or module:attr, task options)."""
+
+    def run_all(self, specs: list[RunSpec], context: dict[str, Any],
+                more: Callable[[RunSpec, RunRecord], list[RunSpec]]) -> Iterator[tuple[RunSpec, RunRecord]]:
+        if self.backend == "ray":
+            return ray_backend.run_all(specs, {**context, "task": self.task_by_name}, self.address, self.jobs, more)
+        return run_all(specs, context, self.jobs, more)
+
+
 def _check_jobs_for(jobs: Any, device_type: str) -> int:
     if device_type == "cpu":
         return check_jobs(jobs)
@@ -123,7 +162,7 @@ def _check_jobs_for(jobs: Any, device_type: str) -> int:
     return 1
 
 
-def _run_all(config: RaceConfig, store: ResultsStore, task: Task, run_fn: RunFn, jobs: int,
+def _run_all(config: RaceConfig, store: ResultsStore, task: Task, run_fn: RunFn, runs: Runs,
              progress: bool | None, stamp: dict[str, Any]) -> int:
     """Train every run not yet in ``store``; returns how many were trained. An arm's confirmation runs
     start as soon as its last tuning run has finished."""
@@ -169,7 +208,7 @@ def _run_all(config: RaceConfig, store: ResultsStore, task: Task, run_fn: RunFn,
                disable=None if progress is None else not progress, file=sys.stderr)
     ran = 0
     try:
-        for spec, record in run_all(first, context, jobs, more):
+        for spec, record in runs.run_all(first, context, more):
             store.append(record)
             ran += 1
             bar.update(1)

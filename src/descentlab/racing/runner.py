@@ -19,7 +19,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -54,9 +54,10 @@ def check_jobs(jobs: Any) -> int:
     return jobs
 
 
-def run_one(spec: RunSpec) -> tuple[RunSpec, RunRecord]:
-    """Train one run with the inherited context. A run that raises is recorded (status ``error``)."""
-    ctx = _CONTEXT
+def run_one(spec: RunSpec, context: Mapping[str, Any] | None = None) -> tuple[RunSpec, RunRecord]:
+    """Train one run with ``context`` (default: the one inherited from the parent). A run that raises is
+    recorded (status ``error``)."""
+    ctx = _CONTEXT if context is None else context
     batch_size = ctx["batch_size_for"](spec.optimizer)
     started = time.perf_counter()
     try:
