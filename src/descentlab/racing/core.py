@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,7 @@ class Runs:
     """Ray: the task as workers resolve it, (name or module:attr, task options)."""
 
     def run_all(self, specs: list[RunSpec], context: dict[str, Any],
-                more: Callable[[RunSpec, RunRecord], list[RunSpec]]) -> Iterator[tuple[RunSpec, RunRecord]]:
+                more: Callable[[RunSpec, RunRecord], list[RunSpec]]) -> Generator[tuple[RunSpec, RunRecord]]:
         if self.backend == "ray":
             return ray_backend.run_all(specs, {**context, "task": self.task_by_name}, self.address, self.jobs, more)
         return run_all(specs, context, self.jobs, more)
@@ -207,13 +207,15 @@ def _run_all(config: RaceConfig, store: ResultsStore, task: Task, run_fn: RunFn,
     bar = tqdm(total=expected, initial=min(done_before, expected), unit="run", desc="race", dynamic_ncols=True,
                disable=None if progress is None else not progress, file=sys.stderr)
     ran = 0
+    finished = runs.run_all(first, context, more)
     try:
-        for spec, record in runs.run_all(first, context, more):
+        for spec, record in finished:
             store.append(record)
             ran += 1
             bar.update(1)
             bar.set_postfix_str(f"{spec.optimizer}/{spec.schedule} lr={spec.lr:g} seed={spec.seed}: {record.status}",
                                 refresh=False)
     finally:
+        finished.close()  # now, not when the generator is collected: its workers (or Ray) stop before we return
         bar.close()
     return ran

@@ -33,7 +33,7 @@ LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 180.0
 """The longest a race waits for its Ray head to come up (about 15 s on a busy 2-core machine)."""
 STOP_TIMEOUT_S = 10.0
-"""How long the keeper waits for ``ray start`` to end on SIGTERM before it kills the group."""
+"""How long :meth:`LocalRay.stop` waits for the keeper before it kills the group itself."""
 POLL_S = 0.5
 """How often the keeper looks at its parent: Ray outlives a killed race by at most about this."""
 READY = "Ray runtime started"
@@ -116,12 +116,11 @@ class LocalRay:
         if self.keeper.poll() is None:
             self.keeper.terminate()
             try:
-                self.keeper.wait(STOP_TIMEOUT_S + 5)
+                self.keeper.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 pass
         _kill_group(self.keeper.pid)  # whatever the keeper could not reach
-        if self.keeper.poll() is None:
-            self.keeper.wait()
+        self.keeper.wait()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -153,13 +152,7 @@ def keep(parent_pid: int, command: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the race, which stops us in order
     while not stopping and child.poll() is None and os.getppid() == parent_pid:
         time.sleep(POLL_S)
-    if child.poll() is None:
-        child.terminate()  # ``ray start --block`` stops its processes on SIGTERM
-        try:
-            child.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
-    _kill_group(os.getpgrp())  # every Ray process left, and this keeper
+    _kill_group(os.getpgrp())  # every Ray process (a throwaway head: nothing to save), and this keeper
     return 0
 
 

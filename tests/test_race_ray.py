@@ -1,0 +1,279 @@
+"""``race --backend ray``: on a real one-node Ray cluster (``ray start --head`` as separate processes, on
+loopback only), the same records as the local backend, a worker killed mid-run retried, a SIGKILLed
+driver resumed, and every Ray process the race started gone whatever ended it.
+
+One cluster for the module (about 15 s to start on 2 busy cores); every race is the tiny lstsq race.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import descentlab
+from descentlab.cli import main as cli_main
+from descentlab.racing import ray_backend
+from descentlab.racing.local_ray import ENV, LOOPBACK, auth_env, free_loopback_port, new_token
+
+psutil = pytest.importorskip("psutil")
+TESTS = Path(__file__).resolve().parent
+SRC = Path(descentlab.__file__).resolve().parent.parent
+DESCENTLAB = str(Path(sys.executable).with_name("descentlab"))
+QUICK = ["--task", "lstsq", "--quick", "--quiet"]
+EXPECTED_ROWS = 30
+"""A quick lstsq race: 6 optimizers x 3 lrs tuned, then each optimizer's selected lr on 2 seeds."""
+LOOPBACK_IPS = {"127.0.0.1", "::ffff:127.0.0.1"}
+DEADLINE_S = 120.0
+
+needs_ray = pytest.mark.skipif(ray_backend.importlib.util.find_spec("ray") is None, reason="ray not installed")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join([str(SRC), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
+
+
+class Cluster:
+    """A Ray head started by ``ray start --head --block`` in its own process group."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_loopback_port()
+        self.address = f"{LOOPBACK}:{self.port}"
+        self.marker = tmp / "a-worker-died"
+        self.temp_dir = tempfile.mkdtemp(prefix="dl-ray-")  # short: Ray's socket paths must fit 107 bytes
+        token = new_token()
+        self.driver_env = _env(**auth_env(token))
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                   f"--node-ip-address={LOOPBACK}", f"--port={self.port}", "--num-cpus=2", "--include-dashboard=false",
+                   "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
+        env = _env(**ENV, **auth_env(token), DESCENTLAB_TEST_DIE_ONCE=str(self.marker))
+        self.log = open(tmp / "head.log", "w+")  # closed in stop()
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            if "Ray runtime started" in self.log.read():
+                return
+            assert self.process.poll() is None, f"ray start --head exited: {self.log.read()[-2000:]}"
+            time.sleep(0.5)
+        raise AssertionError("the Ray head did not start in time")
+
+    def processes(self) -> list[Any]:
+        return [p for p in psutil.process_iter() if _pgid(p.pid) == self.process.pid]
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if ray_backend.importlib.util.find_spec("ray") is None:
+        pytest.skip("ray not installed")
+    head = Cluster(tmp_path_factory.mktemp("ray-cluster"))
+    processes: list[Any] = []
+    try:
+        head.wait_ready()
+        yield head
+    finally:
+        processes = head.processes()
+        head.stop()
+    assert not _wait_gone(processes, timeout=10.0), "a process of the test's Ray cluster outlived it"
+
+
+def _race(out: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DESCENTLAB, "race", *QUICK, "--out", str(out), *args], env=env,
+                          capture_output=True, text=True, timeout=DEADLINE_S)
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["phase"], row["optimizer"], row["schedule"], row["lr"], row["seed"]
+
+
+def _listening(pids: set[int]) -> set[str]:
+    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def _descendants(pid: int) -> list[Any]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _command(process: Any) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # ended (or a zombie) meanwhile
+        return ""
+
+
+def _wait_gone(processes: list[Any], timeout: float = 20.0) -> list[Any]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return alive
+
+
+@needs_ray
+def test_cluster_is_on_loopback_only(cluster: Cluster) -> None:
+    """Every socket the head's processes listen on, and every node's address, is 127.0.0.1."""
+    pids = {p.pid for p in cluster.processes()}
+    assert len(pids) > 3  # gcs, raylet, agents ...
+    listening = _listening(pids)
+    assert listening and listening <= LOOPBACK_IPS, listening
+    probe = "import json, ray; ray.init(address=%r); print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))"
+    env = {**cluster.driver_env, **ENV}
+    nodes = subprocess.run([sys.executable, "-c", probe % cluster.address], env=env, capture_output=True, text=True,
+                           timeout=DEADLINE_S)
+    assert json.loads(nodes.stdout.strip().splitlines()[-1]) == [LOOPBACK], nodes.stderr[-2000:]
+
+
+@needs_ray
+def test_ray_race_matches_local_and_survives_a_dead_worker(cluster: Cluster, tmp_path: Path) -> None:
+    """The first run's worker dies mid-run (os._exit): Ray reruns it, the race finishes with every row
+    once, and the records equal a local race's (same runs, same metrics, same selected lrs)."""
+    local = _race(tmp_path / "local", "--jobs", "2", env=_env())
+    assert local.returncode == 0, local.stderr[-2000:]
+    remote = _race(tmp_path / "ray", "--task", "ray_race_tasks:lstsq_dies_once", "--backend", "ray", "--address",
+                   cluster.address, env=cluster.driver_env)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert cluster.marker.exists(), "no worker died: the retry was not exercised"
+    local_rows, ray_rows = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
+    assert len(local_rows) == EXPECTED_ROWS
+    assert sorted(map(_key, ray_rows)) == sorted(map(_key, local_rows))  # every run once, nothing extra
+    assert all(row["status"] == "ok" for row in ray_rows), [row["error"] for row in ray_rows if row["error"]]
+    by_key = {_key(row): row for row in local_rows}
+    for row in ray_rows:
+        expected = by_key[_key(row)]
+        for field in ("val_loss", "best_val_loss", "test_loss", "end_test_loss", "best_epoch"):
+            want = expected[field]
+            assert row[field] == (want if want is None else pytest.approx(want, rel=1e-6, abs=1e-7)), (field, _key(row))
+        assert row["selected"] == expected["selected"]
+    def selected_lrs(stdout: str) -> list[list[str]]:  # the summary table's optimizer and selected-lr columns
+        return [line.split()[:2] for line in stdout.splitlines() if "±" in line]
+
+    assert len(selected_lrs(local.stdout)) == 6
+    assert selected_lrs(remote.stdout) == selected_lrs(local.stdout)
+
+
+@needs_ray
+def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: Path) -> None:
+    """A race that started its own Ray is SIGKILLed mid-race: every process of that Ray ends with it;
+    rerunning (here on the cluster) keeps the finished runs and adds each missing one once."""
+    out = tmp_path / "race"
+    command = [DESCENTLAB, "race", *QUICK, "--out", str(out), "--task",
+               "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", "local", "--jobs", "2"]
+    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not ((out / "results.jsonl").exists() and len(_rows(out)) >= 2):
+            assert driver.poll() is None and time.monotonic() < deadline, "the race ended before it could be killed"
+            time.sleep(0.2)
+        ray_processes = _descendants(driver.pid)
+        assert "raylet" in " ".join(_command(p) for p in ray_processes)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    left = _wait_gone(ray_processes)
+    assert not left, [p.pid for p in left]
+    before = _rows(out)
+    assert 2 <= len(before) < EXPECTED_ROWS
+    resumed = _race(out, "--task", "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", cluster.address,
+                    env=cluster.driver_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _rows(out)
+    assert after[:len(before)] == before  # nothing finished is lost or rewritten
+    assert len(after) == EXPECTED_ROWS and len(set(map(_key, after))) == EXPECTED_ROWS
+    assert f"({EXPECTED_ROWS - len(before)} trained now" in resumed.stdout
+
+
+@needs_ray
+def test_race_that_fails_stops_the_ray_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver fails mid-race (writing a result raises): the private Ray it started is stopped on the
+    way out, and while it ran its node was on 127.0.0.1 and listened on loopback only."""
+    from descentlab.racing import ResultsStore
+
+    seen: dict[str, Any] = {}
+    append = ResultsStore.append
+
+    def failing_append(store: ResultsStore, record: Any) -> None:
+        import ray
+
+        seen["nodes"] = [node["NodeManagerAddress"] for node in ray.nodes()]
+        seen["processes"] = _descendants(os.getpid())
+        seen["commands"] = " ".join(_command(p) for p in seen["processes"])
+        seen["listening"] = _listening({p.pid for p in seen["processes"]})
+        append(store, record)
+        raise RuntimeError("the disk is gone")
+
+    monkeypatch.setattr(ResultsStore, "append", failing_append)
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    with pytest.raises(RuntimeError, match="the disk is gone"):
+        descentlab.racing.run_race("lstsq", quick=True, out=tmp_path / "race", backend="ray", address="local", jobs=2,
+                                   progress=False)
+    assert seen["nodes"] == [LOOPBACK]
+    assert seen["listening"] and seen["listening"] <= LOOPBACK_IPS, seen["listening"]
+    assert "raylet" in seen["commands"]
+    assert not _wait_gone(seen["processes"], timeout=10.0)
+    assert len(_rows(tmp_path / "race")) == 1  # the one result written is kept
+
+
+def test_backend_ray_without_ray_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(ray_backend.importlib.util, "find_spec", lambda name: None)
+    code = cli_main(["race", *QUICK, "--backend", "ray", "--out", str(tmp_path / "race")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"descentlab race: error: {ray_backend.INSTALL_HINT}"]
+    assert not (tmp_path / "race").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--address", "127.0.0.1:6379"], "address '127.0.0.1:6379' is for --backend ray"),
+    (["--backend", "ray", "--address", " "], "address must be a Ray address"),
+])
+def test_bad_backend_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                    message: str) -> None:
+    code = cli_main(["race", *QUICK, *args, "--out", str(tmp_path / "race")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "race").exists()
+
+
+def test_ray_needs_the_task_by_name(tmp_path: Path) -> None:
+    from descentlab.tasks import get_task
+
+    with pytest.raises(ValueError, match="not a Task object"):
+        descentlab.racing.run_race(get_task("lstsq"), quick=True, out=tmp_path / "race", backend="ray")
