@@ -4,11 +4,12 @@
 machine's outside address, and a driver killed with SIGKILL leaves two of its agents running. So a
 race that has no cluster to join starts its own head as a separate process tree instead:
 
-    python -m descentlab.racing.local_ray PARENT_PID -- ray start --head --block ...
+    python -m descentlab.racing.local_ray PARENT_PID TEMP_DIR -- ray start --head --block ...
 
-This module's ``main`` (the *keeper*) leads a new process group, runs ``ray start --block`` in it and
-waits. When the race's process is gone (it polls ``os.getppid()``) or the keeper gets SIGTERM, it
-kills the whole group, every Ray process with it (none of them leaves the group). The head gets
+This module's ``main`` (the *keeper*, in a session of its own) runs ``ray start --block`` in a new
+process group and waits. When the race's process is gone (it polls ``os.getppid()``) or the keeper
+gets SIGTERM, it kills that group, every Ray process with it (none of them leaves the group), and
+removes the head's temp dir. The head gets
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``--node-ip-address 127.0.0.1``: with both, every
 socket it listens on is on 127.0.0.1; dashboard and usage stats are off. Only a process holding the
 head's token (made afresh for each race, handed to the driver) may join it.
@@ -33,7 +34,7 @@ LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 180.0
 """The longest a race waits for its Ray head to come up (about 15 s on a busy 2-core machine)."""
 STOP_TIMEOUT_S = 10.0
-"""How long :meth:`LocalRay.stop` waits for the keeper before it kills the group itself."""
+"""How long :meth:`LocalRay.stop` waits for the keeper to end."""
 POLL_S = 0.5
 """How often the keeper looks at its parent: Ray outlives a killed race by at most about this."""
 READY = "Ray runtime started"
@@ -80,7 +81,8 @@ class LocalRay:
         temp_dir = tempfile.mkdtemp(prefix="descentlab-ray-")
         port = free_loopback_port()
         env = {**os.environ, **ENV, **auth_env(token)}
-        command = [sys.executable, "-m", __name__, str(os.getpid()), "--", *head_command(port, cpus, temp_dir)]
+        command = [sys.executable, "-m", __name__, str(os.getpid()), temp_dir, "--",
+                   *head_command(port, cpus, temp_dir)]
         keeper = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
         local = cls(keeper, f"{LOOPBACK}:{port}", temp_dir)
@@ -112,15 +114,14 @@ class LocalRay:
         raise RuntimeError(f"backend ray: the local Ray head did not start ({tail or 'no output'})")
 
     def stop(self) -> None:
-        """End the keeper and with it every Ray process of this head; remove its temp dir. Idempotent."""
+        """End the keeper, which ends every Ray process of this head; remove its temp dir. Idempotent."""
         if self.keeper.poll() is None:
             self.keeper.terminate()
             try:
                 self.keeper.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        _kill_group(self.keeper.pid)  # whatever the keeper could not reach
-        self.keeper.wait()
+            except subprocess.TimeoutExpired:  # not expected: the keeper only sleeps between looks
+                _kill_group(self.keeper.pid)
+                self.keeper.wait()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -138,10 +139,10 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def keep(parent_pid: int, command: list[str]) -> int:
-    """Run ``command`` in this process group until it ends, ``parent_pid`` is gone or SIGTERM comes;
-    then kill the group (the keeper included)."""
-    child = subprocess.Popen(command)
+def keep(parent_pid: int, temp_dir: str, command: list[str]) -> int:
+    """Run ``command`` in a process group of its own until it ends, ``parent_pid`` is gone or SIGTERM
+    comes; then kill that group and remove ``temp_dir``."""
+    child = subprocess.Popen(command, start_new_session=True)
     stopping = False
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -152,15 +153,17 @@ def keep(parent_pid: int, command: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the race, which stops us in order
     while not stopping and child.poll() is None and os.getppid() == parent_pid:
         time.sleep(POLL_S)
-    _kill_group(os.getpgrp())  # every Ray process (a throwaway head: nothing to save), and this keeper
+    _kill_group(child.pid)  # every Ray process (a throwaway head: nothing to save)
+    child.wait()
+    shutil.rmtree(temp_dir, ignore_errors=True)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    parent, separator, *command = argv
+    parent, temp_dir, separator, *command = argv
     if separator != "--" or not command:
-        raise SystemExit("usage: python -m descentlab.racing.local_ray PARENT_PID -- COMMAND...")
-    return keep(int(parent), command)
+        raise SystemExit("usage: python -m descentlab.racing.local_ray PARENT_PID TEMP_DIR -- COMMAND...")
+    return keep(int(parent), temp_dir, command)
 
 
 if __name__ == "__main__":
