@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ._pieces import RunPiece, eager_piece
+from ._pieces import RunPiece, eager_piece, write_back
 from .rule import Rule
 
 MAX_VARIANTS = 4
@@ -52,11 +52,7 @@ def _update_in_place(update: Callable[..., Any], names: tuple[str, ...], maximiz
     if maximize:
         grad = -grad
     new_param, new_state = update(param, grad, dict(zip(names, buffers, strict=True)), step=step, **hypers)
-    param.copy_(new_param)
-    for name, buffer in zip(names, buffers, strict=True):
-        value = new_state.get(name)
-        if value is not None:
-            buffer.copy_(value)
+    write_back(param, buffers, names, new_param, new_state)
 
 
 @functools.cache

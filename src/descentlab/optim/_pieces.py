@@ -160,8 +160,7 @@ def pieces(members: Sequence[_Member], piece_numel: int) -> list[_Piece]:
     return out
 
 
-def step_pieces(buckets: Mapping[tuple[Any, ...], list[_Member]], piece_numel: int,
-                run_piece: Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], Any], None]) -> None:
+def step_pieces(buckets: Mapping[tuple[Any, ...], list[_Member]], piece_numel: int, run_piece: RunPiece) -> None:
     """Step every piece of every bucket with ``run_piece`` and write back each tensor it did not
     update in place (a parameter and its buffers may differ: a contiguous parameter whose state was
     loaded from a channels_last checkpoint)."""
@@ -199,6 +198,17 @@ def _scatter(flat: torch.Tensor, segments: list[tuple[torch.Tensor, int, int]]) 
         offset += end - start
 
 
+def write_back(param: torch.Tensor, buffers: Sequence[torch.Tensor], names: Sequence[str],
+               new_param: torch.Tensor, new_state: Mapping[str, torch.Tensor]) -> None:
+    """Copy a rule's results into the piece's parameter and buffers (those it returned anew)."""
+    if new_param is not param:
+        param.copy_(new_param)
+    for name, buffer in zip(names, buffers, strict=True):
+        value = new_state.get(name)
+        if value is not None and value is not buffer:
+            buffer.copy_(value)
+
+
 def eager_piece(rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool) -> RunPiece:
     """Step a piece with the rule's update run by torch's eager kernels, checked as the core checks."""
 
@@ -208,11 +218,6 @@ def eager_piece(rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], max
         state = dict(zip(names, buffers, strict=True))
         new_param, new_state = rule.update(param, grad, state, step=step, **hypers)
         check_result(rule, param, new_param, new_state, state)
-        if new_param is not param:
-            param.copy_(new_param)
-        for name, buffer in zip(names, buffers, strict=True):
-            value = new_state.get(name)
-            if value is not None and value is not buffer:
-                buffer.copy_(value)
+        write_back(param, buffers, names, new_param, new_state)
 
     return run
