@@ -43,6 +43,9 @@ def add_parser(subparsers: Any) -> None:
                         help="where the runs train: local worker processes (default), or ray: one Ray task per run "
                         "(pip install 'descentlab[ray]'; a task or optimizer given as module:attr must be importable "
                         "on every node)")
+    parser.add_argument("--engine", choices=("batched", "per-run"), default=None,
+                        help="batched (default on the local backend): runs that share a batch size train together as "
+                        "one stacked model, each still its own run; per-run: every run alone")
     parser.add_argument("--address", default=None, help="with --backend ray: the cluster, as ray.init takes it "
                         "(host:port, ray://host:port, auto); default: RAY_ADDRESS, else a private Ray on this "
                         "machine, started and stopped by the race (also: local)")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         result = race(args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
                       epochs=args.epochs, batch_size=args.batch_size, schedules=args.schedules, device=args.device,
                       jobs=args.jobs, quick=args.quick, out=args.out, progress=False if args.quiet else None,
-                      backend=args.backend, address=args.address)
+                      backend=args.backend, address=args.address, engine=args.engine)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130

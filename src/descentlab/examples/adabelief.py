@@ -11,9 +11,8 @@ Defaults follow the paper's code: lr 1e-3, betas (0.9, 0.999), eps 1e-16.
 
 from __future__ import annotations
 
-import torch
-
 from descentlab.optim import define_rule, real
+from descentlab.optim.ops import add_ratio
 
 
 @define_rule(
@@ -29,7 +28,7 @@ def adabelief(param, grad, state, *, step, lr, betas, eps, weight_decay):
     residual = grad - m
     s = state["exp_avg_var"].mul(beta2).addcmul_(residual, residual, value=1 - beta2).add_(eps)
     denom = (s.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
-    return torch.addcdiv(param, m, denom, value=-lr / (1 - beta1**step)), {"exp_avg": m, "exp_avg_var": s}
+    return add_ratio(param, m, denom, -lr / (1 - beta1**step)), {"exp_avg": m, "exp_avg_var": s}
 
 
 AdaBelief = adabelief.optimizer

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .hyper import engine_option, flag, learning_rate, real
+from .ops import add_ratio
 from .rule import Buffer, Rule, filled_with
 
 
@@ -28,7 +29,7 @@ def adagrad_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
     clr = lr / (1 + (step - 1) * lr_decay)
     total = state["sum"].addcmul(grad, grad, value=1)
     std = total.sqrt().add_(eps)
-    return torch.addcdiv(param, grad, std, value=-clr), {"sum": total}
+    return add_ratio(param, grad, std, -clr), {"sum": total}
 
 
 ADAGRAD_RULE = Rule(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .hyper import engine_option, flag, learning_rate, real, real_pair
+from .ops import add_ratio
 from .rule import Buffer, Rule
 
 
@@ -45,7 +46,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, tor
         second = torch.maximum(state["max_exp_avg_sq"], exp_avg_sq)
         new_state["max_exp_avg_sq"] = second
     denom = (second.sqrt() / bias_correction2**0.5).add_(eps)
-    return torch.addcdiv(param, exp_avg, denom, value=-step_size), new_state
+    return add_ratio(param, exp_avg, denom, -step_size), new_state
 
 
 ADAM_RULE = Rule(

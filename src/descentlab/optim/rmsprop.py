@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .hyper import engine_option, flag, learning_rate, real
-from .ops import add_scaled
+from .ops import add_ratio, add_scaled
 from .rule import Buffer, Rule
 
 
@@ -41,7 +41,7 @@ def rmsprop_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
         buf = state["momentum_buffer"].mul(momentum).addcdiv_(grad, avg)
         new_state["momentum_buffer"] = buf
         return add_scaled(param, buf, -lr), new_state
-    return torch.addcdiv(param, grad, avg, value=-lr), new_state
+    return add_ratio(param, grad, avg, -lr), new_state
 
 
 RMSPROP_RULE = Rule(

@@ -15,7 +15,7 @@ from typing import Any
 from ..tasks import Task
 from ..tasks.resolve import default_model_of, resolve_task
 from ..train.device import check_device
-from . import environment, ray_backend
+from . import batching, environment, ray_backend
 from .protocol import Arm, RaceConfig, make_config, select
 from .record import FINAL, TUNE, RunRecord, RunSpec
 from .runner import RunFn, check_jobs, run_all
@@ -62,7 +62,8 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
              batch_size: int | str | None = 64, schedules: Sequence[str] | str | None = None, device: str = "cpu",
              jobs: int | None = None, quick: bool = False, out: str | os.PathLike[str] | None = None,
              task_options: Mapping[str, Any] | None = None, progress: bool | None = None,
-             run_fn: RunFn | None = None, backend: str = "local", address: str | None = None) -> RaceResult:
+             run_fn: RunFn | None = None, backend: str = "local", address: str | None = None,
+             engine: str | None = None) -> RaceResult:
     """Race ``optimizers`` × ``schedules`` on ``task`` (a built-in task name, an import path
     ``module:attr`` to a Task or a callable returning one, or a :class:`descentlab.tasks.Task`).
 
@@ -75,11 +76,15 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
     training engine (tests use a fake one) and must return a :class:`descentlab.train.RunResult`.
     ``backend``: ``local`` (worker processes on this machine) or ``ray`` (each run a Ray task on the
     cluster at ``address``, see :mod:`descentlab.racing.ray_backend`; the task then goes by name).
+    ``engine``: ``batched`` (the local default: runs sharing a batch size train together as one
+    stacked model, see :mod:`descentlab.racing.batching`; what cannot be stacked trains one at a
+    time, the reason printed once) or ``per-run`` (every run alone; Ray runs are always per-run).
     Raises ValueError for bad options or an ``out`` that holds another race, before anything in
     ``out`` changes.
     """
     started = time.perf_counter()
     _check_backend(backend, address, task)
+    _check_engine(engine, backend)
     torch_device = check_device(device)
     task_name = task if isinstance(task, str) else _task_object_name(task)
     task_obj = task if isinstance(task, Task) else None
@@ -104,10 +109,16 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
         raise ValueError(f"model {config.model!r} is not a model of task {config.task!r}; known: "
                          f"{', '.join(task_obj.models)}")
     task_obj.fingerprint()  # once here, inherited by forked workers (a Dataset is read once, not per run)
+    plan = None
+    if backend == "local" and engine != "per-run":
+        plan = batching.check(task_obj, config.model, config.optimizers, config.batch_size_for, n_jobs,
+                              custom_run=run_fn is not None)
+        for reason in plan.reasons:
+            print(f"descentlab race: {reason}", file=sys.stderr)
     stamp = {"task": config.task, "model": config.model, "device": config.device,
              "versions": environment.versions(), "machine": environment.machine(n_jobs, config.device)}
     with ResultsStore.open(out_path, config_json) as store:
-        runs = Runs(n_jobs, backend, address, (config.task, config.task_options))
+        runs = Runs(n_jobs, backend, address, (config.task, config.task_options), plan)
         ran = _run_all(config, store, task_obj, run_fn or default_run, runs, progress, stamp)
         records = list(store.records)
     return RaceResult(out_path, config, records, summarize(config, records), ran, time.perf_counter() - started)
@@ -145,12 +156,25 @@ class Runs:
     address: str | None = None
     task_by_name: tuple[str, dict[str, Any]] | None = None
     """Ray: the task as workers resolve it, (name or module:attr, task options)."""
+    batching: batching.Batching | None = None
+    """Local: which runs train together (None: each alone)."""
 
     def run_all(self, specs: list[RunSpec], context: dict[str, Any],
                 more: Callable[[RunSpec, RunRecord], list[RunSpec]]) -> Generator[tuple[RunSpec, RunRecord]]:
         if self.backend == "ray":
             return ray_backend.run_all(specs, {**context, "task": self.task_by_name}, self.address, self.jobs, more)
+        if self.batching is not None:
+            return run_all(specs, {**context, "run_batch": batching.run_batch}, self.jobs, more,
+                           plan=self.batching.plan)
         return run_all(specs, context, self.jobs, more)
+
+
+def _check_engine(engine: Any, backend: str) -> None:
+    if engine is not None and engine not in batching.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(batching.ENGINES)}, got {engine!r}")
+    if engine == "batched" and backend != "local":
+        raise ValueError(f"engine 'batched' runs on the local backend; --backend {backend} trains each run alone "
+                         "(leave --engine out)")
 
 
 def _check_jobs_for(jobs: Any, device_type: str) -> int:

@@ -74,6 +74,8 @@ class RunRecord:
     task: str = ""
     model: str = ""
     device: str = "cpu"
+    engine: str = "per-run"
+    """``per-run`` (trained alone) or ``batched`` (trained stacked with other runs, :mod:`.batching`)."""
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
 

@@ -27,6 +27,11 @@ from ..lifetime import die_with_parent
 from ..train.result import RunResult
 from .record import RunRecord, RunSpec
 
+Job = tuple[RunSpec, ...]
+"""Runs that train together: one run, or a batch for the batched engine (:mod:`.batching`)."""
+Plan = Callable[[list[RunSpec]], list[Job]]
+"""Turns runs to make into jobs; the default makes one job per run."""
+
 RunFn = Callable[..., RunResult]
 """``run_fn(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device)`` ->
 a :class:`descentlab.train.RunResult` (the engine is :func:`descentlab.train.train`)."""
@@ -73,6 +78,19 @@ def run_one(spec: RunSpec, context: Mapping[str, Any] | None = None) -> tuple[Ru
     return spec, record
 
 
+def run_job(job: Job, context: Mapping[str, Any] | None = None) -> list[tuple[RunSpec, RunRecord]]:
+    """Train a job: one run with :func:`run_one`, a batch with ``context["run_batch"]``."""
+    ctx = _CONTEXT if context is None else context
+    run_batch = ctx.get("run_batch")
+    if len(job) > 1 and run_batch is not None:
+        return run_batch(job, ctx)
+    return [run_one(spec, ctx) for spec in job]
+
+
+def one_job_per_run(specs: list[RunSpec]) -> list[Job]:
+    return [(spec,) for spec in specs]
+
+
 def _preload() -> None:
     """Import what every run would otherwise import on its first optimizer: torch.optim's first
     ``add_param_group`` imports ``torch._dynamo`` (seconds). Done once in the parent, forked workers
@@ -92,31 +110,34 @@ def _init_worker(parent_pid: int) -> None:
 
 
 def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
-            more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None = None,
+            more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None = None, plan: Plan = one_job_per_run,
             ) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Yield ``(spec, record)`` for every spec as runs finish. ``more(spec, record)`` may return runs
-    to add once a run finished (the final runs of an optimizer whose tuning is complete)."""
+    to add once a run finished (the final runs of an optimizer whose tuning is complete); ``plan``
+    groups runs into jobs (each job trains in one worker)."""
     _CONTEXT.clear()
     _CONTEXT.update(context)
-    queue = list(specs)
+    queue = plan(list(specs))
     if jobs <= 1:
-        yield from _run_inline(queue, more)
+        yield from _run_inline(queue, more, plan)
         return
     _preload()
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
                                    initializer=_init_worker, initargs=(os.getpid(),))
-    pending: set[Future[tuple[RunSpec, RunRecord]]] = set()
+    pending: set[Future[list[tuple[RunSpec, RunRecord]]]] = set()
     try:
-        for spec in queue:
-            pending.add(executor.submit(run_one, spec))
+        for job in queue:
+            pending.add(executor.submit(run_job, job))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: f.result()[0]):
-                spec, record = future.result()
-                yield spec, record
-                for extra in (more(spec, record) if more else []):
-                    pending.add(executor.submit(run_one, extra))
+            for future in sorted(done, key=lambda f: f.result()[0][0]):
+                extras: list[RunSpec] = []
+                for spec, record in future.result():
+                    yield spec, record
+                    extras += more(spec, record) if more else []
+                for job in plan(extras):
+                    pending.add(executor.submit(run_job, job))
     finally:
         if pending:  # interrupted (Ctrl-C, an error, or the consumer stopped): stop the workers now
             for future in pending:
@@ -127,7 +148,7 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
         _CONTEXT.clear()
 
 
-def _run_inline(queue: list[RunSpec], more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None,
+def _run_inline(queue: list[Job], more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None, plan: Plan,
                 ) -> Iterator[tuple[RunSpec, RunRecord]]:
     import torch
 
@@ -135,8 +156,10 @@ def _run_inline(queue: list[RunSpec], more: Callable[[RunSpec, RunRecord], list[
     torch.set_num_threads(1)
     try:
         while queue:
-            spec, record = run_one(queue.pop(0))
-            yield spec, record
-            queue.extend(more(spec, record) if more else [])
+            extras: list[RunSpec] = []
+            for spec, record in run_job(queue.pop(0)):
+                yield spec, record
+                extras += more(spec, record) if more else []
+            queue.extend(plan(extras))
     finally:
         torch.set_num_threads(threads)

@@ -45,6 +45,12 @@ class Data:
             size = self.n_train
         return lambda index: self._to_device(self.task.batch("train", order[index * size:(index + 1) * size]))
 
+    def tensors(self, split: str) -> Batch:
+        """The whole of an in-memory ``split`` as ``(inputs, targets)`` on the device."""
+        if split not in self._tensors:
+            raise ValueError(f"split {split!r} of task {self.task.name!r} is not in memory")
+        return self._tensors[split]
+
     def evaluate(self, net: nn.Module, split: str) -> tuple[float, float | None]:
         if split in self._tensors:
             x, y = self._tensors[split]

@@ -46,7 +46,7 @@ from .schedule import check_schedule, make_scheduler
 from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_optimizer, optimizer_label, versions
 
 DEFAULT_EPOCHS = 20
-_SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
+SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
 _TRAIN_RNG_SALT = 0xD50_0D  # so does the global stream layers like dropout draw from while training
 
 
@@ -152,7 +152,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     opt = make_optimizer(optimizer, params, lr, optimizer_options)
     scheduler = make_scheduler(schedule, opt, total)
     data = Data(task, torch_device)
-    generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
+    generator = torch.Generator().manual_seed(seed ^ SHUFFLE_SALT)
     writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
 
     try:

@@ -10,6 +10,8 @@ step. ``lr`` is the peak learning rate; T is the run's total number of steps.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.optim import lr_scheduler
 
@@ -40,3 +42,20 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total: int) -> l
     return lr_scheduler.SequentialLR(optimizer, [
         lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warm, total_iters=warm),
         lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warm)], milestones=[warm])
+
+
+def lr_values(name: str, lr: float, total: int) -> list[float]:
+    """``[lr_0, ..., lr_total]``: the lr a param group holds after t scheduler steps of schedule ``name``
+    over ``total`` steps (lr_t is the lr of step t + 1), computed by the same scheduler a run builds."""
+    if name == "constant":
+        return [float(lr)] * (total + 1)
+    optimizer = torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(name, optimizer, total)
+    values = [float(optimizer.param_groups[0]["lr"])]
+    with warnings.catch_warnings():  # stepped without optimizer.step(): nothing to optimize here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(total):
+            assert scheduler is not None
+            scheduler.step()
+            values.append(float(optimizer.param_groups[0]["lr"]))
+    return values

@@ -1,0 +1,146 @@
+"""One rule stepping k configurations at once: every tensor carries them along dimension 0.
+
+A batched race trains k copies of a model that differ in learning rate and seed. Their parameters
+are stacked (``w`` of shape ``[k, *shape]``), and so are their gradients and the rule's buffers; the
+rule's own ``update`` runs once on the stacks, with ``lr`` the column ``γ`` of shape
+``[k, 1, ..., 1]`` (γ_i is configuration i's lr) and every other hyper-parameter shared. For an
+elementwise rule written with :mod:`.ops` (``add_scaled``, ``add_ratio``) or plain broadcasting
+arithmetic, row i of the result is exactly what the rule computes for configuration i alone:
+
+    w_i ← update(w_i, g_i, state_i; γ_i, β, ...)   for every i, in one call
+
+There is no second copy of any rule's math: the stacked step calls :func:`._eager.apply_update`,
+the core's own call-check-write-back. :func:`stacking_problem` checks a rule against its
+one-at-a-time core before a race relies on it, so a rule that is not elementwise, reads ``lr`` as
+one number, or raises on a tensor ``lr`` is found out (and trained one run at a time) instead of
+computing updates torch.optim would not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ._eager import apply_update
+from .rule import Rule, buffer_names
+
+PROBE_STEPS = 3
+PROBE_TOLERANCE = 1e-6
+"""Relative tolerance of :func:`stacking_problem` (float64 probe: a stacked rule differs from its core
+by a few ulps of reordered products at most; a rule that mixes configurations differs by O(1))."""
+
+
+class StackedRule:
+    """The state and the step of ``rule`` for stacked parameters (see the module docstring).
+
+    ``hypers`` holds every hyper-parameter of one param group (the registry entry's defaults and
+    preset); its ``lr`` is ignored (each step is given the k learning rates). ``state[j]`` holds
+    the buffers of ``params[j]``, stacked like it; the step count t is shared (the k configurations
+    start together and step together).
+    """
+
+    def __init__(self, rule: Rule, hypers: Mapping[str, Any], params: Sequence[torch.Tensor]) -> None:
+        self.rule, self.hypers = rule, dict(hypers)
+        self.math = {name: self.hypers[name] for name in rule.math_names}
+        self.names = buffer_names(rule, self.hypers)
+        self.step_count = 0
+        self.state: list[dict[str, torch.Tensor]] = []
+        for param in params:
+            state = {}
+            for buffer in rule.buffers:
+                if buffer.init is not None and buffer.exists(self.hypers):
+                    state[buffer.name] = buffer.init(param.detach(), self.hypers)
+            self.state.append(state)
+
+    @torch.no_grad()
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lr: torch.Tensor) -> None:
+        """One update of every configuration: ``params[j][i]`` with gradient ``grads[j][i]`` and
+        learning rate ``lr[i]`` (a 1-d tensor of k values). ``params[j]`` is updated in place (it
+        may be a view, e.g. the rows of one optimizer in a stack holding several)."""
+        step = None
+        if self.rule.counts_steps:
+            self.step_count += 1
+            step = float(self.step_count)
+        for param, grad, state in zip(params, grads, self.state, strict=True):
+            if grad is None:
+                continue
+            if self.hypers.get("maximize"):
+                grad = -grad
+            extra = 1 if torch.is_complex(param) else 0  # the core views a complex tensor as real pairs
+            column = lr.to(param.real.dtype).view(-1, *([1] * (param.dim() - 1 + extra)))
+            apply_update(self.rule, param, grad, state, self.names, {**self.math, "lr": column}, step)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the configurations at ``index`` (a 1-d index tensor), in that order."""
+        for state in self.state:
+            for name, value in state.items():
+                state[name] = value.index_select(0, index.to(value.device))
+
+
+def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
+    """Why ``rule`` with these hyper-parameters cannot be stacked, or None when it can.
+
+    The rule is run for :data:`PROBE_STEPS` steps on random float64 tensors, once stacked (two
+    configurations with different lrs) and once per configuration through the core with its lr as a
+    number; parameters and buffers must agree within :data:`PROBE_TOLERANCE`. Cached per rule and
+    hyper-parameters."""
+    if not rule.elementwise:
+        return f"rule {rule.name!r} is declared not elementwise"
+    try:
+        key = (id(rule), tuple(sorted((k, repr(v)) for k, v in hypers.items())))
+    except Exception:  # an unprintable value: probe every time
+        return _probe(rule, dict(hypers))
+    known = _PROBED.get(key)
+    if known is None or known[0] is not rule:
+        known = _PROBED[key] = (rule, _probe(rule, dict(hypers)))
+    return known[1]
+
+
+_PROBED: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Rule, str | None]] = {}
+
+
+def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
+    generator = torch.Generator().manual_seed(0)
+    lrs = (3e-2, 1e-3)
+    shapes = ((3, 4), (5,))
+
+    def tensor(shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    alone = [[tensor(s) for s in shapes] for _ in lrs]
+    stacked = [torch.stack([alone[i][j] for i in range(len(lrs))]) for j in range(len(shapes))]
+    try:
+        reference = [StackedRule(rule, hypers, [p.unsqueeze(0) for p in alone[i]]) for i in range(len(lrs))]
+        together = StackedRule(rule, hypers, stacked)
+        for _ in range(PROBE_STEPS):
+            grads = [[tensor(s) for s in shapes] for _ in lrs]
+            for i, lr in enumerate(lrs):
+                _step_alone(reference[i], [p.unsqueeze(0) for p in alone[i]], [g.unsqueeze(0) for g in grads[i]], lr)
+            together.step(stacked, [torch.stack([grads[i][j] for i in range(len(lrs))]) for j in range(len(shapes))],
+                          torch.tensor(lrs, dtype=torch.float64))
+    except Exception as error:  # a rule that cannot take a tensor lr (alpha=lr, float(lr), ...)
+        return f"rule {rule.name!r} fails on stacked tensors ({type(error).__name__}: {error})"
+    for j, param in enumerate(stacked):
+        for i in range(len(lrs)):
+            if not torch.allclose(param[i], alone[i][j], rtol=PROBE_TOLERANCE, atol=1e-12):
+                return (f"rule {rule.name!r} gives other numbers on stacked tensors than one configuration at a "
+                        "time (it is not elementwise, or reads lr as one number)")
+            for name, value in together.state[j].items():
+                single = reference[i].state[j].get(name)
+                if single is None or not torch.allclose(value[i], single[0], rtol=PROBE_TOLERANCE, atol=1e-12):
+                    return f"rule {rule.name!r}: its buffer {name!r} differs when configurations are stacked"
+    return None
+
+
+def _step_alone(stacked: StackedRule, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
+    """The core's step for one configuration (lr a Python number, as in a param group)."""
+    with torch.no_grad():
+        step = None
+        if stacked.rule.counts_steps:
+            stacked.step_count += 1
+            step = float(stacked.step_count)
+        for param, grad, state in zip(params, grads, stacked.state, strict=True):
+            grad = -grad if stacked.hypers.get("maximize") else grad
+            apply_update(stacked.rule, param, grad, state, stacked.names, {**stacked.math, "lr": lr}, step)

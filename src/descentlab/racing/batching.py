@@ -1,0 +1,130 @@
+"""The batched engine of a race: which runs train together, and training a batch of them.
+
+Runs that share the task, the model and the batch size (every run of a race but GD's, which are
+full-batch, and GD's among themselves) are cut into batches and each batch trains as one stacked
+model (:func:`descentlab.train.batched.train_batched`), one batch per worker process. A batch
+holds several optimizers (each optimizer's runs are contiguous rows stepped by its own rule), so the
+race's k ≈ 50 tuning runs become a few large batches instead of 50 small runs. Each run of a batch
+is still its own record: its own initialisation, data order, divergence, best point and test split.
+
+What cannot be stacked trains one run at a time, with the reason printed once per race
+(:func:`check`): an optimizer that is not a descentlab rule, a rule whose stacked update differs
+from its one-at-a-time core (:func:`descentlab.optim.stacked.stacking_problem`), a model that
+``torch.func.vmap`` cannot batch or that keeps buffers, a task read item by item, or a custom
+``run_fn``.
+
+Sizes: a batch is at most :data:`MAX_CONFIGS` runs and at most :data:`MEMORY_BUDGET` bytes of
+parameters, gradients, optimizer state and best-point copies (about 8 copies of the model per
+run); each group of runs is cut into at least as many batches as there are workers (each at least
+:data:`MIN_BATCH` runs), so both cores of a 2-core machine are busy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..optim import resolve, rule_of
+from ..optim.stacked import stacking_problem as rule_problem
+from ..tasks import Task
+from ..train.batched import train_batched
+from ..train.member import Config
+from ..train.stacked_model import stacking_problem as model_problem
+from .record import RunRecord, RunSpec
+from .runner import Job, run_one
+
+ENGINES = ("batched", "per-run")
+MAX_CONFIGS = 64
+MIN_BATCH = 4
+MEMORY_BUDGET = 1 << 30
+COPIES_PER_RUN = 8
+"""Parameters, gradient, up to three buffers, the best point's copy and update temporaries."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Which optimizers of a race stack, and how big a batch may be."""
+
+    stackable: frozenset[str]
+    max_configs: int
+    jobs: int
+    batch_size_for: Callable[[str], int | None]
+    reasons: tuple[str, ...] = field(default=())
+
+    def plan(self, specs: list[RunSpec]) -> list[Job]:
+        """``specs`` as jobs: batches of stackable runs sharing a batch size (largest first), then one
+        job per other run."""
+        alone: list[Job] = [(s,) for s in specs if s.optimizer not in self.stackable]
+        groups: dict[int | None, list[RunSpec]] = {}
+        for spec in specs:
+            if spec.optimizer in self.stackable:
+                groups.setdefault(self.batch_size_for(spec.optimizer), []).append(spec)
+        batches: list[Job] = []
+        for group in groups.values():
+            batches += _cut(group, self.max_configs, self.jobs)
+        return sorted(batches, key=len, reverse=True) + alone
+
+
+def _cut(group: list[RunSpec], max_configs: int, jobs: int) -> list[Job]:
+    """``group`` in contiguous batches of nearly equal size: at least ⌈n / max_configs⌉ of them, and
+    up to one per worker while each keeps :data:`MIN_BATCH` runs."""
+    n = len(group)
+    count = max(math.ceil(n / max_configs), min(jobs, math.ceil(n / MIN_BATCH)), 1)
+    size, extra = divmod(n, count)
+    out, start = [], 0
+    for index in range(count):
+        stop = start + size + (1 if index < extra else 0)
+        out.append(tuple(group[start:stop]))
+        start = stop
+    return [job for job in out if job]
+
+
+def check(task: Task, model: str, optimizers: Sequence[str], batch_size_for: Callable[[str], int | None],
+          jobs: int, custom_run: bool) -> Batching:
+    """What of this race can train batched; the reasons for what cannot (printed once by the race)."""
+    def nothing(reason: str) -> Batching:
+        return Batching(frozenset(), 1, jobs, batch_size_for, (f"{reason}: every run trains one at a time",))
+
+    if custom_run:
+        return nothing("a custom run_fn replaces the training engine")
+    if not task.in_memory:
+        return nothing(f"task {task.name!r} is read item by item (a Dataset)")
+    modules = [task.make_model(model, seed) for seed in (0, 1)]
+    problem = model_problem(modules, task.x_train[:8], task.y_train[:8], task.loss_fn)
+    if problem is not None:
+        return nothing(f"model {model!r}: {problem}")
+    stackable, reasons = set(), []
+    for name in optimizers:
+        rule = rule_of(name)
+        problem = (f"optimizer {name!r} is not a descentlab rule" if rule is None
+                   else rule_problem(rule, resolve(name).defaults))
+        if problem is None:
+            stackable.add(name)
+        else:
+            reasons.append(f"{problem}: its runs train one at a time")
+    n_params = sum(p.numel() * p.element_size() for p in modules[0].parameters())
+    max_configs = max(1, min(MAX_CONFIGS, MEMORY_BUDGET // max(1, COPIES_PER_RUN * n_params)))
+    return Batching(frozenset(stackable), max_configs, jobs, batch_size_for, tuple(reasons))
+
+
+def run_batch(job: Job, context: Mapping[str, Any]) -> list[tuple[RunSpec, RunRecord]]:
+    """Train the runs of ``job`` as one batch; their records (``engine="batched"``). Should the batch
+    itself fail, its runs train one at a time instead (and say why on stderr)."""
+    batch_size = context["batch_size_for"](job[0].optimizer)
+    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed, s.phase == context["final_phase"]) for s in job]
+    started = time.perf_counter()
+    try:
+        results = train_batched(context["task"], configs, model=context["model"], batch_size=batch_size,
+                                epochs=context["epochs"], device=context["device"])
+    except Exception as error:  # a bug or a resource limit of the stacked path: the runs still get made
+        print(f"descentlab: a batch of {len(job)} runs failed after {time.perf_counter() - started:.1f} s "
+              f"({type(error).__name__}: {error}); training them one at a time\n"
+              f"{traceback.format_exc(limit=-2)}", file=sys.stderr)
+        return [run_one(spec, context) for spec in job]
+    return [(spec, RunRecord.from_result(spec, result, batch_size, engine="batched", **context["stamp"]))
+            for spec, result in zip(job, results, strict=True)]

@@ -1,0 +1,321 @@
+"""Train k configurations of one model at once, as one stacked model: :func:`train_batched`.
+
+The configurations share the task, the model architecture and the batch size; each has its own
+optimizer (a registry name), schedule, lr and seed. Member i is initialised exactly as the single
+run of its seed (``task.make_model(model, seed)``), draws its own epoch order from its seed's
+shuffle stream, and is updated by its optimizer's rule with its own state and lr
+(:class:`descentlab.optim.stacked.StackedRule`: the rule's one declaration, run on the stacked
+tensors). The loop is the single-run loop's (:mod:`.loop`), per member:
+
+    ℓ_t^(i) = loss(f(x_B^(i); w^(i)), y_B^(i))        all k at once (:class:`.stacked_model.StackedModel`)
+    member i is lost at step t when ℓ_t^(i) is non-finite or above factor·ℓ_1^(i)
+    w^(i) ← update_i(w^(i), ∇ℓ_t^(i); γ_t^(i))          for every member still training
+
+with an evaluation of the validation split at step 0, at every epoch's end and at the last step
+(the best validation point kept per member), and the test split at the end for members that ask.
+A member that is lost is recorded at its step, with the weights it had then, and leaves the stack
+(its parameters, buffers and data order are dropped), so its NaNs never reach another member: each
+member's loss depends on its own weights only, and only the losses of members still training are
+backpropagated.
+
+Results agree with the single-run loop within float32 rounding, not bitwise: a batched matmul
+rounds differently from k small ones, and ``γ·u/v`` is one product more than ``addcdiv``'s.
+``wall_s`` of a member is its share of the batch's time: the shared forward, backward and
+evaluations split evenly over the members training, plus its optimizer's update split over that
+optimizer's members.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import vmap
+
+from ..optim import resolve
+from ..optim.stacked import StackedRule
+from ..tasks.registry import Task
+from . import divergence
+from .data import Data
+from .device import check_device
+from .evaluate import EVAL_CHUNK
+from .loop import DEFAULT_EPOCHS, SHUFFLE_SALT
+from .member import Config, Member
+from .result import RunResult
+from .schedule import lr_values
+from .stacked_model import StackedModel
+
+
+def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = None, batch_size: int | None = 64,
+                  epochs: int = DEFAULT_EPOCHS, device: str | torch.device = "cpu",
+                  divergence_factor: float | None = divergence.DEFAULT_FACTOR) -> list[RunResult]:
+    """Train every configuration (see the module docstring); one :class:`RunResult` per config, in
+    order, each as :func:`descentlab.train.train` would return it for that run (within float32
+    rounding). The caller checks that the task, model and optimizers can be stacked
+    (:func:`descentlab.racing.batching.batching_problem`)."""
+    if not configs:
+        return []
+    torch_device = check_device(device)
+    model_name = task.default_model if model is None else model
+    order = _grouped_order(configs)
+    run = _BatchedRun(task, model_name, [configs[i] for i in order], batch_size, epochs, torch_device,
+                      divergence_factor)
+    results = run.train()
+    by_input = [None] * len(configs)
+    for position, index in enumerate(order):
+        by_input[index] = results[position]
+    return by_input  # type: ignore[return-value]
+
+
+def _grouped_order(configs: Sequence[Config]) -> list[int]:
+    """Indices of ``configs`` with each optimizer's configurations next to each other (first seen first)."""
+    rank: dict[str, int] = {}
+    for config in configs:
+        rank.setdefault(config.optimizer, len(rank))
+    return sorted(range(len(configs)), key=lambda i: rank[configs[i].optimizer])
+
+
+class _Group:
+    """The members of one optimizer, contiguous rows of the stack, with their rule's stacked state and
+    their lrs at every step (``table[t]``: the lrs in effect after t scheduler steps)."""
+
+    def __init__(self, optimizer: str, members: list[Member], params: Sequence[torch.Tensor], total: int) -> None:
+        entry = resolve(optimizer)
+        self.optimizer, self.members = optimizer, members
+        self.rule = StackedRule(entry.cls.rule, entry.defaults, params)
+        self.table = torch.tensor([lr_values(m.config.schedule, m.config.lr, total) for m in members],
+                                  dtype=torch.float64).T.contiguous()
+        self.update_s = 0.0
+
+    def keep(self, local: list[int]) -> None:
+        index = torch.tensor(local, dtype=torch.long)
+        self.members = [self.members[i] for i in local]
+        self.rule.keep(index)
+        self.table = self.table.index_select(1, index).contiguous()
+
+
+class _BatchedRun:
+    def __init__(self, task: Task, model_name: str, configs: list[Config], batch_size: int | None, epochs: int,
+                 device: torch.device, factor: float | None) -> None:
+        self.task, self.device = task, device
+        self.data = Data(task, device)
+        self.n = task.n_train
+        self.size = self.n if batch_size is None else min(batch_size, self.n)
+        self.full_batch = self.size >= self.n
+        self.per_epoch = math.ceil(self.n / self.size)
+        self.total = epochs * self.per_epoch
+        classification = task.kind == "classification"
+        self.members = [Member(c, classification, factor) for c in configs]
+        modules = [task.make_model(model_name, c.seed).to(device) for c in configs]
+        self.template = copy.deepcopy(modules[0])
+        self.model = StackedModel(modules)
+        self.x, self.y = task.x_train.to(device), task.y_train.to(device)
+        self.generators = [torch.Generator().manual_seed(c.seed ^ SHUFFLE_SALT) for c in configs]
+        self.perms: torch.Tensor | None = None
+        self.groups: list[_Group] = []
+        start = 0
+        for optimizer in dict.fromkeys(c.optimizer for c in configs):
+            members = [m for m in self.members if m.config.optimizer == optimizer]
+            rows = [p[start:start + len(members)].detach() for p in self.model.params]
+            self.groups.append(_Group(optimizer, members, rows, self.total))
+            start += len(members)
+        self.config = {"task": task.name, "task_options": task.options, "data_sha256": task.fingerprint(),
+                       "model": model_name, "model_options": {}, "optimizer_options": {}, "batch_size": batch_size,
+                       "epochs": epochs, "steps": None, "total_steps": self.total, "steps_per_epoch": self.per_epoch,
+                       "eval_every": None, "divergence_factor": factor, "device": str(device), "engine": "batched"}
+        self.step = 0
+        self.examples = 0
+
+    @property
+    def active(self) -> list[Member]:
+        return [m for group in self.groups for m in group.members]
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> list[RunResult]:
+        self.evaluate()
+        while self.step < self.total and self.groups:
+            if not self.full_batch:
+                self.perms = torch.stack([torch.randperm(self.n, generator=self.generators[self.members.index(m)])
+                                          for m in self.active])
+            for index in range(self.per_epoch):
+                if self.step >= self.total or not self.groups:
+                    break
+                self.one_step(index)
+            if self.groups:
+                self.evaluate()
+        return [self.result(m) for m in self.members]
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        if self.full_batch:
+            return self.x, self.y, True
+        assert self.perms is not None
+        rows = self.perms[:, index * self.size:(index + 1) * self.size]
+        if len({m.config.seed for m in self.active}) == 1:  # one data order for all: one batch, shared
+            order = rows[0].to(self.device)
+            return self.x[order], self.y[order], True
+        order = rows.to(self.device)
+        return self.x[order], self.y[order], False
+
+    def one_step(self, index: int) -> None:
+        started = time.perf_counter()
+        xb, yb, shared = self.batch(index)
+        for param in self.model.params:
+            param.grad = None
+        losses = self.model.losses(xb, yb, self.data.loss_fn, shared)
+        values = losses.tolist()
+        active = self.active
+        kept = [pos for pos, member in enumerate(active) if member.observe(values[pos], self.step + 1)]
+        if kept:
+            (losses if len(kept) == len(active) else losses[kept]).sum().backward()
+        lost = [pos for pos in range(len(active)) if pos not in set(kept)]
+        shared_s = time.perf_counter() - started
+        if lost:
+            shared_s += self.leave(lost, evaluate=True)
+        self.update()
+        self.step += 1
+        self.examples += yb.shape[0] if shared else yb.shape[1]
+        for member in self.active:
+            member.steps, member.examples = self.step, self.examples
+        self.charge(shared_s)
+
+    def update(self) -> None:
+        start = 0
+        for group in self.groups:
+            began = time.perf_counter()
+            stop = start + len(group.members)
+            rows = [p[start:stop] for p in self.model.params]
+            grads = [p.grad[start:stop] if p.grad is not None else None for p in self.model.params]
+            group.rule.step(rows, grads, group.table[self.step])
+            group.update_s = time.perf_counter() - began
+            start = stop
+
+    def charge(self, shared_s: float) -> None:
+        """Each member's share of a step's time (see the module docstring)."""
+        active = self.active
+        for group in self.groups:
+            own = group.update_s / len(group.members)
+            for member in group.members:
+                member.wall_s += shared_s / len(active) + own
+            group.update_s = 0.0
+
+    def evaluate(self) -> None:
+        """Evaluate every member still training (validation split), record it, and drop those whose
+        gradient norm is not finite."""
+        started = time.perf_counter()
+        active = self.active
+        norms = self.model.grad_norms().tolist() if self.model.params[0].grad is not None else None
+        gnorms: list[float | None] = []
+        for pos, member in enumerate(active):
+            gnorm = norms[pos] if norms is not None and member.run_count and member.ok else None
+            if member.ok and gnorm is not None and not math.isfinite(gnorm):
+                member.lose(member.steps, f"non-finite gradient norm ({gnorm})")
+            gnorms.append(gnorm)
+        values = self.validation()
+        share = (time.perf_counter() - started) / len(active)
+        for pos, member in enumerate(active):
+            member.wall_s += share
+            member.record(*values[pos], self.lr_of(member), gnorms[pos], self.n,
+                          lambda pos=pos: self.model.weights_of(pos))
+        lost = [pos for pos, member in enumerate(active) if not member.ok]
+        if lost:
+            self.leave(lost, evaluate=False)
+
+    def validation(self) -> list[tuple[float, float | None]]:
+        return evaluate_stacked(self.model, *self.data.tensors("val"), self.data.loss_fn, self.data.classification)
+
+    def leave(self, positions: list[int], evaluate: bool) -> float:
+        """Members at ``positions`` are lost: record them where needed, keep their weights, drop them from
+        the stack. Returns the seconds spent evaluating."""
+        active = self.active
+        seconds = 0.0
+        if evaluate and any(active[pos].needs_record() for pos in positions):
+            started = time.perf_counter()
+            values = self.validation()
+            seconds = time.perf_counter() - started
+            for pos in positions:
+                member = active[pos]
+                member.wall_s += seconds / len(positions)
+                if member.needs_record():
+                    member.record(*values[pos], self.lr_of(member), None, self.n, lambda: [])
+        for pos in positions:
+            active[pos].last_weights = self.model.weights_of(pos)
+        keep = [pos for pos in range(len(active)) if pos not in set(positions)]
+        self.model.keep(torch.tensor(keep, dtype=torch.long))
+        if self.perms is not None:
+            self.perms = self.perms.index_select(0, torch.tensor(keep, dtype=torch.long))
+        start, groups = 0, []
+        for group in self.groups:
+            local = [i for i in range(len(group.members)) if start + i in set(keep)]
+            start += len(group.members)
+            if local:
+                group.keep(local)
+                groups.append(group)
+        self.groups = groups
+        return seconds
+
+    def lr_of(self, member: Member) -> float:
+        """A training member's lr after its scheduler's steps so far (as its param group would hold it)."""
+        group = next(g for g in self.groups if member in g.members)
+        return float(group.table[member.steps, group.members.index(member)])
+
+    # -- results --------------------------------------------------------------------------------
+    def result(self, member: Member) -> RunResult:
+        last = member.history[-1]
+        best_entry = member.history[member.best_index] if member.best_index is not None else last
+        best_is_last = best_entry is last
+        end_test: tuple[float | None, float | None] = (None, None)
+        best_test: tuple[float | None, float | None] = (None, None)
+        if member.config.evaluate_test:
+            end_weights = member.last_weights
+            if end_weights is None:
+                end_weights = self.model.weights_of(self.active.index(member))
+            end_test = self.data.evaluate(self.module_with(end_weights), "test")
+            best_test = (end_test if best_is_last or member.best_weights is None
+                         else self.data.evaluate(self.module_with(member.best_weights), "test"))
+        c = member.config
+        config = {**self.config, "optimizer": c.optimizer, "lr": c.lr, "seed": c.seed, "schedule": c.schedule}
+        return RunResult(
+            status=member.status, diverged_at_step=member.diverged_at_step, diverge_reason=member.diverge_reason,
+            epochs=member.examples / self.n, steps=member.steps, examples=member.examples, wall_s=member.wall_s,
+            train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"],
+            best_step=best_entry["step"], best_epoch=best_entry["epoch"], best_val_loss=best_entry["val_loss"],
+            best_val_acc=best_entry["val_acc"], best_is_last=best_is_last, test_loss=best_test[0],
+            test_acc=best_test[1], end_test_loss=end_test[0], end_test_acc=end_test[1], schedule=c.schedule,
+            device=str(self.device), history=member.history, config=config)
+
+    def module_with(self, weights: list[torch.Tensor]) -> nn.Module:
+        module = copy.deepcopy(self.template)
+        with torch.no_grad():
+            for param, value in zip(module.parameters(), weights, strict=True):
+                param.copy_(value)
+        return module
+
+
+@torch.no_grad()
+def evaluate_stacked(model: StackedModel, x: torch.Tensor, y: torch.Tensor, loss_fn: Any,
+                     classification: bool) -> list[tuple[float, float | None]]:
+    """Every copy's mean loss (and accuracy) on one split, in eval mode, as
+    :func:`descentlab.train.evaluate.evaluate` computes it for one model."""
+    model.train(False)
+    try:
+        k, n = model.k, len(x)
+        chunk = max(1, EVAL_CHUNK // k)
+        loss_sum = torch.zeros(k, dtype=torch.float64)
+        correct = torch.zeros(k, dtype=torch.long)
+        per_copy = vmap(loss_fn, in_dims=(0, None))
+        for start in range(0, n, chunk):
+            xc, yc = x[start:start + chunk], y[start:start + chunk]
+            output = model.outputs(xc, shared=True)
+            loss_sum += per_copy(output, yc).double().cpu() * len(xc)
+            if classification:
+                correct += (output.argmax(dim=-1) == yc).sum(dim=1).cpu()
+    finally:
+        model.train(True)
+    losses = (loss_sum / n).tolist()
+    accuracies = (correct.double() / n).tolist()
+    return [(losses[i], accuracies[i] if classification else None) for i in range(k)]
