@@ -77,11 +77,15 @@ def _lines(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, capsys):
+@pytest.mark.parametrize("engine", ["batched", "per-run"])
+def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, capsys, engine):
+    """Batched (the default): the 6 tuning runs train as two batches of 3, so the kill lands while a
+    batch is midway; that batch is redone whole on the rerun, and no finished row is repeated."""
     out = tmp_path / "race"
+    race_args = [*RACE, "--engine", engine]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-    race = subprocess.Popen([sys.executable, "-m", "descentlab", *RACE, "--out", str(out)], env=env,
+    race = subprocess.Popen([sys.executable, "-m", "descentlab", *race_args, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     started: dict[int, int] = {}
     try:
@@ -114,11 +118,12 @@ def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, c
                 pipe.close()
 
     rerun_started = time.monotonic()
-    assert main([*RACE, "--out", str(out)]) == 0  # the lock died with the killed race: no "in use"
+    assert main([*race_args, "--out", str(out)]) == 0  # the lock died with the killed race: no "in use"
     rerun_s = time.monotonic() - rerun_started
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
     keys = [(r["phase"], r["optimizer"], r["lr"], r["seed"]) for r in rows]
     assert len(keys) == RUNS and len(set(keys)) == RUNS  # nothing lost, nothing done twice
+    assert {r["engine"] for r in rows} == {engine}
     assert f"({RUNS - done_before} trained now" in printed
     assert rerun_s < 60

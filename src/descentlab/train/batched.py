@@ -52,19 +52,24 @@ from .stacked_model import StackedModel
 
 
 def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = None, batch_size: int | None = 64,
-                  epochs: int = DEFAULT_EPOCHS, device: str | torch.device = "cpu",
-                  divergence_factor: float | None = divergence.DEFAULT_FACTOR) -> list[RunResult]:
+                  epochs: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
+                  divergence_factor: float | None = divergence.DEFAULT_FACTOR,
+                  keep_model: bool = False) -> list[RunResult]:
     """Train every configuration (see the module docstring); one :class:`RunResult` per config, in
     order, each as :func:`descentlab.train.train` would return it for that run (within float32
-    rounding). The caller checks that the task, model and optimizers can be stacked
-    (:func:`descentlab.racing.batching.batching_problem`)."""
+    rounding), ``keep_model`` included. Budget: ``epochs`` (default 20) or ``steps``. The caller checks
+    that the task, model and optimizers can be stacked (:func:`descentlab.racing.batching.check`)."""
     if not configs:
         return []
+    if epochs is not None and steps is not None:
+        raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
+    if epochs is None and steps is None:
+        epochs = DEFAULT_EPOCHS
     torch_device = check_device(device)
     model_name = task.default_model if model is None else model
     order = _grouped_order(configs)
-    run = _BatchedRun(task, model_name, [configs[i] for i in order], batch_size, epochs, torch_device,
-                      divergence_factor)
+    run = _BatchedRun(task, model_name, [configs[i] for i in order], batch_size, epochs, steps, torch_device,
+                      divergence_factor, keep_model)
     results = run.train()
     by_input = [None] * len(configs)
     for position, index in enumerate(order):
@@ -100,15 +105,17 @@ class _Group:
 
 
 class _BatchedRun:
-    def __init__(self, task: Task, model_name: str, configs: list[Config], batch_size: int | None, epochs: int,
-                 device: torch.device, factor: float | None) -> None:
+    def __init__(self, task: Task, model_name: str, configs: list[Config], batch_size: int | None,
+                 epochs: int | None, steps: int | None, device: torch.device, factor: float | None,
+                 keep_model: bool) -> None:
         self.task, self.device = task, device
         self.data = Data(task, device)
         self.n = task.n_train
         self.size = self.n if batch_size is None else min(batch_size, self.n)
         self.full_batch = self.size >= self.n
         self.per_epoch = math.ceil(self.n / self.size)
-        self.total = epochs * self.per_epoch
+        self.total = steps if steps is not None else (epochs or 1) * self.per_epoch
+        self.keep_model = keep_model
         classification = task.kind == "classification"
         self.members = [Member(c, classification, factor) for c in configs]
         modules = [task.make_model(model_name, c.seed).to(device) for c in configs]
@@ -126,7 +133,7 @@ class _BatchedRun:
             start += len(members)
         self.config = {"task": task.name, "task_options": task.options, "data_sha256": task.fingerprint(),
                        "model": model_name, "model_options": {}, "optimizer_options": {}, "batch_size": batch_size,
-                       "epochs": epochs, "steps": None, "total_steps": self.total, "steps_per_epoch": self.per_epoch,
+                       "epochs": epochs, "steps": steps, "total_steps": self.total, "steps_per_epoch": self.per_epoch,
                        "eval_every": None, "divergence_factor": factor, "device": str(device), "engine": "batched"}
         self.step = 0
         self.examples = 0
@@ -270,10 +277,10 @@ class _BatchedRun:
         best_is_last = best_entry is last
         end_test: tuple[float | None, float | None] = (None, None)
         best_test: tuple[float | None, float | None] = (None, None)
+        end_weights = member.last_weights
+        if end_weights is None:
+            end_weights = self.model.weights_of(self.active.index(member))
         if member.config.evaluate_test:
-            end_weights = member.last_weights
-            if end_weights is None:
-                end_weights = self.model.weights_of(self.active.index(member))
             end_test = self.data.evaluate(self.module_with(end_weights), "test")
             best_test = (end_test if best_is_last or member.best_weights is None
                          else self.data.evaluate(self.module_with(member.best_weights), "test"))
@@ -286,7 +293,8 @@ class _BatchedRun:
             best_step=best_entry["step"], best_epoch=best_entry["epoch"], best_val_loss=best_entry["val_loss"],
             best_val_acc=best_entry["val_acc"], best_is_last=best_is_last, test_loss=best_test[0],
             test_acc=best_test[1], end_test_loss=end_test[0], end_test_acc=end_test[1], schedule=c.schedule,
-            device=str(self.device), history=member.history, config=config)
+            device=str(self.device), history=member.history, config=config,
+            model=self.module_with(end_weights) if self.keep_model else None)
 
     def module_with(self, weights: list[torch.Tensor]) -> nn.Module:
         module = copy.deepcopy(self.template)
