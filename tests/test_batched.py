@@ -204,6 +204,8 @@ def test_a_race_with_a_user_rule_batched_matches_the_per_run_race(tmp_path, caps
     assert main([*race, "--out", str(tmp_path / "batched")]) == 0
     err = capsys.readouterr().err
     assert err.count("'user_alpha_lr' fails on stacked tensors") == 1
+    html = (tmp_path / "batched" / "report.html").read_text()
+    assert "training engine" in html and ("batched | per-run" in html or "per-run | batched" in html)
     assert main([*race, "--engine", "per-run", "--out", str(tmp_path / "per-run")]) == 0
     batched, alone = _rows(tmp_path / "batched" / "results.jsonl"), _rows(tmp_path / "per-run" / "results.jsonl")
     assert batched.keys() == alone.keys()

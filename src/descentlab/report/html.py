@@ -63,7 +63,7 @@ def _environment(records: Sequence[RunRecord]) -> list[list[str]]:
     """What the runs were made on: every value of every environment field among the records."""
     seen: dict[str, list[str]] = {}
     for record in records:
-        for key, value in {**record.versions, **record.machine}.items():
+        for key, value in {**record.versions, **record.machine, "training engine": record.engine}.items():
             if str(value) not in seen.setdefault(key, []):
                 seen[key].append(str(value))
     return [[key, " | ".join(values)] for key, values in seen.items()]

@@ -1,0 +1,154 @@
+"""The batched race engine against the per-run one, measured side by side in one run of this script.
+
+    .venv/bin/python benchmarks/batched_race.py                 # the default race (what `make race` runs)
+    .venv/bin/python benchmarks/batched_race.py --epochs 10     # the same grid on a shorter budget
+    .venv/bin/python benchmarks/batched_race.py --device cuda   # on a GPU (one run at a time per engine)
+
+Prints:
+1. Wall time of the same race (protocol, grid, seeds, budget) with ``--engine batched`` and
+   ``--engine per-run`` (each in a fresh directory, same ``--jobs``), their ratio, and the peak
+   resident memory of the largest worker process of each.
+2. Agreement over the first 20 steps: every tuning configuration of the race (optimizer × lr on
+   the first seed) and every confirmation seed of Adam, trained batched and per-run for 20 steps;
+   per configuration the largest relative difference of a parameter tensor, ‖w_b − w_p‖/‖w_p‖, in
+   float32 and in float64 (the float64 one shows the math is the same; float32 adds rounding, which
+   ReLU kinks and normalised steps can amplify).
+3. The end: per optimizer, the mean test accuracy over seeds of each engine, the per-run standard
+   deviation over seeds, and whether the two means are within it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, device: str) -> tuple[float, float]:
+    """Run the race in a child process; (wall seconds, peak RSS in MiB of its largest process)."""
+    command = [sys.executable, "-m", "descentlab", "race", "--quiet", "--engine", engine, "--out", str(out),
+               "--device", device]
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
+    code = ("import resource, subprocess, sys, time; s = time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(time.perf_counter() - s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    output = subprocess.run([sys.executable, "-c", code, *command], check=True, capture_output=True, text=True)
+    wall, rss_kib = output.stdout.split()
+    return float(wall), float(rss_kib) / 1024
+
+
+def agreement(steps: int) -> list[tuple[str, float | str, float | str]]:
+    import torch
+
+    from descentlab.racing.protocol import make_config
+    from descentlab.tasks import get_task
+    from descentlab.train import train
+    from descentlab.train.batched import train_batched
+    from descentlab.train.member import Config
+
+    torch.set_num_threads(1)
+    config = make_config()
+    task32 = get_task(config.task)
+    task64 = dataclasses.replace(task32, **{f"x_{s}": getattr(task32, f"x_{s}").double()
+                                            for s in ("train", "val", "test")})
+    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed) for s in config.tuning_runs()]
+    configs += [Config("adam", "constant", 1e-3, seed) for seed in config.seeds[1:]]
+    rows = []
+    by_dtype = {}
+    for name, task in (("float32", task32), ("float64", task64)):
+        groups: dict[int | None, list[Config]] = {}
+        for c in configs:
+            groups.setdefault(config.batch_size_for(c.optimizer), []).append(c)
+        worst: dict[Config, float | str] = {}
+        for batch_size, group in groups.items():
+            results = train_batched(task, group, batch_size=batch_size, steps=steps, keep_model=True)
+            for c, result in zip(group, results, strict=True):
+                alone = train(task, optimizer=c.optimizer, lr=c.lr, seed=c.seed, batch_size=batch_size, steps=steps,
+                              keep_model=True)
+                if result.status != "ok" or alone.status != "ok":  # compared by where each was lost
+                    worst[c] = f"lost at {result.diverged_at_step} / {alone.diverged_at_step}"
+                    continue
+                worst[c] = max(((mine - theirs).norm() / theirs.norm()).item() for mine, theirs in
+                               zip(result.model.parameters(), alone.model.parameters(), strict=True))
+        by_dtype[name] = worst
+    for c in configs:
+        rows.append((f"{c.optimizer} lr={c.lr:g} seed={c.seed}", by_dtype["float32"][c], by_dtype["float64"][c]))
+    return rows
+
+
+def _cell(value: float | str) -> str:
+    return f"{value:>10.1e}" if isinstance(value, float) else f"{value:>10}"
+
+
+def end_accuracy(batched_dir: Path, per_run_dir: Path) -> list[tuple[str, float, float, float, bool]]:
+    import json
+
+    from descentlab.racing.store import RESULTS
+
+    def finals(directory: Path) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for line in (directory / RESULTS).read_text().splitlines():
+            record = json.loads(line)
+            if record["phase"] == "final" and record["test_acc"] is not None:
+                out.setdefault(record["optimizer"], []).append(record["test_acc"])
+        return out
+
+    batched, per_run = finals(batched_dir), finals(per_run_dir)
+    rows = []
+    for name in per_run:
+        mine, theirs = batched.get(name, []), per_run[name]
+        if not mine:
+            continue
+        spread = statistics.stdev(theirs) if len(theirs) > 1 else 0.0
+        gap = abs(statistics.mean(mine) - statistics.mean(theirs))
+        rows.append((name, statistics.mean(mine), statistics.mean(theirs), spread, gap <= spread))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=None, help="budget per run (default: the race's default)")
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: the race's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=20, help="steps of the agreement check")
+    parser.add_argument("--no-race", action="store_true", help="only the agreement check")
+    args = parser.parse_args()
+    print(f"machine: {multiprocessing.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+
+    print(f"\n## agreement over the first {args.steps} steps (max over tensors of ‖w_b − w_p‖/‖w_p‖)")
+    rows = agreement(args.steps)
+    print(f"{'configuration':32} {'float32':>10} {'float64':>10}")
+    for label, f32, f64 in rows:
+        print(f"{label:32} {_cell(f32)} {_cell(f64)}")
+    f32s = [r[1] for r in rows if isinstance(r[1], float)]
+    f64s = [r[2] for r in rows if isinstance(r[2], float)]
+    lost = sum(isinstance(r[1], str) for r in rows)
+    print(f"float32: {sum(v <= 1e-5 for v in f32s)}/{len(f32s)} trained configurations within 1e-5 (median "
+          f"{statistics.median(f32s):.1e}, max {max(f32s):.1e}); float64: max {max(f64s):.1e}; {lost} diverged "
+          "(batched step / per-run step)")
+    if args.no_race:
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for engine in ("batched", "per-run"):
+            results[engine] = race_once(engine, Path(tmp) / engine, args.epochs, args.jobs, args.device)
+            print(f"\n{engine}: {results[engine][0]:.1f} s, largest process peak RSS {results[engine][1]:.0f} MiB",
+                  flush=True)
+        print(f"\n## wall time: per-run / batched = {results['per-run'][0] / results['batched'][0]:.2f}x")
+        print("\n## end: mean test accuracy over seeds (best validation point)")
+        print(f"{'optimizer':10} {'batched':>9} {'per-run':>9} {'per-run std':>12}  within one std")
+        for name, mine, theirs, spread, ok in end_accuracy(Path(tmp) / "batched", Path(tmp) / "per-run"):
+            print(f"{name:10} {mine:9.4f} {theirs:9.4f} {spread:12.4f}  {'yes' if ok else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
