@@ -225,3 +225,35 @@ def test_engine_option_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "engine 'batched' runs on the local backend" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: nn.Sequential(nn.Linear(5, 8, bias=False), nn.Tanh(), nn.Sequential(nn.Linear(8, 8), nn.GELU()),
+                          nn.Linear(8, 3)),
+    lambda: nn.Sequential(nn.Flatten(), nn.Linear(5, 3)),
+    lambda: nn.Sequential(nn.Unflatten(1, (5, 1)), nn.Linear(1, 4), nn.ReLU(), nn.Flatten(), nn.Linear(20, 3)),
+])
+def test_both_stacked_forms_match_the_modules(factory):
+    """Plain stacks of Linear/activations take the direct form (one matmul per layer), anything else
+    vmap; the check compares either with the modules themselves, shared and per-copy batches alike."""
+    from descentlab.train.stacked_model import StackedModel, stacking_problem
+
+    task = _task_with(factory)
+    modules = [task.make_model("custom", seed) for seed in range(3)]
+    assert stacking_problem(modules, task.x_train[:8], task.y_train[:8], task.loss_fn) is None
+    stacked = StackedModel(modules)
+    direct = not any(isinstance(m, nn.Unflatten) for m in modules[0].modules())
+    assert (stacked.layers is not None) == direct
+    x = torch.randn(3, 6, 5, generator=torch.Generator().manual_seed(1))
+    outputs = stacked.outputs(x, shared=False)
+    for i, module in enumerate(modules):
+        torch.testing.assert_close(outputs[i], module(x[i]), rtol=1e-5, atol=1e-6)
+
+
+def test_the_cnn_trains_batched_through_vmap(mnist1d_f64):
+    configs = [Config("adam", "constant", 1e-3, 0), Config("momentum", "constant", 0.01, 1)]
+    results = train_batched(mnist1d_f64, configs, model="cnn", steps=5, keep_model=True)
+    for config, result in zip(configs, results, strict=True):
+        alone = train(mnist1d_f64, model="cnn", optimizer=config.optimizer, lr=config.lr, seed=config.seed, steps=5,
+                      keep_model=True)
+        _assert_same_weights(result.model, alone.model, f"cnn {config}", rtol=1e-8, atol=1e-12)
