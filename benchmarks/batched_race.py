@@ -84,32 +84,75 @@ def agreement(steps: int) -> list[tuple[str, float | str, float | str]]:
     return rows
 
 
+def forward_backward(k: int = 23, repeats: int = 200) -> None:
+    """Forward + backward of k stacked MNIST-1D MLPs on one shared batch: the direct form against vmap,
+    and k separate modules one after another."""
+    import time
+
+    import torch
+
+    from descentlab.tasks import get_task
+    from descentlab.train.stacked_model import StackedModel
+
+    torch.set_num_threads(1)
+    task = get_task("mnist1d")
+    modules = [task.make_model("mlp", seed) for seed in range(k)]
+    x, y = task.x_train[:64], task.y_train[:64]
+
+    def timed(step) -> float:
+        for _ in range(10):
+            step()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        return (time.perf_counter() - started) / repeats * 1e3
+
+    def stacked_step(model: StackedModel):
+        def step() -> None:
+            for param in model.params:
+                param.grad = None
+            model.losses(x, y, task.loss_fn, shared=True).sum().backward()
+        return step
+
+    direct, through_vmap = StackedModel(modules), StackedModel(modules)
+    through_vmap.layers = None
+
+    def one_by_one() -> None:
+        for module in modules:
+            module.zero_grad(set_to_none=True)
+            task.loss_fn(module(x), y).backward()
+
+    print(f"\n## forward + backward, k = {k} MLPs, batch 64, one thread (ms per step of all k)")
+    print(f"direct {timed(stacked_step(direct)):.2f}   vmap {timed(stacked_step(through_vmap)):.2f}   "
+          f"one module at a time {timed(one_by_one):.2f}")
+
+
 def _cell(value: float | str) -> str:
     return f"{value:>10.1e}" if isinstance(value, float) else f"{value:>10}"
 
 
-def end_accuracy(batched_dir: Path, per_run_dir: Path) -> list[tuple[str, float, float, float, bool]]:
+def end_accuracy(batched_dir: Path, per_run_dir: Path) -> list[tuple[str, float, float, float, float, float, bool]]:
     import json
 
     from descentlab.racing.store import RESULTS
 
-    def finals(directory: Path) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
+    def finals(directory: Path) -> dict[str, tuple[float, list[float]]]:
+        out: dict[str, tuple[float, list[float]]] = {}
         for line in (directory / RESULTS).read_text().splitlines():
             record = json.loads(line)
             if record["phase"] == "final" and record["test_acc"] is not None:
-                out.setdefault(record["optimizer"], []).append(record["test_acc"])
+                out.setdefault(record["optimizer"], (record["lr"], []))[1].append(record["test_acc"])
         return out
 
     batched, per_run = finals(batched_dir), finals(per_run_dir)
     rows = []
-    for name in per_run:
-        mine, theirs = batched.get(name, []), per_run[name]
-        if not mine:
+    for name, (lr_p, theirs) in per_run.items():
+        if name not in batched:
             continue
+        lr_b, mine = batched[name]
         spread = statistics.stdev(theirs) if len(theirs) > 1 else 0.0
         gap = abs(statistics.mean(mine) - statistics.mean(theirs))
-        rows.append((name, statistics.mean(mine), statistics.mean(theirs), spread, gap <= spread))
+        rows.append((name, lr_b, lr_p, statistics.mean(mine), statistics.mean(theirs), spread, gap <= spread))
     return rows
 
 
@@ -120,11 +163,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20, help="steps of the agreement check")
     parser.add_argument("--no-race", action="store_true", help="only the agreement check")
+    parser.add_argument("--no-agreement", action="store_true", help="only the races")
+    parser.add_argument("--keep", default=None, help="keep the two race directories here (default: a temporary one)")
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
-    print(f"\n## agreement over the first {args.steps} steps (max over tensors of ‖w_b − w_p‖/‖w_p‖)")
-    rows = agreement(args.steps)
+    forward_backward()
+    if not args.no_agreement:
+        print_agreement(args.steps)
+    if args.no_race:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        races(Path(args.keep) if args.keep else Path(tmp), args)
+
+
+def print_agreement(steps: int) -> None:
+    print(f"\n## agreement over the first {steps} steps (max over tensors of ‖w_b − w_p‖/‖w_p‖)")
+    rows = agreement(steps)
     print(f"{'configuration':32} {'float32':>10} {'float64':>10}")
     for label, f32, f64 in rows:
         print(f"{label:32} {_cell(f32)} {_cell(f64)}")
@@ -134,20 +189,19 @@ def main() -> None:
     print(f"float32: {sum(v <= 1e-5 for v in f32s)}/{len(f32s)} trained configurations within 1e-5 (median "
           f"{statistics.median(f32s):.1e}, max {max(f32s):.1e}); float64: max {max(f64s):.1e}; {lost} diverged "
           "(batched step / per-run step)")
-    if args.no_race:
-        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {}
-        for engine in ("batched", "per-run"):
-            results[engine] = race_once(engine, Path(tmp) / engine, args.epochs, args.jobs, args.device)
-            print(f"\n{engine}: {results[engine][0]:.1f} s, largest process peak RSS {results[engine][1]:.0f} MiB",
-                  flush=True)
-        print(f"\n## wall time: per-run / batched = {results['per-run'][0] / results['batched'][0]:.2f}x")
-        print("\n## end: mean test accuracy over seeds (best validation point)")
-        print(f"{'optimizer':10} {'batched':>9} {'per-run':>9} {'per-run std':>12}  within one std")
-        for name, mine, theirs, spread, ok in end_accuracy(Path(tmp) / "batched", Path(tmp) / "per-run"):
-            print(f"{name:10} {mine:9.4f} {theirs:9.4f} {spread:12.4f}  {'yes' if ok else 'NO'}")
+
+def races(directory: Path, args: argparse.Namespace) -> None:
+    results = {}
+    for engine in ("batched", "per-run"):
+        results[engine] = race_once(engine, directory / engine, args.epochs, args.jobs, args.device)
+        print(f"\n{engine}: {results[engine][0]:.1f} s, largest process peak RSS {results[engine][1]:.0f} MiB "
+              f"(load average now {Path('/proc/loadavg').read_text().split()[:3]})", flush=True)
+    print(f"\n## wall time: per-run / batched = {results['per-run'][0] / results['batched'][0]:.2f}x")
+    print("\n## end: mean test accuracy over seeds (best validation point), at each engine's selected lr")
+    print(f"{'optimizer':10} {'lr b':>8} {'lr p':>8} {'batched':>9} {'per-run':>9} {'per-run std':>12}  within one std")
+    for name, lr_b, lr_p, mine, theirs, spread, ok in end_accuracy(directory / "batched", directory / "per-run"):
+        print(f"{name:10} {lr_b:8.3g} {lr_p:8.3g} {mine:9.4f} {theirs:9.4f} {spread:12.4f}  {'yes' if ok else 'NO'}")
 
 
 if __name__ == "__main__":

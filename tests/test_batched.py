@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import pytest
 import torch
@@ -134,7 +135,14 @@ def test_a_diverging_configuration_leaves_the_others_untouched(mnist1d):
     same batch without it."""
     calm = [Config("adam", "constant", 1e-3, 0, True), Config("momentum", "constant", 0.05, 1, True)]
     wild = Config("momentum", "constant", 1e4, 0, True)
+    started = time.perf_counter()
     with_wild = train_batched(mnist1d, [calm[0], wild, calm[1]], epochs=2, keep_model=True)
+    elapsed = time.perf_counter() - started
+    # each member's wall_s is its share of the batch's time: together never more than the time spent
+    assert 0 < sum(r.wall_s for r in with_wild) <= elapsed
+    for result in with_wild:
+        times = [e["wall_s"] for e in result.history]
+        assert times == sorted(times) and result.wall_s >= times[-1]
     without = train_batched(mnist1d, calm, epochs=2, keep_model=True)
     for mine, theirs in zip([with_wild[0], with_wild[2]], without, strict=True):
         assert mine.status == "ok"

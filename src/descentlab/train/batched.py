@@ -179,16 +179,19 @@ class _BatchedRun:
         kept = [pos for pos, member in enumerate(active) if member.observe(values[pos], self.step + 1)]
         if kept:
             (losses if len(kept) == len(active) else losses[kept]).sum().backward()
-        lost = [pos for pos in range(len(active)) if pos not in set(kept)]
         shared_s = time.perf_counter() - started
-        if lost:
-            shared_s += self.leave(lost, evaluate=True)
+        if len(kept) < len(active):
+            staying = set(kept)
+            lost = [pos for pos in range(len(active)) if pos not in staying]
+            for pos in lost:  # its share of the forward pass that found it lost
+                active[pos].wall_s += shared_s / len(active)
+            self.leave(lost, evaluate=True)
         self.update()
         self.step += 1
         self.examples += yb.shape[0] if shared else yb.shape[1]
         for member in self.active:
             member.steps, member.examples = self.step, self.examples
-        self.charge(shared_s)
+        self.charge(shared_s, len(active))
 
     def update(self) -> None:
         start = 0
@@ -201,13 +204,13 @@ class _BatchedRun:
             group.update_s = time.perf_counter() - began
             start = stop
 
-    def charge(self, shared_s: float) -> None:
-        """Each member's share of a step's time (see the module docstring)."""
-        active = self.active
+    def charge(self, shared_s: float, sharing: int) -> None:
+        """Each member's share of a step's time (see the module docstring): ``shared_s`` was spent for
+        ``sharing`` members."""
         for group in self.groups:
             own = group.update_s / len(group.members)
             for member in group.members:
-                member.wall_s += shared_s / len(active) + own
+                member.wall_s += shared_s / sharing + own
             group.update_s = 0.0
 
     def evaluate(self) -> None:
@@ -235,11 +238,10 @@ class _BatchedRun:
     def validation(self) -> list[tuple[float, float | None]]:
         return evaluate_stacked(self.model, *self.data.tensors("val"), self.data.loss_fn, self.data.classification)
 
-    def leave(self, positions: list[int], evaluate: bool) -> float:
-        """Members at ``positions`` are lost: record them where needed, keep their weights, drop them from
-        the stack. Returns the seconds spent evaluating."""
+    def leave(self, positions: list[int], evaluate: bool) -> None:
+        """Members at ``positions`` are lost: record them where needed (the evaluation's time is theirs),
+        keep their weights, drop them from the stack."""
         active = self.active
-        seconds = 0.0
         if evaluate and any(active[pos].needs_record() for pos in positions):
             started = time.perf_counter()
             values = self.validation()
@@ -251,19 +253,19 @@ class _BatchedRun:
                     member.record(*values[pos], self.lr_of(member), None, self.n, lambda: [])
         for pos in positions:
             active[pos].last_weights = self.model.weights_of(pos)
-        keep = [pos for pos in range(len(active)) if pos not in set(positions)]
+        leaving = set(positions)
+        keep = [pos for pos in range(len(active)) if pos not in leaving]
         self.model.keep(torch.tensor(keep, dtype=torch.long))
         if self.perms is not None:
             self.perms = self.perms.index_select(0, torch.tensor(keep, dtype=torch.long))
         start, groups = 0, []
         for group in self.groups:
-            local = [i for i in range(len(group.members)) if start + i in set(keep)]
+            local = [i for i in range(len(group.members)) if start + i not in leaving]
             start += len(group.members)
             if local:
                 group.keep(local)
                 groups.append(group)
         self.groups = groups
-        return seconds
 
     def lr_of(self, member: Member) -> float:
         """A training member's lr after its scheduler's steps so far (as its param group would hold it)."""
