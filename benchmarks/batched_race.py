@@ -115,7 +115,7 @@ def forward_backward(k: int = 23, repeats: int = 200) -> None:
         return step
 
     direct, through_vmap = StackedModel(modules), StackedModel(modules)
-    through_vmap.layers = None
+    through_vmap.direct = False
 
     def one_by_one() -> None:
         for module in modules:

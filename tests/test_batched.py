@@ -74,7 +74,7 @@ def _configs() -> list[Config]:
 def _assert_same_weights(batched: nn.Module, alone: nn.Module, what: str, rtol: float = 1e-5,
                          atol: float = 1e-6) -> None:
     for (name, mine), theirs in zip(batched.named_parameters(), alone.parameters(), strict=True):
-        torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol, msg=lambda m: f"{what}, {name}: {m}")
+        torch.testing.assert_close(mine, theirs, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{what}, {name}: {m}")
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,29 @@ def test_the_cnn_trains_batched_through_vmap(mnist1d_f64):
         alone = train(mnist1d_f64, model="cnn", optimizer=config.optimizer, lr=config.lr, seed=config.seed, steps=5,
                       keep_model=True)
         _assert_same_weights(result.model, alone.model, f"cnn {config}", rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_probabilities", "mse_loss", "half_mse"])
+def test_the_direct_losses_equal_each_copys_own(loss, shared):
+    """The built-in losses computed for all copies at once equal loss_fn on each copy, ignore_index
+    (-100) included."""
+    import torch.nn.functional as F
+
+    from descentlab.tasks.registry import half_mse
+    from descentlab.train.stacked_model import stacked_loss
+
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(3, 7, 5, generator=generator, dtype=torch.float64)
+    if loss == "cross_entropy":
+        fn, y = F.cross_entropy, torch.randint(0, 5, (3, 7), generator=generator)
+        y[1, 2] = y[0, 4] = -100
+    elif loss == "cross_entropy_probabilities":
+        fn, y = F.cross_entropy, torch.softmax(torch.randn(3, 7, 5, generator=generator, dtype=torch.float64), -1)
+    else:
+        fn, y = {"mse_loss": F.mse_loss, "half_mse": half_mse}[loss], torch.randn(3, 7, 5, dtype=torch.float64)
+    targets = y[0] if shared else y
+    expected = torch.stack([fn(outputs[i], targets if shared else targets[i]) for i in range(3)])
+    torch.testing.assert_close(stacked_loss(fn, outputs, targets, shared), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stacked_loss(fn, outputs, targets, shared, direct=False), expected, rtol=1e-12,
+                               atol=1e-12)

@@ -165,7 +165,7 @@ class Runs:
             return ray_backend.run_all(specs, {**context, "task": self.task_by_name}, self.address, self.jobs, more)
         if self.batching is not None:
             return run_all(specs, {**context, "run_batch": batching.run_batch}, self.jobs, more,
-                           plan=self.batching.plan)
+                           plan=self.batching.plan, gather=self.batching.gather)
         return run_all(specs, context, self.jobs, more)
 
 

@@ -111,33 +111,36 @@ def _init_worker(parent_pid: int) -> None:
 
 def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
             more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None = None, plan: Plan = one_job_per_run,
-            ) -> Iterator[tuple[RunSpec, RunRecord]]:
+            gather: int = 1) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Yield ``(spec, record)`` for every spec as runs finish. ``more(spec, record)`` may return runs
     to add once a run finished (the final runs of an optimizer whose tuning is complete); ``plan``
-    groups runs into jobs (each job trains in one worker)."""
+    groups runs into jobs (each job trains in one worker). Added runs wait until ``gather`` of them
+    are waiting or no job is left in flight, so that a batching ``plan`` sees them together."""
     _CONTEXT.clear()
     _CONTEXT.update(context)
     queue = plan(list(specs))
     if jobs <= 1:
-        yield from _run_inline(queue, more, plan)
+        yield from _run_inline(queue, more, plan, gather)
         return
     _preload()
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method),
                                    initializer=_init_worker, initargs=(os.getpid(),))
     pending: set[Future[list[tuple[RunSpec, RunRecord]]]] = set()
+    waiting: list[RunSpec] = []
     try:
         for job in queue:
             pending.add(executor.submit(run_job, job))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: f.result()[0][0]):
-                extras: list[RunSpec] = []
                 for spec, record in future.result():
                     yield spec, record
-                    extras += more(spec, record) if more else []
-                for job in plan(extras):
+                    waiting += more(spec, record) if more else []
+            if waiting and (len(waiting) >= gather or not pending):
+                for job in plan(waiting):
                     pending.add(executor.submit(run_job, job))
+                waiting = []
     finally:
         if pending:  # interrupted (Ctrl-C, an error, or the consumer stopped): stop the workers now
             for future in pending:
@@ -149,17 +152,19 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
 
 
 def _run_inline(queue: list[Job], more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None, plan: Plan,
-                ) -> Iterator[tuple[RunSpec, RunRecord]]:
+                gather: int) -> Iterator[tuple[RunSpec, RunRecord]]:
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    waiting: list[RunSpec] = []
     try:
         while queue:
-            extras: list[RunSpec] = []
             for spec, record in run_job(queue.pop(0)):
                 yield spec, record
-                extras += more(spec, record) if more else []
-            queue.extend(plan(extras))
+                waiting += more(spec, record) if more else []
+            if waiting and (len(waiting) >= gather or not queue):
+                queue.extend(plan(waiting))
+                waiting = []
     finally:
         torch.set_num_threads(threads)

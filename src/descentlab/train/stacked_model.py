@@ -10,10 +10,11 @@ found by :func:`stacking_problem` before a race relies on it.
 
 One shape is common enough to be worth a direct form: an ``nn.Sequential`` of ``Linear``,
 ``Flatten`` and elementwise activations (every MLP of the built-in tasks). There each ``Linear`` is
-one ``baddbmm`` (``b_i + h_i W_iᵀ`` for all i), or, on a batch every copy shares, one matmul with
-the k weight matrices side by side (``x [W_1; ...; W_k]ᵀ``); measured 1.75× faster than vmap's
-batching of ``linear`` for the forward and backward of MNIST-1D's MLP at k = 23 (docs/batched.md).
-:func:`stacking_problem` checks either form against the modules themselves.
+one ``baddbmm`` (``b_i + h_i W_iᵀ`` for all i), and the task's loss, when it is one of the built-in
+mean losses (cross-entropy, MSE, half MSE), is computed for all copies at once on the flattened
+outputs instead of through vmap (whose per-call cost dominates at small k); measured against vmap in
+``benchmarks/batched_race.py`` (docs/batched.md). :func:`stacking_problem` checks either form against
+the modules themselves.
 
 The k losses come back as a vector ``ℓ`` of shape ``[k]``; ``Σ_i ℓ_i`` is backpropagated once, and
 since copy i's loss depends on ``W_i`` alone, ``∂(Σ ℓ)/∂W_i = ∂ℓ_i/∂W_i``: each copy gets its own
@@ -23,13 +24,14 @@ gradient.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..tasks.registry import LossFn
+from ..tasks.registry import LossFn, half_mse
 
 PROBE_TOLERANCE = 1e-4
 """Relative tolerance of the model check (float32 batched vs single matmuls differ in rounding)."""
@@ -68,6 +70,8 @@ class StackedModel:
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")
         self.layers = _direct_layers(modules[0])
+        self.direct = True
+        """Use the direct forms where they apply (False: vmap everywhere, for comparison)."""
 
     @property
     def k(self) -> int:
@@ -78,13 +82,13 @@ class StackedModel:
 
     def outputs(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """``[k, B, ...]``: copy i on ``x[i]`` (``shared``: every copy on the same batch ``x``)."""
-        if self.layers is not None:
+        if self.layers is not None and self.direct:
             return self._direct(x, shared)
         return vmap(self._call, in_dims=(0, None if shared else 0), randomness="error")(self.params, x)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, shared: bool) -> torch.Tensor:
         """``[k]``: each copy's loss on its batch."""
-        return vmap(loss_fn, in_dims=(0, None if shared else 0), randomness="error")(self.outputs(x, shared), y)
+        return stacked_loss(loss_fn, self.outputs(x, shared), y, shared, self.direct)
 
     def _direct(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """The direct form of a plain stack of layers (see the module docstring)."""
@@ -133,16 +137,42 @@ class StackedModel:
         return torch.stack(norms).norm(dim=0)
 
 
+def _mean_per_copy(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
+def _cross_entropy(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy``'s mean per copy: over the targets that are not ``ignore_index`` (-100)."""
+    per = F.cross_entropy(outputs.flatten(0, 1), y.flatten(0, 1), reduction="none").reshape(outputs.shape[0], -1)
+    if y.is_floating_point():  # class probabilities: every position counts
+        return per.mean(dim=1)
+    return per.sum(dim=1) / (y != -100).reshape(y.shape[0], -1).sum(dim=1)
+
+
+DIRECT_LOSSES: dict[object, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    F.cross_entropy: _cross_entropy,
+    F.mse_loss: lambda out, y: _mean_per_copy(F.mse_loss(out, y, reduction="none")),
+    half_mse: lambda out, y: 0.5 * _mean_per_copy(F.mse_loss(out, y, reduction="none")),
+}
+"""The built-in tasks' mean losses, for all copies at once: ``[k, B, ...]`` outputs and targets → ``[k]``."""
+
+
+def stacked_loss(loss_fn: LossFn, outputs: torch.Tensor, y: torch.Tensor, shared: bool, direct: bool = True,
+                 ) -> torch.Tensor:
+    """``[k]``: ``loss_fn(outputs[i], y_i)`` for every copy (``y`` the same for all when ``shared``)."""
+    if direct and loss_fn in DIRECT_LOSSES and outputs.dim() >= 2:
+        targets = y.expand(outputs.shape[0], *y.shape) if shared else y
+        return DIRECT_LOSSES[loss_fn](outputs, targets)
+    return vmap(loss_fn, in_dims=(0, None if shared else 0), randomness="error")(outputs, y)
+
+
 def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, shared: bool) -> torch.Tensor:
-    """``h_i W_iᵀ + b_i`` for every copy i: ``h`` is ``[B, ..., in]`` when shared, else ``[k, B, ..., in]``;
-    ``weight`` ``[k, out, in]``, ``bias`` ``[k, out]``; the result ``[k, B, ..., out]``."""
+    """``h_i W_iᵀ + b_i`` for every copy i: ``h`` is ``[B, ..., in]`` when shared (every copy reads the
+    same, expanded without a copy), else ``[k, B, ..., in]``; ``weight`` ``[k, out, in]``, ``bias``
+    ``[k, out]``; the result ``[k, B, ..., out]``."""
     k, out, width = weight.shape
     if shared:
-        rows = h.reshape(-1, width) @ weight.reshape(k * out, width).T  # [N, k·out]: one matmul
-        result = rows.view(-1, k, out).transpose(0, 1)
-        if bias is not None:
-            result = result + bias.unsqueeze(1)
-        return result.reshape(k, *h.shape[:-1], out)
+        h = h.expand(k, *h.shape)
     flat = h.reshape(k, -1, width)
     if bias is None:
         result = torch.bmm(flat, weight.transpose(1, 2))
