@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-psutil = pytest.importorskip("psutil")
-
 import descentlab
+
+psutil = pytest.importorskip("psutil")
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(descentlab.__file__).resolve().parent.parent

@@ -23,12 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_race_checks import (DEADLINE_S, EXPECTED_ROWS, assert_same_as_local, ended, env, race, race_command, starts,
-                             stop, wait_for_start)
-from ray_race_tasks import HOLD_MARKER, NODE_NAME, STARTS_DIR
 
 from descentlab.racing import ray_backend
 from descentlab.racing.local_ray import READY, auth_env, new_token
+from ray_race_checks import (
+    DEADLINE_S,
+    EXPECTED_ROWS,
+    assert_same_as_local,
+    ended,
+    env,
+    race,
+    race_command,
+    starts,
+    stop,
+    wait_for_start,
+)
+from ray_race_tasks import AFTER_NODE, HOLD_MARKER, NODE_NAME, STARTS_DIR
 
 psutil = pytest.importorskip("psutil")
 SUBNET = "10.213.77"
@@ -153,9 +163,10 @@ def namespaces() -> Iterator[Namespaces]:
 
 
 def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Namespaces, tmp_path: Path) -> None:
-    """Head (1 CPU) in one namespace, a worker node (2 CPUs) in the other; the first run on the worker node
-    waits there until the test SIGKILLs that node's raylet. Ray reruns the node's runs elsewhere: the race
-    ends with every row once, all ``ok``, and the same records and selections as a local race."""
+    """Head (1 CPU) in one namespace, a worker node (2 CPUs) in the other; the head's runs wait until one
+    has started on the worker node, and the first run there waits until the test SIGKILLs that node's
+    raylet. Ray reruns the node's runs on the head: the race ends with every row once, all ``ok``, and
+    the same records and selections as a local race."""
     local = race(tmp_path / "local", "--jobs", "2", env=env())
     assert local.returncode == 0, local.stderr[-2000:]
 
@@ -166,8 +177,10 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
     nodes: list[Node] = []
     driver: subprocess.Popen[str] | None = None
     try:
-        nodes.append(Node(namespaces.head, ["--head", "--include-dashboard=false",
-                                            f"--node-ip-address={HEAD_IP}", f"--port={PORT}", "--num-cpus=1"], {**base, NODE_NAME: "head"}, tmp_path / "head.log"))
+        head_args = ["--head", "--include-dashboard=false", f"--node-ip-address={HEAD_IP}", f"--port={PORT}",
+                     "--num-cpus=1"]
+        nodes.append(Node(namespaces.head, head_args, {**base, NODE_NAME: "head", AFTER_NODE: "worker"},
+                          tmp_path / "head.log"))
         nodes[0].wait_ready()
         held = tmp_path / "held"
         nodes.append(Node(namespaces.worker, [f"--address={HEAD_IP}:{PORT}", f"--node-ip-address={WORKER_IP}",
@@ -176,7 +189,8 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
         nodes[1].wait_ready()
         assert namespaces.addresses(namespaces.head) == {"127.0.0.1", HEAD_IP}
         assert namespaces.addresses(namespaces.worker) == {"127.0.0.1", WORKER_IP}
-        probe = "import json, ray; ray.init(address=%r); print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))"
+        probe = ("import json, ray; ray.init(address=%r); "
+                 "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))")
         in_head = ["ip", "netns", "exec", namespaces.head]
         listed = subprocess.run([*in_head, sys.executable, "-c", probe % f"{HEAD_IP}:{PORT}"], env=base,
                                 capture_output=True, text=True, timeout=DEADLINE_S)
