@@ -216,6 +216,8 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
             stop(driver)
         for node in reversed(nodes):
             node.stop()
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "raylet" in worker_log and "exit code(s)=-9" in worker_log, worker_log[-2000:]  # `ray start` saw it die
     assert_same_as_local(tmp_path / "local", local.stdout, tmp_path / "ray", stdout)
     started = starts(folder)
     # The held run (and any other run on the worker node) was cut off and run again: more starts than rows,

@@ -8,8 +8,8 @@ race that has no cluster to join starts its own head as a separate process tree 
 
 This module's ``main`` (the *keeper*, in a session of its own) runs ``ray start --block`` in a new
 process group and waits. When the race's process is gone (it polls ``os.getppid()``) or the keeper
-gets SIGTERM, it kills that group, every Ray process with it (none of them leaves the group), and
-removes the head's temp dir. The head gets
+gets SIGTERM, it kills that group (GCS, raylet, agents) and removes the head's temp dir; Ray's
+worker processes, each in a group of its own, exit when their raylet is gone (the tests check it). The head gets
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``--node-ip-address 127.0.0.1``: with both, every
 socket it listens on is on 127.0.0.1; dashboard and usage stats are off. Only a process holding the
 head's token (made afresh for each race, handed to the driver) may join it.
