@@ -157,23 +157,26 @@ def test_ray_race_matches_local_and_survives_a_killed_worker(cluster: Cluster, t
     """The test SIGKILLs the Ray worker process running the race's first run (held there until then):
     Ray reruns the run, the race finishes with every row once, and the records equal a local race's
     (same runs, same metrics, same selected lrs)."""
-    local = race(tmp_path / "local", "--jobs", "2", env=env())
-    assert local.returncode == 0, local.stderr[-2000:]
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+                             "start_new_session": True}
+    local = subprocess.Popen(race_command(tmp_path / "local", "--jobs", "2"), env=env(), **pipes)  # meanwhile
     command = race_command(tmp_path / "ray", "--task", "ray_race_tasks:lstsq_reports_starts", "--backend", "ray",
                            "--address", cluster.address)
-    driver = subprocess.Popen(command, env=cluster.driver_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    driver = subprocess.Popen(command, env=cluster.driver_env, **pipes)
     try:
         held_pid = wait_for_start(cluster.starts, "head", driver)
         worker = psutil.Process(held_pid)
         assert worker in cluster.processes() and _command(worker).startswith("ray::"), _command(worker)
         worker.send_signal(signal.SIGKILL)
         stdout, stderr = driver.communicate(timeout=DEADLINE_S)
+        local_stdout, local_stderr = local.communicate(timeout=DEADLINE_S)
     finally:
         stop(driver)
+        stop(local)
     assert driver.returncode == 0, stderr[-3000:]
+    assert local.returncode == 0, local_stderr[-2000:]
     assert cluster.held.exists() and ended(held_pid)
-    assert_same_as_local(tmp_path / "local", local.stdout, tmp_path / "ray", stdout)
+    assert_same_as_local(tmp_path / "local", local_stdout, tmp_path / "ray", stdout)
     started = starts(cluster.starts)
     assert len(started) == EXPECTED_ROWS + 1, started  # the killed run started twice: Ray retried it
     assert held_pid in {pid for pid, _ in started.values()}

@@ -32,7 +32,6 @@ from ray_race_checks import (
     assert_same_as_local,
     ended,
     env,
-    race,
     race_command,
     starts,
     stop,
@@ -167,9 +166,8 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
     has started on the worker node, and the first run there waits until the test SIGKILLs that node's
     raylet. Ray reruns the node's runs on the head: the race ends with every row once, all ``ok``, and
     the same records and selections as a local race."""
-    local = race(tmp_path / "local", "--jobs", "2", env=env())
-    assert local.returncode == 0, local.stderr[-2000:]
-
+    local = subprocess.Popen(race_command(tmp_path / "local", "--jobs", "2"), env=env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # meanwhile, the cluster
     token = new_token()
     folder = tmp_path / "starts"
     folder.mkdir()
@@ -211,14 +209,17 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
         stdout, stderr = driver.communicate(timeout=DEADLINE_S)
         assert driver.returncode == 0, stderr[-3000:]
         assert ended(held_pid), "the held run's worker outlived its raylet"
+        local_stdout, local_stderr = local.communicate(timeout=DEADLINE_S)
+        assert local.returncode == 0, local_stderr[-2000:]
     finally:
+        stop(local)
         if driver is not None:
             stop(driver)
         for node in reversed(nodes):
             node.stop()
     worker_log = (tmp_path / "worker.log").read_text()
     assert "raylet" in worker_log and "exit code(s)=-9" in worker_log, worker_log[-2000:]  # `ray start` saw it die
-    assert_same_as_local(tmp_path / "local", local.stdout, tmp_path / "ray", stdout)
+    assert_same_as_local(tmp_path / "local", local_stdout, tmp_path / "ray", stdout)
     started = starts(folder)
     # The held run (and any other run on the worker node) was cut off and run again: more starts than rows,
     # and runs started on the head after the kill.
