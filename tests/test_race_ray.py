@@ -84,10 +84,19 @@ class Cluster:
         group = [p for p in psutil.process_iter() if _pgid(p.pid) == self.process.pid]
         return list({p.pid: p for p in group + _descendants(self.process.pid)}.values())
 
-    def stop(self) -> None:
+    def stop(self) -> list[Any]:
+        """Kill the head's group; wait for its Ray workers (in groups of their own) to end with their raylet;
+        then remove the temp dir (not before: a worker still starting would make it again). The processes
+        that outlived the group by 10 s, SIGKILLed then."""
+        processes = self.processes()
         stop(self.process)
         self.log.close()
+        left = _wait_gone(processes, timeout=10.0)
+        for process in left:  # not expected; never leave one behind
+            process.kill()
+        _wait_gone(left, timeout=10.0)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return left
 
 
 def _pgid(pid: int) -> int | None:
@@ -107,11 +116,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         head.wait_ready()
         yield head
     finally:
-        processes = head.processes()
-        head.stop()
-        left = _wait_gone(processes, timeout=10.0)
-        for process in left:  # not expected; never leave one behind
-            process.kill()
+        left = head.stop()
     assert not left, f"a process of the test's Ray cluster outlived it: {left}"
 
 
@@ -131,6 +136,11 @@ def _command(process: Any) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:  # ended (or a zombie) meanwhile
         return ""
+
+
+def _temp_dirs(processes: list[Any]) -> set[str]:
+    """The ``--temp-dir`` of the ``ray start`` among ``processes``."""
+    return {arg.split("=", 1)[1] for p in processes for arg in _command(p).split() if arg.startswith("--temp-dir=")}
 
 
 def _wait_gone(processes: list[Any], timeout: float = 20.0) -> list[Any]:
@@ -197,6 +207,7 @@ def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: 
             time.sleep(0.2)
         ray_processes = _descendants(driver.pid)
         assert "raylet" in " ".join(_command(p) for p in ray_processes)
+        temp_dirs = _temp_dirs(ray_processes)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
@@ -205,6 +216,7 @@ def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: 
             driver.wait()
     left = _wait_gone(ray_processes)
     assert not left, [p.pid for p in left]
+    assert len(temp_dirs) == 1 and not any(map(os.path.exists, temp_dirs)), temp_dirs  # nothing left on disk
     before = rows(out)
     assert 2 <= len(before) < EXPECTED_ROWS
     resumed = race(out, "--task", "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", cluster.address,
@@ -231,6 +243,7 @@ def test_race_that_fails_stops_the_ray_it_started(tmp_path: Path, monkeypatch: p
         seen["nodes"] = [node["NodeManagerAddress"] for node in ray.nodes()]
         seen["processes"] = [p for p in _descendants(os.getpid()) if _pgid(p.pid) not in groups_before]
         seen["commands"] = " ".join(_command(p) for p in seen["processes"])
+        seen["temp_dirs"] = _temp_dirs(seen["processes"])
         seen["listening"] = _listening({p.pid for p in seen["processes"]})
         append(store, record)
         raise RuntimeError("the disk is gone")
@@ -245,6 +258,7 @@ def test_race_that_fails_stops_the_ray_it_started(tmp_path: Path, monkeypatch: p
     assert seen["listening"] and seen["listening"] <= LOOPBACK_IPS, seen["listening"]
     assert "raylet" in seen["commands"]
     assert not _wait_gone(seen["processes"], timeout=10.0)
+    assert len(seen["temp_dirs"]) == 1 and not any(map(os.path.exists, seen["temp_dirs"])), seen["temp_dirs"]
     assert len(rows(tmp_path / "race")) == 1  # the one result written is kept
 
 

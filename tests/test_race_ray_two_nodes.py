@@ -92,21 +92,25 @@ class Namespaces:
         inode = _inode(f"/run/netns/{name}")
         return [p for p in psutil.process_iter() if inode is not None and _inode(f"/proc/{p.pid}/ns/net") == inode]
 
+    def end_processes(self, name: str) -> list[int]:
+        """SIGKILL what still runs in namespace ``name``; the pids that would not end."""
+        stragglers = self.processes(name)
+        for process in stragglers:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        return [p.pid for p in psutil.wait_procs(stragglers, timeout=10)[1]]
+
     def remove(self) -> list[int]:
         """SIGKILL what still runs in the namespaces, delete them; the pids that would not end."""
-        left: list[Any] = []
+        left: list[int] = []
         for name in self.made:
-            stragglers = self.processes(name)
-            for process in stragglers:
-                try:
-                    process.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            left += psutil.wait_procs(stragglers, timeout=10)[1]
+            left += self.end_processes(name)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         for veth in self.veth:  # left outside the namespaces only if moving it failed
             subprocess.run(["ip", "link", "del", veth], capture_output=True, timeout=30)
-        return [p.pid for p in left]
+        return left
 
 
 def _can_make_namespaces() -> str | None:
@@ -126,9 +130,11 @@ def _can_make_namespaces() -> str | None:
 
 
 class Node:
-    """``ray start ... --block`` inside namespace ``netns``, in a process group of its own."""
+    """``ray start ... --block`` inside namespace ``netns`` of ``namespaces``, in a process group of its own."""
 
-    def __init__(self, netns: str, args: list[str], node_env: dict[str, str], log: Path) -> None:
+    def __init__(self, namespaces: Namespaces, netns: str, args: list[str], node_env: dict[str, str],
+                 log: Path) -> None:
+        self.namespaces, self.netns = namespaces, netns
         self.temp_dir = tempfile.mkdtemp(prefix="dl-ray-")  # short: Ray's socket paths must fit 107 bytes
         self.log_path = log
         command = ["ip", "netns", "exec", netns, sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
@@ -145,7 +151,10 @@ class Node:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        """Kill the node's group, then what else runs in its namespace (Ray's workers make groups of their
+        own), then remove its temp dir (not before: a worker still starting would make it again)."""
         stop(self.process)
+        self.namespaces.end_processes(self.netns)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -180,12 +189,12 @@ def test_two_node_race_survives_the_worker_nodes_raylet_killed(namespaces: Names
     try:
         head_args = ["--head", "--include-dashboard=false", f"--node-ip-address={HEAD_IP}", f"--port={PORT}",
                      "--num-cpus=1"]
-        nodes.append(Node(namespaces.head, head_args, {**base, NODE_NAME: "head", AFTER_NODE: "worker"},
-                          tmp_path / "head.log"))
+        nodes.append(Node(namespaces, namespaces.head, head_args,
+                          {**base, NODE_NAME: "head", AFTER_NODE: "worker"}, tmp_path / "head.log"))
         nodes[0].wait_ready()
         held = tmp_path / "held"
-        nodes.append(Node(namespaces.worker, [f"--address={HEAD_IP}:{PORT}", f"--node-ip-address={WORKER_IP}",
-                                              "--num-cpus=2"],
+        worker_args = [f"--address={HEAD_IP}:{PORT}", f"--node-ip-address={WORKER_IP}", "--num-cpus=2"]
+        nodes.append(Node(namespaces, namespaces.worker, worker_args,
                           {**base, NODE_NAME: "worker", HOLD_MARKER: str(held)}, tmp_path / "worker.log"))
         nodes[1].wait_ready()
         assert namespaces.addresses(namespaces.head) == {"127.0.0.1", HEAD_IP}
