@@ -289,3 +289,30 @@ def test_ray_needs_the_task_by_name(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="not a Task object"):
         descentlab.racing.run_race(get_task("lstsq"), quick=True, out=tmp_path / "race", backend="ray")
+
+
+def test_keeper_ends_the_processes_that_left_the_heads_group(tmp_path: Path) -> None:
+    """Like Ray's workers, a process of the head's session moves to a process group of its own: the keeper
+    ends it too (killing only ``ray start``'s group would not), and removes the temp dir after it."""
+    temp_dir, pid_file = tmp_path / "head-temp", tmp_path / "moved.pid"
+    temp_dir.mkdir()
+    moved = f"import os, time; os.setpgid(0, 0); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    head = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {moved!r}]); time.sleep(60)"
+    keeper = subprocess.Popen([sys.executable, "-m", "descentlab.racing.local_ray", str(os.getpid()), str(temp_dir),
+                               "--", sys.executable, "-c", head], env=env(), start_new_session=True)
+    pid = None
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert keeper.poll() is None and time.monotonic() < deadline, "the head's process did not start"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        assert _pgid(pid) == pid and os.getsid(pid) != os.getsid(0)  # its own group, in the head's session
+        keeper.terminate()  # what LocalRay.stop does
+        assert keeper.wait(timeout=20) == 0
+        assert ended(pid, timeout=5.0), "a process of the head's session outlived the keeper"
+        assert not temp_dir.exists()
+    finally:
+        stop(keeper)
+        if pid is not None and not ended(pid, timeout=0):
+            os.kill(pid, signal.SIGKILL)
