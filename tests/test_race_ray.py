@@ -25,23 +25,27 @@ import descentlab
 from descentlab.cli import main as cli_main
 from descentlab.racing import ray_backend
 from descentlab.racing.local_ray import ENV, LOOPBACK, auth_env, free_loopback_port, new_token
+from ray_race_checks import (
+    DEADLINE_S,
+    EXPECTED_ROWS,
+    QUICK,
+    assert_same_as_local,
+    ended,
+    env,
+    key,
+    race,
+    race_command,
+    rows,
+    starts,
+    stop,
+    wait_for_start,
+)
+from ray_race_tasks import HOLD_MARKER, NODE_NAME, STARTS_DIR
 
 psutil = pytest.importorskip("psutil")
-TESTS = Path(__file__).resolve().parent
-SRC = Path(descentlab.__file__).resolve().parent.parent
-DESCENTLAB = str(Path(sys.executable).with_name("descentlab"))
-QUICK = ["--task", "lstsq", "--quick", "--quiet"]
-EXPECTED_ROWS = 30
-"""A quick lstsq race: 6 optimizers x 3 lrs tuned, then each optimizer's selected lr on 2 seeds."""
 LOOPBACK_IPS = {"127.0.0.1", "::ffff:127.0.0.1"}
-DEADLINE_S = 120.0
 
 needs_ray = pytest.mark.skipif(ray_backend.importlib.util.find_spec("ray") is None, reason="ray not installed")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = os.pathsep.join([str(SRC), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
 
 
 class Cluster:
@@ -50,16 +54,19 @@ class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.port = free_loopback_port()
         self.address = f"{LOOPBACK}:{self.port}"
-        self.marker = tmp / "a-worker-died"
+        self.starts = tmp / "starts"
+        self.starts.mkdir()
+        self.held = tmp / "held"
         self.temp_dir = tempfile.mkdtemp(prefix="dl-ray-")  # short: Ray's socket paths must fit 107 bytes
         token = new_token()
-        self.driver_env = _env(**auth_env(token))
+        self.driver_env = env(**auth_env(token))
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                    f"--node-ip-address={LOOPBACK}", f"--port={self.port}", "--num-cpus=2", "--include-dashboard=false",
                    "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
-        env = _env(**ENV, **auth_env(token), DESCENTLAB_TEST_DIE_ONCE=str(self.marker))
+        node_env = env(**ENV, **auth_env(token), **{STARTS_DIR: str(self.starts), HOLD_MARKER: str(self.held),
+                                                    NODE_NAME: "head"})
         self.log = open(tmp / "head.log", "w+")  # closed in stop()
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(command, env=node_env, stdout=self.log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 
     def wait_ready(self) -> None:
@@ -73,16 +80,23 @@ class Cluster:
         raise AssertionError("the Ray head did not start in time")
 
     def processes(self) -> list[Any]:
-        return [p for p in psutil.process_iter() if _pgid(p.pid) == self.process.pid]
+        """The head's processes: its process group, and the Ray workers (in groups of their own) under it."""
+        group = [p for p in psutil.process_iter() if _pgid(p.pid) == self.process.pid]
+        return list({p.pid: p for p in group + _descendants(self.process.pid)}.values())
 
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+    def stop(self) -> list[Any]:
+        """Kill the head's group; wait for its Ray workers (in groups of their own) to end with their raylet;
+        then remove the temp dir (not before: a worker still starting would make it again). The processes
+        that outlived the group by 10 s, SIGKILLed then."""
+        processes = self.processes()
+        stop(self.process)
         self.log.close()
+        left = _wait_gone(processes, timeout=10.0)
+        for process in left:  # not expected; never leave one behind
+            process.kill()
+        _wait_gone(left, timeout=10.0)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return left
 
 
 def _pgid(pid: int) -> int | None:
@@ -97,27 +111,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if ray_backend.importlib.util.find_spec("ray") is None:
         pytest.skip("ray not installed")
     head = Cluster(tmp_path_factory.mktemp("ray-cluster"))
-    processes: list[Any] = []
+    left: list[Any] = []
     try:
         head.wait_ready()
         yield head
     finally:
-        processes = head.processes()
-        head.stop()
-    assert not _wait_gone(processes, timeout=10.0), "a process of the test's Ray cluster outlived it"
-
-
-def _race(out: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([DESCENTLAB, "race", *QUICK, "--out", str(out), *args], env=env,
-                          capture_output=True, text=True, timeout=DEADLINE_S)
-
-
-def _rows(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-
-
-def _key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return row["phase"], row["optimizer"], row["schedule"], row["lr"], row["seed"]
+        left = head.stop()
+    assert not left, f"a process of the test's Ray cluster outlived it: {left}"
 
 
 def _listening(pids: set[int]) -> set[str]:
@@ -138,6 +138,11 @@ def _command(process: Any) -> str:
         return ""
 
 
+def _temp_dirs(processes: list[Any]) -> set[str]:
+    """The ``--temp-dir`` of the ``ray start`` among ``processes``."""
+    return {arg.split("=", 1)[1] for p in processes for arg in _command(p).split() if arg.startswith("--temp-dir=")}
+
+
 def _wait_gone(processes: list[Any], timeout: float = 20.0) -> list[Any]:
     _, alive = psutil.wait_procs(processes, timeout=timeout)
     return alive
@@ -151,38 +156,40 @@ def test_cluster_is_on_loopback_only(cluster: Cluster) -> None:
     listening = _listening(pids)
     assert listening and listening <= LOOPBACK_IPS, listening
     probe = "import json, ray; ray.init(address=%r); print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes()]))"
-    env = {**cluster.driver_env, **ENV}
-    nodes = subprocess.run([sys.executable, "-c", probe % cluster.address], env=env, capture_output=True, text=True,
-                           timeout=DEADLINE_S)
+    probe_env = {**cluster.driver_env, **ENV}
+    nodes = subprocess.run([sys.executable, "-c", probe % cluster.address], env=probe_env, capture_output=True,
+                           text=True, timeout=DEADLINE_S)
     assert json.loads(nodes.stdout.strip().splitlines()[-1]) == [LOOPBACK], nodes.stderr[-2000:]
 
 
 @needs_ray
-def test_ray_race_matches_local_and_survives_a_dead_worker(cluster: Cluster, tmp_path: Path) -> None:
-    """The first run's worker dies mid-run (os._exit): Ray reruns it, the race finishes with every row
-    once, and the records equal a local race's (same runs, same metrics, same selected lrs)."""
-    local = _race(tmp_path / "local", "--jobs", "2", env=_env())
-    assert local.returncode == 0, local.stderr[-2000:]
-    remote = _race(tmp_path / "ray", "--task", "ray_race_tasks:lstsq_dies_once", "--backend", "ray", "--address",
-                   cluster.address, env=cluster.driver_env)
-    assert remote.returncode == 0, remote.stderr[-3000:]
-    assert cluster.marker.exists(), "no worker died: the retry was not exercised"
-    local_rows, ray_rows = _rows(tmp_path / "local"), _rows(tmp_path / "ray")
-    assert len(local_rows) == EXPECTED_ROWS
-    assert sorted(map(_key, ray_rows)) == sorted(map(_key, local_rows))  # every run once, nothing extra
-    assert all(row["status"] == "ok" for row in ray_rows), [row["error"] for row in ray_rows if row["error"]]
-    by_key = {_key(row): row for row in local_rows}
-    for row in ray_rows:
-        expected = by_key[_key(row)]
-        for field in ("val_loss", "best_val_loss", "test_loss", "end_test_loss", "best_epoch"):
-            want = expected[field]
-            assert row[field] == (want if want is None else pytest.approx(want, rel=1e-6, abs=1e-7)), (field, _key(row))
-        assert row["selected"] == expected["selected"]
-    def selected_lrs(stdout: str) -> list[list[str]]:  # the summary table's optimizer and selected-lr columns
-        return [line.split()[:2] for line in stdout.splitlines() if "±" in line]
-
-    assert len(selected_lrs(local.stdout)) == 6
-    assert selected_lrs(remote.stdout) == selected_lrs(local.stdout)
+def test_ray_race_matches_local_and_survives_a_killed_worker(cluster: Cluster, tmp_path: Path) -> None:
+    """The test SIGKILLs the Ray worker process running the race's first run (held there until then):
+    Ray reruns the run, the race finishes with every row once, and the records equal a local race's
+    (same runs, same metrics, same selected lrs)."""
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+                             "start_new_session": True}
+    local = subprocess.Popen(race_command(tmp_path / "local", "--jobs", "2"), env=env(), **pipes)  # meanwhile
+    command = race_command(tmp_path / "ray", "--task", "ray_race_tasks:lstsq_reports_starts", "--backend", "ray",
+                           "--address", cluster.address)
+    driver = subprocess.Popen(command, env=cluster.driver_env, **pipes)
+    try:
+        held_pid = wait_for_start(cluster.starts, "head", driver)
+        worker = psutil.Process(held_pid)
+        assert worker in cluster.processes() and _command(worker).startswith("ray::"), _command(worker)
+        worker.send_signal(signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=DEADLINE_S)
+        local_stdout, local_stderr = local.communicate(timeout=DEADLINE_S)
+    finally:
+        stop(driver)
+        stop(local)
+    assert driver.returncode == 0, stderr[-3000:]
+    assert local.returncode == 0, local_stderr[-2000:]
+    assert cluster.held.exists() and ended(held_pid)
+    assert_same_as_local(tmp_path / "local", local_stdout, tmp_path / "ray", stdout)
+    started = starts(cluster.starts)
+    assert len(started) == EXPECTED_ROWS + 1, started  # the killed run started twice: Ray retried it
+    assert held_pid in {pid for pid, _ in started.values()}
 
 
 @needs_ray
@@ -190,16 +197,17 @@ def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: 
     """A race that started its own Ray is SIGKILLed mid-race: every process of that Ray ends with it;
     rerunning (here on the cluster) keeps the finished runs and adds each missing one once."""
     out = tmp_path / "race"
-    command = [DESCENTLAB, "race", *QUICK, "--out", str(out), "--task",
-               "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", "local", "--jobs", "2"]
-    driver = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = race_command(out, "--task", "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", "local",
+                           "--jobs", "2")
+    driver = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + DEADLINE_S
-        while not ((out / "results.jsonl").exists() and len(_rows(out)) >= 2):
+        while not ((out / "results.jsonl").exists() and len(rows(out)) >= 2):
             assert driver.poll() is None and time.monotonic() < deadline, "the race ended before it could be killed"
             time.sleep(0.2)
         ray_processes = _descendants(driver.pid)
         assert "raylet" in " ".join(_command(p) for p in ray_processes)
+        temp_dirs = _temp_dirs(ray_processes)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
@@ -208,14 +216,15 @@ def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: 
             driver.wait()
     left = _wait_gone(ray_processes)
     assert not left, [p.pid for p in left]
-    before = _rows(out)
+    assert len(temp_dirs) == 1 and not any(map(os.path.exists, temp_dirs)), temp_dirs  # nothing left on disk
+    before = rows(out)
     assert 2 <= len(before) < EXPECTED_ROWS
-    resumed = _race(out, "--task", "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", cluster.address,
+    resumed = race(out, "--task", "ray_race_tasks:lstsq_slow", "--backend", "ray", "--address", cluster.address,
                     env=cluster.driver_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = _rows(out)
+    after = rows(out)
     assert after[:len(before)] == before  # nothing finished is lost or rewritten
-    assert len(after) == EXPECTED_ROWS and len(set(map(_key, after))) == EXPECTED_ROWS
+    assert len(after) == EXPECTED_ROWS and len(set(map(key, after))) == EXPECTED_ROWS
     assert f"({EXPECTED_ROWS - len(before)} trained now" in resumed.stdout
 
 
@@ -234,13 +243,14 @@ def test_race_that_fails_stops_the_ray_it_started(tmp_path: Path, monkeypatch: p
         seen["nodes"] = [node["NodeManagerAddress"] for node in ray.nodes()]
         seen["processes"] = [p for p in _descendants(os.getpid()) if _pgid(p.pid) not in groups_before]
         seen["commands"] = " ".join(_command(p) for p in seen["processes"])
+        seen["temp_dirs"] = _temp_dirs(seen["processes"])
         seen["listening"] = _listening({p.pid for p in seen["processes"]})
         append(store, record)
         raise RuntimeError("the disk is gone")
 
     groups_before = {_pgid(p.pid) for p in _descendants(os.getpid())}  # the module's cluster, if it runs
     monkeypatch.setattr(ResultsStore, "append", failing_append)
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    monkeypatch.setenv("PYTHONPATH", env()["PYTHONPATH"])
     with pytest.raises(RuntimeError, match="the disk is gone"):
         descentlab.racing.run_race("lstsq", quick=True, out=tmp_path / "race", backend="ray", address="local", jobs=2,
                                    progress=False)
@@ -248,7 +258,8 @@ def test_race_that_fails_stops_the_ray_it_started(tmp_path: Path, monkeypatch: p
     assert seen["listening"] and seen["listening"] <= LOOPBACK_IPS, seen["listening"]
     assert "raylet" in seen["commands"]
     assert not _wait_gone(seen["processes"], timeout=10.0)
-    assert len(_rows(tmp_path / "race")) == 1  # the one result written is kept
+    assert len(seen["temp_dirs"]) == 1 and not any(map(os.path.exists, seen["temp_dirs"])), seen["temp_dirs"]
+    assert len(rows(tmp_path / "race")) == 1  # the one result written is kept
 
 
 def test_backend_ray_without_ray_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -278,3 +289,30 @@ def test_ray_needs_the_task_by_name(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="not a Task object"):
         descentlab.racing.run_race(get_task("lstsq"), quick=True, out=tmp_path / "race", backend="ray")
+
+
+def test_keeper_ends_the_processes_that_left_the_heads_group(tmp_path: Path) -> None:
+    """Like Ray's workers, a process of the head's session moves to a process group of its own: the keeper
+    ends it too (killing only ``ray start``'s group would not), and removes the temp dir after it."""
+    temp_dir, pid_file = tmp_path / "head-temp", tmp_path / "moved.pid"
+    temp_dir.mkdir()
+    moved = f"import os, time; os.setpgid(0, 0); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    head = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {moved!r}]); time.sleep(60)"
+    keeper = subprocess.Popen([sys.executable, "-m", "descentlab.racing.local_ray", str(os.getpid()), str(temp_dir),
+                               "--", sys.executable, "-c", head], env=env(), start_new_session=True)
+    pid = None
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert keeper.poll() is None and time.monotonic() < deadline, "the head's process did not start"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        assert _pgid(pid) == pid and os.getsid(pid) != os.getsid(0)  # its own group, in the head's session
+        keeper.terminate()  # what LocalRay.stop does
+        assert keeper.wait(timeout=20) == 0
+        assert ended(pid, timeout=5.0), "a process of the head's session outlived the keeper"
+        assert not temp_dir.exists()
+    finally:
+        stop(keeper)
+        if pid is not None and not ended(pid, timeout=0):
+            os.kill(pid, signal.SIGKILL)

@@ -7,9 +7,9 @@ race that has no cluster to join starts its own head as a separate process tree 
     python -m descentlab.racing.local_ray PARENT_PID TEMP_DIR -- ray start --head --block ...
 
 This module's ``main`` (the *keeper*, in a session of its own) runs ``ray start --block`` in a new
-process group and waits. When the race's process is gone (it polls ``os.getppid()``) or the keeper
-gets SIGTERM, it kills that group, every Ray process with it (none of them leaves the group), and
-removes the head's temp dir. The head gets
+session and waits. When the race's process is gone (it polls ``os.getppid()``) or the keeper gets
+SIGTERM, it kills every process of that session — ``ray start``'s group (GCS, raylet, agents) and
+Ray's worker processes, which each make a group of their own — and then removes the head's temp dir. The head gets
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``--node-ip-address 127.0.0.1``: with both, every
 socket it listens on is on 127.0.0.1; dashboard and usage stats are off. Only a process holding the
 head's token (made afresh for each race, handed to the driver) may join it.
@@ -35,6 +35,8 @@ START_TIMEOUT_S = 180.0
 """The longest a race waits for its Ray head to come up (about 15 s on a busy 2-core machine)."""
 STOP_TIMEOUT_S = 10.0
 """How long :meth:`LocalRay.stop` waits for the keeper to end."""
+END_TIMEOUT_S = 5.0
+"""How long the keeper goes on killing what is left of the head's processes (SIGKILLed: normally 0.1 s)."""
 POLL_S = 0.5
 """How often the keeper looks at its parent: Ray outlives a killed race by at most about this."""
 READY = "Ray runtime started"
@@ -139,9 +141,41 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _session(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``, read from ``/proc`` (none found without it)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    members = []
+    for entry in filter(str.isdigit, entries):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+            if state != "Z" and os.getsid(int(entry)) == sid:
+                members.append(int(entry))
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+    return members
+
+
+def _end_session(sid: int) -> None:
+    """SIGKILL the process group ``sid`` and then every process left in session ``sid`` (Ray's worker
+    processes each make a group of their own), until none is left or :data:`END_TIMEOUT_S` has passed."""
+    _kill_group(sid)
+    deadline = time.monotonic() + END_TIMEOUT_S
+    while (left := _session(sid)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+
+
 def keep(parent_pid: int, temp_dir: str, command: list[str]) -> int:
-    """Run ``command`` in a process group of its own until it ends, ``parent_pid`` is gone or SIGTERM
-    comes; then kill that group and remove ``temp_dir``."""
+    """Run ``command`` in a session of its own until it ends, ``parent_pid`` is gone or SIGTERM comes;
+    then kill every process of that session and remove ``temp_dir``."""
     child = subprocess.Popen(command, start_new_session=True)
     stopping = False
 
@@ -153,9 +187,9 @@ def keep(parent_pid: int, temp_dir: str, command: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the race, which stops us in order
     while not stopping and child.poll() is None and os.getppid() == parent_pid:
         time.sleep(POLL_S)
-    _kill_group(child.pid)  # every Ray process (a throwaway head: nothing to save)
+    _end_session(child.pid)  # every Ray process (a throwaway head: nothing to save), workers included
     child.wait()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    shutil.rmtree(temp_dir, ignore_errors=True)  # after them: a worker still starting would recreate its folders
     return 0
 
 
