@@ -10,8 +10,8 @@ is still its own record: its own initialisation, data order, divergence, best po
 What cannot be stacked trains one run at a time, with the reason printed once per race
 (:func:`check`): an optimizer that is not a descentlab rule, a rule whose stacked update differs
 from its one-at-a-time core (:func:`descentlab.optim.stacked.stacking_problem`), a model that
-``torch.func.vmap`` cannot batch or that keeps buffers, a task read item by item, or a custom
-``run_fn``.
+``torch.func.vmap`` cannot batch or that keeps buffers, a task read item by item. A custom ``run_fn``
+(the caller's own engine) trains every run alone, silently.
 
 Sizes: a batch is at most :data:`MAX_CONFIGS` runs and at most :data:`MEMORY_BUDGET` bytes of
 parameters, gradients, optimizer state and best-point copies (about 8 copies of the model per
@@ -93,11 +93,12 @@ def _cut(group: list[RunSpec], max_configs: int, jobs: int) -> list[Job]:
 def check(task: Task, model: str, optimizers: Sequence[str], batch_size_for: Callable[[str], int | None],
           jobs: int, custom_run: bool) -> Batching:
     """What of this race can train batched; the reasons for what cannot (printed once by the race)."""
-    def nothing(reason: str) -> Batching:
-        return Batching(frozenset(), 1, jobs, batch_size_for, (f"{reason}: every run trains one at a time",))
+    def nothing(reason: str | None) -> Batching:
+        reasons = (f"{reason}: every run trains one at a time",) if reason else ()
+        return Batching(frozenset(), 1, jobs, batch_size_for, reasons)
 
-    if custom_run:
-        return nothing("a custom run_fn replaces the training engine")
+    if custom_run:  # the caller chose its own engine: nothing to say
+        return nothing(None)
     if not task.in_memory:
         return nothing(f"task {task.name!r} is read item by item (a Dataset)")
     modules = [task.make_model(model, seed) for seed in (0, 1)]
