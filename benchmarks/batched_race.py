@@ -29,8 +29,10 @@ import tempfile
 from pathlib import Path
 
 
-def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, device: str) -> tuple[float, float]:
-    """Run the race in a child process; (wall seconds, peak RSS in MiB of its largest process)."""
+def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, device: str,
+              ) -> tuple[float, float, float]:
+    """Run the race in a child process; (wall seconds, CPU seconds of all its processes, peak RSS in MiB
+    of its largest process)."""
     command = [sys.executable, "-m", "descentlab", "race", "--quiet", "--engine", engine, "--out", str(out),
                "--device", device]
     if epochs is not None:
@@ -39,10 +41,11 @@ def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, devi
         command += ["--jobs", str(jobs)]
     code = ("import resource, subprocess, sys, time; s = time.perf_counter(); "
             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-            "print(time.perf_counter() - s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(time.perf_counter() - s, u.ru_utime + u.ru_stime, u.ru_maxrss)")
     output = subprocess.run([sys.executable, "-c", code, *command], check=True, capture_output=True, text=True)
-    wall, rss_kib = output.stdout.split()
-    return float(wall), float(rss_kib) / 1024
+    wall, cpu, rss_kib = output.stdout.split()
+    return float(wall), float(cpu), float(rss_kib) / 1024
 
 
 def agreement(steps: int) -> list[tuple[str, float | str, float | str]]:
@@ -195,9 +198,11 @@ def races(directory: Path, args: argparse.Namespace) -> None:
     results = {}
     for engine in ("batched", "per-run"):
         results[engine] = race_once(engine, directory / engine, args.epochs, args.jobs, args.device)
-        print(f"\n{engine}: {results[engine][0]:.1f} s, largest process peak RSS {results[engine][1]:.0f} MiB "
+        wall, cpu, rss = results[engine]
+        print(f"\n{engine}: {wall:.1f} s wall, {cpu:.1f} CPU-seconds, largest process peak RSS {rss:.0f} MiB "
               f"(load average now {Path('/proc/loadavg').read_text().split()[:3]})", flush=True)
-    print(f"\n## wall time: per-run / batched = {results['per-run'][0] / results['batched'][0]:.2f}x")
+    print(f"\n## per-run / batched: wall time {results['per-run'][0] / results['batched'][0]:.2f}x, "
+          f"CPU time {results['per-run'][1] / results['batched'][1]:.2f}x")
     print("\n## end: mean test accuracy over seeds (best validation point), at each engine's selected lr")
     print(f"{'optimizer':10} {'lr b':>8} {'lr p':>8} {'batched':>9} {'per-run':>9} {'per-run std':>12}  within one std")
     for name, lr_b, lr_p, mine, theirs, spread, ok in end_accuracy(directory / "batched", directory / "per-run"):
