@@ -15,6 +15,9 @@ Prints:
    ReLU kinks and normalised steps can amplify).
 3. The end: per optimizer, the mean test accuracy over seeds of each engine, the per-run standard
    deviation over seeds, and whether the two means are within it.
+4. The same race in float64 (MNIST-1D's inputs as float64, so the models are float64) on a shorter
+   budget, both engines: the selected lrs and the largest difference of any run's metrics. With
+   rounding out of the picture the two engines make the same race.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps of the agreement check")
     parser.add_argument("--no-race", action="store_true", help="only the agreement check")
     parser.add_argument("--no-agreement", action="store_true", help="only the races")
+    parser.add_argument("--float64-epochs", type=int, default=10, help="budget of the float64 race (0: skip)")
     parser.add_argument("--keep", default=None, help="keep the two race directories here (default: a temporary one)")
     args = parser.parse_args()
     print(f"machine: {multiprocessing.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().split()[:3]}")
@@ -178,6 +182,38 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         races(Path(args.keep) if args.keep else Path(tmp), args)
+        if args.float64_epochs:
+            float64_race(Path(tmp) / "float64", args.float64_epochs, args.jobs)
+
+
+def float64_race(directory: Path, epochs: int, jobs: int | None) -> None:
+    import time
+
+    from descentlab.racing.core import run_race
+    from descentlab.tasks import get_task
+
+    task = get_task("mnist1d")
+    task = dataclasses.replace(task, **{f"x_{s}": getattr(task, f"x_{s}").double() for s in ("train", "val", "test")})
+    results = {}
+    for engine in ("batched", "per-run"):
+        started = time.perf_counter()
+        results[engine] = run_race(task, epochs=epochs, jobs=jobs, out=directory / engine, progress=False,
+                                   engine=engine)
+        print(f"\nfloat64, {epochs} epochs, {engine}: {time.perf_counter() - started:.1f} s", flush=True)
+    batched, per_run = results["batched"], results["per-run"]
+    print(f"selected lrs equal: {batched.selected == per_run.selected} ({per_run.selected})")
+    theirs = {r.spec: r for r in per_run.records}
+    worst = 0.0
+    for record in batched.records:
+        twin = theirs[record.spec]
+        for metric in ("best_val_acc", "best_val_loss", "val_loss", "test_acc", "test_loss", "end_test_loss"):
+            mine, other = getattr(record, metric), getattr(twin, metric)
+            if mine is not None and other is not None:
+                worst = max(worst, abs(mine - other) / max(abs(other), 1e-12))
+            elif (mine is None) != (other is None):
+                worst = float("inf")
+    print(f"largest relative difference of any run's metric: {worst:.1e} over {len(batched.records)} runs; "
+          f"status equal: {all(r.status == theirs[r.spec].status for r in batched.records)}")
 
 
 def print_agreement(steps: int) -> None:
