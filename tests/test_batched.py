@@ -291,3 +291,23 @@ def test_the_direct_losses_equal_each_copys_own(loss, shared):
     torch.testing.assert_close(stacked_loss(fn, outputs, targets, shared), expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stacked_loss(fn, outputs, targets, shared, direct=False), expected, rtol=1e-12,
                                atol=1e-12)
+
+
+def test_stacked_weights_take_their_gradients_without_a_copy(mnist1d):
+    """The direct form keeps Linear weights in the layout of their batched-matmul gradient (so autograd
+    hands the gradient over instead of copying it), also after a member leaves the stack."""
+    from descentlab.train.stacked_model import StackedModel
+
+    stacked = StackedModel([mnist1d.make_model("mlp", seed) for seed in range(3)])
+    x, y = mnist1d.x_train[:16], mnist1d.y_train[:16]
+    for keep in (None, torch.tensor([0, 2])):
+        if keep is not None:
+            before = [p[keep].detach().clone() for p in stacked.params]
+            stacked.keep(keep)
+            for param, expected in zip(stacked.params, before, strict=True):
+                assert torch.equal(param.detach(), expected)
+        for param in stacked.params:
+            param.grad = None
+        stacked.losses(x, y, mnist1d.loss_fn, shared=True).sum().backward()
+        assert all(p.grad.stride() == p.stride() for p in stacked.params)
+        assert any(not p.is_contiguous() for p in stacked.params)  # the weights' transposed layout

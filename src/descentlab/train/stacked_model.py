@@ -72,6 +72,24 @@ class StackedModel:
         self.layers = _direct_layers(modules[0])
         self.direct = True
         """Use the direct forms where they apply (False: vmap everywhere, for comparison)."""
+        self.laid_out: set[int] = set()
+        """Indices of the parameters kept in the transposed layout (see :meth:`_lay_out_weights_for_bmm`)."""
+        if self.layers is not None:
+            self._lay_out_weights_for_bmm()
+
+    def _lay_out_weights_for_bmm(self) -> None:
+        """Store each stacked ``Linear`` weight ``[k, out, in]`` with ``in`` as its middle stride (a
+        transposed layout): the batched matmul's weight gradient comes out in exactly that layout, so
+        autograd hands it over as ``.grad`` instead of copying it into the default one (measured: that
+        copy was a sixth of the forward and backward of MNIST-1D's MLP at k = 23)."""
+        assert self.layers is not None
+        index = 0
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                weight = self.params[index]
+                self.params[index] = _laid_out(weight.detach()).requires_grad_(weight.requires_grad)
+                self.laid_out.add(index)
+                index += 2 if layer.bias is not None else 1
 
     @property
     def k(self) -> int:
@@ -116,11 +134,15 @@ class StackedModel:
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the copies at ``index`` (new leaf tensors; gradients kept along)."""
         kept = []
-        for param in self.params:
+        for position, param in enumerate(self.params):
             index = index.to(param.device)
-            new = param.detach().index_select(0, index).requires_grad_(param.requires_grad)
-            if param.grad is not None:
-                new.grad = param.grad.index_select(0, index)
+            new = param.detach().index_select(0, index)
+            grad = param.grad.index_select(0, index) if param.grad is not None else None
+            if position in self.laid_out:
+                new = _laid_out(new)
+                grad = _laid_out(grad) if grad is not None else None
+            new.requires_grad_(param.requires_grad)
+            new.grad = grad
             kept.append(new)
         self.params = kept
 
@@ -135,6 +157,12 @@ class StackedModel:
         if not norms:
             return torch.zeros(self.k)
         return torch.stack(norms).norm(dim=0)
+
+
+def _laid_out(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of ``weight`` ``[k, out, in]`` stored as ``[k, in, out]`` (same values, transposed strides)."""
+    k, out, width = weight.shape
+    return torch.empty(k, width, out, dtype=weight.dtype, device=weight.device).transpose(1, 2).copy_(weight)
 
 
 def _mean_per_copy(values: torch.Tensor) -> torch.Tensor:
