@@ -15,7 +15,12 @@ Prints:
    ReLU kinks and normalised steps can amplify).
 3. The end: per optimizer, the mean test accuracy over seeds of each engine, the per-run standard
    deviation over seeds, and whether the two means are within it.
-4. The same race in float64 (MNIST-1D's inputs as float64, so the models are float64) on a shorter
+4. The rounding noise floor of that comparison: at the per-run race's selected lrs, every seed
+   trained again (a) per-run with every initial weight moved by one float32 ulp, (b) per-run on two
+   torch threads (another matmul blocking: other float32 rounding at every step) and (c) batched; the
+   mean test accuracies of each against the per-run race's. How far rounding alone moves a 60-epoch
+   run's test accuracy is the yardstick for the batched engine's differences.
+5. The same race in float64 (MNIST-1D's inputs as float64, so the models are float64) on a shorter
    budget, both engines: the selected lrs and the largest difference of any run's metrics. With
    rounding out of the picture the two engines make the same race.
 """
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, device: str,
@@ -181,9 +187,79 @@ def main() -> None:
     if args.no_race:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        races(Path(args.keep) if args.keep else Path(tmp), args)
+        directory = Path(args.keep) if args.keep else Path(tmp)
+        races(directory, args)
+        noise_floor(directory / "per-run", args.epochs)
         if args.float64_epochs:
             float64_race(Path(tmp) / "float64", args.float64_epochs, args.jobs)
+
+
+def _nudged(factory):
+    """``factory`` whose modules start with every weight one float32 ulp higher."""
+    import torch
+
+    def make(**options):
+        module = factory(**options)
+        with torch.no_grad():
+            for param in module.parameters():
+                param.copy_(torch.nextafter(param, torch.full_like(param, float("inf"))))
+        return module
+
+    return make
+
+
+def noise_floor(per_run_dir: Path, epochs: int | None) -> None:
+    import json
+
+    import torch
+
+    from descentlab.racing.protocol import make_config
+    from descentlab.racing.store import RESULTS
+    from descentlab.tasks import get_task
+    from descentlab.train import train
+    from descentlab.train.batched import train_batched
+    from descentlab.train.member import Config
+
+    torch.set_num_threads(1)
+    config = make_config(epochs=epochs)
+    task = get_task(config.task)
+    nudged = dataclasses.replace(task, models={name: _nudged(f) for name, f in task.models.items()})
+    finals = [json.loads(line) for line in (per_run_dir / RESULTS).read_text().splitlines()]
+    finals = [r for r in finals if r["phase"] == "final" and r["status"] == "ok"]
+    race_acc = {(r["optimizer"], r["seed"]): r["test_acc"] for r in finals}
+    configs = sorted({Config(r["optimizer"], r["schedule"], r["lr"], r["seed"], True) for r in finals},
+                     key=lambda c: (config.optimizers.index(c.optimizer), c.seed))
+    batched_acc = {}
+    for batch_size in {config.batch_size_for(c.optimizer) for c in configs}:
+        group = [c for c in configs if config.batch_size_for(c.optimizer) == batch_size]
+        for c, result in zip(group, train_batched(task, group, batch_size=batch_size, epochs=config.epochs),
+                             strict=True):
+            batched_acc[(c.optimizer, c.seed)] = result.test_acc
+    def per_run(on: Any, threads: int) -> dict[tuple[str, int], float]:
+        torch.set_num_threads(threads)
+        try:
+            return {(c.optimizer, c.seed): train(on, optimizer=c.optimizer, lr=c.lr, seed=c.seed,
+                                                 batch_size=config.batch_size_for(c.optimizer), epochs=config.epochs,
+                                                 evaluate_test=True).test_acc for c in configs}
+        finally:
+            torch.set_num_threads(1)
+
+    nudged_acc, threads_acc = per_run(nudged, 1), per_run(task, 2)
+    print("\n## rounding noise floor: mean test accuracy over seeds at the per-run race's selected lr")
+    print(f"{'optimizer':10} {'lr':>8} {'per-run':>9} {'std':>7} {'+1 ulp':>8} {'2 thr':>8} {'batched':>8}  "
+          "|Δ +1 ulp|  |Δ 2 threads|  |Δ batched|")
+    for name in config.optimizers:
+        seeds = [c.seed for c in configs if c.optimizer == name]
+        if not seeds:
+            continue
+        lr = next(c.lr for c in configs if c.optimizer == name)
+        mean = {label: statistics.mean(values[(name, s)] for s in seeds)
+                for label, values in (("race", race_acc), ("nudged", nudged_acc), ("threads", threads_acc),
+                                      ("batched", batched_acc))}
+        spread = statistics.stdev([race_acc[(name, s)] for s in seeds]) if len(seeds) > 1 else 0.0
+        gaps = [abs(mean[label] - mean["race"]) for label in ("nudged", "threads", "batched")]
+        print(f"{name:10} {lr:8.3g} {mean['race']:9.4f} {spread:7.4f} {mean['nudged']:8.4f} {mean['threads']:8.4f} "
+              f"{mean['batched']:8.4f}  {gaps[0]:9.4f}  {gaps[1]:12.4f}  {gaps[2]:10.4f}")
 
 
 def float64_race(directory: Path, epochs: int, jobs: int | None) -> None:
