@@ -22,13 +22,15 @@ import torch
 from torch import nn
 
 from descentlab.cli import main
-from descentlab.optim import SGD, Adam, RMSprop, define_rule, register
+from descentlab.optim import SGD, Adam, Buffer, RMSprop, define_rule, register
+from descentlab.optim.stacked import stacking_problem
 from descentlab.racing import batching
 from descentlab.racing.record import TUNE, RunSpec
 from descentlab.tasks import from_tensors, get_task
 from descentlab.train import train
 from descentlab.train.batched import train_batched
 from descentlab.train.member import Config
+from descentlab.train.stacked_model import StackedModel
 
 register("rmsprop_centered_wd", RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 1e-3})
 register("adam_amsgrad_l2", Adam, {"amsgrad": True, "weight_decay": 1e-2, "betas": (0.8, 0.99)})
@@ -311,3 +313,74 @@ def test_stacked_weights_take_their_gradients_without_a_copy(mnist1d):
         stacked.losses(x, y, mnist1d.loss_fn, shared=True).sum().backward()
         assert all(p.grad.stride() == p.stride() for p in stacked.params)
         assert any(not p.is_contiguous() for p in stacked.params)  # the weights' transposed layout
+
+
+@define_rule(hypers={"lr": 0.01, "wd": 0.1}, buffers=[])
+def decays_matrices_only(param, grad, state, *, step, lr, wd):
+    """Elementwise, but reads the tensor's shape: stacked, a bias [k, n] would look like a matrix."""
+    if param.dim() >= 2:
+        param = param * (1 - lr * wd)
+    return param - lr * grad, {}
+
+
+@define_rule(hypers={"lr": 0.01}, buffers=[Buffer("acc", init=lambda param, hypers: torch.full_like(param,
+                                                                                          hypers["lr"]))])
+def starts_from_lr(param, grad, state, *, step, lr):
+    """A buffer that starts from the group's lr: stacked, every configuration would start from the preset's."""
+    acc = state["acc"] + grad * grad
+    return param - lr * grad / acc.sqrt(), {"acc": acc}
+
+
+@pytest.mark.parametrize(("rule", "why"), [(decays_matrices_only, "other numbers"),
+                                           (starts_from_lr, "other numbers")])
+def test_the_stacking_check_compares_with_the_unstacked_core(rule, why):
+    """The probe's reference is the core on the unstacked tensors with each configuration's own lr, so
+    a rule that reads a tensor's shape or starts a buffer from lr trains per-run (stacked it would
+    silently compute other updates than its per-run twin)."""
+    problem = stacking_problem(rule, rule.defaults)
+    assert problem is not None and why in problem
+
+
+def test_models_that_reuse_a_layer_are_checked_and_stacked_through_vmap():
+    """A Sequential that applies one Linear twice lists its parameters once: the direct form (one
+    parameter per Linear slot) does not apply, vmap does; the check never crashes on an exception
+    without a message (StopIteration)."""
+    def reused():
+        layer = nn.Linear(5, 5)
+        return nn.Sequential(layer, nn.Tanh(), layer, nn.Tanh(), nn.Linear(5, 3))
+
+    def tied():
+        model = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))
+        model[2].weight = model[0].weight
+        return model
+
+    for factory in (reused, tied):
+        task = _task_with(factory)
+        plan = batching.check(task, "custom", ["sgd"], lambda name: 8, jobs=1, custom_run=False)
+        assert plan.stackable == {"sgd"} or "every run trains one at a time" in plan.reasons[0]
+    task = _task_with(reused)
+    assert StackedModel([task.make_model("custom", seed) for seed in (0, 1)]).layers is None
+    configs = [Config("adam", "constant", 0.01, seed) for seed in (0, 1)]
+    for config, result in zip(configs, train_batched(task, configs, steps=6, batch_size=16, keep_model=True),
+                              strict=True):
+        alone = train(task, optimizer="adam", lr=0.01, seed=config.seed, steps=6, batch_size=16, keep_model=True)
+        _assert_same_weights(result.model, alone.model, str(config), rtol=1e-5, atol=1e-6)
+
+
+def test_identical_configurations_are_separate_members():
+    """Two members with the same config are two runs (members are compared by identity): each draws
+    its own data order and gets its own result, equal to the other's."""
+    task = _task_with(lambda: nn.Sequential(nn.Linear(5, 3)))
+    config = Config("adam", "constant", 0.01, 3)
+    first, second = train_batched(task, [config, config], epochs=2, batch_size=16)
+    alone = train(task, optimizer="adam", lr=0.01, seed=3, epochs=2, batch_size=16)
+    assert first.val_loss == second.val_loss == pytest.approx(alone.val_loss, rel=1e-5)
+
+
+def test_race_help_prints(capsys):
+    """``race --help`` (which documents --engine) prints: its text has a literal percent sign."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["race", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--engine" in out and "5% of the steps" in out

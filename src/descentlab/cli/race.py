@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--batch-size", default="64", help="minibatch size, or 'full' (GD always uses the full batch)")
     parser.add_argument("--schedules", default=None,
                         help=f"comma-separated lr schedules, each raced separately: {', '.join(SCHEDULES)} (default "
-                        f"constant; warmup-cosine warms up over {WARMUP_FRACTION:.0%} of the steps); the lr grid is "
+                        f"constant; warmup-cosine warms up over {WARMUP_FRACTION:.0%}% of the steps); the lr grid is "
                         "the peak lr")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: the available cores); with "

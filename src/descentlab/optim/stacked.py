@@ -83,9 +83,10 @@ def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     """Why ``rule`` with these hyper-parameters cannot be stacked, or None when it can.
 
     The rule is run for :data:`PROBE_STEPS` steps on random float64 tensors, once stacked (two
-    configurations with different lrs) and once per configuration through the core with its lr as a
-    number; parameters and buffers must agree within :data:`PROBE_TOLERANCE`. Cached per rule and
-    hyper-parameters."""
+    configurations with different lrs) and once per configuration through the core, on the unstacked
+    tensors with its lr as a number (in the hypers its buffers start from too); parameters and buffers
+    must agree within :data:`PROBE_TOLERANCE`. So a rule that reads a tensor's shape (``param.dim()``)
+    or starts a buffer from lr is found out too. Cached per rule and hyper-parameters."""
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
     try:
@@ -112,12 +113,13 @@ def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
     alone = [[tensor(s) for s in shapes] for _ in lrs]
     stacked = [torch.stack([alone[i][j] for i in range(len(lrs))]) for j in range(len(shapes))]
     try:
-        reference = [StackedRule(rule, hypers, [p.unsqueeze(0) for p in alone[i]]) for i in range(len(lrs))]
+        # the core one configuration at a time: unstacked tensors, and the group's hypers with its own lr
+        reference = [StackedRule(rule, {**hypers, "lr": lr}, alone[i]) for i, lr in enumerate(lrs)]
         together = StackedRule(rule, hypers, stacked)
         for _ in range(PROBE_STEPS):
             grads = [[tensor(s) for s in shapes] for _ in lrs]
             for i, lr in enumerate(lrs):
-                _step_alone(reference[i], [p.unsqueeze(0) for p in alone[i]], [g.unsqueeze(0) for g in grads[i]], lr)
+                _step_alone(reference[i], alone[i], grads[i], lr)
             together.step(stacked, [torch.stack([grads[i][j] for i in range(len(lrs))]) for j in range(len(shapes))],
                           torch.tensor(lrs, dtype=torch.float64))
     except Exception as error:  # a rule that cannot take a tensor lr (alpha=lr, float(lr), ...)
@@ -129,7 +131,7 @@ def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
                         "time (it is not elementwise, or reads lr as one number)")
             for name, value in together.state[j].items():
                 single = reference[i].state[j].get(name)
-                if single is None or not torch.allclose(value[i], single[0], rtol=PROBE_TOLERANCE, atol=1e-12):
+                if single is None or not torch.allclose(value[i], single, rtol=PROBE_TOLERANCE, atol=1e-12):
                     return f"rule {rule.name!r}: its buffer {name!r} differs when configurations are stacked"
     return None
 

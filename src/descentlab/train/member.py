@@ -32,8 +32,10 @@ class Config:
     evaluate_test: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Member:
+    """One member of a batch, compared by identity (two members may hold the same config)."""
+
     config: Config
     classification: bool
     factor: float | None

@@ -60,6 +60,17 @@ def _direct_layers(module: nn.Module) -> list[nn.Module] | None:
     return layers
 
 
+def _plain_layers(module: nn.Module) -> list[nn.Module] | None:
+    """:func:`_direct_layers` when each layer is used once and owns its parameters (no layer reused,
+    no weight tied between layers: the direct form reads one parameter per ``Linear`` slot, while
+    ``stack_module_state`` lists a shared parameter once), else None (vmap handles those)."""
+    layers = _direct_layers(module)
+    if layers is None or len({id(layer) for layer in layers}) != len(layers):
+        return None
+    slots = sum(1 + (layer.bias is not None) for layer in layers if isinstance(layer, nn.Linear))
+    return layers if slots == len(list(module.parameters())) else None
+
+
 class StackedModel:
     """``modules`` (same architecture, own weights) stacked into one; see the module docstring."""
 
@@ -69,7 +80,7 @@ class StackedModel:
         self.params: list[torch.Tensor] = [params[name] for name in self.names]
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")
-        self.layers = _direct_layers(modules[0])
+        self.layers = _plain_layers(modules[0])
         self.direct = True
         """Use the direct forms where they apply (False: vmap everywhere, for comparison)."""
         self.laid_out: set[int] = set()
@@ -221,7 +232,8 @@ def stacking_problem(modules: Sequence[nn.Module], x: torch.Tensor, y: torch.Ten
         losses = stacked.losses(x, y, loss_fn, shared=True)
         losses.sum().backward()
     except Exception as error:
-        return f"torch.func.vmap cannot batch the model ({type(error).__name__}: {str(error).splitlines()[0]})"
+        first_line = next(iter(str(error).splitlines()), "")
+        return f"torch.func.vmap cannot batch the model ({type(error).__name__}: {first_line})"
     for i, module in enumerate(modules):
         single = copy.deepcopy(module)
         loss = loss_fn(single(x), y)
