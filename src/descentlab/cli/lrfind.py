@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     task = resolve_task(args.task)
     if args.model is not None and args.model not in task.models:
-        raise ValueError(f"--model {args.model!r} is not a model of task {task.name!r}; known: {', '.join(task.models)}")
+        raise ValueError(f"--model {args.model!r} is not a model of task {task.name!r}; known: "
+                         f"{', '.join(task.models)}")
     test = lr_find(task, model=args.model, optimizer=args.optimizer, batch_size=batch_size, start_lr=start,
                    end_lr=end, steps=steps, seed=seed, device=args.device, optimizer_options=options)
     save(test, out)

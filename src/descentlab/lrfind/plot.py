@@ -18,7 +18,7 @@ def figure(test: RangeTest) -> Figure:
         ax.plot(test.lrs, test.losses, color="#bbbbbb", lw=1, label="batch loss")
         ax.plot(test.lrs, test.smoothed, color="#1f77b4", lw=2, label="smoothed loss")
         finite = [v for v in test.smoothed if v == v]
-        low, high = min(finite), max(finite[: max(1, len(finite) // 10)] + [min(finite)])
+        low, high = min(finite), max([*finite[: max(1, len(finite) // 10)], min(finite)])
         ax.set_ylim(low - 0.1 * (high - low + 1e-12), high + 0.5 * (high - low + 1e-12))
     if test.min_loss_lr is not None:
         ax.axvline(test.min_loss_lr, color="#7f7f7f", ls=":", label=f"lowest smoothed loss, lr {test.min_loss_lr:.3g}")

@@ -9,7 +9,8 @@ early when ``s_t`` exceeds ``stop_factor`` times its lowest value so far, or a l
 
 Suggestion rule (:func:`suggest`, fastai's ``minimum``): the lr where the smoothed loss was lowest,
 divided by ten; the first tenth of the ramp is left out of that search (Lightning's ``skip_begin``), where
-the average holds a handful of batches and one lucky batch can be the minimum. At the minimum the lr is already about as large as training tolerates (the loss is
+the average holds a handful of batches and one lucky batch can be the minimum. At the minimum the lr is
+already about as large as training tolerates (the loss is
 about to rise); a tenth of it is the largest lr that is still comfortably stable. The steepest-descent
 point (Lightning's default) was the other candidate: on a ramp of 100 steps it moves with the noise
 of single batches, so we take the minimum.
@@ -118,7 +119,8 @@ def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer
     optimizer = check_optimizer(optimizer)
     model_name = task_obj.default_model if model is None else model
     if model_name not in task_obj.models:
-        raise ValueError(f"unknown model {model_name!r} for task {task_obj.name!r}; known: {', '.join(task_obj.models)}")
+        raise ValueError(f"unknown model {model_name!r} for task {task_obj.name!r}; known: "
+                         f"{', '.join(task_obj.models)}")
     torch_device = check_device(device)
     started = time.perf_counter()
     net = task_obj.make_model(model_name, seed).to(torch_device)

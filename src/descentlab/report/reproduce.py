@@ -35,7 +35,8 @@ def reproduce_call(config: RaceConfig) -> str:
     stands for it) or task options the CLI has no flag for."""
     batch = "full" if config.batch_size is None else config.batch_size
     kwargs: dict[str, Any] = {"model": config.model, "optimizers": list(config.optimizers),
-                              "lrs": "auto" if not config.lrs else None if config.extra_lrs else list(config.lrs), "seeds": list(config.seeds),
+                              "lrs": "auto" if not config.lrs else None if config.extra_lrs else list(config.lrs),
+                              "seeds": list(config.seeds),
                               "epochs": config.epochs, "batch_size": batch, "schedules": list(config.schedules),
                               "device": config.device}
     if config.task_options:

@@ -42,7 +42,8 @@ def study_command(result: StudyResult) -> str:
     words = ["descentlab", "study", "--workloads", ",".join(f"{w.task}{'/' + w.model if w.model else ''}@{w.epochs}"
                                                             for w in config.workloads),
              "--optimizers", ",".join(config.optimizers),
-             "--seeds", str(len(seeds)) if tuple(seeds) == tuple(range(len(seeds))) else ",".join(map(str, seeds)) + ",",
+             "--seeds", str(len(seeds)) if tuple(seeds) == tuple(range(len(seeds)))
+             else ",".join(map(str, seeds)) + ",",
              "--device", config.device, "--out", str(result.out)]
     if config.quick:
         words.append("--quick")
@@ -66,7 +67,8 @@ def _claim_section(views: Sequence[WorkloadView]) -> list[str]:
     rows = []
     for v in views:
         best = v.best_tuned()
-        row = [v.name, "-" if best is None else f"{best.label} ({format_lr(best.lr)}): {_metric(best, v.classification)}"]
+        row = [v.name, "-" if best is None else
+               f"{best.label} ({format_lr(best.lr)}): {_metric(best, v.classification)}"]
         for lr in lrs:
             e = next((u for u in v.untuned() if float(u.lr or 0) == lr), None)
             if e is None:

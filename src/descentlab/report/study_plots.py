@@ -61,7 +61,7 @@ def sensitivity(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float | 
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    if names:
+    if names and axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
     figure.suptitle("lr sensitivity across workloads (1 = the workload's best run; circle = selected lr)",
                     fontsize=11)

@@ -131,7 +131,7 @@ def verdict(what: str, gaps: Sequence[Gap]) -> str:
 def summary_sentences(views: Sequence[WorkloadView]) -> list[str]:
     """The verdict for each article lr, for the best of the three, and the answer in one line."""
     by_lr = gaps_by_lr(views)
-    out = [verdict(f"Adam at lr {lr:g}, untuned", gaps) for lr, gaps in by_lr.items()]
+    out = [verdict(f"Untuned Adam at lr {lr:g}", gaps) for lr, gaps in by_lr.items()]
     three = best_of_three(views)
     out.append(verdict("The best of the three article lrs (picked on validation)", three))
     if by_lr:
@@ -143,8 +143,8 @@ def summary_sentences(views: Sequence[WorkloadView]) -> list[str]:
             answer = (f"On these {m} workloads the claim holds: trying Adam at the three article lrs and keeping the "
                       "best came within tolerance of tuning every optimizer everywhere")
         elif within_three >= m / 2:
-            answer = (f"On these {m} workloads the claim mostly holds: the best of Adam's three article lrs came within "
-                      f"tolerance of the best tuned optimizer on {within_three} of {m}")
+            answer = (f"On these {m} workloads the claim mostly holds: the best of Adam's three article lrs came "
+                      f"within tolerance of the best tuned optimizer on {within_three} of {m}")
         else:
             answer = (f"On these {m} workloads the claim does not hold: the best of Adam's three article lrs came "
                       f"within tolerance of the best tuned optimizer on only {within_three} of {m}")

@@ -6,7 +6,8 @@ squares with a linear model (convex, regression). Each budget is long enough for
 optimizers' validation metric to flatten out on these sizes and short enough for the whole study to fit
 in ten minutes on two cores (docs/study.md has the measurements).
 
-``--workloads`` takes a comma-separated list of suite names (``mnist1d-mlp``) or ``TASK[/MODEL][@EPOCHS]``
+``--workloads`` takes a comma-separated list of suite names (``mnist1d-mlp``, with ``@EPOCHS`` another budget)
+or ``TASK[/MODEL][@EPOCHS]``
 where TASK is a built-in task or ``module:attr`` (a Task or a callable returning one).
 """
 
@@ -65,33 +66,39 @@ def parse_workloads(value: str | Sequence[str] | None, quick: bool = False) -> t
     names = [str(item).strip() for item in items if str(item).strip()]
     if not names:
         raise ValueError(f"workloads: need at least one workload, got {value!r}")
-    suite = {w.name: w for w in default_suite(quick)}
-    out = [suite[name] if name in suite else _own(name, quick) for name in names]
+    out = [_parse(name, quick) for name in names]
     if len({w.folder for w in out}) != len(out):
         raise ValueError(f"workloads: each workload once please, got {names}")
     return tuple(out)
 
 
-def _own(spec: str, quick: bool) -> Workload:
+def _parse(spec: str, quick: bool) -> Workload:
     body, at, budget = spec.partition("@")
+    epochs = _epochs(spec, budget) if at else None
+    suite = {w.name: w for w in default_suite(quick)}
+    if body.strip() in suite:
+        found = suite[body.strip()]
+        return Workload(found.name, found.task, found.model, epochs or found.epochs)
     task, slash, model = body.partition("/")
     task, model = task.strip(), model.strip()
     if not task or (slash and not model):
         raise ValueError(f"workloads: {spec!r} is not a suite name ({', '.join(w.name for w in SUITE)}) nor "
                          "TASK[/MODEL][@EPOCHS]")
     if ":" not in task and task not in TASKS:
-        raise ValueError(f"workloads: unknown task {task!r} in {spec!r}; a suite name ({', '.join(w.name for w in SUITE)}),"
-                         f" a built-in task ({', '.join(TASKS)}) or module:attr")
+        raise ValueError(f"workloads: unknown task {task!r} in {spec!r}; a suite name "
+                         f"({', '.join(w.name for w in SUITE)}), a built-in task ({', '.join(TASKS)}) or module:attr")
     if ":" not in task and model and model not in TASKS[task].models:
         raise ValueError(f"workloads: {model!r} is not a model of {task!r} in {spec!r}; known: "
                          f"{', '.join(TASKS[task].models)}")
-    epochs = OWN_QUICK_EPOCHS if quick else OWN_EPOCHS
-    if at:
-        try:
-            epochs = int(budget.strip())
-        except ValueError:
-            epochs = 0
-        if not 1 <= epochs <= MAX_EPOCHS:
-            raise ValueError(f"workloads: the budget in {spec!r} must be a whole number of epochs in [1, {MAX_EPOCHS}]")
     name = task + (f"-{model}" if model else "")
-    return Workload(name, task, model or None, epochs)
+    return Workload(name, task, model or None, epochs or (OWN_QUICK_EPOCHS if quick else OWN_EPOCHS))
+
+
+def _epochs(spec: str, budget: str) -> int:
+    try:
+        epochs = int(budget.strip())
+    except ValueError:
+        epochs = 0
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise ValueError(f"workloads: the budget in {spec!r} must be a whole number of epochs in [1, {MAX_EPOCHS}]")
+    return epochs
