@@ -3,7 +3,10 @@
 Reads a finished study (``descentlab study --out DIR``), and for every workload and optimizer runs
 ``descentlab.lrfind.lr_find`` as ``race --lrs auto`` would (the race's batch size for that optimizer,
 capped at one race run's steps, seed 0), then compares the suggestion with the race's selected lr:
-"agrees" when |log10(suggestion / selected)| <= 0.5. Prints one row per pair and the count.
+"agrees" when |log10(suggestion / selected)| <= 0.5 (plus 0.001: the grid's lrs have 3 significant digits,
+1 and 0.316 are 0.5003 decades apart). Also counts the pairs whose selected lr lies inside the grid
+``race --lrs auto`` would centre on the suggestion (5 half-decade points, ±1 decade). Prints one row per
+pair and the counts.
 
     PYTHONPATH=src python benchmarks/lrfind_agreement.py runs/study
 """
@@ -17,15 +20,17 @@ from pathlib import Path
 
 import torch
 
-from descentlab.lrfind import lr_find
+from descentlab.lrfind import centred_grid, lr_find
 from descentlab.racing import RaceConfig, ResultsStore, select
 from descentlab.racing.store import CONFIG
 from descentlab.tasks import resolve_task
 
+ROUNDING = 1e-3
+
 
 def main(study: Path) -> None:
     torch.set_num_threads(1)
-    rows, agree, total = [], 0, 0
+    rows, agree, inside, total = [], 0, 0, 0
     for race_dir in sorted(study.glob("*/race")):
         config = RaceConfig.from_json(json.loads((race_dir / CONFIG).read_text()))
         with ResultsStore.open(race_dir, config.to_json()) as store:
@@ -41,13 +46,15 @@ def main(study: Path) -> None:
                 continue
             decades = math.log10(test.suggestion / selected)
             total += 1
-            agree += abs(decades) <= 0.5 + 1e-9
+            agree += abs(decades) <= 0.5 + ROUNDING
+            inside += selected in centred_grid(test.suggestion)
             rows.append((race_dir.parent.name, optimizer, selected, test.suggestion, decades))
     print(f"{'workload':<14} {'optimizer':<10} {'selected':>9} {'suggested':>10} {'decades':>8}")
     for workload, optimizer, selected, suggestion, decades in rows:
         print(f"{workload:<14} {optimizer:<10} {selected or float('nan'):>9.3g} {suggestion or float('nan'):>10.3g} "
               f"{'-' if decades is None else f'{decades:+.2f}':>8}")
     print(f"within half a decade of the race's selected lr: {agree} of {total}")
+    print(f"selected lr inside the auto grid centred on the suggestion: {inside} of {total}")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,7 @@ def test_the_claim_verdict_counts_workloads_within_tolerance():
     (["--seeds", "0"], "seeds: a count must be in"),
     (["--optimizers", "nope"], "nope"),
     (["--device", "tpu"], "tpu"),
+    (["--jobs", "0"], "jobs must be an integer"),
 ])
 def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a race started"))

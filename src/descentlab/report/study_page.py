@@ -36,18 +36,28 @@ def _metric(e: Entry, classification: bool) -> str:
 
 
 def study_command(result: StudyResult) -> str:
-    """The ``descentlab study`` command that redoes (or, with the same --out, resumes) this study."""
+    """The ``descentlab study`` command that redoes (or, with the same --out, resumes) this study: options
+    left at their defaults are left out."""
+    from ..racing.protocol import DEFAULT_OPTIMIZERS
+    from ..study.config import DEFAULT_SEEDS, QUICK_SEEDS
+    from ..study.suite import default_suite
+
     config = result.config
     seeds = config.seeds
-    words = ["descentlab", "study", "--workloads", ",".join(f"{w.task}{'/' + w.model if w.model else ''}@{w.epochs}"
-                                                            for w in config.workloads),
-             "--optimizers", ",".join(config.optimizers),
-             "--seeds", str(len(seeds)) if tuple(seeds) == tuple(range(len(seeds)))
-             else ",".join(map(str, seeds)) + ",",
-             "--device", config.device, "--out", str(result.out)]
+    words = ["descentlab", "study"]
     if config.quick:
         words.append("--quick")
-    return shlex.join(words)
+    if tuple(config.workloads) != default_suite(config.quick):
+        words += ["--workloads", ",".join(f"{w.task}{'/' + w.model if w.model else ''}@{w.epochs}"
+                                          for w in config.workloads)]
+    if tuple(config.optimizers) != DEFAULT_OPTIMIZERS:
+        words += ["--optimizers", ",".join(config.optimizers)]
+    if tuple(seeds) != tuple(range(QUICK_SEEDS if config.quick else DEFAULT_SEEDS)):
+        words += ["--seeds", str(len(seeds)) if tuple(seeds) == tuple(range(len(seeds)))
+                  else ",".join(map(str, seeds)) + ","]
+    if config.device != "cpu":
+        words += ["--device", config.device]
+    return shlex.join([*words, "--out", str(result.out)])
 
 
 def _claim_section(views: Sequence[WorkloadView]) -> list[str]:

@@ -87,6 +87,7 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
     comma-separated string or list of suite names / ``TASK[/MODEL][@EPOCHS]``, or :class:`Workload`s.
     Raises ValueError for bad options or an ``out`` holding something else, before any training."""
     from .. import race
+    from ..racing.runner import check_jobs
     from ..train.device import check_device
 
     started = time.perf_counter()
@@ -95,6 +96,8 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
     else:
         chosen = parse_workloads(workloads, quick)  # type: ignore[arg-type]
     check_device(device)
+    if jobs is not None:
+        check_jobs(jobs)
     config = make_study_config(chosen, optimizers, seeds, quick, device)
     out_path = check_out(out if out is not None else default_out(), config)
     for workload in chosen:  # a module:attr that does not import: refused now, not after other races ran
