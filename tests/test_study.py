@@ -132,7 +132,7 @@ def test_the_claim_verdict_counts_workloads_within_tolerance():
     assert "on 2 of 3 workloads" in sentence and "far (20.0 points behind vs sgd)" in sentence
     assert "reached the target on 2 of 3, in a median 2x" in sentence
     answer = claim.summary_sentences([close, far, loss])[-1]
-    assert answer.startswith("On these 3 workloads the claim mostly holds")
+    assert answer.startswith("On these 3 workloads and budgets the claim mostly holds")
 
 
 @pytest.mark.parametrize("argv,needle", [

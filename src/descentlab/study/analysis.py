@@ -37,6 +37,8 @@ class Entry:
     seconds_to_target: float
     reached: int
     seeds: int
+    still_improving: int = 0
+    """Seeds whose best validation point was their last evaluation (the budget may be too short)."""
 
 
 @dataclass
@@ -90,7 +92,8 @@ def entry(label: str, optimizer: str, tuned: bool, lr: float | None, runs: Seque
                  test=Stat.of((r.test_acc if classification else r.test_loss) for r in ok),
                  best_val=Stat.of((r.best_val_acc if classification else r.best_val_loss) for r in ok),
                  steps_to_target=_median([t[0] for t in times]), seconds_to_target=_median([t[1] for t in times]),
-                 reached=sum(math.isfinite(t[0]) for t in times), seeds=len(runs))
+                 reached=sum(math.isfinite(t[0]) for t in times), seeds=len(runs),
+                 still_improving=sum(bool(r.best_is_last) for r in ok))
 
 
 def _finals(race: RaceData, optimizer: str) -> list[RunRecord]:

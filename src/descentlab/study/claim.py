@@ -125,6 +125,10 @@ def verdict(what: str, gaps: Sequence[Gap]) -> str:
     if reached:
         sentence += (f", in a median {_median([g.seconds_ratio for g in reached]):.2g}x the fastest tuned optimizer's "
                      f"seconds ({_median([g.steps_ratio for g in reached]):.2g}x its steps)")
+    improving = [g.workload for g in worst if g.untuned.still_improving * 2 > g.untuned.seeds]
+    if improving:
+        sentence += (f". Where it was behind, it was still improving when the budget ended on {', '.join(improving)} "
+                     "(best point = last evaluation on most seeds): a longer budget may shrink that gap")
     return sentence + "."
 
 
@@ -140,13 +144,13 @@ def summary_sentences(views: Sequence[WorkloadView]) -> list[str]:
         m = len(views)
         within_three = sum(g.within for g in three)
         if within_three == m:
-            answer = (f"On these {m} workloads the claim holds: trying Adam at the three article lrs and keeping the "
+            answer = (f"On these {m} workloads and budgets the claim holds: trying Adam at the three article lrs and keeping the "
                       "best came within tolerance of tuning every optimizer everywhere")
         elif within_three >= m / 2:
-            answer = (f"On these {m} workloads the claim mostly holds: the best of Adam's three article lrs came "
+            answer = (f"On these {m} workloads and budgets the claim mostly holds: the best of Adam's three article lrs came "
                       f"within tolerance of the best tuned optimizer on {within_three} of {m}")
         else:
-            answer = (f"On these {m} workloads the claim does not hold: the best of Adam's three article lrs came "
+            answer = (f"On these {m} workloads and budgets the claim does not hold: the best of Adam's three article lrs came "
                       f"within tolerance of the best tuned optimizer on only {within_three} of {m}")
         out.append(f"{answer}; a single lr did best at {lr:g} ({count} of {m}).")
     return out
