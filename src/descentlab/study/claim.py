@@ -144,13 +144,13 @@ def summary_sentences(views: Sequence[WorkloadView]) -> list[str]:
         m = len(views)
         within_three = sum(g.within for g in three)
         if within_three == m:
-            answer = (f"On these {m} workloads and budgets the claim holds: trying Adam at the three article lrs and keeping the "
-                      "best came within tolerance of tuning every optimizer everywhere")
+            answer = (f"On these {m} workloads and budgets the claim holds: trying Adam at the three article lrs "
+                      "and keeping the best came within tolerance of tuning every optimizer everywhere")
         elif within_three >= m / 2:
-            answer = (f"On these {m} workloads and budgets the claim mostly holds: the best of Adam's three article lrs came "
-                      f"within tolerance of the best tuned optimizer on {within_three} of {m}")
+            answer = (f"On these {m} workloads and budgets the claim mostly holds: the best of Adam's three article "
+                      f"lrs came within tolerance of the best tuned optimizer on {within_three} of {m}")
         else:
-            answer = (f"On these {m} workloads and budgets the claim does not hold: the best of Adam's three article lrs came "
-                      f"within tolerance of the best tuned optimizer on only {within_three} of {m}")
+            answer = (f"On these {m} workloads and budgets the claim does not hold: the best of Adam's three "
+                      f"article lrs came within tolerance of the best tuned optimizer on only {within_three} of {m}")
         out.append(f"{answer}; a single lr did best at {lr:g} ({count} of {m}).")
     return out
