@@ -122,12 +122,12 @@ def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer
         raise ValueError(f"unknown model {model_name!r} for task {task_obj.name!r}; known: "
                          f"{', '.join(task_obj.models)}")
     torch_device = check_device(device)
-    started = time.perf_counter()
     net = task_obj.make_model(model_name, seed).to(torch_device)
     params = [p for p in net.parameters() if p.requires_grad]
     schedule = ramp(start_lr, end_lr, steps)
     opt = make_optimizer(optimizer, params, schedule[0], dict(optimizer_options or {}))
     data = Data(task_obj, torch_device)
+    started = time.perf_counter()  # the ramp itself (building the model and optimizer is not its cost)
     n = data.n_train
     size = n if batch_size is None else min(int(batch_size), n)
     per_epoch = math.ceil(n / size)
