@@ -1,5 +1,5 @@
-"""``descentlab study``: end to end on the quick suite (killed with SIGKILL mid-way, resumed: nothing
-trained twice, nothing lost; the report has the claim, the profiles and a table per workload), the
+"""``descentlab study``: end to end on the quick suite (killed with SIGKILL mid-way: no process left
+behind; resumed: nothing trained twice, nothing lost; the report has the claim, the profiles and a table per workload), the
 performance-profile score and the claim's verdict computed on hand-made numbers, and bad input refused."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from descentlab.cli import main
 from descentlab.racing.summary import Stat
 from descentlab.study import claim, profiles, run_study
 from descentlab.study.analysis import Entry, WorkloadView
+from test_race_kill import _alive, _descendants
 
 WORKLOADS = "lstsq-linear,digits-mlp,descentlab.examples.spirals:make_task@2"
 STUDY = ["study", "--quick", "--workloads", WORKLOADS, "--optimizers", "sgd,momentum,adam", "--jobs", "2", "--quiet"]
@@ -47,15 +48,24 @@ def test_quick_study_killed_and_resumed_adds_nothing_twice_and_writes_the_report
     study = subprocess.Popen([sys.executable, "-m", "descentlab", *STUDY, "--out", str(out)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     watched = out / "digits-mlp" / "race" / "results.jsonl"  # second workload: the first one's races are done
+    started: dict[int, int] = {}
     try:
         deadline = time.monotonic() + 120
         while len(_lines(watched)) < 3:
             assert study.poll() is None, study.communicate()[1].decode()
             assert time.monotonic() < deadline, "the study wrote no digits result in 120 s"
+            started.update(_descendants(study.pid))
             time.sleep(0.02)
+        started.update(_descendants(study.pid))
         study.send_signal(signal.SIGKILL)
         study.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(started), f"processes left behind by the killed study: {_alive(started)}"
     finally:
+        for pid in _alive(started):  # never leave one behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
         if study.poll() is None:
             os.killpg(study.pid, signal.SIGKILL)
             study.wait()
