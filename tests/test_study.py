@@ -1,6 +1,7 @@
 """``descentlab study``: end to end on the quick suite (killed with SIGKILL mid-way: no process left
 behind; resumed: nothing trained twice, nothing lost; the report has the claim, the profiles and a table
-per workload), the performance-profile score and the claim's verdict computed on hand-made numbers, and bad input refused."""
+per workload), the performance-profile score and the claim's verdict computed on hand-made numbers, and
+bad input refused."""
 
 from __future__ import annotations
 
