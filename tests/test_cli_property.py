@@ -8,10 +8,11 @@ NaN, inf, empty strings, unicode, names good and bad, and paths that are files, 
 under a file, unwritable, or inside /proc and /sys. ``main(argv)`` runs in this process; where the
 values are valid, the expensive part is stubbed (the training loop trains nothing but still evaluates
 and writes its files, a landscape runs at most 3 steps and writes a placeholder picture, a race trains
-no run and writes no report, the benchmark times nothing), so everything up to the work — parsing,
+no run and writes no report, a study runs no race and draws nothing, a range test takes 3 steps and draws a
+placeholder, the benchmark times nothing), so everything up to the work — parsing,
 validation, the output-path checks, the files a run writes first — is the real code.
 
-Examples: ``EXAMPLES`` per command (100; ``DESCENTLAB_CLI_EXAMPLES=800`` for a longer hunt), 6 commands:
+Examples: ``EXAMPLES`` per command (100; ``DESCENTLAB_CLI_EXAMPLES=800`` for a longer hunt), 8 commands:
 about 35 s in all on the shared 2-core machine.
 """
 
@@ -137,6 +138,8 @@ def _placeholder_picture(result: Any, path: Any, **options: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def stubbed() -> Iterator[None]:
+    from descentlab.lrfind import lr_find as real_lr_find
+
     real_trajectory = landscape.trajectory
     real_make_model = loop.Task.make_model
 
@@ -149,6 +152,15 @@ def stubbed() -> Iterator[None]:
             return real_make_model(self, model_name, seed, **options)
         return real_make_model(self, "linear", seed)
 
+    def short_range_test(*args: Any, max_steps: Any = None, **options: Any) -> Any:
+        return real_lr_find(*args, max_steps=3, **options)
+
+    def no_race(out: Any, folder: str, *args: Any, **options: Any) -> Any:
+        from descentlab.racing import RaceConfig, summarize
+        from descentlab.study.run import RaceData
+
+        return RaceData(folder, RaceConfig(), [], summarize(RaceConfig(), [])), 0
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop._Loop, "run", _no_training)
         patch.setattr(loop.Task, "make_model", small_model)
@@ -157,6 +169,11 @@ def stubbed() -> Iterator[None]:
         patch.setattr(landscape, "save_gif", _placeholder_picture)
         patch.setattr("descentlab.racing.core._run_all", lambda *args, **kwargs: 0)
         patch.setattr("descentlab.report.write_report", lambda out, *args, **kwargs: Path(out) / "report.html")
+        patch.setattr("descentlab.lrfind.lr_find", short_range_test)
+        patch.setattr("descentlab.lrfind.auto.lr_find", short_range_test)
+        patch.setattr("descentlab.study.run._race", no_race)
+        patch.setattr("descentlab.report.study_page.build_study_html", lambda result: "<html></html>")
+        patch.setattr("descentlab.lrfind.plot.save", _placeholder_picture)
         patch.setattr(bench, "run", lambda *args, **kwargs: {"rows": []})
         patch.setattr(bench, "table", lambda result: "")
         patch.setattr(bench, "targets_text", lambda result: "")

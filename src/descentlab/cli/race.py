@@ -27,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--optimizers", default=None,
                         help=f"comma-separated registry names (default {','.join(DEFAULT_OPTIMIZERS)})")
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (default 1e-4..1 in half-decade "
-                        "steps, plus 5e-4 for adam)")
+                        "steps, plus 5e-4 for adam), or auto: per optimizer an lr range test (descentlab lrfind, at "
+                        "most one run's budget) and 5 half-decade lrs centred on its suggestion")
     parser.add_argument("--seeds", default=None, help=f"a count N (seeds 0..N-1) or a list like 0,1,2 "
                         f"(default {DEFAULT_SEEDS})")
     parser.add_argument("--epochs", default=None, help=f"training budget per run, in epochs (default {DEFAULT_EPOCHS})")

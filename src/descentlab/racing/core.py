@@ -57,7 +57,8 @@ def default_run(task: Task, **kwargs: Any) -> Any:
 
 
 def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
-             optimizers: Sequence[str] | str | None = None, lrs: Sequence[float] | str | None = None,
+             optimizers: Sequence[str] | str | None = None,
+             lrs: Sequence[float] | str | Mapping[str, Sequence[float]] | None = None,
              seeds: int | Sequence[int] | str | None = None, epochs: int | None = None,
              batch_size: int | str | None = 64, schedules: Sequence[str] | str | None = None, device: str = "cpu",
              jobs: int | None = None, quick: bool = False, out: str | os.PathLike[str] | None = None,

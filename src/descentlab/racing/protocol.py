@@ -119,13 +119,15 @@ class RaceConfig:
 
 
 def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[str] | str | None = None,
-                lrs: Sequence[float] | str | None = None, seeds: int | Sequence[int] | str | None = None,
+                lrs: Sequence[float] | str | Mapping[str, Sequence[float]] | None = None,
+                seeds: int | Sequence[int] | str | None = None,
                 epochs: int | None = None, batch_size: int | str | None = DEFAULT_BATCH_SIZE, quick: bool = False,
                 task_options: Mapping[str, Any] | None = None, schedules: Sequence[str] | str | None = None,
                 device: str = "cpu") -> RaceConfig:
     """Validate the race options (strings as the CLI gives them are accepted) into a :class:`RaceConfig`.
 
-    ``quick`` swaps the defaults for a small demo grid and budget; options given explicitly win.
+    ``quick`` swaps the defaults for a small demo grid and budget; options given explicitly win. ``lrs``
+    may map every optimizer to its own grid (:func:`lr_grids`).
     Raises ValueError naming the option and the value received.
     """
     from ..optim import resolve
@@ -136,7 +138,11 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     if len(set(names)) != len(names):
         raise ValueError(f"optimizers: each name once please, got {list(names)}")
     explicit_lrs = lrs is not None
-    grid = _floats("lrs", lrs) if explicit_lrs else (QUICK_LRS if quick else DEFAULT_LRS)
+    per_optimizer = lr_grids(names, lrs) if isinstance(lrs, Mapping) else None  # race --lrs auto
+    if per_optimizer is not None:
+        grid: tuple[float, ...] = ()
+    else:
+        grid = _floats("lrs", lrs) if lrs is not None else (QUICK_LRS if quick else DEFAULT_LRS)
     seed_list = _seeds(seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS))
     budget = _positive_int("epochs", epochs if epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS))
     batch = _batch_size(batch_size)
@@ -145,10 +151,21 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a model name, got {model!r}")
     extras = {} if explicit_lrs or quick else {k: v for k, v in EXTRA_LRS.items() if k in names}
+    if per_optimizer is not None:  # no shared grid: each optimizer's whole grid is its "extra" lrs
+        extras = per_optimizer
     schedule_names = _schedules(schedules)
     return RaceConfig(task=task, task_options=dict(task_options or {}), model=model, optimizers=tuple(names),
                       lrs=grid, extra_lrs=extras, seeds=seed_list, epochs=budget, batch_size=batch,
                       full_batch=full_batch_names(names), schedules=schedule_names, device=device)
+
+
+def lr_grids(names: Sequence[str], grids: Mapping[str, Sequence[float] | str]) -> dict[str, tuple[float, ...]]:
+    """One grid per optimizer (``race --lrs auto`` gives these, see :mod:`descentlab.lrfind.auto`): the race
+    then has no shared grid and ``RaceConfig.extra_lrs`` holds each optimizer's whole grid."""
+    missing = [name for name in names if name not in grids]
+    if missing:
+        raise ValueError(f"lrs: a grid per optimizer needs one for every optimizer, none for {', '.join(missing)}")
+    return {name: _floats(f"lrs for {name}", grids[name]) for name in names}
 
 
 def select_lr(records: Iterable[RunRecord], classification: bool) -> float | None:

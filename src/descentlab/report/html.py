@@ -102,6 +102,9 @@ def build_html(config: RaceConfig, records: Sequence[RunRecord], summary: RaceSu
         "once with the weights of its own best validation point (the headline numbers) and once with its weights at "
         "the end of the budget. The test split never took part in any choice.</p>")
     trained = sum(r.wall_s or 0.0 for r in records)
+    if not config.lrs:  # race --lrs auto
+        grid = "one per optimizer, centred on its lr range test (lrfind.json, lrfind-*.png)"
+        extras = "; ".join(f"{k}: {', '.join(f'{lr:g}' for lr in v)}" for k, v in config.extra_lrs.items())
     parts.append(f"<p class='muted'>Learning-rate grid: {_e(grid)}{'; ' + _e(extras) if extras else ''}. "
                  f"{len(records)} runs in <code>results.jsonl</code>, {trained:.0f} s of training in all "
                  "(summed over runs, which ran in parallel).</p>")

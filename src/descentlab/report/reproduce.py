@@ -23,7 +23,9 @@ def reproduce_command(config: RaceConfig) -> str:
              "--seeds", _seeds_option(config.seeds), "--epochs", str(config.epochs),
              "--batch-size", "full" if config.batch_size is None else str(config.batch_size),
              "--schedules", ",".join(config.schedules), "--device", config.device]
-    if config.extra_lrs:  # the default grid: leave --lrs out so the per-optimizer extras come back too
+    if not config.lrs:  # a grid per optimizer, centred on a range test each (lrfind.json beside the results)
+        words[words.index("--lrs") + 1] = "auto"
+    elif config.extra_lrs:  # the default grid: leave --lrs out so the per-optimizer extras come back too
         del words[words.index("--lrs"):words.index("--lrs") + 2]
     return shlex.join(words)
 
@@ -33,7 +35,8 @@ def reproduce_call(config: RaceConfig) -> str:
     stands for it) or task options the CLI has no flag for."""
     batch = "full" if config.batch_size is None else config.batch_size
     kwargs: dict[str, Any] = {"model": config.model, "optimizers": list(config.optimizers),
-                              "lrs": None if config.extra_lrs else list(config.lrs), "seeds": list(config.seeds),
+                              "lrs": "auto" if not config.lrs else None if config.extra_lrs else list(config.lrs),
+                              "seeds": list(config.seeds),
                               "epochs": config.epochs, "batch_size": batch, "schedules": list(config.schedules),
                               "device": config.device}
     if config.task_options:

@@ -1,0 +1,104 @@
+"""The study's workloads: a task, a model of it and the budget (epochs) its race gets.
+
+The default suite covers the built-in tasks and models where they differ in kind: an MLP and a CNN on
+MNIST-1D (same data, different architecture), an MLP on scikit-learn's digits (other data), and least
+squares with a linear model (convex, regression). Each budget is long enough for the minibatch
+optimizers' validation metric to flatten out on these sizes and short enough for the whole study to fit
+in ten minutes on two cores (docs/study.md has the measurements).
+
+``--workloads`` takes a comma-separated list of suite names (``mnist1d-mlp``, with ``@EPOCHS`` another budget)
+or ``TASK[/MODEL][@EPOCHS]``
+where TASK is a built-in task or ``module:attr`` (a Task or a callable returning one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..tasks.registry import TASKS
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One race of the study: ``task`` (name or ``module:attr``), ``model`` (None: the task's own) and
+    ``epochs`` per run."""
+
+    name: str
+    task: str
+    model: str | None
+    epochs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def folder(self) -> str:
+        """The subfolder of the study that holds this workload's races."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)
+
+
+SUITE = (
+    Workload("mnist1d-mlp", "mnist1d", "mlp", 20),
+    Workload("mnist1d-cnn", "mnist1d", "cnn", 15),
+    Workload("digits-mlp", "digits", "mlp", 30),
+    Workload("lstsq-linear", "lstsq", "linear", 30),
+)
+QUICK_EPOCHS = {"mnist1d-mlp": 2, "mnist1d-cnn": 2, "digits-mlp": 3, "lstsq-linear": 5}
+"""``--quick``: the same workloads on a demo budget (the whole study in well under a minute)."""
+OWN_EPOCHS = 20
+OWN_QUICK_EPOCHS = 3
+"""The budget of a workload given as TASK[/MODEL] without @EPOCHS (quick: the second)."""
+MAX_EPOCHS = 100_000
+
+
+def default_suite(quick: bool = False) -> tuple[Workload, ...]:
+    return tuple(Workload(w.name, w.task, w.model, QUICK_EPOCHS[w.name]) if quick else w for w in SUITE)
+
+
+def parse_workloads(value: str | Sequence[str] | None, quick: bool = False) -> tuple[Workload, ...]:
+    """The workloads ``value`` names (see the module docstring); ValueError naming a bad item."""
+    if value is None:
+        return default_suite(quick)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(item).strip() for item in items if str(item).strip()]
+    if not names:
+        raise ValueError(f"workloads: need at least one workload, got {value!r}")
+    out = [_parse(name, quick) for name in names]
+    if len({w.folder for w in out}) != len(out):
+        raise ValueError(f"workloads: each workload once please, got {names}")
+    return tuple(out)
+
+
+def _parse(spec: str, quick: bool) -> Workload:
+    body, at, budget = spec.partition("@")
+    epochs = _epochs(spec, budget) if at else None
+    suite = {w.name: w for w in default_suite(quick)}
+    if body.strip() in suite:
+        found = suite[body.strip()]
+        return Workload(found.name, found.task, found.model, epochs or found.epochs)
+    task, slash, model = body.partition("/")
+    task, model = task.strip(), model.strip()
+    if not task or (slash and not model):
+        raise ValueError(f"workloads: {spec!r} is not a suite name ({', '.join(w.name for w in SUITE)}) nor "
+                         "TASK[/MODEL][@EPOCHS]")
+    if ":" not in task and task not in TASKS:
+        raise ValueError(f"workloads: unknown task {task!r} in {spec!r}; a suite name "
+                         f"({', '.join(w.name for w in SUITE)}), a built-in task ({', '.join(TASKS)}) or module:attr")
+    if ":" not in task and model and model not in TASKS[task].models:
+        raise ValueError(f"workloads: {model!r} is not a model of {task!r} in {spec!r}; known: "
+                         f"{', '.join(TASKS[task].models)}")
+    name = task + (f"-{model}" if model else "")
+    return Workload(name, task, model or None, epochs or (OWN_QUICK_EPOCHS if quick else OWN_EPOCHS))
+
+
+def _epochs(spec: str, budget: str) -> int:
+    try:
+        epochs = int(budget.strip())
+    except ValueError:
+        epochs = 0
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise ValueError(f"workloads: the budget in {spec!r} must be a whole number of epochs in [1, {MAX_EPOCHS}]")
+    return epochs
