@@ -32,29 +32,43 @@ from descentlab.train.batched import train_batched
 from descentlab.train.member import Config
 from descentlab.train.stacked_model import StackedModel
 
-register("rmsprop_centered_wd", RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 1e-3})
-register("adam_amsgrad_l2", Adam, {"amsgrad": True, "weight_decay": 1e-2, "betas": (0.8, 0.99)})
-register("sgd_dampened_wd", SGD, {"momentum": 0.5, "dampening": 0.3, "weight_decay": 1e-2})
-register("sgd_maximize_negated", SGD, {"momentum": 0.9, "maximize": False})
 
-
-@define_rule(hypers={"lr": 0.01, "beta": 0.9}, buffers=["avg"], register="user_signum")
+@define_rule(hypers={"lr": 0.01, "beta": 0.9}, buffers=["avg"])
 def user_signum(param, grad, state, *, step, lr, beta):
     """A user's rule: signSGD with momentum, written with plain broadcasting arithmetic."""
     avg = state["avg"].mul(beta).add(grad, alpha=1 - beta)
     return param - lr * avg.sign(), {"avg": avg}
 
 
-@define_rule(hypers={"lr": 0.01}, buffers=[], register="user_alpha_lr")
+@define_rule(hypers={"lr": 0.01}, buffers=[])
 def user_alpha_lr(param, grad, state, *, step, lr):
     """A user's rule that reads lr as one number (alpha=lr): it cannot run stacked."""
     return param.add(grad, alpha=-lr), {}
 
 
-@define_rule(hypers={"lr": 0.01}, buffers=[], register="user_normalised")
+@define_rule(hypers={"lr": 0.01}, buffers=[])
 def user_normalised(param, grad, state, *, step, lr):
     """Declared elementwise but divides by the whole tensor's norm: stacking would mix configurations."""
     return param - lr * grad / (grad.norm() + 1e-12), {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    """The presets and user rules of this module under registry names, for this module's tests only
+    (other tests, e.g. the console script's list, see the registry as shipped)."""
+    from descentlab.optim import registry
+
+    before = dict(registry._ENTRIES)
+    register("rmsprop_centered_wd", RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 1e-3})
+    register("adam_amsgrad_l2", Adam, {"amsgrad": True, "weight_decay": 1e-2, "betas": (0.8, 0.99)})
+    register("sgd_dampened_wd", SGD, {"momentum": 0.5, "dampening": 0.3, "weight_decay": 1e-2})
+    register("sgd_maximize_negated", SGD, {"momentum": 0.9, "maximize": False})
+    for rule, name in ((user_signum, "user_signum"), (user_alpha_lr, "user_alpha_lr"),
+                       (user_normalised, "user_normalised")):
+        register(name, rule, {}, rule.doc.strip().splitlines()[0])
+    yield
+    registry._ENTRIES.clear()
+    registry._ENTRIES.update(before)
 
 
 MINIBATCH_TABLE = [
