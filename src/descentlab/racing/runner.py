@@ -7,8 +7,7 @@ was many times *slower* than one thread for tensors this small). So: ``fork`` pr
 thread per worker. Fork (not spawn) also lets a user's own task — lambdas and all — reach the
 workers without being pickled, and skips re-importing torch in each worker.
 
-Workers keep freed memory in their heap (:mod:`descentlab.allocator`). Workers ignore SIGINT: Ctrl-C
-reaches the parent, which stops the workers and keeps every run that
+Workers ignore SIGINT: Ctrl-C reaches the parent, which stops the workers and keeps every run that
 already finished. Workers die with the parent however it ends, SIGKILL included
 (:func:`descentlab.lifetime.die_with_parent`).
 """
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from ..allocator import keep_freed_memory
 from ..lifetime import die_with_parent
 from ..train.result import RunResult
 from .record import RunRecord, RunSpec
@@ -109,7 +107,6 @@ def _init_worker(parent_pid: int) -> None:
     die_with_parent(parent_pid)  # whatever kills the race (SIGKILL included), its workers go with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    keep_freed_memory()  # a step's temporaries reuse the heap instead of faulting fresh pages
 
 
 def run_all(specs: Iterable[RunSpec], context: dict[str, Any], jobs: int,
