@@ -20,7 +20,11 @@ Prints:
    torch threads (another matmul blocking: other float32 rounding at every step) and (c) batched; the
    mean test accuracies of each against the per-run race's. How far rounding alone moves a 60-epoch
    run's test accuracy is the yardstick for the batched engine's differences.
-5. The same race in float64 (MNIST-1D's inputs as float64, so the models are float64) on a shorter
+5. With more seeds (``--more-seeds N``, default 10): at the per-run race's selected lrs, each
+   optimizer's N seeds trained by both engines; the difference of the mean test accuracies against
+   its standard error (√(s_b²/N + s_p²/N)). Three seeds cannot tell a 1-point difference from noise;
+   ten can tell a real one.
+6. The same race in float64 (MNIST-1D's inputs as float64, so the models are float64) on a shorter
    budget, both engines: the selected lrs and the largest difference of any run's metrics. With
    rounding out of the picture the two engines make the same race.
 """
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps of the agreement check")
     parser.add_argument("--no-race", action="store_true", help="only the agreement check")
     parser.add_argument("--no-agreement", action="store_true", help="only the races")
+    parser.add_argument("--more-seeds", type=int, default=10, help="seeds of the engines' comparison (0: skip)")
     parser.add_argument("--float64-epochs", type=int, default=10, help="budget of the float64 race (0: skip)")
     parser.add_argument("--keep", default=None, help="keep the two race directories here (default: a temporary one)")
     args = parser.parse_args()
@@ -190,6 +195,8 @@ def main() -> None:
         directory = Path(args.keep) if args.keep else Path(tmp)
         races(directory, args)
         noise_floor(directory / "per-run", args.epochs)
+        if args.more_seeds:
+            more_seeds(directory / "per-run", args.epochs, args.more_seeds)
         if args.float64_epochs:
             float64_race(Path(tmp) / "float64", args.float64_epochs, args.jobs)
 
@@ -260,6 +267,43 @@ def noise_floor(per_run_dir: Path, epochs: int | None) -> None:
         gaps = [abs(mean[label] - mean["race"]) for label in ("nudged", "threads", "batched")]
         print(f"{name:10} {lr:8.3g} {mean['race']:9.4f} {spread:7.4f} {mean['nudged']:8.4f} {mean['threads']:8.4f} "
               f"{mean['batched']:8.4f}  {gaps[0]:9.4f}  {gaps[1]:12.4f}  {gaps[2]:10.4f}")
+
+
+def more_seeds(per_run_dir: Path, epochs: int | None, count: int) -> None:
+    import json
+    import math
+
+    import torch
+
+    from descentlab.racing.protocol import make_config
+    from descentlab.racing.store import RESULTS
+    from descentlab.tasks import get_task
+    from descentlab.train import train
+    from descentlab.train.batched import train_batched
+    from descentlab.train.member import Config
+
+    torch.set_num_threads(1)
+    config = make_config(epochs=epochs)
+    task = get_task(config.task)
+    rows = [json.loads(line) for line in (per_run_dir / RESULTS).read_text().splitlines()]
+    selected = {r["optimizer"]: r["lr"] for r in rows if r["phase"] == "final"}
+    print(f"\n## {count} seeds per optimizer at the per-run race's selected lr: mean test accuracy (best point)")
+    print(f"{'optimizer':10} {'lr':>8} {'batched':>16} {'per-run':>16}  {'Δ':>8}  Δ / standard error")
+    for name in config.optimizers:
+        if name not in selected:
+            continue
+        batch_size = config.batch_size_for(name)
+        configs = [Config(name, "constant", selected[name], seed, True) for seed in range(count)]
+        batched = [r.test_acc for r in train_batched(task, configs, batch_size=batch_size, epochs=config.epochs)]
+        alone = [train(task, optimizer=name, lr=c.lr, seed=c.seed, batch_size=batch_size, epochs=config.epochs,
+                       evaluate_test=True).test_acc for c in configs]
+        if None in batched or None in alone:
+            print(f"{name:10} {selected[name]:8.3g}  a run diverged")
+            continue
+        gap = statistics.mean(batched) - statistics.mean(alone)
+        error = math.sqrt(statistics.variance(batched) / count + statistics.variance(alone) / count)
+        print(f"{name:10} {selected[name]:8.3g} {statistics.mean(batched):8.4f} ± {statistics.stdev(batched):.4f} "
+              f"{statistics.mean(alone):8.4f} ± {statistics.stdev(alone):.4f}  {gap:+8.4f}  {gap / error:+.2f}")
 
 
 def float64_race(directory: Path, epochs: int, jobs: int | None) -> None:
