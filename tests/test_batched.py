@@ -398,3 +398,30 @@ def test_race_help_prints(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--engine" in out and "5% of the steps" in out
+
+
+@pytest.mark.parametrize(("gather", "planned"), [(8, [4, 12]), (1, [4, 6, 6])])
+def test_confirmation_runs_are_gathered_before_they_are_planned(gather, planned):
+    """Runs added as jobs finish wait until ``gather`` of them are waiting (or nothing is left in flight),
+    so that the seeds of optimizers whose tuning ended in different batches are planned together."""
+    from descentlab.racing import runner
+    from descentlab.racing.record import FINAL, RunRecord
+
+    calls = []
+
+    def plan(specs):
+        calls.append(len(specs))
+        return [tuple(specs[i:i + 2]) for i in range(0, len(specs), 2)]
+
+    def run_batch(job, context):
+        return [(spec, RunRecord(*spec, batch_size=64, status="ok")) for spec in job]
+
+    def more(spec, record):
+        return [RunSpec(FINAL, spec.optimizer, "constant", spec.lr, seed) for seed in range(3)] \
+            if spec.phase == TUNE else []
+
+    tuning = [RunSpec(TUNE, f"opt{i}", "constant", 0.1, 0) for i in range(4)]
+    finished = list(runner.run_all(tuning, {"run_batch": run_batch}, jobs=1, more=more, plan=plan, gather=gather))
+    assert calls == planned
+    assert sorted(spec for spec, _ in finished) == sorted(
+        tuning + [RunSpec(FINAL, f"opt{i}", "constant", 0.1, seed) for i in range(4) for seed in range(3)])
