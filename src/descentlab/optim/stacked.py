@@ -55,10 +55,12 @@ class StackedRule:
             self.state.append(state)
 
     @torch.no_grad()
-    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lr: torch.Tensor) -> None:
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+             lr: torch.Tensor | float) -> None:
         """One update of every configuration: ``params[j][i]`` with gradient ``grads[j][i]`` and
         learning rate ``lr[i]`` (a 1-d tensor of k values). ``params[j]`` is updated in place (it
-        may be a view, e.g. the rows of one optimizer in a stack holding several)."""
+        may be a view, e.g. the rows of one optimizer in a stack holding several). A number ``lr``
+        is the core's own step of one configuration on unstacked tensors, as a param group gives it."""
         step = None
         if self.rule.counts_steps:
             self.step_count += 1
@@ -68,8 +70,10 @@ class StackedRule:
                 continue
             if self.hypers.get("maximize"):
                 grad = -grad
-            extra = 1 if torch.is_complex(param) else 0  # the core views a complex tensor as real pairs
-            column = lr.to(param.real.dtype).view(-1, *([1] * (param.dim() - 1 + extra)))
+            column = lr
+            if isinstance(lr, torch.Tensor):
+                extra = 1 if torch.is_complex(param) else 0  # the core views a complex tensor as real pairs
+                column = lr.to(param.real.dtype).view(-1, *([1] * (param.dim() - 1 + extra)))
             apply_update(self.rule, param, grad, state, self.names, {**self.math, "lr": column}, step)
 
     def keep(self, index: torch.Tensor) -> None:
@@ -119,7 +123,7 @@ def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
         for _ in range(PROBE_STEPS):
             grads = [[tensor(s) for s in shapes] for _ in lrs]
             for i, lr in enumerate(lrs):
-                _step_alone(reference[i], alone[i], grads[i], lr)
+                reference[i].step(alone[i], grads[i], lr)
             together.step(stacked, [torch.stack([grads[i][j] for i in range(len(lrs))]) for j in range(len(shapes))],
                           torch.tensor(lrs, dtype=torch.float64))
     except Exception as error:  # a rule that cannot take a tensor lr (alpha=lr, float(lr), ...)
@@ -135,14 +139,3 @@ def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
                     return f"rule {rule.name!r}: its buffer {name!r} differs when configurations are stacked"
     return None
 
-
-def _step_alone(stacked: StackedRule, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
-    """The core's step for one configuration (lr a Python number, as in a param group)."""
-    with torch.no_grad():
-        step = None
-        if stacked.rule.counts_steps:
-            stacked.step_count += 1
-            step = float(stacked.step_count)
-        for param, grad, state in zip(params, grads, stacked.state, strict=True):
-            grad = -grad if stacked.hypers.get("maximize") else grad
-            apply_update(stacked.rule, param, grad, state, stacked.names, {**stacked.math, "lr": lr}, step)

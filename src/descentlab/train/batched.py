@@ -124,6 +124,8 @@ class _BatchedRun:
         self.x, self.y = task.x_train.to(device), task.y_train.to(device)
         self.generators = [torch.Generator().manual_seed(c.seed ^ SHUFFLE_SALT) for c in configs]
         self.perms: torch.Tensor | None = None
+        self.one_order = False
+        """Every member training draws the same data order (this epoch's ``perms`` rows are equal)."""
         self.groups: list[_Group] = []
         start = 0
         for optimizer in dict.fromkeys(c.optimizer for c in configs):
@@ -149,6 +151,7 @@ class _BatchedRun:
             if not self.full_batch:
                 self.perms = torch.stack([torch.randperm(self.n, generator=self.generators[self.members.index(m)])
                                           for m in self.active])
+                self.one_order = len({m.config.seed for m in self.active}) == 1
             for index in range(self.per_epoch):
                 if self.step >= self.total or not self.groups:
                     break
@@ -162,7 +165,7 @@ class _BatchedRun:
             return self.x, self.y, True
         assert self.perms is not None
         rows = self.perms[:, index * self.size:(index + 1) * self.size]
-        if len({m.config.seed for m in self.active}) == 1:  # one data order for all: one batch, shared
+        if self.one_order:  # one data order for all (one seed; members only leave): one batch, shared
             order = rows[0].to(self.device)
             return self.x[order], self.y[order], True
         order = rows.to(self.device)
