@@ -124,6 +124,9 @@ def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, c
     rows = [json.loads(line) for line in (out / RESULTS).read_text().splitlines()]
     keys = [(r["phase"], r["optimizer"], r["lr"], r["seed"]) for r in rows]
     assert len(keys) == RUNS and len(set(keys)) == RUNS  # nothing lost, nothing done twice
-    assert {r["engine"] for r in rows} == {engine}
+    # the rows written before the kill came from batches of 3 (batched) or single runs (per-run); a rerun
+    # left with one run of a kind trains it alone, as the per-run engine does
+    assert {r["engine"] for r in rows[:done_before]} == {engine}
+    assert {r["engine"] for r in rows} <= {engine, "per-run"}
     assert f"({RUNS - done_before} trained now" in printed
     assert rerun_s < 60
