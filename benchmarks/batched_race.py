@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/batched_race.py --epochs 10     # the same grid on a shorter budget
     .venv/bin/python benchmarks/batched_race.py --device cuda   # on a GPU (one run at a time per engine)
 
-Prints:
+Prints (first, forward + backward of the stacked model against vmap and one module at a time, and
+the cost per run-step of a tuning and a confirmation batch against a run alone):
 1. Wall time of the same race (protocol, grid, seeds, budget) with ``--engine batched`` and
    ``--engine per-run`` (each in a fresh directory, same ``--jobs``), their ratio, and the peak
    resident memory of the largest worker process of each.
@@ -143,6 +144,42 @@ def forward_backward(k: int = 23, repeats: int = 200) -> None:
           f"one module at a time {timed(one_by_one):.2f}")
 
 
+def batch_costs(epochs: int = 5) -> None:
+    """Milliseconds per run-step of a tuning batch (23 runs of 3 optimizers on one seed, as the default
+    race's second batch) and of a confirmation batch (8 runs: 3 optimizers × seeds 0-2), against a run
+    trained alone; in-process, one thread, after a warm-up."""
+    import time
+
+    import torch
+
+    from descentlab.tasks import get_task
+    from descentlab.train import train
+    from descentlab.train.batched import train_batched
+    from descentlab.train.member import Config
+
+    torch.set_num_threads(1)
+    task = get_task("mnist1d")
+    grid = (1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0)
+    tuning = ([Config("adagrad", "constant", lr, 0) for lr in grid[5:]]
+              + [Config(name, "constant", lr, 0) for name in ("rmsprop", "adam") for lr in grid]
+              + [Config("adam", "constant", 5e-4, 0)])
+    confirmation = ([Config("sgd", "constant", 1.0, seed, True) for seed in range(3)]
+                    + [Config("momentum", "constant", 0.1, seed, True) for seed in range(3)]
+                    + [Config("adagrad", "constant", 0.0316, seed, True) for seed in range(2)])
+    train_batched(task, tuning[:2], epochs=1)
+    train(task, optimizer="adam", lr=1e-3, epochs=1)
+    steps = epochs * 50
+    print(f"\n## ms per run-step, {epochs} epochs, in-process, one thread")
+    for label, configs in (("tuning batch, k = 23", tuning), ("confirmation batch, k = 8", confirmation)):
+        started = time.perf_counter()
+        train_batched(task, configs, epochs=epochs)
+        print(f"{label}: {(time.perf_counter() - started) / len(configs) / steps * 1e3:.3f}")
+    for name, lr in (("adam", 1e-3), ("momentum", 0.1)):
+        started = time.perf_counter()
+        train(task, optimizer=name, lr=lr, epochs=epochs, seed=1, evaluate_test=True)
+        print(f"one {name} run alone: {(time.perf_counter() - started) / steps * 1e3:.3f}")
+
+
 def _cell(value: float | str) -> str:
     return f"{value:>10.1e}" if isinstance(value, float) else f"{value:>10}"
 
@@ -187,6 +224,7 @@ def main() -> None:
     print(f"machine: {multiprocessing.cpu_count()} CPUs, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
     forward_backward()
+    batch_costs()
     if not args.no_agreement:
         print_agreement(args.steps)
     if args.no_race:
