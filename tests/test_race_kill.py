@@ -83,6 +83,8 @@ def test_sigkill_of_the_race_leaves_no_process_and_the_rerun_resumes(tmp_path, c
     batch is midway; that batch is redone whole on the rerun, and no finished row is repeated."""
     out = tmp_path / "race"
     race_args = [*RACE, "--engine", engine]
+    if engine == "batched":  # a batch of 3 runs finishes in about the time of one: a longer budget leaves the
+        race_args += ["--epochs", "200"]  # kill time to land while the remaining runs train
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     race = subprocess.Popen([sys.executable, "-m", "descentlab", *race_args, "--out", str(out)], env=env,
