@@ -36,10 +36,11 @@ import torch
 
 from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
+from ._fused import fused_route
 from ._pieces import eager_piece, step_pieces, take
 from .rule import Rule, buffer_names
 
-MODES = ("auto", "eager", "flat", "compiled")
+MODES = ("auto", "eager", "flat", "compiled", "fused")
 ENV_VAR = "DESCENTLAB_ENGINE"
 FLAT_PIECE_BYTES = 1 << 20
 """Uncompiled pieces (of float64 elements; float32 pieces hold twice as many): few enough per tensor that
@@ -116,6 +117,12 @@ def step_all(optimizer: Any) -> None:
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
     path, reason = _path(rule, group, choice.mode)
+    if path == "fused":
+        taken, why_not = fused_route(rule, group, states, owner, reason)
+        if taken is not None:
+            return Route(path, taken)
+        path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", "fused asked for")
+        reason = f"{reason}; not fused: {why_not}"
     if path == "eager":
         eager_step(rule, group, states, owner)
         return Route(path, reason)
@@ -151,6 +158,11 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "traced by torch.compile (the caller compiles the step)"
     if mode != "auto":
         return mode, "asked for"
+    return "fused", "auto: one fused pass per group"
+
+
+def _auto_path(group: dict[str, Any]) -> tuple[str, str]:
+    """What ``auto`` takes when the fused path cannot: the flat path for big tensors, else the core."""
     biggest = max((p.numel() * p.element_size() for p in group["params"]), default=0)
     if biggest >= FLAT_MIN_BYTES:
         return "flat", f"auto: a tensor of {biggest >> 20} MiB (>= {FLAT_MIN_BYTES >> 20}) is stepped in slices"

@@ -1,0 +1,304 @@
+"""Accelerator: a rule's one declaration as one compiled pass over every tensor of a param group.
+
+Per step, nothing kept from the last one: the group's parameters, each ``p.grad`` and ``state[p]`` are
+read afresh into a table of addresses (one row per tensor), and one C call (:mod:`._codegen`) walks the
+table: it increments each ``state['step']``, computes the per-step scalars (bias corrections, ...) once
+per step count, and updates each tensor in one in-place loop — read p, g and the buffers once, write p
+and the buffers once. Parameters the table cannot take (no dense float32/float64 contiguous CPU tensor
+with every buffer already there, a tensor subclass, memory overlapping another row's) are stepped by the
+core afterwards, each with its own reason counted in the route.
+
+The kernel is the rule's own ``update``, traced (:mod:`._trace`) into a scalar and an element program.
+Hyper-parameters and the step count are runtime inputs of the compiled code: one library per rule
+variant (flags such as ``amsgrad``, which buffers exist, which side of each ``weight_decay != 0``) serves
+every value, in every process; the disk cache is keyed by the source's digest, so it can only hold the
+code it names.
+
+Bitwise: each element op is spelled as torch's CPU kernel computes it, so results equal the core's (and
+torch.optim's for-loop) bit for bit. That is checked, not assumed: the first time a process uses a
+kernel for a dtype, it runs it against the core on random tensors of awkward lengths (1 to 67 elements,
+every vector tail) and the hyper-parameters at hand; a kernel that differs in any bit is not used (the
+group runs on the core, with that reason in ``last_routes``). No C++ compiler, an op the generator does
+not know, or a tensor hyper-parameter: the same, with the reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import threading
+import time
+from array import array
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import _codegen
+from ._eager import eager_step
+from ._pieces import _aliased
+from ._selfcheck import BITWISE, check
+from ._state import init_state, needs_state
+from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
+from .rule import Rule, buffer_names
+
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
+"""``-ffp-contract=off``: no fused multiply-add unless spelled (``std::fma``); the other two change no
+result (they let ``sqrt`` and selects vectorise)."""
+DISABLE_VAR = "DESCENTLAB_FUSED"
+"""``DESCENTLAB_FUSED=0`` turns the fused path off (every group takes the other paths, with that reason)."""
+DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+@dataclass
+class Kernel:
+    """One compiled rule variant: its program, the C function (None with ``problem`` when unusable)."""
+
+    program: Program
+    function: Any = None
+    problem: str | None = None
+    checked: dict[torch.dtype, tuple[str | None, str]] = field(default_factory=dict)
+    """Per dtype: the self-check's (problem, promise) (:func:`._selfcheck.check`)."""
+    build_seconds: float = 0.0
+
+
+@dataclass
+class _Library:
+    """Everything the fused path compiled or traced in this process (the compiler's cache, as
+    ``torch.compile`` keeps its own): kernels by rule variant, libraries by source digest."""
+
+    variants: dict[tuple[Any, ...], list[Kernel]] = field(default_factory=dict)
+    built: dict[str, tuple[Any, str | None, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+LIBRARY = _Library()
+
+
+def _cpu_key() -> str:
+    """The machine the code is built for (``-march=native``): architecture and CPU flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {flags.strip()}"
+
+
+def _build(code: str) -> tuple[Any, str | None, float]:
+    """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
+    name = _codegen.name_of(code, [*FLAGS, _cpu_key(), torch.__version__])
+    known = LIBRARY.built.get(name)
+    if known is not None:
+        return known
+    start = time.perf_counter()
+    try:
+        from torch.utils import cpp_extension
+
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        directory = os.path.join(root, "descentlab", name)
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"{name}.cpp")
+        if not os.path.exists(path):
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w") as handle:
+                handle.write(code)
+            os.replace(temporary, path)
+        cpp_extension.load(name, [path], extra_cflags=list(FLAGS), build_directory=directory,
+                           is_python_module=False, verbose=False)
+        library = ctypes.CDLL(os.path.join(directory, f"{name}.so"))
+        function = library.dl_fused_step
+        function.restype = ctypes.c_int64
+        function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                             ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+        result: tuple[Any, str | None, float] = (function, None, time.perf_counter() - start)
+    except Exception as error:  # no compiler, no ninja, a build error: the core runs, with the reason
+        message = " ".join(str(error).split())[:200]
+        result = (None, f"building the fused kernel failed ({type(error).__name__}: {message})",
+                  time.perf_counter() - start)
+    LIBRARY.built[name] = result
+    return result
+
+
+def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maximize: bool,
+               numbers: Sequence[float], key: tuple[Any, ...], step: float | None) -> Kernel:
+    """The compiled kernel for this rule variant (traced and built on first use; raises Unsupported)."""
+    variant = (rule.update, tuple(names), maximize, key, rule.counts_steps)
+    with LIBRARY.lock:
+        kernels = LIBRARY.variants.setdefault(variant, [])
+        for kernel in kernels:
+            if guards_hold(kernel.program, numbers):
+                return kernel
+        program = trace(rule.update, hypers, names, maximize, step)
+        function, problem, seconds = _build(_codegen.source(program, 2 + len(names)))
+        kernel = Kernel(program, function, problem, build_seconds=seconds)
+        kernels.append(kernel)
+        return kernel
+
+
+def disabled() -> str | None:
+    """Why the fused path is off in this process, or None."""
+    if os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no"):
+        return f"{DISABLE_VAR}={os.environ[DISABLE_VAR]}"
+    return None
+
+
+def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int, hyper_rows: array, nh: int,
+         fixed_t: float, check_overlap: bool) -> bytearray:
+    """Run the kernel over a table of ``rows`` rows; returns the rejected-row flags."""
+    reject = bytearray(rows)
+    if rows == 0:
+        return reject
+    meta_address = meta.buffer_info()[0]
+    hyper_address = hyper_rows.buffer_info()[0] if len(hyper_rows) else None
+    reject_buffer = (ctypes.c_int8 * rows).from_buffer(reject)
+    kernel.function(rows, stride, meta_address, hyper_address, nh, fixed_t, DTYPES[dtype],
+                    ctypes.addressof(reject_buffer), int(check_overlap))
+    return reject
+
+
+def verify(kernel: Kernel, rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool,
+           numbers: Sequence[float], dtype: torch.dtype) -> tuple[str | None, str]:
+    """The kernel's self-check for ``dtype`` (:mod:`._selfcheck`), once per kernel and dtype per process:
+    (None, what it promises) or (why it is not used, "")."""
+    if dtype not in kernel.checked:
+        hyper_row = array("d", numbers)
+
+        def run(meta: array) -> None:
+            call(kernel, dtype, meta, 1, len(meta), hyper_row, len(numbers), 0.0, True)
+
+        kernel.checked[dtype] = check(run, rule, names, hypers, maximize, dtype)
+    return kernel.checked[dtype]
+
+
+@dataclass
+class Table:
+    """The rows of one dtype: addresses for the C call and the parameters they belong to."""
+
+    meta: array = field(default_factory=lambda: array("q"))
+    params: list[torch.Tensor] = field(default_factory=list)
+
+
+def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
+           names: Sequence[str]) -> tuple[dict[torch.dtype, Table], list[torch.Tensor]]:
+    """Read the group afresh: one table per dtype of the rows the kernel can take, and the rest."""
+    stateful = needs_state(rule, group)
+    counts = rule.counts_steps
+    tables: dict[torch.dtype, Table] = {}
+    leftover: list[torch.Tensor] = []
+    plain = (torch.Tensor, torch.nn.Parameter)
+    for param in group["params"]:
+        grad = param.grad
+        if grad is None:
+            continue
+        dtype = param.dtype
+        if (dtype not in DTYPES or type(param) not in plain or type(grad) is not torch.Tensor or grad.dtype != dtype
+                or not param.is_cpu or not grad.is_cpu or grad.shape != param.shape or not param.is_contiguous()
+                or not grad.is_contiguous() or grad.is_neg()):
+            leftover.append(param)
+            continue
+        state = states[param] if stateful else {}
+        init_state(rule, param, group, state)
+        row = [param.numel(), 0, 0, 0, param.data_ptr(), grad.data_ptr()]
+        if counts:
+            step = state["step"]
+            kind = 1 if step.dtype == torch.float32 else 2 if step.dtype == torch.float64 else 0
+            if kind == 0 or type(step) is not torch.Tensor or step.dim() != 0 or not step.is_cpu:
+                leftover.append(param)
+                continue
+            row[1], row[2] = step.data_ptr(), kind
+        for name in names:
+            buffer = state.get(name)
+            if (type(buffer) is not torch.Tensor or buffer.dtype != dtype or buffer.shape != param.shape
+                    or not buffer.is_cpu or not buffer.is_contiguous()):
+                break
+            row.append(buffer.data_ptr())
+        else:
+            table = tables.get(dtype)
+            if table is None:
+                table = tables[dtype] = Table()
+            table.meta.extend(row)
+            table.params.append(param)
+            continue
+        leftover.append(param)
+    if leftover and tables:
+        _keep_apart(tables, leftover, group["params"])
+    return tables, leftover
+
+
+def _keep_apart(tables: dict[torch.dtype, Table], leftover: list[torch.Tensor],
+                params: Sequence[torch.Tensor]) -> None:
+    """Move to ``leftover`` every row whose memory overlaps a parameter the core will step (or its
+    gradient): the core then steps them all, in the group's order, as torch does. (Overlaps among rows
+    the kernel finds itself.)"""
+    aliased = _aliased(params)
+    if not aliased:
+        return
+    for dtype, table in list(tables.items()):
+        stride = len(table.meta) // len(table.params)
+        kept = Table()
+        for index, param in enumerate(table.params):
+            if id(param) in aliased:
+                leftover.append(param)
+            else:
+                kept.params.append(param)
+                kept.meta.extend(table.meta[index * stride:(index + 1) * stride])
+        tables[dtype] = kept
+
+
+def fused_route(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
+                reason: str) -> tuple[str | None, str]:
+    """Step ``group`` on the fused path: (the route's reason, "") when it did, and the parameters it
+    could not take on the core; (None, why) when it took nothing, before anything moved."""
+    names = buffer_names(rule, group)
+    try:
+        leftover, done, notes = _fused_group(rule, group, states, names)
+    except Unsupported as error:
+        return None, str(error)
+    if done == 0 and leftover and notes:
+        # nothing taken (the self-check refused the kernel): the caller's path steps the group whole
+        return None, "; ".join(notes)
+    if leftover:
+        eager_step(rule, group, states, owner, params=leftover)
+        reason += f"; {len(leftover)} parameter(s) on the core"
+    for note in notes:
+        reason += f"; {note}"
+    return reason, ""
+
+
+def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
+                 names: Sequence[str]) -> tuple[list[torch.Tensor], int, list[str]]:
+    """Step what the fused kernel can take of ``group``: (the parameters left to the core, rows stepped,
+    notes). Raises Unsupported before touching anything when the rule or its hyper-parameters cannot be
+    traced or built."""
+    off = disabled()
+    if off:
+        raise Unsupported(off)
+    hypers = {name: group[name] for name in rule.math_names}
+    maximize = bool(group["maximize"])
+    numbers, key = flatten_hypers(hypers)
+    kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)
+    if kernel.function is None:
+        raise Unsupported(kernel.problem or "no fused kernel")
+    tables, leftover = gather(rule, group, states, names)
+    stride = _codegen.META_FIXED + 2 + len(names)
+    done = 0
+    notes: list[str] = []
+    hyper_row = array("d", numbers)
+    for dtype, table in tables.items():
+        problem, promise = verify(kernel, rule, names, hypers, maximize, numbers, dtype)
+        if problem:
+            leftover.extend(table.params)
+            notes.append(problem)
+            continue
+        if promise != BITWISE:
+            notes.append(f"{str(dtype).removeprefix('torch.')}: {promise}")
+        rows = len(table.params)
+        reject = call(kernel, dtype, table.meta, rows, stride, hyper_row, len(numbers), 0.0, True)
+        if any(reject):
+            leftover.extend(p for p, flag in zip(table.params, reject, strict=True) if flag)
+        done += rows - sum(reject)
+    return leftover, done, notes
