@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -49,6 +49,17 @@ namespace {
 template <typename T> inline T dl_max(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a > b ? a : b)); }
 template <typename T> inline T dl_min(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a < b ? a : b)); }
 template <typename T> inline T dl_sign(T a) { return static_cast<T>(T(0) < a) - static_cast<T>(a < T(0)); }
+
+constexpr int64_t BLOCK = 512;
+
+template <typename T>
+inline void block_sqrt(int m, const T* in, T* out, void* fn, unsigned long long mode) {
+  if (fn != nullptr) {
+    reinterpret_cast<void (*)(int, const T*, T*, unsigned long long)>(fn)(m, in, out, mode);
+  } else {
+    for (int i = 0; i < m; ++i) out[i] = std::sqrt(in[i]);
+  }
+}
 
 struct Span { uintptr_t start, end; int64_t row; bool written; };
 
@@ -108,68 +119,109 @@ def _scalar_code(program: Program) -> list[str]:
     return lines
 
 
-def _element_code(program: Program) -> tuple[list[str], list[str]]:
-    """(hoisted lines before the loop, lines inside the loop)."""
-    hoisted: dict[str, str] = {}
-    body: list[str] = []
-
-    def arg(operand: tuple[str, int]) -> str:
-        kind, index = operand
-        if kind == "e":
-            return f"e{index}"
-        name = f"c{index}"
-        hoisted.setdefault(name, f"  const T {name} = static_cast<T>(s[{index}]);")
-        return name
-
-    for j, (op, args) in enumerate(program.element_ops):
+def _stages(program: Program) -> tuple[dict[int, int], set[int]]:
+    """Each element node's stage and the nodes kept in a block buffer. A square root is computed between
+    stages, by one call over the block (torch's own vector ``sqrt``, see the module docstring), so a
+    node's stage is that of its latest input, plus one after a square root; a node read in a later stage
+    (or by a square root, or stored from an earlier stage) lives in a buffer of one block."""
+    ops = program.element_ops
+    stage: dict[int, int] = {}
+    for j, (op, args) in enumerate(ops):
+        deps = [index for kind, index in args if kind == "e"] if op != "input" else []
+        level = max((stage[d] for d in deps), default=0)
+        stage[j] = level + 1 if op == "sqrt" else level
+    last = max(stage.values(), default=0)
+    buffered = {j for j, (op, _) in enumerate(ops) if op == "sqrt"}
+    for j, (op, args) in enumerate(ops):
         if op == "input":
-            expr = f"x{args[0]}[i]"
-        elif op == "add":
-            expr = f"std::fma({arg(args[1])}, {arg(args[2])}, {arg(args[0])})"
-        elif op in ("mul", "div"):
-            expr = f"{arg(args[0])} {'*' if op == 'mul' else '/'} {arg(args[1])}"
-        elif op == "rdiv":
-            expr = f"(T(1) / {arg(args[0])}) * {arg(args[1])}"
-        elif op in ("maximum", "minimum"):
-            expr = f"dl_{op[:3]}({arg(args[0])}, {arg(args[1])})"
-        elif op == "lerp":
-            w = arg(args[2])
-            small, coeff = f"small{j}", f"coeff{j}"
-            hoisted[small] = f"  const bool {small} = std::fabs({w}) < T(0.5);"
-            hoisted[coeff] = f"  const T {coeff} = {small} ? {w} : {w} - T(1);"
-            start, end = arg(args[0]), arg(args[1])
-            expr = f"std::fma({coeff}, {end} - {start}, {small} ? {start} : {end})"
-        elif op == "addcmul":
-            expr = f"std::fma({arg(args[3])} * {arg(args[1])}, {arg(args[2])}, {arg(args[0])})"
-        elif op == "addcdiv":
-            expr = f"{arg(args[0])} + ({arg(args[3])} * {arg(args[1])}) / {arg(args[2])}"
-        elif op == "sqrt":
-            expr = f"std::sqrt({arg(args[0])})"
-        elif op == "rsqrt":
-            expr = f"T(1) / std::sqrt({arg(args[0])})"
-        elif op == "sign":
-            expr = f"dl_sign({arg(args[0])})"
-        elif op == "neg":
-            expr = f"-{arg(args[0])}"
-        elif op == "abs":
-            expr = f"std::fabs({arg(args[0])})"
-        elif op == "square":
-            expr = f"{arg(args[0])} * {arg(args[0])}"
-        elif op == "clone":
-            expr = arg(args[0])
-        else:  # pragma: no cover - _trace only records the ops above
-            raise AssertionError(op)
-        body.append(f"    const T e{j} = {expr};")
-    for slot, node in sorted(program.outputs.items()):
-        body.append(f"    x{slot}[i] = e{node};")
-    return list(hoisted.values()), body
+            continue
+        for kind, d in args:
+            if kind == "e" and ops[d][0] != "input" and (stage[d] < stage[j] or op == "sqrt"):
+                buffered.add(d)
+    for node in program.outputs.values():
+        if ops[node][0] != "input" and stage[node] < last:
+            buffered.add(node)
+    return stage, buffered
+
+
+def _expression(op: str, a: list[str], j: int, hoisted: dict[str, str]) -> str:
+    """One element op as torch's CPU kernel computes it (module docstring)."""
+    if op == "add":
+        return f"std::fma({a[1]}, {a[2]}, {a[0]})"
+    if op in ("mul", "div"):
+        return f"{a[0]} {'*' if op == 'mul' else '/'} {a[1]}"
+    if op == "rdiv":
+        return f"(T(1) / {a[0]}) * {a[1]}"
+    if op in ("maximum", "minimum"):
+        return f"dl_{op[:3]}({a[0]}, {a[1]})"
+    if op == "lerp":
+        small, coeff = f"small{j}", f"coeff{j}"
+        hoisted[small] = f"  const bool {small} = std::fabs({a[2]}) < T(0.5);"
+        hoisted[coeff] = f"  const T {coeff} = {small} ? {a[2]} : {a[2]} - T(1);"
+        return f"std::fma({coeff}, {a[1]} - {a[0]}, {small} ? {a[0]} : {a[1]})"
+    if op == "addcmul":
+        return f"std::fma({a[3]} * {a[1]}, {a[2]}, {a[0]})"
+    if op == "addcdiv":
+        return f"{a[0]} + ({a[3]} * {a[1]}) / {a[2]}"
+    if op == "rsqrt":
+        return f"T(1) / std::sqrt({a[0]})"
+    simple = {"sign": "dl_sign({})", "neg": "-{}", "abs": "std::fabs({})", "square": "{0} * {0}", "clone": "{}"}
+    return simple[op].format(a[0])
+
+
+def _loop_code(program: Program, slots: int) -> list[str]:
+    """``loop<T>``: the element program over one tensor, block by block, stage by stage."""
+    ops = program.element_ops
+    stage, buffered = _stages(program)
+    last = max(stage.values(), default=0)
+    hoisted: dict[str, str] = {}
+
+    def scalar(index: int) -> str:
+        hoisted.setdefault(f"c{index}", f"  const T c{index} = static_cast<T>(s[{index}]);")
+        return f"c{index}"
+
+    lines = [f"  alignas(64) T b{j}[BLOCK];" for j in sorted(buffered)]
+    lines += ["  for (int64_t base = 0; base < n; base += BLOCK) {",
+              "    const int m = static_cast<int>(std::min<int64_t>(BLOCK, n - base));",
+              *(f"    T* __restrict y{k} = x{k} + base;" for k in range(slots))]
+    for level in range(last + 1):
+        for j, (op, args) in enumerate(ops):
+            if op == "sqrt" and stage[j] == level:
+                lines.append(f"    block_sqrt<T>(m, b{args[0][1]}, b{j}, sq, mode);")
+        body: list[str] = []
+        loads: dict[int, str] = {}
+
+        def ref(operand: tuple[str, int], level: int = level, loads: dict[int, str] = loads) -> str:
+            kind, index = operand
+            if kind == "s":
+                return scalar(index)
+            if ops[index][0] == "input":
+                loads.setdefault(index, f"      const T e{index} = y{ops[index][1][0]}[i];")
+                return f"e{index}"
+            if ops[index][0] == "sqrt" or stage[index] < level:
+                return f"b{index}[i]"
+            return f"e{index}"
+
+        for j, (op, args) in enumerate(ops):
+            if op in ("input", "sqrt") or stage[j] != level:
+                continue
+            body.append(f"      const T e{j} = {_expression(op, [ref(a) for a in args], j, hoisted)};")
+            if j in buffered:
+                body.append(f"      b{j}[i] = e{j};")
+        if level == last:
+            body += [f"      y{slot}[i] = {ref(('e', node))};" for slot, node in sorted(program.outputs.items())]
+        if body:
+            lines += ["#pragma GCC ivdep", "    for (int i = 0; i < m; ++i) {", *loads.values(), *body, "    }"]
+    lines.append("  }")
+    pointers = ", ".join(f"T* __restrict x{k}" for k in range(slots))
+    return ["template <typename T>",
+            f"void loop(int64_t n, {pointers}, const double* s, void* sq, unsigned long long mode) {{",
+            "  (void)s; (void)sq; (void)mode;", *hoisted.values(), *lines, "}"]
 
 
 def source(program: Program, slots: int) -> str:
     """The C++ of ``program`` for a group with ``slots`` tensors per row (param, grad, buffers)."""
-    hoisted, body = _element_code(program)
     written = ", ".join("true" if k in program.outputs or k == 0 else "false" for k in range(slots))
-    pointers = ", ".join(f"T* __restrict x{k}" for k in range(slots))
     args = ", ".join(f"reinterpret_cast<T*>(m[{META_FIXED + k}])" for k in range(slots))
     nscalars = max(1, len(program.scalar_ops))
     return "\n".join([
@@ -179,18 +231,10 @@ def source(program: Program, slots: int) -> str:
         "  (void)h; (void)t;",
         *_scalar_code(program),
         "}",
-        "template <typename T>",
-        f"void loop(int64_t n, {pointers}, const double* s) {{",
-        "  (void)s;",
-        *hoisted,
-        "#pragma GCC ivdep",
-        "  for (int64_t i = 0; i < n; ++i) {",
-        *body,
-        "  }",
-        "}",
+        *_loop_code(program, slots),
         "template <typename T>",
         "int64_t run(int64_t n, int64_t stride, const int64_t* meta, const double* rows, int64_t nh,",
-        "            double fixed_t, int8_t* reject, int32_t check_overlap) {",
+        "            double fixed_t, int8_t* reject, int32_t check_overlap, void* sq, unsigned long long mode) {",
         f"  static const bool written[{slots}] = {{{written}}};",
         f"  if (check_overlap) flag_overlaps(n, stride, meta, {slots}, sizeof(T), written, reject);",
         f"  double s[{nscalars}];",
@@ -204,16 +248,17 @@ def source(program: Program, slots: int) -> str:
         "    if (!(t == last_t) || m[3] != last_row) {",
         "      scalars(s, rows + m[3] * nh, t); last_t = t; last_row = m[3];",
         "    }",
-        f"    loop<T>(m[0], {args}, s);",
+        f"    loop<T>(m[0], {args}, s, sq, mode);",
         "    ++done;",
         "  }",
         "  return done;",
         "}",
         "}  // namespace",
         'extern "C" int64_t dl_fused_step(int64_t n, int64_t stride, const int64_t* meta, const double* rows,',
-        "    int64_t nh, double fixed_t, int32_t is_double, int8_t* reject, int32_t check_overlap) {",
-        "  return is_double ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap)",
-        "                   : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap);",
+        "    int64_t nh, double fixed_t, int32_t is_double, int8_t* reject, int32_t check_overlap,",
+        "    void* sqrt_float, void* sqrt_double, unsigned long long mode) {",
+        "  return is_double ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode)",
+        "                   : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode);",
         "}",
         "",
     ])

@@ -25,6 +25,7 @@ not know, or a tensor hyper-parameter: the same, with the reason.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import threading
@@ -39,7 +40,7 @@ import torch
 from . import _codegen
 from ._eager import eager_step
 from ._pieces import _aliased
-from ._selfcheck import BITWISE, check
+from ._selfcheck import BITWISE, IEEE_SQRT, check
 from ._state import init_state, needs_state
 from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
 from .rule import Rule, buffer_names
@@ -59,7 +60,7 @@ class Kernel:
     program: Program
     function: Any = None
     problem: str | None = None
-    checked: dict[torch.dtype, tuple[str | None, str]] = field(default_factory=dict)
+    checked: dict[torch.dtype, tuple[str | None, str, tuple[int, int]]] = field(default_factory=dict)
     """Per dtype: the self-check's (problem, promise) (:func:`._selfcheck.check`)."""
     build_seconds: float = 0.0
 
@@ -113,7 +114,8 @@ def _build(code: str) -> tuple[Any, str | None, float]:
         function = library.dl_fused_step
         function.restype = ctypes.c_int64
         function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                             ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+                             ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_uint64]
         result: tuple[Any, str | None, float] = (function, None, time.perf_counter() - start)
     except Exception as error:  # no compiler, no ninja, a build error: the core runs, with the reason
         message = " ".join(str(error).split())[:200]
@@ -146,31 +148,55 @@ def disabled() -> str | None:
     return None
 
 
+VML_MODE = 0x2 | 0x140000 | 0x100
+"""``VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE``: the mode torch's ``ATen/cpu/vml.h`` calls MKL's vector
+square root with."""
+
+
+@functools.cache
+def torch_sqrt() -> tuple[int, int]:
+    """Addresses of the vector square roots torch's CPU ``sqrt`` runs on this build (MKL VM's
+    ``vmsSqrt``/``vmdSqrt``, in torch's own library), or (0, 0) where torch has none (the kernel then takes
+    the IEEE ``sqrt``). Only an address: the self-check (:mod:`._selfcheck`) decides whether the kernel
+    matches torch with it."""
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    try:
+        library = ctypes.CDLL(path)
+        return (ctypes.cast(library.vmsSqrt, ctypes.c_void_p).value or 0,
+                ctypes.cast(library.vmdSqrt, ctypes.c_void_p).value or 0)
+    except (OSError, AttributeError):
+        return (0, 0)
+
+
 def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int, hyper_rows: array, nh: int,
-         fixed_t: float, check_overlap: bool) -> bytearray:
-    """Run the kernel over a table of ``rows`` rows; returns the rejected-row flags."""
+         fixed_t: float, check_overlap: bool, roots: tuple[int, int]) -> bytearray:
+    """Run the kernel over a table of ``rows`` rows with these square roots; the rejected-row flags."""
     reject = bytearray(rows)
     if rows == 0:
         return reject
-    meta_address = meta.buffer_info()[0]
-    hyper_address = hyper_rows.buffer_info()[0] if len(hyper_rows) else None
     reject_buffer = (ctypes.c_int8 * rows).from_buffer(reject)
-    kernel.function(rows, stride, meta_address, hyper_address, nh, fixed_t, DTYPES[dtype],
-                    ctypes.addressof(reject_buffer), int(check_overlap))
+    kernel.function(rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else None,
+                    nh, fixed_t, DTYPES[dtype], ctypes.addressof(reject_buffer), int(check_overlap),
+                    roots[0] or None, roots[1] or None, VML_MODE)
     return reject
 
 
 def verify(kernel: Kernel, rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool,
-           numbers: Sequence[float], dtype: torch.dtype) -> tuple[str | None, str]:
+           numbers: Sequence[float], dtype: torch.dtype) -> tuple[str | None, str, tuple[int, int]]:
     """The kernel's self-check for ``dtype`` (:mod:`._selfcheck`), once per kernel and dtype per process:
-    (None, what it promises) or (why it is not used, "")."""
+    (None, what it promises, the square roots to run it with) or (why it is not used, "", (0, 0))."""
     if dtype not in kernel.checked:
         hyper_row = array("d", numbers)
+        outcome: tuple[str | None, str, tuple[int, int]] = ("", "", (0, 0))
+        for promise, roots in ((BITWISE, torch_sqrt()), (IEEE_SQRT, (0, 0))):
+            def run(meta: array, roots: tuple[int, int] = roots) -> None:
+                call(kernel, dtype, meta, 1, len(meta), hyper_row, len(numbers), 0.0, True, roots)
 
-        def run(meta: array) -> None:
-            call(kernel, dtype, meta, 1, len(meta), hyper_row, len(numbers), 0.0, True)
-
-        kernel.checked[dtype] = check(run, rule, names, hypers, maximize, dtype)
+            problem = check(run, rule, names, hypers, maximize, dtype, promise)
+            outcome = (problem, "", (0, 0)) if problem else (None, promise, roots)
+            if not problem:
+                break
+        kernel.checked[dtype] = outcome
     return kernel.checked[dtype]
 
 
@@ -184,38 +210,47 @@ class Table:
 
 def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
            names: Sequence[str]) -> tuple[dict[torch.dtype, Table], list[torch.Tensor]]:
-    """Read the group afresh: one table per dtype of the rows the kernel can take, and the rest."""
+    """Read the group afresh: one table per dtype of the rows the kernel can take (dense contiguous
+    float32/float64 CPU tensors of the parameter's shape and dtype, plain ``torch.Tensor``s, every buffer
+    there), and the rest. Each check is one cheap attribute read: at 5000 tensors this loop is most
+    of the step's overhead."""
     stateful = needs_state(rule, group)
     counts = rule.counts_steps
+    complete = len(names) + counts
     tables: dict[torch.dtype, Table] = {}
     leftover: list[torch.Tensor] = []
-    plain = (torch.Tensor, torch.nn.Parameter)
+    tensor, parameter = torch.Tensor, torch.nn.Parameter
+    contiguous, address = torch.Tensor.is_contiguous, torch.Tensor.data_ptr
+    step_kinds = {torch.float32: 1, torch.float64: 2}
+    no_state: dict[str, Any] = {}
     for param in group["params"]:
         grad = param.grad
         if grad is None:
             continue
         dtype = param.dtype
-        if (dtype not in DTYPES or type(param) not in plain or type(grad) is not torch.Tensor or grad.dtype != dtype
-                or not param.is_cpu or not grad.is_cpu or grad.shape != param.shape or not param.is_contiguous()
-                or not grad.is_contiguous() or grad.is_neg()):
+        shape = param.shape
+        if (dtype not in DTYPES or type(grad) is not tensor or (type(param) is not parameter and type(param) is not tensor)
+                or grad.dtype is not dtype or not param.is_cpu or not grad.is_cpu or not contiguous(param)
+                or not contiguous(grad) or grad.shape != shape):
             leftover.append(param)
             continue
-        state = states[param] if stateful else {}
-        init_state(rule, param, group, state)
-        row = [param.numel(), 0, 0, 0, param.data_ptr(), grad.data_ptr()]
+        state = states[param] if stateful else no_state
+        if len(state) != complete:
+            init_state(rule, param, group, state)
+        row = [param.numel(), 0, 0, 0, address(param), address(grad)]
         if counts:
             step = state["step"]
-            kind = 1 if step.dtype == torch.float32 else 2 if step.dtype == torch.float64 else 0
-            if kind == 0 or type(step) is not torch.Tensor or step.dim() != 0 or not step.is_cpu:
+            kind = step_kinds.get(step.dtype, 0) if type(step) is tensor else 0
+            if kind == 0 or not step.is_cpu or step.dim() != 0:
                 leftover.append(param)
                 continue
-            row[1], row[2] = step.data_ptr(), kind
+            row[1], row[2] = address(step), kind
         for name in names:
             buffer = state.get(name)
-            if (type(buffer) is not torch.Tensor or buffer.dtype != dtype or buffer.shape != param.shape
-                    or not buffer.is_cpu or not buffer.is_contiguous()):
+            if (type(buffer) is not tensor or buffer.dtype is not dtype or not buffer.is_cpu or not contiguous(buffer)
+                    or buffer.shape != shape):
                 break
-            row.append(buffer.data_ptr())
+            row.append(address(buffer))
         else:
             table = tables.get(dtype)
             if table is None:
@@ -289,7 +324,7 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
     notes: list[str] = []
     hyper_row = array("d", numbers)
     for dtype, table in tables.items():
-        problem, promise = verify(kernel, rule, names, hypers, maximize, numbers, dtype)
+        problem, promise, roots = verify(kernel, rule, names, hypers, maximize, numbers, dtype)
         if problem:
             leftover.extend(table.params)
             notes.append(problem)
@@ -297,7 +332,7 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
         if promise != BITWISE:
             notes.append(f"{str(dtype).removeprefix('torch.')}: {promise}")
         rows = len(table.params)
-        reject = call(kernel, dtype, table.meta, rows, stride, hyper_row, len(numbers), 0.0, True)
+        reject = call(kernel, dtype, table.meta, rows, stride, hyper_row, len(numbers), 0.0, True, roots)
         if any(reject):
             leftover.extend(p for p, flag in zip(table.params, reject, strict=True) if flag)
         done += rows - sum(reject)
