@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -119,7 +119,7 @@ def _scalar_code(program: Program) -> list[str]:
     return lines
 
 
-def _stages(program: Program) -> tuple[dict[int, int], set[int]]:
+def _stages(program: Program, staged: bool) -> tuple[dict[int, int], set[int]]:
     """Each element node's stage and the nodes kept in a block buffer. A square root is computed between
     stages, by one call over the block (torch's own vector ``sqrt``, see the module docstring), so a
     node's stage is that of its latest input, plus one after a square root; a node read in a later stage
@@ -129,14 +129,14 @@ def _stages(program: Program) -> tuple[dict[int, int], set[int]]:
     for j, (op, args) in enumerate(ops):
         deps = [index for kind, index in args if kind == "e"] if op != "input" else []
         level = max((stage[d] for d in deps), default=0)
-        stage[j] = level + 1 if op == "sqrt" else level
+        stage[j] = level + 1 if op == "sqrt" and staged else level
     last = max(stage.values(), default=0)
-    buffered = {j for j, (op, _) in enumerate(ops) if op == "sqrt"}
+    buffered = {j for j, (op, _) in enumerate(ops) if op == "sqrt" and staged}
     for j, (op, args) in enumerate(ops):
         if op == "input":
             continue
         for kind, d in args:
-            if kind == "e" and ops[d][0] != "input" and (stage[d] < stage[j] or op == "sqrt"):
+            if kind == "e" and ops[d][0] != "input" and (stage[d] < stage[j] or (op == "sqrt" and staged)):
                 buffered.add(d)
     for node in program.outputs.values():
         if ops[node][0] != "input" and stage[node] < last:
@@ -163,16 +163,20 @@ def _expression(op: str, a: list[str], j: int, hoisted: dict[str, str]) -> str:
         return f"std::fma({a[3]} * {a[1]}, {a[2]}, {a[0]})"
     if op == "addcdiv":
         return f"{a[0]} + ({a[3]} * {a[1]}) / {a[2]}"
+    if op == "sqrt":
+        return f"std::sqrt({a[0]})"
     if op == "rsqrt":
         return f"T(1) / std::sqrt({a[0]})"
     simple = {"sign": "dl_sign({})", "neg": "-{}", "abs": "std::fabs({})", "square": "{0} * {0}", "clone": "{}"}
     return simple[op].format(a[0])
 
 
-def _loop_code(program: Program, slots: int) -> list[str]:
-    """``loop<T>``: the element program over one tensor, block by block, stage by stage."""
+def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
+    """``staged_loop<T>`` (``staged``: block by block, stage by stage, square roots by torch's vector
+    function between stages) or ``ieee_loop<T>`` (one loop, ``std::sqrt`` inline): the element program
+    over one tensor."""
     ops = program.element_ops
-    stage, buffered = _stages(program)
+    stage, buffered = _stages(program, staged)
     last = max(stage.values(), default=0)
     hoisted: dict[str, str] = {}
 
@@ -186,7 +190,7 @@ def _loop_code(program: Program, slots: int) -> list[str]:
               *(f"    T* __restrict y{k} = x{k} + base;" for k in range(slots))]
     for level in range(last + 1):
         for j, (op, args) in enumerate(ops):
-            if op == "sqrt" and stage[j] == level:
+            if op == "sqrt" and staged and stage[j] == level:
                 lines.append(f"    block_sqrt<T>(m, b{args[0][1]}, b{j}, sq, mode);")
         body: list[str] = []
         loads: dict[int, str] = {}
@@ -198,12 +202,12 @@ def _loop_code(program: Program, slots: int) -> list[str]:
             if ops[index][0] == "input":
                 loads.setdefault(index, f"      const T e{index} = y{ops[index][1][0]}[i];")
                 return f"e{index}"
-            if ops[index][0] == "sqrt" or stage[index] < level:
+            if (ops[index][0] == "sqrt" and staged) or stage[index] < level:
                 return f"b{index}[i]"
             return f"e{index}"
 
         for j, (op, args) in enumerate(ops):
-            if op in ("input", "sqrt") or stage[j] != level:
+            if op == "input" or (op == "sqrt" and staged) or stage[j] != level:
                 continue
             body.append(f"      const T e{j} = {_expression(op, [ref(a) for a in args], j, hoisted)};")
             if j in buffered:
@@ -215,7 +219,8 @@ def _loop_code(program: Program, slots: int) -> list[str]:
     lines.append("  }")
     pointers = ", ".join(f"T* __restrict x{k}" for k in range(slots))
     return ["template <typename T>",
-            f"void loop(int64_t n, {pointers}, const double* s, void* sq, unsigned long long mode) {{",
+            f"void {'staged' if staged else 'ieee'}_loop(int64_t n, {pointers}, const double* s, void* sq, "
+            "unsigned long long mode) {",
             "  (void)s; (void)sq; (void)mode;", *hoisted.values(), *lines, "}"]
 
 
@@ -231,7 +236,8 @@ def source(program: Program, slots: int) -> str:
         "  (void)h; (void)t;",
         *_scalar_code(program),
         "}",
-        *_loop_code(program, slots),
+        *_loop_code(program, slots, staged=True),
+        *_loop_code(program, slots, staged=False),
         "template <typename T>",
         "int64_t run(int64_t n, int64_t stride, const int64_t* meta, const double* rows, int64_t nh,",
         "            double fixed_t, int8_t* reject, int32_t check_overlap, void* sq, unsigned long long mode) {",
@@ -248,7 +254,8 @@ def source(program: Program, slots: int) -> str:
         "    if (!(t == last_t) || m[3] != last_row) {",
         "      scalars(s, rows + m[3] * nh, t); last_t = t; last_row = m[3];",
         "    }",
-        f"    loop<T>(m[0], {args}, s, sq, mode);",
+        f"    if (sq != nullptr) staged_loop<T>(m[0], {args}, s, sq, mode);",
+        f"    else ieee_loop<T>(m[0], {args}, s, sq, mode);",
         "    ++done;",
         "  }",
         "  return done;",

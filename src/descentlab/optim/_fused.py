@@ -60,8 +60,8 @@ class Kernel:
     program: Program
     function: Any = None
     problem: str | None = None
-    checked: dict[torch.dtype, tuple[str | None, str, tuple[int, int]]] = field(default_factory=dict)
-    """Per dtype: the self-check's (problem, promise) (:func:`._selfcheck.check`)."""
+    checked: dict[tuple[torch.dtype, bool], tuple[str | None, str, tuple[int, int]]] = field(default_factory=dict)
+    """Per (dtype, IEEE square root asked for): the self-check's outcome (:func:`verify`)."""
     build_seconds: float = 0.0
 
 
@@ -182,13 +182,15 @@ def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int
 
 
 def verify(kernel: Kernel, rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool,
-           numbers: Sequence[float], dtype: torch.dtype) -> tuple[str | None, str, tuple[int, int]]:
-    """The kernel's self-check for ``dtype`` (:mod:`._selfcheck`), once per kernel and dtype per process:
-    (None, what it promises, the square roots to run it with) or (why it is not used, "", (0, 0))."""
-    if dtype not in kernel.checked:
+           numbers: Sequence[float], dtype: torch.dtype, ieee: bool) -> tuple[str | None, str, tuple[int, int]]:
+    """The kernel's self-check for ``dtype`` (:mod:`._selfcheck`), once per kernel, dtype and ``ieee`` per
+    process: (None, what it promises, the square roots to run it with) or (why it is not used, "", (0, 0)).
+    ``ieee``: the IEEE square root (fast), bitwise only for rules without one; else torch's own."""
+    if (dtype, ieee) not in kernel.checked:
         hyper_row = array("d", numbers)
         outcome: tuple[str | None, str, tuple[int, int]] = ("", "", (0, 0))
-        for promise, roots in ((BITWISE, torch_sqrt()), (IEEE_SQRT, (0, 0))):
+        tries = ((BITWISE, (0, 0)), (IEEE_SQRT, (0, 0))) if ieee else ((BITWISE, torch_sqrt()), (IEEE_SQRT, (0, 0)))
+        for promise, roots in tries:
             def run(meta: array, roots: tuple[int, int] = roots) -> None:
                 call(kernel, dtype, meta, 1, len(meta), hyper_row, len(numbers), 0.0, True, roots)
 
@@ -196,8 +198,8 @@ def verify(kernel: Kernel, rule: Rule, names: Sequence[str], hypers: Mapping[str
             outcome = (problem, "", (0, 0)) if problem else (None, promise, roots)
             if not problem:
                 break
-        kernel.checked[dtype] = outcome
-    return kernel.checked[dtype]
+        kernel.checked[dtype, ieee] = outcome
+    return kernel.checked[dtype, ieee]
 
 
 @dataclass
@@ -285,12 +287,13 @@ def _keep_apart(tables: dict[torch.dtype, Table], leftover: list[torch.Tensor],
 
 
 def fused_route(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
-                reason: str) -> tuple[str | None, str]:
+                reason: str, ieee: bool = False) -> tuple[str | None, str]:
     """Step ``group`` on the fused path: (the route's reason, "") when it did, and the parameters it
-    could not take on the core; (None, why) when it took nothing, before anything moved."""
+    could not take on the core; (None, why) when it took nothing, before anything moved. ``ieee``:
+    the ``fused-ieee`` mode (IEEE square root: torch's numbers within 1 ulp of each root)."""
     names = buffer_names(rule, group)
     try:
-        leftover, done, notes = _fused_group(rule, group, states, names)
+        leftover, done, notes = _fused_group(rule, group, states, names, ieee)
     except Unsupported as error:
         return None, str(error)
     if done == 0 and leftover and notes:
@@ -305,7 +308,7 @@ def fused_route(rule: Rule, group: Mapping[str, Any], states: MutableMapping[tor
 
 
 def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
-                 names: Sequence[str]) -> tuple[list[torch.Tensor], int, list[str]]:
+                 names: Sequence[str], ieee: bool) -> tuple[list[torch.Tensor], int, list[str]]:
     """Step what the fused kernel can take of ``group``: (the parameters left to the core, rows stepped,
     notes). Raises Unsupported before touching anything when the rule or its hyper-parameters cannot be
     traced or built."""
@@ -324,13 +327,13 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
     notes: list[str] = []
     hyper_row = array("d", numbers)
     for dtype, table in tables.items():
-        problem, promise, roots = verify(kernel, rule, names, hypers, maximize, numbers, dtype)
+        problem, promise, roots = verify(kernel, rule, names, hypers, maximize, numbers, dtype, ieee)
         if problem:
             leftover.extend(table.params)
             notes.append(problem)
             continue
         if promise != BITWISE:
-            notes.append(f"{str(dtype).removeprefix('torch.')}: {promise}")
+            notes.append(f"{str(dtype).removeprefix('torch.')}: IEEE sqrt, within 1 ulp of each of torch's roots")
         rows = len(table.params)
         reject = call(kernel, dtype, table.meta, rows, stride, hyper_row, len(numbers), 0.0, True, roots)
         if any(reject):

@@ -40,7 +40,7 @@ from ._fused import fused_route
 from ._pieces import eager_piece, step_pieces, take
 from .rule import Rule, buffer_names
 
-MODES = ("auto", "eager", "flat", "compiled", "fused")
+MODES = ("auto", "eager", "flat", "compiled", "fused", "fused-ieee")
 ENV_VAR = "DESCENTLAB_ENGINE"
 FLAT_PIECE_BYTES = 1 << 20
 """Uncompiled pieces (of float64 elements; float32 pieces hold twice as many): few enough per tensor that
@@ -117,11 +117,11 @@ def step_all(optimizer: Any) -> None:
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
     path, reason = _path(rule, group, choice.mode)
-    if path == "fused":
-        taken, why_not = fused_route(rule, group, states, owner, reason)
+    if path in ("fused", "fused-ieee"):
+        taken, why_not = fused_route(rule, group, states, owner, reason, ieee=path == "fused-ieee")
         if taken is not None:
             return Route(path, taken)
-        path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", "fused asked for")
+        path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", f"{path} asked for")
         reason = f"{reason}; not fused: {why_not}"
     if path == "eager":
         eager_step(rule, group, states, owner)
