@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
+from ._fused_stacked import stacked_step
 from .rule import Rule, buffer_names
 
 PROBE_STEPS = 3
@@ -41,8 +42,9 @@ class StackedRule:
     start together and step together).
     """
 
-    def __init__(self, rule: Rule, hypers: Mapping[str, Any], params: Sequence[torch.Tensor]) -> None:
-        self.rule, self.hypers = rule, dict(hypers)
+    def __init__(self, rule: Rule, hypers: Mapping[str, Any], params: Sequence[torch.Tensor],
+                 fused: bool = True) -> None:
+        self.rule, self.hypers, self.fused = rule, dict(hypers), fused
         self.math = {name: self.hypers[name] for name in rule.math_names}
         self.names = buffer_names(rule, self.hypers)
         self.step_count = 0
@@ -65,8 +67,12 @@ class StackedRule:
         if self.rule.counts_steps:
             self.step_count += 1
             step = float(self.step_count)
-        for param, grad, state in zip(params, grads, self.state, strict=True):
-            if grad is None:
+        left = None
+        if self.fused and isinstance(lr, torch.Tensor) and lr.dim() == 1:  # one pass, each row its own lr
+            left = stacked_step(self.rule, self.math, self.names, bool(self.hypers.get("maximize")), params, grads,
+                                self.state, lr.tolist(), step)
+        for j, (param, grad, state) in enumerate(zip(params, grads, self.state, strict=True)):
+            if grad is None or (left is not None and j not in left):
                 continue
             if self.hypers.get("maximize"):
                 grad = -grad
@@ -118,8 +124,9 @@ def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
     stacked = [torch.stack([alone[i][j] for i in range(len(lrs))]) for j in range(len(shapes))]
     try:
         # the core one configuration at a time: unstacked tensors, and the group's hypers with its own lr
-        reference = [StackedRule(rule, {**hypers, "lr": lr}, alone[i]) for i, lr in enumerate(lrs)]
-        together = StackedRule(rule, hypers, stacked)
+        # the rule's own update on the stacks (what runs whenever the fused kernel does not, _fused_stacked)
+        reference = [StackedRule(rule, {**hypers, "lr": lr}, alone[i], fused=False) for i, lr in enumerate(lrs)]
+        together = StackedRule(rule, hypers, stacked, fused=False)
         for _ in range(PROBE_STEPS):
             grads = [[tensor(s) for s in shapes] for _ in lrs]
             for i, lr in enumerate(lrs):

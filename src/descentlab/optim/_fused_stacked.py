@@ -1,0 +1,98 @@
+"""The fused kernel for a batched race: k configurations of one rule, each with its own lr, in one call.
+
+A stacked tensor ``[k, *shape]`` whose configurations are consecutive blocks of memory (dimension 0
+outermost: contiguous, or the batched-matmul layout ``[k, in, out]`` transposed inside each block) is
+k rows of the kernel's table (:mod:`._codegen`): row i points at block i and reads hyper-parameter row
+i, which holds configuration i's lr as a number — the number its own run's param group holds. So each
+configuration gets exactly the per-run core's arithmetic (one ``add(x, y, alpha=-lr_i)``, not a product
+with an lr column), bitwise, for all of them in one pass over memory: read w, g and the state once,
+write w and the state once.
+
+Tensors the table cannot take (another layout, a lazy buffer not made yet, complex or half precision)
+are left to the caller, which steps them with the rule's update on the stacks (:mod:`.stacked`).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from . import _codegen
+from ._fused import DTYPES, call, disabled, kernel_for, verify
+from ._trace import Unsupported, flatten_hypers, guards_hold
+from .rule import Rule
+
+
+def blocks_of(tensor: torch.Tensor, like: torch.Tensor, k: int) -> bool:
+    """Whether ``tensor`` (the parameter itself, its gradient or a buffer) is ``like``'s layout and that
+    layout is k consecutive dense blocks, one per configuration, on the CPU."""
+    if (type(tensor) is not torch.Tensor or tensor.dtype is not like.dtype or not tensor.is_cpu
+            or tensor.shape != like.shape or tensor.stride() != like.stride() or tensor.dim() == 0
+            or tensor.shape[0] != k):
+        return False
+    numel = tensor.numel()
+    if numel == 0 or k == 0:
+        return False
+    if tensor.stride(0) != numel // k and k > 1:
+        return False
+    size = 1  # dense: the other dimensions, by increasing stride, tile the block without gaps
+    for extent, stride in sorted(zip(tensor.shape[1:], tensor.stride()[1:], strict=True), key=lambda d: d[1]):
+        if extent == 1:
+            continue
+        if stride != size:
+            return False
+        size *= extent
+    return size == numel // k
+
+
+def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
+                 params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                 states: Sequence[Mapping[str, torch.Tensor]], lrs: Sequence[float], step: float | None
+                 ) -> list[int] | None:
+    """Step the tensors of one stacked group (``params[j]``: ``[k, ...]``; ``lrs``: k numbers) in one
+    fused call. Returns the indices ``j`` with a gradient left to the caller, or None when the kernel
+    cannot be used at all (nothing moved)."""
+    if disabled():
+        return None
+    k = len(lrs)
+    try:
+        rows_numbers = [flatten_hypers({**math, "lr": lr}) for lr in lrs]
+        numbers, key = rows_numbers[0]
+        kernel = kernel_for(rule, {**math, "lr": lrs[0]}, names, maximize, numbers, key, step)
+    except Unsupported:
+        return None
+    if kernel.function is None or not all(guards_hold(kernel.program, row) for row, _ in rows_numbers):
+        return None
+    tables: dict[torch.dtype, array] = {}
+    left: list[int] = []
+    for j, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
+        if grad is None:
+            continue
+        buffers = [state.get(name) for name in names]
+        if param.dtype not in DTYPES or not all(
+                blocks_of(t, param, k) for t in (param, grad, *buffers) if isinstance(t, torch.Tensor)) \
+                or any(b is None for b in buffers):
+            left.append(j)
+            continue
+        block = param.numel() // k * param.element_size()
+        addresses = [t.data_ptr() for t in (param, grad, *buffers)]  # type: ignore[union-attr]
+        table = tables.setdefault(param.dtype, array("q"))
+        for i in range(k):
+            table.extend([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
+    hyper_rows = array("d", [value for row, _ in rows_numbers for value in row])
+    stride = _codegen.META_FIXED + 2 + len(names)
+    checked = {dtype: verify(kernel, rule, names, {**math, "lr": lrs[0]}, maximize, numbers, dtype, False)
+               for dtype in tables}
+    if any(problem for problem, _, _ in checked.values()):
+        return None
+    for dtype, table in tables.items():
+        roots = checked[dtype][2]
+        rows = len(table) // stride
+        reject = call(kernel, dtype, table, rows, stride, hyper_rows, len(numbers), float(step or 0.0), True, roots)
+        if any(reject):  # stacks sharing memory: not something a race makes; refuse loudly
+            raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
+    return left
+
