@@ -28,6 +28,7 @@ import ctypes
 import functools
 import os
 import platform
+import shutil
 import threading
 import time
 from array import array
@@ -89,6 +90,17 @@ def _cpu_key() -> str:
     return f"{platform.machine()} {flags.strip()}"
 
 
+def _find_ninja() -> None:
+    """cpp_extension runs ``ninja`` from PATH; a virtual environment used without activating it has
+    the ``ninja`` package's binary off PATH: put it there (this process and its children only)."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
 def _build(code: str) -> tuple[Any, str | None, float]:
     """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
     name = _codegen.name_of(code, [*FLAGS, _cpu_key(), torch.__version__])
@@ -98,6 +110,8 @@ def _build(code: str) -> tuple[Any, str | None, float]:
     start = time.perf_counter()
     try:
         from torch.utils import cpp_extension
+
+        _find_ninja()
 
         root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
         directory = os.path.join(root, "descentlab", name)

@@ -8,8 +8,10 @@ configuration gets exactly the per-run core's arithmetic (one ``add(x, y, alpha=
 with an lr column), bitwise, for all of them in one pass over memory: read w, g and the state once,
 write w and the state once.
 
-Tensors the table cannot take (another layout, a lazy buffer not made yet, complex or half precision)
-are left to the caller, which steps them with the rule's update on the stacks (:mod:`.stacked`).
+A tensor with a lazy buffer not made yet (SGD's momentum before the first step) is stepped by the
+core one configuration at a time, each with its lr as a number, so it too gets its run's bits. Tensors
+the table cannot take (another layout, complex or half precision) are left to the caller, which steps
+them with the rule's update on the stacks (:mod:`.stacked`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from . import _codegen
+from ._eager import apply_update
 from ._fused import DTYPES, call, disabled, kernel_for, verify
 from ._trace import Unsupported, flatten_hypers, guards_hold
 from .rule import Rule
@@ -68,14 +71,17 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         return None
     tables: dict[torch.dtype, array] = {}
     left: list[int] = []
+    lazy: list[int] = []
     for j, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
         if grad is None:
             continue
         buffers = [state.get(name) for name in names]
         if param.dtype not in DTYPES or not all(
-                blocks_of(t, param, k) for t in (param, grad, *buffers) if isinstance(t, torch.Tensor)) \
-                or any(b is None for b in buffers):
+                blocks_of(t, param, k) for t in (param, grad, *buffers) if isinstance(t, torch.Tensor)):
             left.append(j)
+            continue
+        if any(b is None for b in buffers):
+            lazy.append(j)
             continue
         block = param.numel() // k * param.element_size()
         addresses = [t.data_ptr() for t in (param, grad, *buffers)]  # type: ignore[union-attr]
@@ -88,6 +94,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
                for dtype in tables}
     if any(problem for problem, _, _ in checked.values()):
         return None
+    if lazy:
+        _rows_one_at_a_time(rule, math, names, maximize, [params[j] for j in lazy], [grads[j] for j in lazy],
+                            [states[j] for j in lazy], lrs, step)
     for dtype, table in tables.items():
         roots = checked[dtype][2]
         rows = len(table) // stride
@@ -96,3 +105,24 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
             raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
     return left
 
+
+
+def _rows_one_at_a_time(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
+                        params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                        states: Sequence[dict[str, torch.Tensor]], lrs: Sequence[float], step: float | None) -> None:
+    """Tensors with a lazy buffer not made yet (SGD's momentum before its first step): the core's own
+    call for each configuration's row, its lr a number (as its run computes it), then the buffers the
+    rule made, stacked in the parameter's layout."""
+    for param, grad, state in zip(params, grads, states, strict=True):
+        made: list[dict[str, torch.Tensor]] = []
+        for i, lr in enumerate(lrs):
+            row = {name: state[name][i] for name in names if name in state}
+            row_grad = -grad[i] if maximize else grad[i]  # type: ignore[index]
+            apply_update(rule, param[i], row_grad, row, names, {**math, "lr": lr}, step)
+            made.append(row)
+        for name in names:
+            if name not in state and all(name in row for row in made):
+                stacked = torch.empty_like(param, memory_format=torch.preserve_format)
+                for i, row in enumerate(made):
+                    stacked[i].copy_(row[name])
+                state[name] = stacked

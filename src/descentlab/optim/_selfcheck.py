@@ -51,7 +51,7 @@ class IEEESqrt(TorchFunctionMode):
                 and args[0].dtype in (torch.float32, torch.float64) and args[0].device.type == "cpu":
             source = args[0]
             with np.errstate(invalid="ignore"):  # sqrt of a negative is NaN, as torch's
-                value = torch.from_numpy(np.sqrt(source.detach().contiguous().numpy()))
+                value = torch.from_numpy(np.asarray(np.sqrt(source.detach().contiguous().numpy())))
             if name == "sqrt_":
                 return source.copy_(value)
             return value

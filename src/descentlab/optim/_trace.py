@@ -201,7 +201,7 @@ class TensorProxy:
         base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
         if ALIASES.get(base, base) in TENSOR_OPS:
             return lambda *args, **kwargs: _record(name, [self, *args], kwargs)
-        raise Unsupported(f"the rule reads tensor.{name}, which the fused path does not record")
+        raise Unsupported(f"tensor.{name} is not known to the fused code generator")
 
     def __add__(self, other: Any) -> Any:
         return _record("add", [self, other], {})
