@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> None:
         "bench", help="time optimizer steps against torch.optim",
         description="Time one optimizer step of descentlab (one row per engine mode) and torch.optim (for-loop, "
         "foreach, fused) in the same process on the same data; prints ms, paired speed-ups, GB/s against copy "
-        "bandwidth, peak memory, and issue 13's speed targets met or missed.")
+        "bandwidth, peak memory, and issue 26's speed targets met or missed.")
     parser.add_argument("--optimizers", default=",".join(bench.DEFAULT_OPTIMIZERS),
                         help="comma-separated registry names or import paths (module:attribute)")
     parser.add_argument("--layouts", default="1,200,5000", help="numbers of tensors the parameters are split into")
