@@ -1,6 +1,6 @@
-"""How a param group is stepped: one dispatcher over the core and its two accelerators, with reasons.
+"""How a param group is stepped: one dispatcher over the core and its accelerators, with reasons.
 
-Paths (every rule, built-in or a user's own, goes through the same three):
+Paths (every rule, built-in or a user's own, goes through the same ones):
 
 * ``eager`` — the core (:mod:`._eager`): the rule's update once per parameter, where it lives.
   Bitwise equal to torch.optim's CPU for-loop. Always correct; the reference for the others.
@@ -12,12 +12,18 @@ Paths (every rule, built-in or a user's own, goes through the same three):
 * ``compiled`` — pieces (big tensors sliced, small ones concatenated) stepped by ``torch.compile`` of
   the rule's update (:mod:`._compiled`): one fused pass per piece, equal to the core within the
   dtype's rounding. Opt-in: compiling costs seconds, and its numbers are not bitwise torch's.
+* ``fused`` — the rule's update traced once into a compiled C loop (:mod:`._fused`): one call walks
+  every tensor of the group, one in-place pass each (read p, g and the state once, write p and the
+  state once). Bitwise equal to the core, checked on each new kernel (:mod:`._selfcheck`): square roots
+  are torch's own vector function. ``fused-ieee`` is the same pass with the IEEE square root inlined
+  (faster where torch's root is MKL's): the core's numbers within 1 ulp of each root, opt-in.
 
 Mode (``set_engine(opt, mode)``, or ``DESCENTLAB_ENGINE`` for new optimizers; default ``auto``):
-``eager``, ``flat`` or ``compiled`` ask for one path; ``auto`` takes ``flat`` for a group holding a
+``eager``, ``flat``, ``compiled``, ``fused`` or ``fused-ieee`` ask for one path; ``auto`` takes
+``fused``; where the fused path cannot (no compiler, an op the code generator does not know, a tensor
+hyper-parameter, its self-check failed) it says why and takes ``flat`` for a group holding a
 tensor of at least :data:`FLAT_MIN_BYTES` (where the flat path measured faster), otherwise
-the core (on many small tensors, concatenating them measured slower than the core: the flat path no
-longer does). Whatever the mode, the core steps a group that asks for the per-tensor path
+the core. Whatever the mode, the core steps a group that asks for the per-tensor path
 (``foreach=False``, ``fused=False``, ``differentiable=True``), a rule declared ``elementwise=False``,
 a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), and,
 inside an accelerated group, each parameter the path does not take (small, half precision, complex,
