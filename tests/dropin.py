@@ -11,7 +11,8 @@ import torch
 import descentlab.optim as dl
 
 MODES = ("eager", "flat", "compiled", "fused")
-"""Every engine mode: ``eager``, ``flat`` and ``fused`` promise torch's bits, ``compiled`` torch's numbers within rounding."""
+"""Every engine mode: ``eager``, ``flat`` and ``fused`` promise torch's bits, ``compiled`` torch's numbers within
+rounding."""
 
 
 class Net(torch.nn.Module):

@@ -66,7 +66,7 @@ def test_one_tensor_is_judged_against_torch_fused_for_every_optimizer_and_not_at
 
 
 def test_the_shipped_lion_at_5000_tensors_is_judged_against_torch_fused_adam() -> None:
-    rows = _layout("adam", 5000, TORCH_ADAM, {"auto": 40.0}) + [_row(bench.AGAINST_ADAM, 5000, "descentlab auto", 45.0)]
+    rows = [*_layout("adam", 5000, TORCH_ADAM, {"auto": 40.0}), _row(bench.AGAINST_ADAM, 5000, "descentlab auto", 45.0)]
     met, numbers = _judge(rows)["lion @5000 auto: no slower than torch fused adam"]
     assert met and numbers.startswith("1.11x (torch fused adam 50.00 ms, ours 45.00 ms")
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -264,8 +264,9 @@ def source(program: Program, slots: int) -> str:
         'extern "C" int64_t dl_fused_step(int64_t n, int64_t stride, const int64_t* meta, const double* rows,',
         "    int64_t nh, double fixed_t, int32_t is_double, int8_t* reject, int32_t check_overlap,",
         "    void* sqrt_float, void* sqrt_double, unsigned long long mode) {",
-        "  return is_double ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode)",
-        "                   : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode);",
+        "  return is_double",
+        "      ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode)",
+        "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode);",
         "}",
         "",
     ])

@@ -245,9 +245,10 @@ def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Te
             continue
         dtype = param.dtype
         shape = param.shape
-        if (dtype not in DTYPES or type(grad) is not tensor or (type(param) is not parameter and type(param) is not tensor)
-                or grad.dtype is not dtype or not param.is_cpu or not grad.is_cpu or not contiguous(param)
-                or not contiguous(grad) or grad.shape != shape):
+        if (dtype not in DTYPES or type(grad) is not tensor
+                or (type(param) is not parameter and type(param) is not tensor) or grad.dtype is not dtype
+                or not param.is_cpu or not grad.is_cpu or not contiguous(param) or not contiguous(grad)
+                or grad.shape != shape):
             leftover.append(param)
             continue
         state = states[param] if stateful else no_state

@@ -80,7 +80,7 @@ def _is_number(value: Any) -> bool:
 class ScalarProxy:
     """A number the program takes as an input, or computes from its inputs (see the module docstring)."""
 
-    __slots__ = ("program", "index")
+    __slots__ = ("index", "program")
 
     def __init__(self, program: Program, index: int) -> None:
         self.program, self.index = program, index
@@ -186,7 +186,7 @@ class ScalarProxy:
 class TensorProxy:
     """A tensor of the element program: every torch op on it is recorded (see :data:`TENSOR_OPS`)."""
 
-    __slots__ = ("program", "node")
+    __slots__ = ("node", "program")
 
     def __init__(self, program: Program, node: int) -> None:
         self.program, self.node = program, node
