@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .atomic import atomic_write_with
 from .landscape import DEFAULT_STEPS, DEFAULT_TOL, check_start
 from .optim import resolve

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .. import __version__
+from ..version import __version__
 
 SUBCOMMANDS = ("optimizers", "tasks", "train", "landscape", "race", "study", "lrfind", "bench")
 """Modules of this package that each add one subcommand, in the order ``--help`` lists them."""
