@@ -23,11 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .version import __version__
 from .atomic import atomic_write_with
 from .landscape import DEFAULT_STEPS, DEFAULT_TOL, check_start
 from .optim import resolve
 from .tasks.surfaces import DEFAULT_CONDITION, TILT, Surface, get_surface, surface_names
+from .version import __version__
 
 D3 = {"file": "d3.v7.9.2.min.js", "name": "d3", "version": "7.9.2", "licence": "ISC", "licence_file": "d3.LICENSE"}
 """The vendored chart library (from the npm registry's ``d3`` package, ``dist/d3.min.js``)."""
