@@ -131,9 +131,9 @@ def for_race(task: Any, options: Mapping[str, Any]) -> AutoGrids:
     if task_obj is None:
         task_obj = resolve_task(task, **task_options)
     model = model or task_obj.default_model
-    steps = {name: Budget.of(task_obj.n_train, config.batch_size_for(name), config.epochs).total
+    steps = {name: Budget.of(task_obj.n_train, config.batch_sizes_for(name)[0], config.epochs).total
              for name in config.optimizers}
     return auto_grids(task_obj, optimizers=config.optimizers,
-                      batch_size_for={name: config.batch_size_for(name) for name in config.optimizers},
+                      batch_size_for={name: config.batch_sizes_for(name)[0] for name in config.optimizers},
                       run_steps=steps, model=model, seed=config.seeds[0], device=device, out=out,
                       default=DEFAULT_LRS)

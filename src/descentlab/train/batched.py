@@ -54,10 +54,10 @@ from .track import Budget, RunTrack, check_patience, run_config
 def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = None, batch_size: int | None = 64,
                   epochs: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
                   divergence_factor: float | None = divergence.DEFAULT_FACTOR,
-                  keep_model: bool = False, patience: int | None = None) -> list[RunResult]:
+                  keep_model: bool = False) -> list[RunResult]:
     """Train every configuration (see the module docstring); one :class:`RunResult` per config, in
     order, each as :func:`descentlab.train.train` would return it for that run (within float32
-    rounding), ``keep_model`` and ``patience`` included. Budget: ``epochs`` (default 20) or ``steps``.
+    rounding), ``keep_model`` and each config's ``patience`` included. Budget: ``epochs`` (default 20) or ``steps``.
     The caller checks that the task, model and optimizers can be stacked
     (:func:`descentlab.racing.batching.check`)."""
     if not configs:
@@ -66,8 +66,10 @@ def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = 
     torch_device = check_device(device)
     model_name = task.default_model if model is None else model
     order = _grouped_order(configs)
+    for config in configs:
+        check_patience(config.patience)
     run = _BatchedRun(task, model_name, [configs[i] for i in order], budget, torch_device,
-                      divergence_factor, keep_model, check_patience(patience))
+                      divergence_factor, keep_model)
     results = run.train()
     by_input = [None] * len(configs)
     for position, index in enumerate(order):
@@ -75,22 +77,29 @@ def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = 
     return by_input  # type: ignore[return-value]
 
 
+def _group_key(config: Config) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """Configurations step together under one rule when they share the optimizer and its hyper-parameters
+    (the lr is a per-run column)."""
+    return config.optimizer, config.hypers
+
+
 def _grouped_order(configs: Sequence[Config]) -> list[int]:
-    """Indices of ``configs`` with each optimizer's configurations next to each other (first seen first)."""
-    rank: dict[str, int] = {}
+    """Indices of ``configs`` with each group's configurations next to each other (first seen first)."""
+    rank: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
     for config in configs:
-        rank.setdefault(config.optimizer, len(rank))
-    return sorted(range(len(configs)), key=lambda i: rank[configs[i].optimizer])
+        rank.setdefault(_group_key(config), len(rank))
+    return sorted(range(len(configs)), key=lambda i: rank[_group_key(configs[i])])
 
 
 class _Group:
-    """The members of one optimizer, contiguous rows of the stack, with their rule's stacked state and
-    their lrs at every step (``table[t]``: the lrs in effect after t scheduler steps)."""
+    """The members of one optimizer and hyper-parameter setting, contiguous rows of the stack, with their
+    rule's stacked state and their lrs at every step (``table[t]``: the lrs in effect after t scheduler steps)."""
 
-    def __init__(self, optimizer: str, members: list[Member], params: Sequence[torch.Tensor], total: int) -> None:
+    def __init__(self, optimizer: str, hypers: tuple[tuple[str, Any], ...], members: list[Member],
+                 params: Sequence[torch.Tensor], total: int) -> None:
         entry = resolve(optimizer)
         self.optimizer, self.members = optimizer, members
-        self.rule = StackedRule(entry.cls.rule, entry.defaults, params)
+        self.rule = StackedRule(entry.cls.rule, {**entry.defaults, **dict(hypers)}, params)
         self.table = torch.tensor([lr_values(m.config.schedule, m.config.lr, total) for m in members],
                                   dtype=torch.float64).T.contiguous()
         self.update_s = 0.0
@@ -104,14 +113,14 @@ class _Group:
 
 class _BatchedRun:
     def __init__(self, task: Task, model_name: str, configs: list[Config], budget: Budget, device: torch.device,
-                 factor: float | None, keep_model: bool, patience: int | None) -> None:
+                 factor: float | None, keep_model: bool) -> None:
         self.task, self.device, self.budget = task, device, budget
         self.data = Data(task, device)
         self.n, self.size, self.full_batch = budget.n_train, budget.size, budget.full_batch
         self.per_epoch, self.total = budget.per_epoch, budget.total
         self.keep_model = keep_model
         classification = task.kind == "classification"
-        self.members = [Member(c, RunTrack(classification, factor, patience)) for c in configs]
+        self.members = [Member(c, RunTrack(classification, factor, c.patience)) for c in configs]
         modules = [task.make_model(model_name, c.seed).to(device) for c in configs]
         self.template = copy.deepcopy(modules[0])
         self.model = StackedModel(modules)
@@ -122,12 +131,12 @@ class _BatchedRun:
         """Every member training draws the same data order (this epoch's ``perms`` rows are equal)."""
         self.groups: list[_Group] = []
         start = 0
-        for optimizer in dict.fromkeys(c.optimizer for c in configs):
-            members = [m for m in self.members if m.config.optimizer == optimizer]
+        for optimizer, hypers in dict.fromkeys(_group_key(c) for c in configs):
+            members = [m for m in self.members if _group_key(m.config) == (optimizer, hypers)]
             rows = [p[start:start + len(members)].detach() for p in self.model.params]
-            self.groups.append(_Group(optimizer, members, rows, self.total))
+            self.groups.append(_Group(optimizer, hypers, members, rows, self.total))
             start += len(members)
-        self.model_name, self.factor, self.patience = model_name, factor, patience
+        self.model_name, self.factor = model_name, factor
         self.step = 0
         self.examples = 0
 
@@ -276,7 +285,7 @@ class _BatchedRun:
         config = {**run_config(task=self.task, model=self.model_name, model_options={}, optimizer=c.optimizer,
                                optimizer_options=dict(c.hypers), lr=c.lr, budget=self.budget, seed=c.seed,
                                eval_every=None, divergence_factor=self.factor, schedule=c.schedule,
-                               device=str(self.device), patience=self.patience), "engine": "batched"}
+                               device=str(self.device), patience=c.patience), "engine": "batched"}
         return track.result(n_train=self.n, config=config, schedule=c.schedule, device=str(self.device), test=test,
                             end_test=end_test, model=self.module_with(end_weights) if self.keep_model else None)
 

@@ -17,8 +17,8 @@ from .track import RunTrack
 @dataclass(frozen=True)
 class Config:
     """What distinguishes one member: its optimizer (a registry name), schedule, lr, seed and the other
-    hyper-parameters it sets (``hypers``: (name, value) pairs), and whether it evaluates the test split at
-    the end."""
+    hyper-parameters it sets (``hypers``: (name, value) pairs), whether it evaluates the test split at
+    the end, and its early stopping."""
 
     optimizer: str
     schedule: str
@@ -26,6 +26,8 @@ class Config:
     seed: int
     evaluate_test: bool = False
     hypers: tuple[tuple[str, Any], ...] = ()
+    patience: int | None = None
+    """Early stopping after that many evaluations without a better validation point (None: the whole budget)."""
 
 
 @dataclass(eq=False)
