@@ -372,7 +372,7 @@
           drawn = condition;
           const ctx = canvas.getContext("2d"), img = ctx.createImageData(lrs.length, rhos.length);
           map.forEach((row, i) => row.forEach((r, j) => {
-            const c = d3.rgb(r >= 1 ? "#fff" : d3.interpolateViridis(Math.pow(r, 8))), o = 4 * ((rhos.length - 1 - i) * lrs.length + j);
+            const c = d3.rgb(r >= 1 ? "#fff" : d3.interpolateViridis(Math.min(1, -Math.log10(Math.max(1 - r, 1e-12)) / 3))), o = 4 * ((rhos.length - 1 - i) * lrs.length + j);
             img.data[o] = c.r; img.data[o + 1] = c.g; img.data[o + 2] = c.b; img.data[o + 3] = 255;
           }));
           const tmp = Object.assign(document.createElement("canvas"), { width: lrs.length, height: rhos.length });
