@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_landscape_page_browser import Session, browser  # noqa: F401  (the shared chromium fixture)
 
 from descentlab.cli import main
 from descentlab.guide.numbers import section_numbers
 from descentlab.guide.sections import default_state
+from test_landscape_page_browser import Session, browser  # noqa: F401  (the shared chromium fixture)
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "guide.png"
 TOLERANCE = 1e-9
@@ -90,7 +90,8 @@ def differences(ours: Any, theirs: Any, where: str = "") -> list[str]:
     if isinstance(theirs, (list, tuple)) and theirs and isinstance(theirs[0], (list, tuple, dict)):
         if not isinstance(ours, list) or len(ours) != len(theirs):
             return [f"{where}: length {len(ours) if isinstance(ours, list) else ours} vs {len(theirs)}"]
-        return [d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in differences(a, b, f"{where}[{i}]")]
+        pairs = enumerate(zip(ours, theirs, strict=True))
+        return [d for i, (a, b) in pairs for d in differences(a, b, f"{where}[{i}]")]
     if isinstance(theirs, (list, tuple)):
         a, b = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
         if a.shape != b.shape:
@@ -105,8 +106,9 @@ def differences(ours: Any, theirs: Any, where: str = "") -> list[str]:
 
 
 def page_numbers(page: Any, rows: list[tuple[str, dict[str, Any]]], via: str = "descentlabGuide.compute") -> list[Any]:
-    expr = ("rows => JSON.stringify(rows.map(([name, state]) => descentlabGuideMath.compute(name, state, "
-            "descentlabGuide.spec)))") if via == "math" else f"rows => JSON.stringify(rows.map(([n, s]) => {via}(n, s)))"
+    if via == "math":  # the maths script as it now stands in the page (a wrong variant once injected)
+        via = "((n, s) => descentlabGuideMath.compute(n, s, descentlabGuide.spec))"
+    expr = f"rows => JSON.stringify(rows.map(([n, s]) => {via}(n, s)))"
     return json.loads(page.evaluate(expr, rows))
 
 
@@ -133,9 +135,9 @@ MUTATIONS = [
     ("rate with b instead of |b|", "(Math.abs(b) + Math.sqrt(disc)) / 2", "(b + Math.sqrt(disc)) / 2", ("momentum",)),
     ("with-replacement noise (no (N − B) factor)", "((n - batch) / (batch * (n - 1)))", "(1 / batch)", ("sgd",)),
     ("shuffle off by one", "Math.floor(uniform() * (i + 1))", "Math.floor(uniform() * i)", ("sgd",)),
-    ("the article's Adam corrected after all", "w[i] = w[i] - (h.lr * s.exp_avg[i]) / (Math.sqrt(s.exp_avg_sq[i]) + h.eps);",
-     "w[i] = w[i] - (h.lr * s.exp_avg[i] / (1 - Math.pow(beta1, t))) / (Math.sqrt(s.exp_avg_sq[i] / (1 - Math.pow(beta2, t))) + h.eps);",
-     ("adam",)),
+    ("the article's Adam corrected after all", "(h.lr * s.exp_avg[i]) / (Math.sqrt(s.exp_avg_sq[i]) + h.eps)",
+     "(h.lr * s.exp_avg[i] / (1 - Math.pow(beta1, t))) / (Math.sqrt(s.exp_avg_sq[i] / (1 - Math.pow(beta2, t)))"
+     " + h.eps)", ("adam",)),
     ("effective lr without the root", "hypers.lr / (Math.sqrt(state[key][i]) + hypers.eps)",
      "hypers.lr / (state[key][i] + hypers.eps)", ("adagrad", "rmsprop")),
 ]
@@ -205,13 +207,14 @@ def test_drag_keyboard_map_click_and_the_link_restores_everything(browser, guide
     # the saddle section's other surface, SGD's epochs
     page.select_option("#saddle-surface", "local-minima")
     page.locator("#sgd-epochs").fill("9")
-    assert_section_matches_python(page, "saddle")["surface"] == "local-minima"
+    assert assert_section_matches_python(page, "saddle")["surface"] == "local-minima"
     assert assert_section_matches_python(page, "sgd")["epochs"] == 9
     # the link reproduces every section in a fresh page
     link = wait_for_hash(page)
     again = session.open(guide_file, link)
     assert again.evaluate("descentlabGuide.state") == page.evaluate("descentlabGuide.state")
-    assert again.evaluate("JSON.stringify(descentlabGuide.numbers)") == page.evaluate("JSON.stringify(descentlabGuide.numbers)")
+    numbers = "JSON.stringify(descentlabGuide.numbers)"
+    assert again.evaluate(numbers) == page.evaluate(numbers)
     assert session.outside_requests(guide_file) == []
 
 
@@ -253,7 +256,8 @@ def test_every_section_renders_its_figures_and_the_claim(browser, guide_file, se
     counts = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.figure[data-section]')].map(f =>
         [f.dataset.section, {contours: f.querySelectorAll('svg.plot path[d]').length,
          paths: f.querySelectorAll('path.trajectory').length, charts: f.querySelectorAll('svg.chart').length,
-         sliders: f.querySelectorAll('input[type=range]').length, rows: f.querySelectorAll('table.claim tbody tr').length}]))""")
+         sliders: f.querySelectorAll('input[type=range]').length,
+         rows: f.querySelectorAll('table.claim tbody tr').length}]))""")
     expected_paths = {"gd": 1, "sgd": 4, "momentum": 1, "adagrad": 1, "rmsprop": 2, "adam": 2, "saddle": 3}
     for name, paths in expected_paths.items():
         c = counts[name]

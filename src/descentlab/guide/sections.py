@@ -18,7 +18,7 @@ MAP_LRS, MAP_RHOS = 64, 50
 """The (lr, ρ) convergence map's grid: lr log-spaced over the momentum section's lr range, ρ in [0, 0.99]."""
 
 
-def _lr(low: float, high: float, label: str = "α (lr)", key: str = "lr") -> Slider:
+def _lr(low: float, high: float, label: str = "γ (lr)", key: str = "lr") -> Slider:
     return Slider(key, label, low, high, "log")
 
 
@@ -36,8 +36,8 @@ SECTIONS: dict[str, dict[str, Any]] = {
                 "controls": [_lr(0.01, 5.0)], "defaults": {"lr": 1.0, "start": [-8.0, 1.0]}},
     "rmsprop": {"title": "RMSProp", "surface": "bowl", "condition": 10.0, "steps": 100, "adagrad_eps": 1e-10,
                 "rmsprop_eps": 1e-8,
-                "controls": [_lr(0.01, 5.0, "AdaGrad α", "adagrad_lr"), _lr(0.001, 1.0, "RMSProp α", "rmsprop_lr"),
-                             Slider("alpha", "RMSProp decay", 0.5, 0.9999, "one-minus-log")],
+                "controls": [_lr(0.01, 5.0, "AdaGrad γ", "adagrad_lr"), _lr(0.001, 1.0, "RMSProp γ", "rmsprop_lr"),
+                             Slider("alpha", "RMSProp decay α", 0.5, 0.9999, "one-minus-log")],
                 "defaults": {"adagrad_lr": 1.0, "rmsprop_lr": 0.1, "alpha": 0.99, "start": [-8.0, 1.0]}},
     "adam": {"title": "Adam", "surface": "bowl", "condition": 10.0, "steps": 100,
              "controls": [_lr(0.001, 3.0), Slider("beta1", "β1", 0.0, 0.999), Slider("beta2", "β2", 0.5, 0.9999,

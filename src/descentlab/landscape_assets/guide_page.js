@@ -214,7 +214,7 @@
         plot.paths([{ name: "gd", colour: C[0], points: n.gd.points }], state.gd.start);
         loss.set([{ name: "gd", colour: C[0], ys: n.gd.losses }]);
         const ok = state.gd.lr < n.limit;
-        out.innerHTML = `α = ${format(state.gd.lr)} ${ok ? "&lt;" : "&ge;"} 2/L = ${format(n.limit)}: |1 − αλ| = `
+        out.innerHTML = `γ = ${format(state.gd.lr)} ${ok ? "&lt;" : "&ge;"} 2/L = ${format(n.limit)}: |1 − γλ| = `
           + `${format(n.factors[0])} along x (λ = 1/${sec.condition}), <span class="${n.factors[1] >= 1 ? "bad" : ""}">${format(n.factors[1])} along y (λ = 1)</span> · `
           + `${status(n.gd)}, loss ${format(last(n.gd.losses))} after ${n.gd.losses.length - 1} steps`;
       };
@@ -262,7 +262,7 @@
     },
     adagrad(fig, name) {
       const plot = contourPlot(fig, name, (p) => setStart(name, p)), loss = lineChart(fig, "step", "loss f(w)");
-      const eff = lineChart(fig, "step", "effective lr α/(√sᵢ + ε)");
+      const eff = lineChart(fig, "step", "effective lr γ/(√sᵢ + ε)");
       legend(fig, [["x (flat)", C[3]], ["y (steep)", C[3], true]]);
       const out = readout(fig);
       return (n) => {
@@ -278,7 +278,7 @@
     },
     rmsprop(fig, name) {
       const plot = contourPlot(fig, name, (p) => setStart(name, p)), loss = lineChart(fig, "step", "loss f(w)");
-      const eff = lineChart(fig, "step", "effective lr α/(√sᵢ + ε)");
+      const eff = lineChart(fig, "step", "effective lr γ/(√sᵢ + ε)");
       legend(fig, [["AdaGrad", C[3]], ["RMSProp", C[4]], ["x solid, y dashed", "#999"]]);
       const out = readout(fig);
       return (n) => {
@@ -349,13 +349,14 @@
     const canvas = Object.assign(document.createElement("canvas"), { width: W, height: H, className: "map" });
     canvas.setAttribute("aria-label", "convergence rate over learning rate and momentum; click to set both");
     const svg = d3.select(box).append("svg").attr("width", W + L + 8).attr("height", H + B + 14);
+    svg.style("position", "relative").style("z-index", 1).style("pointer-events", "none"); // the ring above the canvas; clicks go through
     box.prepend(canvas);
     canvas.style.position = "absolute"; canvas.style.left = `${L}px`; canvas.style.top = "4px";
     const x = d3.scaleLog([lrs[0], last(lrs)], [0, W]), y = d3.scaleLinear([rhos[0], last(rhos)], [H, 0]);
     const g = svg.append("g").attr("transform", `translate(${L},4)`);
     g.append("g").attr("transform", `translate(0,${H})`).call(d3.axisBottom(x).ticks(4, "~g"));
     g.append("g").call(d3.axisLeft(y).ticks(5));
-    g.append("text").attr("x", W / 2).attr("y", H + 28).attr("text-anchor", "middle").attr("font-size", 11).text("α (lr) · colour: rate");
+    g.append("text").attr("x", W / 2).attr("y", H + 28).attr("text-anchor", "middle").attr("font-size", 11).text("γ (lr) · colour: rate");
     const ring = g.append("circle").attr("r", 6).attr("fill", "none").attr("stroke", "#e15759").attr("stroke-width", 2.5);
     fig.append(box);
     let drawn = null;
