@@ -1,4 +1,4 @@
-"""``descentlab bench``'s target lines (issue 13), judged for each descentlab engine mode: a missed speed
+"""``descentlab bench``'s target lines (issue 26), judged for each descentlab engine mode: a missed speed
 target says the step time and bandwidth it needs, next to the fastest rate any step of the same run moved
 its bytes; the engine list is validated before any work starts."""
 

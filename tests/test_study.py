@@ -105,7 +105,7 @@ def test_a_finished_study_is_read_back_without_racing_again(tmp_path, monkeypatc
     options = dict(optimizers="sgd,adam", seeds=1, quick=True, jobs=1, out=tmp_path / "s", progress=False)
     first = run_study("lstsq-linear@2", **options)
     assert first.trained == 2 * 3 + 2 + 3 * 2
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a finished race was run again"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a finished race was run again"))
     again = run_study("lstsq-linear@2", **options)
     assert again.trained == 0
     assert [len(w.race.records) for w in again.workloads] == [len(w.race.records) for w in first.workloads]
@@ -158,7 +158,7 @@ def test_the_claim_verdict_counts_workloads_within_tolerance():
     (["--jobs", "0"], "jobs must be an integer"),
 ])
 def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, needle):
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a race started"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     out = tmp_path / "out"
     assert main(["study", "--quick", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -167,7 +167,7 @@ def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, m
 
 
 def test_study_refuses_an_out_holding_another_study_or_other_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a race started"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("mine")
