@@ -101,6 +101,15 @@ def _find_ninja() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
+def _write_atomically(path: str, text: str) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
 def _build(code: str) -> tuple[Any, str | None, float]:
     """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
     name = _codegen.name_of(code, [*FLAGS, _cpu_key(), torch.__version__])
@@ -115,15 +124,14 @@ def _build(code: str) -> tuple[Any, str | None, float]:
 
         root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
         directory = os.path.join(root, "descentlab", name)
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{name}.cpp")
-        if not os.path.exists(path):
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "w") as handle:
-                handle.write(code)
-            os.replace(temporary, path)
-        cpp_extension.load(name, [path], extra_cflags=list(FLAGS), build_directory=directory,
-                           is_python_module=False, verbose=False)
+        built = os.path.join(directory, f"{name}.built")
+        if not os.path.exists(built):  # a warm start skips the build tools (ninja, compiler checks) entirely
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{name}.cpp")
+            _write_atomically(path, code)
+            cpp_extension.load(name, [path], extra_cflags=list(FLAGS), build_directory=directory,
+                               is_python_module=False, verbose=False)
+            _write_atomically(built, name)  # only after a complete build: the library is whole
         library = ctypes.CDLL(os.path.join(directory, f"{name}.so"))
         function = library.dl_fused_step
         function.restype = ctypes.c_int64
