@@ -163,7 +163,7 @@ def param_groups(case: Case, params: list[torch.Tensor]) -> list[dict[str, Any]]
 Check = Callable[[int, list[torch.Tensor], list[torch.Tensor]], None]
 
 
-ENGINE_MODES = ("eager", "flat")
+ENGINE_MODES = ("eager", "flat", "fused")
 """The engine paths promised bitwise equal to torch.optim (``compiled`` is tested within rounding)."""
 
 

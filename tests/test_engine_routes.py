@@ -98,7 +98,9 @@ def test_a_rule_that_is_not_elementwise_gets_the_core() -> None:
     assert torch.allclose(p.detach(), torch.tensor([0.94, 0.92, 1.0, 1.0]))
 
 
-def test_auto_takes_flat_for_a_group_holding_a_big_tensor_and_steps_only_big_ones_there() -> None:
+def test_without_the_fused_path_auto_takes_flat_for_a_group_holding_a_big_tensor_and_steps_only_big_ones_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESCENTLAB_FUSED", "0")  # auto's first choice, the fused path, is off (tests/test_fused.py)
     small = [torch.zeros(10, requires_grad=True) for _ in range(40)]
     mixed = [torch.zeros(engine.FLAT_MIN_BYTES // 4, requires_grad=True), torch.zeros(10, requires_grad=True)]
     routes = []
@@ -109,6 +111,7 @@ def test_auto_takes_flat_for_a_group_holding_a_big_tensor_and_steps_only_big_one
         opt.step()
         routes.append(dl.last_routes(opt)[0])
     assert [r.path for r in routes] == ["eager", "flat"]
+    assert "not fused: DESCENTLAB_FUSED=0" in routes[0].reason
     assert routes[1].reason.endswith("1 parameter(s) on the core")
 
 

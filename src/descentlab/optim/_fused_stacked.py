@@ -25,7 +25,7 @@ import torch
 from . import _codegen
 from ._eager import apply_update
 from ._fused import DTYPES, call, disabled, kernel_for, verify
-from ._trace import Unsupported, flatten_hypers, guards_hold
+from ._trace import Unsupported, flatten_hypers, guard_inputs, guards_hold
 from .rule import Rule
 
 
@@ -67,7 +67,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         kernel = kernel_for(rule, {**math, "lr": lrs[0]}, names, maximize, numbers, key, step)
     except Unsupported:
         return None
-    if kernel.function is None or not all(guards_hold(kernel.program, row) for row, _ in rows_numbers):
+    inputs = guard_inputs(kernel.program)  # rows differing only where no guard looks (the lr) share the outcome
+    distinct = {tuple(row[i] for i in inputs): row for row, _ in rows_numbers}
+    if kernel.function is None or not all(guards_hold(kernel.program, row) for row in distinct.values()):
         return None
     tables: dict[torch.dtype, array] = {}
     left: list[int] = []

@@ -459,20 +459,46 @@ def trace(update: Callable[..., Any], hypers: Mapping[str, Any], buffers: Sequen
     return program
 
 
+def guard_nodes(program: Program) -> frozenset[int]:
+    """The scalar nodes the guards read, directly or through others (cached on the program)."""
+    cached = getattr(program, "_guard_nodes", None)
+    if cached is None:
+        needed: set[int] = set()
+        pending = [index for left, _, right, _ in program.guards for index in (left, right)]
+        while pending:
+            index = pending.pop()
+            if index in needed:
+                continue
+            needed.add(index)
+            op, args = program.scalar_ops[index]
+            if op not in ("hyper", "const", "step"):
+                pending.extend(args)
+        cached = frozenset(needed)
+        object.__setattr__(program, "_guard_nodes", cached)
+    return cached
+
+
+def guard_inputs(program: Program) -> frozenset[int]:
+    """The hyper-parameter positions (in :func:`flatten_hypers`'s list) the guards depend on."""
+    return frozenset(program.scalar_ops[i][1][0] for i in guard_nodes(program) if program.scalar_ops[i][0] == "hyper")
+
+
 def guards_hold(program: Program, numbers: Sequence[float]) -> bool:
     """Whether every comparison of the trace has the same outcome for these hyper-parameter values."""
     if not program.guards:
         return True
-    values = evaluate_scalars(program, numbers, step=None)
+    values = evaluate_scalars(program, numbers, step=None, only=guard_nodes(program))
     return all(COMPARISONS[op](values[left], values[right]) == outcome
                for left, op, right, outcome in program.guards)
 
 
-def evaluate_scalars(program: Program, numbers: Sequence[float], step: float | None) -> list[float]:
-    """The scalar program in Python doubles (step-dependent nodes are NaN when ``step`` is None)."""
+def evaluate_scalars(program: Program, numbers: Sequence[float], step: float | None,
+                     only: frozenset[int] | None = None) -> list[float]:
+    """The scalar program in Python doubles (step-dependent nodes are NaN when ``step`` is None; so are
+    the nodes not in ``only``, when given)."""
     values: list[float] = []
-    for (op, args), steps in zip(program.scalar_ops, program.scalar_steps, strict=True):
-        if steps and step is None:
+    for index, ((op, args), steps) in enumerate(zip(program.scalar_ops, program.scalar_steps, strict=True)):
+        if (steps and step is None) or (only is not None and index not in only):
             values.append(float("nan"))
         elif op == "hyper":
             values.append(float(numbers[args[0]]))
