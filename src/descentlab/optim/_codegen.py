@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -254,7 +254,8 @@ def source(program: Program, slots: int) -> str:
         "    if (!(t == last_t) || m[3] != last_row) {",
         "      scalars(s, rows + m[3] * nh, t); last_t = t; last_row = m[3];",
         "    }",
-        f"    if (sq != nullptr) staged_loop<T>(m[0], {args}, s, sq, mode);",
+        f"    if ({'true' if any(op == 'sqrt' for op, _ in program.element_ops) else 'false'} && sq != nullptr) "
+        f"staged_loop<T>(m[0], {args}, s, sq, mode);",
         f"    else ieee_loop<T>(m[0], {args}, s, sq, mode);",
         "    ++done;",
         "  }",
