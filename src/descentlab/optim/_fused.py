@@ -338,6 +338,9 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
     off = disabled()
     if off:
         raise Unsupported(off)
+    params = group["params"]
+    if params and not params[0].is_cpu:  # GPU: no fused kernel (docs/engine.md); the other paths take it
+        raise Unsupported(f"the fused kernel is CPU-only (parameters on {params[0].device.type})")
     hypers = {name: group[name] for name in rule.math_names}
     maximize = bool(group["maximize"])
     numbers, key = flatten_hypers(hypers)
