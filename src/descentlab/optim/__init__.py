@@ -7,8 +7,12 @@ adamw).
 
 Engine options: ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and stored
 in the param groups so checkpoints move to and from torch.optim; ``foreach=False``, ``fused=False``
-and ``differentiable=True`` ask for the per-tensor core, the others change nothing (the step always
-runs without autograd). ``set_engine(opt, mode)`` picks the path (:mod:`.engine`).
+and ``differentiable=True`` ask for the per-tensor core. ``differentiable=True`` steps with autograd
+on, as torch's (hypergradients through a non-leaf parameter and an lr that requires grad);
+``fused=True`` gives the for-loop's numbers (torch's fused CPU kernels differ from them by a few ulps);
+``capturable=True`` raises on CPU parameters as torch does and changes nothing elsewhere; torch's
+constructor errors (``fused`` with ``foreach`` or ``differentiable``) are raised with its messages.
+``set_engine(opt, mode)`` picks the path (:mod:`.engine`).
 """
 
 from __future__ import annotations

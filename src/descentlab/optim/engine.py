@@ -39,6 +39,7 @@ import torch
 from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._pieces import eager_piece, step_pieces, take
+from .hyper import capturable_problem
 from .probe import shape_problem
 from .rule import Rule, buffer_names
 
@@ -108,10 +109,14 @@ def step_all(optimizer: Any) -> None:
     """Step every param group of ``optimizer`` (a :class:`~._base.RuleOptimizer`) on its route."""
     choice = _choice(optimizer)
     owner = type(optimizer).__name__
+    tracing = torch.compiler.is_compiling()
     for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
+                problem = None if tracing else capturable_problem(group, param.device)
+                if problem is not None:
+                    raise type(problem)(f"{owner}: {problem}")
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
                      for group in optimizer.param_groups]
 

@@ -82,6 +82,7 @@ def _probe_hypers(rule: Rule, hypers: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+@torch.no_grad()
 def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
     names = buffer_names(rule, hypers)
     math = {name: hypers[name] for name in rule.math_names}

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .hyper import Hyper, flag
+from .hyper import Hyper, engine_option_problem, flag
 
 
 class UpdateFn(Protocol):
@@ -165,7 +165,7 @@ class Rule:
         owner = owner or self.name
         cleaned = {name: self.hyper(name).validate(hypers[name], owner) if name not in self.fixed
                    else hypers[name] for name in hypers}
-        for constraint in self.constraints:
+        for constraint in (*self.constraints, engine_option_problem):
             problem = constraint(cleaned)
             if problem is not None:
                 raise type(problem)(f"{owner}: {problem}")

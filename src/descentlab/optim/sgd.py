@@ -30,7 +30,8 @@ def sgd_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torc
     new_state = {}
     if momentum != 0:
         buf = state["momentum_buffer"]
-        buf = grad if buf is None else buf.mul(momentum).add(grad, alpha=1 - dampening)
+        # the first buffer is the gradient, detached as torch.optim's (seen only with differentiable=True)
+        buf = grad.detach() if buf is None else buf.mul(momentum).add(grad, alpha=1 - dampening)
         new_state["momentum_buffer"] = buf
         grad = grad.add(buf, alpha=momentum) if nesterov else buf
     return add_scaled(param, grad, -lr), new_state
