@@ -59,8 +59,8 @@ def test_hypergradients_equal_torchs(float64_default, name, steps, hypers):
     torch.testing.assert_close(param, expected_param, rtol=1e-13, atol=1e-15)
 
 
-FD_CASES = [("SGD", {"momentum": 0.9}), ("Adagrad", {"lr_decay": 0.1}), ("RMSprop", {"momentum": 0.5, "centered": True}),
-            ("Adam", {"amsgrad": True, "weight_decay": 0.1})]
+FD_CASES = [("SGD", {"momentum": 0.9}), ("Adagrad", {"lr_decay": 0.1}),
+            ("RMSprop", {"momentum": 0.5, "centered": True}), ("Adam", {"amsgrad": True, "weight_decay": 0.1})]
 
 
 @pytest.mark.parametrize(("name", "hypers"), FD_CASES, ids=[c[0] for c in FD_CASES])
@@ -74,7 +74,7 @@ def test_hypergradients_torch_cannot_take_equal_finite_differences(name, hypers)
 
 def test_a_non_leaf_parameter_needs_differentiable_and_a_leaf_fails_as_in_torch():
     weights = torch.zeros(3, requires_grad=True)
-    with pytest.raises(ValueError, match="not a leaf tensor.*differentiable=True"):
+    with pytest.raises(ValueError, match=r"not a leaf tensor.*differentiable=True"):
         dl.Adam([weights.clone()])
     for library in (torch.optim, dl):
         weights.grad = torch.ones(3)

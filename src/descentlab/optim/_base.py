@@ -177,3 +177,22 @@ def optimizer_class(rule: Rule, class_name: str | None = None, doc: str | None =
         [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
     )
     return cls
+
+
+def optimizer_of(rule: Rule) -> type[RuleOptimizer]:
+    """The torch.optim.Optimizer subclass for ``rule`` (built once per rule object, cached)."""
+    cached = _CLASSES.get(id(rule))
+    if cached is None or cached[0] is not rule:
+        # in the rule's own module, so pickle finds the class where the user keeps it (Lion = lion.optimizer)
+        cls = optimizer_class(rule, class_name=_class_name(rule.name), module=getattr(rule.update, "__module__", None))
+        _CLASSES[id(rule)] = (rule, cls)
+        return cls
+    return cached[1]
+
+
+_CLASSES: dict[int, tuple[Rule, type[RuleOptimizer]]] = {}
+
+
+def _class_name(name: str) -> str:
+    parts = [p for p in name.replace("-", "_").split("_") if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts) or "Rule"

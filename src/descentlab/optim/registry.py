@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._base import RuleOptimizer
+from ._base import RuleOptimizer, optimizer_of
 from .rule import Rule
 
 
@@ -104,7 +104,7 @@ def _import_entry(path: str) -> Entry:
         raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if isinstance(target, Rule):
         summary = target.doc.strip().splitlines()[0] if target.doc.strip() else f"user rule {target.name}"
-        return Entry(path, target.optimizer, {}, summary)
+        return Entry(path, optimizer_of(target), {}, summary)
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return Entry(path, target)
     raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from .define import DefinedRule
 from .hyper import engine_option, flag, learning_rate, real
 from .ops import add_scaled
-from .rule import Buffer, Rule
+from .rule import Buffer
 
 
 def sgd_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torch.Tensor | None], *,
@@ -46,7 +47,7 @@ def _nesterov_needs_plain_momentum(h: Mapping[str, Any]) -> Exception | None:
     return None
 
 
-SGD_RULE = Rule(
+SGD_RULE = DefinedRule(
     name="SGD",
     update=sgd_update,
     hypers=(
