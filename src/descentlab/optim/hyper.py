@@ -154,7 +154,8 @@ def real_pair(
 
 def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool = True) -> Hyper:
     """A torch.optim kernel switch (``foreach``, ``fused``, ...): kept in the param group for
-    checkpoint compatibility, never passed to the math, never able to change results."""
+    checkpoint compatibility and never passed to the math; the shell and the engine read them as torch
+    does (:data:`TORCH_ENGINE_DOC`, :func:`engine_option_problem`, :func:`capturable_problem`)."""
 
     def check(name: str, value: Any) -> Exception | None:
         if value is not None and not isinstance(value, bool):
