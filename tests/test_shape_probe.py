@@ -130,7 +130,7 @@ def test_a_batched_race_on_a_cnn_trains_a_shape_reading_rule_per_run(registered,
     """The batched race on a CNN gives the per-run race's numbers for a rule reading param.dim() (it trains
     alone, the reason printed once), while plain SGD still trains batched."""
     task = _image_task()
-    plan = batching.check(task, "custom", ["sgd", "conv_scaled"], lambda name: 16, jobs=1, custom_run=False)
+    plan = batching.check(task, "custom", ["sgd", "conv_scaled"], jobs=1, custom_run=False)
     assert plan.stackable == {"sgd"}
     race = {"optimizers": ["sgd", "conv_scaled"], "lrs": [0.1, 0.3], "seeds": 2, "epochs": 2, "jobs": 1,
             "batch_size": 16, "progress": False}
