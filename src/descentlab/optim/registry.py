@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._base import RuleOptimizer
+from ._base import RuleOptimizer, optimizer_of
 from .rule import Rule
 
 
@@ -72,7 +72,7 @@ def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping
              summary: str = "", *, full_batch: bool = False) -> Entry:
     """Add ``name`` to the registry (a class, or a rule that is turned into one)."""
     if isinstance(cls, Rule):
-        cls = cls.optimizer
+        cls = optimizer_of(cls)
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"register: name must be a plain word, got {name!r}")
     entry = Entry(name, cls, dict(preset or {}), summary, full_batch)
@@ -123,13 +123,13 @@ def _import_entry(path: str) -> Entry:
         raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if isinstance(target, Rule):
         summary = target.doc.strip().splitlines()[0] if target.doc.strip() else f"user rule {target.name}"
-        return Entry(path, target.optimizer, {}, summary)
+        return Entry(path, optimizer_of(target), {}, summary)
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return Entry(path, target)
     if isinstance(target, functools.partial) and not target.args and (
             isinstance(target.func, Rule) or (isinstance(target.func, type)
                                               and issubclass(target.func, torch.optim.Optimizer))):
-        func = target.func.optimizer if isinstance(target.func, Rule) else target.func
+        func = optimizer_of(target.func) if isinstance(target.func, Rule) else target.func
         return Entry(path, func, dict(target.keywords), f"{func.__name__} with {dict(target.keywords)}")
     if callable(target) and not isinstance(target, type):
         return Entry(path, target, {}, f"factory {attribute}")
