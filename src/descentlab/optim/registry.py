@@ -131,10 +131,26 @@ def _import_entry(path: str) -> Entry:
                                               and issubclass(target.func, torch.optim.Optimizer))):
         func = optimizer_of(target.func) if isinstance(target.func, Rule) else target.func
         return Entry(path, func, dict(target.keywords), f"{func.__name__} with {dict(target.keywords)}")
-    if callable(target) and not isinstance(target, type):
+    if callable(target) and not isinstance(target, type) and _takes_params_and_lr(target):
         return Entry(path, target, {}, f"factory {attribute}")
     raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "
-                     "expected a descentlab Rule, a torch.optim.Optimizer subclass or a callable returning one")
+                     "expected a descentlab Rule, a torch.optim.Optimizer subclass or a callable (params, lr=...) "
+                     "returning one")
+
+
+def _takes_params_and_lr(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` can be called as ``factory(params, lr=...)`` (a positional first argument and ``lr``
+    by keyword): an optimizer factory, not some other callable of the module."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    keyword = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                        inspect.Parameter.KEYWORD_ONLY)}
+    return bool(parameters) and parameters[0].kind in positional and (
+        "lr" in keyword or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters))
 
 
 def rule_of(name: str) -> Rule | None:
