@@ -39,8 +39,9 @@ class Entry:
         base = rule.defaults if rule is not None else {}
         return {**base, **self.preset}
 
-    def hyper_names(self) -> frozenset[str]:
-        """The hyper-parameters this name takes: its rule's, or its class's / factory's keyword arguments."""
+    def hyper_names(self) -> frozenset[str] | None:
+        """The hyper-parameters this name takes: its rule's, or its class's / factory's keyword arguments (None:
+        it takes any keyword, ``**kwargs``)."""
         rule = getattr(self.cls, "rule", None)
         if rule is not None:
             return frozenset(rule.defaults) | frozenset(self.preset)
@@ -49,7 +50,10 @@ class Entry:
         except (TypeError, ValueError):
             return frozenset(self.preset)
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        taken = {p.name for p in list(signature.parameters.values())[1:] if p.kind in kinds}
+        parameters = list(signature.parameters.values())[1:]
+        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        taken = {p.name for p in parameters if p.kind in kinds}
         return frozenset(taken) | frozenset(self.preset)
 
     def create(self, params: Any, **hyperparams: Any) -> torch.optim.Optimizer:
