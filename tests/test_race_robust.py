@@ -161,3 +161,21 @@ def test_hp_and_batch_size_grids_are_the_same_race_batched_and_per_run(tmp_path)
         twin = by_spec[record.spec]
         assert record.status == twin.status and record.best_step == twin.best_step
         assert record.best_val_loss == pytest.approx(twin.best_val_loss, rel=1e-7)
+
+
+def test_the_binding_sees_a_changed_activation_or_loss_not_only_shapes():
+    import torch
+
+    from descentlab.racing import binding
+    from descentlab.tasks import from_tensors
+
+    x, y = torch.randn(20, 4), torch.arange(20) % 3
+
+    def task(activation, loss=None):
+        return from_tensors(x, y, x, y, model=lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), activation(),
+                                                                            torch.nn.Linear(8, 3)), loss=loss)
+    tanh, relu = binding.of(task(torch.nn.Tanh), "custom"), binding.of(task(torch.nn.ReLU), "custom")
+    assert tanh["data_sha256"] == relu["data_sha256"] and tanh["model_sha256"] != relu["model_sha256"]
+    smooth = binding.of(task(torch.nn.Tanh, loss=torch.nn.functional.multi_margin_loss), "custom")
+    assert smooth["model_sha256"] != tanh["model_sha256"]
+    assert binding.of(task(torch.nn.Tanh), "custom") == tanh

@@ -25,7 +25,9 @@ hyper-parameter, its self-check failed) it says why and takes ``flat`` for a gro
 tensor of at least :data:`FLAT_MIN_BYTES` (where the flat path measured faster), otherwise
 the core. Whatever the mode, the core steps a group that asks for the per-tensor path
 (``foreach=False``, ``fused=False``, ``differentiable=True``), a rule declared ``elementwise=False``,
-a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), and,
+a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), a rule
+whose numbers change when its tensors are flattened, sliced or concatenated
+(:func:`.probe.shape_problem`: it reads ``param.dim()`` or a size, or is not elementwise), and,
 inside an accelerated group, each parameter the path does not take (small, half precision, complex,
 sparse, a lazy buffer not yet made, memory shared with another parameter).
 :func:`last_routes` tells, per group, which path the last step took and why.
@@ -44,6 +46,8 @@ from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._fused import fused_route
 from ._pieces import eager_piece, step_pieces, take
+from .hyper import capturable_problem
+from .probe import shape_problem
 from .rule import Rule, buffer_names
 
 MODES = ("auto", "eager", "flat", "compiled", "fused", "fused-ieee")
@@ -112,10 +116,14 @@ def step_all(optimizer: Any) -> None:
     """Step every param group of ``optimizer`` (a :class:`~._base.RuleOptimizer`) on its route."""
     choice = _choice(optimizer)
     owner = type(optimizer).__name__
+    tracing = torch.compiler.is_compiling()
     for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
+                problem = None if tracing else capturable_problem(group, param.device)
+                if problem is not None:
+                    raise type(problem)(f"{owner}: {problem}")
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
                      for group in optimizer.param_groups]
 
@@ -123,6 +131,10 @@ def step_all(optimizer: Any) -> None:
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
     path, reason = _path(rule, group, choice.mode)
+    if path != "eager":  # every accelerator hands the rule flat slices, concatenations or flat memory
+        problem = shape_problem(rule, group)
+        if problem is not None:
+            path, reason = "eager", f"{problem}: stepped on the per-tensor core"
     if path in ("fused", "fused-ieee"):
         taken, why_not = fused_route(rule, group, states, owner, reason, ieee=path == "fused-ieee")
         if taken is not None:
