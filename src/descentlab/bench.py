@@ -401,19 +401,21 @@ def _load_average() -> float:
 
 def training_step(steps: int = 300, batch_size: int = 128, seed: int = 0) -> dict[str, Any]:
     """Median ms of one MNIST-1D MLP training step (zero_grad, forward, loss, backward, step) with
-    descentlab's Adam (default engine), ``torch.optim.Adam`` with torch's defaults and with ``fused=True``,
-    in turn."""
+    descentlab's Adam (default engine, and ``fused-ieee``), ``torch.optim.Adam`` with torch's defaults and with
+    ``fused=True``, in turn."""
     from .optim import Adam
     from .tasks import get_task
 
     task = get_task("mnist1d")
     x, y = task.x_train[:batch_size], task.y_train[:batch_size]
-    setups = {"descentlab Adam": (Adam, {}), "torch.optim.Adam": (torch.optim.Adam, {}),
-              "torch.optim.Adam fused": (torch.optim.Adam, {"fused": True})}
+    setups = {"descentlab Adam": (Adam, {}), "descentlab Adam fused-ieee": (Adam, {}),
+              "torch.optim.Adam": (torch.optim.Adam, {}), "torch.optim.Adam fused": (torch.optim.Adam, {"fused": True})}
     runs = {}
     for label, (cls, extra) in setups.items():
         model = task.make_model("mlp", seed=seed)
         runs[label] = (model, cls(model.parameters(), lr=1e-3, **extra))
+        if label.endswith("fused-ieee"):
+            set_engine(runs[label][1], "fused-ieee")
     times: dict[str, list[float]] = {label: [] for label in setups}
 
     def one(label: str) -> float:

@@ -73,6 +73,8 @@ class _Library:
 
     variants: dict[tuple[Any, ...], list[Kernel]] = field(default_factory=dict)
     built: dict[str, tuple[Any, str | None, float]] = field(default_factory=dict)
+    last: dict[tuple[Any, ...], tuple[tuple[float, ...], Kernel]] = field(default_factory=dict)
+    """Per rule variant, the hyper-parameter values of its last use and the kernel they chose."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -151,10 +153,15 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
                numbers: Sequence[float], key: tuple[Any, ...], step: float | None) -> Kernel:
     """The compiled kernel for this rule variant (traced and built on first use; raises Unsupported)."""
     variant = (rule.update, tuple(names), maximize, key, rule.counts_steps)
+    values = tuple(numbers)
+    last = LIBRARY.last.get(variant)
+    if last is not None and last[0] == values:  # the same values as the last step: the same kernel
+        return last[1]
     with LIBRARY.lock:
         kernels = LIBRARY.variants.setdefault(variant, [])
         for kernel in kernels:
             if guards_hold(kernel.program, numbers):
+                LIBRARY.last[variant] = (values, kernel)
                 return kernel
         program = trace(rule.update, hypers, names, maximize, step)
         function, problem, seconds = _build(_codegen.source(program, 2 + len(names)))
@@ -191,14 +198,13 @@ def torch_sqrt() -> tuple[int, int]:
 
 
 def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int, hyper_rows: array, nh: int,
-         fixed_t: float, check_overlap: bool, roots: tuple[int, int]) -> bytearray:
+         fixed_t: float, check_overlap: bool, roots: tuple[int, int]) -> array:
     """Run the kernel over a table of ``rows`` rows with these square roots; the rejected-row flags."""
-    reject = bytearray(rows)
+    reject = array("b", bytes(rows))
     if rows == 0:
         return reject
-    reject_buffer = (ctypes.c_int8 * rows).from_buffer(reject)
     kernel.function(rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else None,
-                    nh, fixed_t, DTYPES[dtype], ctypes.addressof(reject_buffer), int(check_overlap),
+                    nh, fixed_t, DTYPES[dtype], reject.buffer_info()[0], int(check_overlap),
                     roots[0] or None, roots[1] or None, VML_MODE)
     return reject
 
