@@ -130,7 +130,8 @@ def _build(code: str) -> tuple[Any, str | None, float]:
         if not os.path.exists(built):  # a warm start skips the build tools (ninja, compiler checks) entirely
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{name}.cpp")
-            _write_atomically(path, code)
+            if not os.path.exists(path):  # the name is the source's digest: an existing file is this source
+                _write_atomically(path, code)  # (rewriting it would make ninja relink a library in use)
             cpp_extension.load(name, [path], extra_cflags=list(FLAGS), build_directory=directory,
                                is_python_module=False, verbose=False)
             _write_atomically(built, name)  # only after a complete build: the library is whole
