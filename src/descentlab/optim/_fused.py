@@ -14,12 +14,14 @@ variant (flags such as ``amsgrad``, which buffers exist, which side of each ``we
 every value, in every process; the disk cache is keyed by the source's digest, so it can only hold the
 code it names.
 
-Bitwise: each element op is spelled as torch's CPU kernel computes it, so results equal the core's (and
-torch.optim's for-loop) bit for bit. That is checked, not assumed: the first time a process uses a
-kernel for a dtype, it runs it against the core on random tensors of awkward lengths (1 to 67 elements,
-every vector tail) and the hyper-parameters at hand; a kernel that differs in any bit is not used (the
-group runs on the core, with that reason in ``last_routes``). No C++ compiler, an op the generator does
-not know, or a tensor hyper-parameter: the same, with the reason.
+Bitwise: each element op is spelled as torch's CPU kernel computes it, and square roots are torch's own
+vector function (MKL's ``vmsSqrt``/``vmdSqrt`` on x86 wheels, called block by block), so results equal
+the core's (and torch.optim's for-loop) bit for bit. That is checked, not assumed (:mod:`._selfcheck`):
+the first time a process uses a kernel for a dtype, it runs against the core on random tensors of
+every length up to 40 (every vector tail), 67 and 4099; a kernel that differs in any bit is not used
+(the group runs on the core, with that reason in ``last_routes``). ``fused-ieee`` takes the IEEE root
+inline instead (faster; within 1 ulp of each of torch's roots). No C++ compiler, an op the generator
+does not know, or a tensor hyper-parameter: the core, with the reason.
 """
 
 from __future__ import annotations
