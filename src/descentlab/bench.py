@@ -267,7 +267,8 @@ def _variants(name: str, engines: Sequence[str]) -> list[Variant]:
     entry = resolve(name)
     hypers = dict(entry.preset)
     out: list[Variant] = [(OURS + mode, entry.cls, hypers, mode) for mode in engines]
-    torch_cls = getattr(torch.optim, entry.cls.__name__, None) if issubclass(entry.cls, RuleOptimizer) else None
+    ours = isinstance(entry.cls, type) and issubclass(entry.cls, RuleOptimizer)
+    torch_cls = getattr(torch.optim, entry.cls.__name__, None) if ours else None
     if torch_cls is not None:
         accepted = inspect.signature(torch_cls).parameters
         out.append(("torch for-loop", torch_cls, {**hypers, "foreach": False}, "-"))

@@ -112,6 +112,7 @@ def for_race(task: Any, options: Mapping[str, Any]) -> AutoGrids:
     from ..tasks import Task, resolve_task
     from ..tasks.resolve import default_model_of
     from ..train.device import check_device
+    from ..train.track import Budget
 
     device = str(check_device(options.get("device", "cpu")))
     task_options = dict(options.get("task_options") or {})
@@ -130,12 +131,9 @@ def for_race(task: Any, options: Mapping[str, Any]) -> AutoGrids:
     if task_obj is None:
         task_obj = resolve_task(task, **task_options)
     model = model or task_obj.default_model
-    n = task_obj.n_train
-    steps = {}
-    for name in config.optimizers:
-        size = config.batch_size_for(name)
-        steps[name] = config.epochs * math.ceil(n / (n if size is None else min(size, n)))
+    steps = {name: Budget.of(task_obj.n_train, config.batch_sizes_for(name)[0], config.epochs).total
+             for name in config.optimizers}
     return auto_grids(task_obj, optimizers=config.optimizers,
-                      batch_size_for={name: config.batch_size_for(name) for name in config.optimizers},
+                      batch_size_for={name: config.batch_sizes_for(name)[0] for name in config.optimizers},
                       run_steps=steps, model=model, seed=config.seeds[0], device=device, out=out,
                       default=DEFAULT_LRS)

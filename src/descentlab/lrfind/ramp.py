@@ -35,6 +35,7 @@ from ..tasks import Task, resolve_task
 from ..train.data import Data
 from ..train.device import check_device
 from ..train.setup import OptimizerSpec, check_optimizer, make_optimizer, optimizer_label
+from ..train.track import Budget
 
 START_LR = 1e-7
 END_LR = 10.0
@@ -128,9 +129,8 @@ def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer
     opt = make_optimizer(optimizer, params, schedule[0], dict(optimizer_options or {}))
     data = Data(task_obj, torch_device)
     started = time.perf_counter()  # the ramp itself (building the model and optimizer is not its cost)
-    n = data.n_train
-    size = n if batch_size is None else min(int(batch_size), n)
-    per_epoch = math.ceil(n / size)
+    budget = Budget.of(data.n_train, None if batch_size is None else int(batch_size), steps=steps)
+    n, size, per_epoch = budget.n_train, budget.size, budget.per_epoch
     generator = torch.Generator().manual_seed(seed ^ _SHUFFLE_SALT)
     lrs: list[float] = []
     losses: list[float] = []

@@ -7,8 +7,10 @@ A name of the form ``package.module:attribute`` imports a user's rule or optimiz
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,8 @@ class Entry:
     """A registry name: an optimizer class plus preset hyper-parameters."""
 
     name: str
-    cls: type[torch.optim.Optimizer]
+    cls: type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
+    """An optimizer class, or a factory ``(params, **hyperparams) -> Optimizer`` (a user's ``module:attr``)."""
     preset: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
     full_batch: bool = False
@@ -36,8 +39,24 @@ class Entry:
         base = rule.defaults if rule is not None else {}
         return {**base, **self.preset}
 
+    def hyper_names(self) -> frozenset[str]:
+        """The hyper-parameters this name takes: its rule's, or its class's / factory's keyword arguments."""
+        rule = getattr(self.cls, "rule", None)
+        if rule is not None:
+            return frozenset(rule.defaults) | frozenset(self.preset)
+        try:
+            signature = inspect.signature(self.cls)
+        except (TypeError, ValueError):
+            return frozenset(self.preset)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        taken = {p.name for p in list(signature.parameters.values())[1:] if p.kind in kinds}
+        return frozenset(taken) | frozenset(self.preset)
+
     def create(self, params: Any, **hyperparams: Any) -> torch.optim.Optimizer:
-        return self.cls(params, **{**self.preset, **hyperparams})
+        optimizer = self.cls(params, **{**self.preset, **hyperparams})
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer {self.name!r} returned {type(optimizer).__name__}, not a torch.optim.Optimizer")
+        return optimizer
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -107,13 +126,20 @@ def _import_entry(path: str) -> Entry:
         return Entry(path, target.optimizer, {}, summary)
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return Entry(path, target)
+    if isinstance(target, functools.partial) and not target.args and (
+            isinstance(target.func, Rule) or (isinstance(target.func, type)
+                                              and issubclass(target.func, torch.optim.Optimizer))):
+        func = target.func.optimizer if isinstance(target.func, Rule) else target.func
+        return Entry(path, func, dict(target.keywords), f"{func.__name__} with {dict(target.keywords)}")
+    if callable(target) and not isinstance(target, type):
+        return Entry(path, target, {}, f"factory {attribute}")
     raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "
-                     "expected a descentlab Rule or a torch.optim.Optimizer subclass")
+                     "expected a descentlab Rule, a torch.optim.Optimizer subclass or a callable returning one")
 
 
 def rule_of(name: str) -> Rule | None:
     """The rule behind a name, when it is a descentlab optimizer."""
     cls = resolve(name).cls
-    return cls.rule if issubclass(cls, RuleOptimizer) else None
+    return cls.rule if isinstance(cls, type) and issubclass(cls, RuleOptimizer) else None
 
 

@@ -28,9 +28,8 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..optim import resolve, rule_of
 from ..optim.stacked import stacking_problem as rule_problem
@@ -38,8 +37,8 @@ from ..tasks import Task
 from ..train.batched import train_batched
 from ..train.member import Config
 from ..train.stacked_model import stacking_problem as model_problem
-from .record import RunRecord, RunSpec
-from .runner import Job, run_one
+from .record import FINAL, RunRecord, RunSpec
+from .runner import Job, RaceContext, run_one
 
 ENGINES = ("batched", "per-run")
 MAX_CONFIGS = 64
@@ -59,7 +58,6 @@ class Batching:
     stackable: frozenset[str]
     max_configs: int
     jobs: int
-    batch_size_for: Callable[[str], int | None]
     reasons: tuple[str, ...] = field(default=())
     gather: int = GATHER
 
@@ -70,7 +68,7 @@ class Batching:
         groups: dict[int | None, list[RunSpec]] = {}
         for spec in specs:
             if spec.optimizer in self.stackable:
-                groups.setdefault(self.batch_size_for(spec.optimizer), []).append(spec)
+                groups.setdefault(spec.batch_size, []).append(spec)
         batches: list[Job] = []
         for group in groups.values():
             batches += _cut(group, self.max_configs, self.jobs)
@@ -91,12 +89,11 @@ def _cut(group: list[RunSpec], max_configs: int, jobs: int) -> list[Job]:
     return [job for job in out if job]
 
 
-def check(task: Task, model: str, optimizers: Sequence[str], batch_size_for: Callable[[str], int | None],
-          jobs: int, custom_run: bool) -> Batching:
+def check(task: Task, model: str, optimizers: Sequence[str], jobs: int, custom_run: bool) -> Batching:
     """What of this race can train batched; the reasons for what cannot (printed once by the race)."""
     def nothing(reason: str | None) -> Batching:
         reasons = (f"{reason}: every run trains one at a time",) if reason else ()
-        return Batching(frozenset(), 1, jobs, batch_size_for, reasons)
+        return Batching(frozenset(), 1, jobs, reasons)
 
     if custom_run:  # the caller chose its own engine: nothing to say
         return nothing(None)
@@ -117,22 +114,24 @@ def check(task: Task, model: str, optimizers: Sequence[str], batch_size_for: Cal
             reasons.append(f"{problem}: its runs train one at a time")
     n_params = sum(p.numel() * p.element_size() for p in modules[0].parameters())
     max_configs = max(1, min(MAX_CONFIGS, MEMORY_BUDGET // max(1, COPIES_PER_RUN * n_params)))
-    return Batching(frozenset(stackable), max_configs, jobs, batch_size_for, tuple(reasons))
+    return Batching(frozenset(stackable), max_configs, jobs, tuple(reasons))
 
 
-def run_batch(job: Job, context: Mapping[str, Any]) -> list[tuple[RunSpec, RunRecord]]:
-    """Train the runs of ``job`` as one batch; their records (``engine="batched"``). Should the batch
-    itself fail, its runs train one at a time instead (and say why on stderr)."""
-    batch_size = context["batch_size_for"](job[0].optimizer)
-    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed, s.phase == context["final_phase"]) for s in job]
+def run_batch(job: Job, context: RaceContext) -> list[tuple[RunSpec, RunRecord]]:
+    """Train the runs of ``job`` (one batch size) as one batch; their records (``engine="batched"``). Should
+    the batch itself fail, its runs train one at a time instead (and say why on stderr)."""
+    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed, s.phase == FINAL, s.hypers, context.patience_for(s))
+               for s in job]
     started = time.perf_counter()
     try:
-        results = train_batched(context["task"], configs, model=context["model"], batch_size=batch_size,
-                                epochs=context["epochs"], device=context["device"])
+        if not isinstance(context.task, Task):
+            raise TypeError(f"the task reached this worker as {context.task!r}, not a Task")
+        results = train_batched(context.task, configs, model=context.model, batch_size=job[0].batch_size,
+                                epochs=context.epochs, device=context.device)
     except Exception as error:  # a bug or a resource limit of the stacked path: the runs still get made
         print(f"descentlab: a batch of {len(job)} runs failed after {time.perf_counter() - started:.1f} s "
               f"({type(error).__name__}: {error}); training them one at a time\n"
               f"{traceback.format_exc(limit=-2)}", file=sys.stderr)
         return [run_one(spec, context) for spec in job]
-    return [(spec, RunRecord.from_result(spec, result, batch_size, engine="batched", **context["stamp"]))
+    return [(spec, RunRecord.from_result(spec, result, engine="batched", **context.stamp))
             for spec, result in zip(job, results, strict=True)]

@@ -8,17 +8,18 @@ import os
 import sys
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..tasks import Task
 from ..tasks.resolve import default_model_of, resolve_task
 from ..train.device import check_device
-from . import batching, environment, ray_backend
-from .protocol import Arm, RaceConfig, make_config, select
-from .record import FINAL, TUNE, RunRecord, RunSpec
-from .runner import RunFn, check_jobs, run_all
+from . import batching, binding, environment, ray_backend
+from .protocol import Arm, RaceConfig, make_config
+from .record import RunRecord, RunSpec, Setting
+from .runner import RaceContext, RunFn, TaskRef, check_jobs, run_all
+from .stages import expected_runs, plan_arm
 from .store import RESULTS, ResultsStore, check_store
 from .summary import RaceSummary, summarize
 
@@ -41,8 +42,9 @@ class RaceResult:
         return self.out / RESULTS
 
     @property
-    def selected(self) -> dict[Arm, float | None]:
-        return {s.arm: s.selected_lr for s in self.summary.arms}
+    def selected(self) -> dict[Arm, Setting | None]:
+        """Each arm's selected setting (lr, batch size, other hyper-parameters); None: nothing to select."""
+        return {s.arm: s.selected for s in self.summary.arms}
 
 
 def default_out() -> Path:
@@ -60,30 +62,63 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
              optimizers: Sequence[str] | str | None = None,
              lrs: Sequence[float] | str | Mapping[str, Sequence[float]] | None = None,
              seeds: int | Sequence[int] | str | None = None, epochs: int | None = None,
-             batch_size: int | str | None = 64, schedules: Sequence[str] | str | None = None, device: str = "cpu",
-             jobs: int | None = None, quick: bool = False, out: str | os.PathLike[str] | None = None,
-             task_options: Mapping[str, Any] | None = None, progress: bool | None = None,
-             run_fn: RunFn | None = None, backend: str = "local", address: str | None = None,
-             engine: str | None = None) -> RaceResult:
+             batch_size: int | str | Sequence[int | None] | None = 64, schedules: Sequence[str] | str | None = None,
+             device: str = "cpu", jobs: int | None = None, quick: bool = False,
+             out: str | os.PathLike[str] | None = None, task_options: Mapping[str, Any] | None = None,
+             progress: bool | None = None, run_fn: RunFn | None = None, backend: str = "local",
+             address: str | None = None, engine: str | None = None,
+             hp: Mapping[str, Any] | Sequence[str] | None = None, patience: int | str | None = None) -> RaceResult:
     """Race ``optimizers`` × ``schedules`` on ``task`` (a built-in task name, an import path
     ``module:attr`` to a Task or a callable returning one, or a :class:`descentlab.tasks.Task`).
 
-    Every (optimizer, schedule, lr) of the grid is trained on the first seed; per (optimizer,
-    schedule) the lr whose best validation point is best is kept and trained on every seed, each
-    evaluating the test split at its own best validation point and at the end. Results go to
+    Each arm (optimizer, schedule) searches its settings — the lrs, the batch sizes (``batch_size`` may be
+    several: ``"32,64,128"``) and the values of ``hp`` (``{"weight_decay": [0, 0.01]}`` or
+    ``["weight_decay=0,0.01"]``; each applies to the optimizers that have it) — as
+    :mod:`descentlab.racing.protocol` describes: tuned on two seeds by successive halving with early
+    stopping after ``patience`` evaluations without improvement (default: a quarter of the budget;
+    ``"none"`` trains every run its whole budget), the winner confirmed on every seed, each evaluating
+    the test split at its own best validation point and at the end. Results go to
     ``out/results.jsonl`` (append-only, resumable: rerunning with the same ``out`` skips finished
-    runs). ``quick=True`` is a small demo race. ``device``: cpu, cuda, cuda:N or mps (runs on a GPU
-    train one at a time: forked workers cannot share a CUDA context). ``run_fn`` replaces the
-    training engine (tests use a fake one) and must return a :class:`descentlab.train.RunResult`.
-    ``backend``: ``local`` (worker processes on this machine) or ``ray`` (each run a Ray task on the
-    cluster at ``address``, see :mod:`descentlab.racing.ray_backend`; the task then goes by name).
-    ``engine``: ``batched`` (the local default: runs sharing a batch size train together as one
-    stacked model, see :mod:`descentlab.racing.batching`; what cannot be stacked trains one at a
-    time, the reason printed once) or ``per-run`` (every run alone; Ray runs are always per-run).
-    Raises ValueError for bad options or an ``out`` that holds another race, before anything in
-    ``out`` changes.
+    runs). ``quick=True`` is a small demo race; options given explicitly win. ``device``: cpu, cuda,
+    cuda:N or mps (runs on a GPU train one at a time). ``run_fn`` replaces the training engine (tests
+    use a fake one) and must return a :class:`descentlab.train.RunResult`. ``backend``: ``local``
+    (worker processes on this machine) or ``ray`` (each run a Ray task on the cluster at ``address``,
+    see :mod:`descentlab.racing.ray_backend`; the task then goes by name). ``engine``: ``batched`` (the
+    local default: runs sharing a batch size train together as one stacked model, see
+    :mod:`descentlab.racing.batching`) or ``per-run``. Raises ValueError for bad options, an ``out``
+    that holds another race or a race on other data, before anything in ``out`` changes.
     """
     started = time.perf_counter()
+    setup = _prepare(task, model=model, optimizers=optimizers, lrs=lrs, seeds=seeds, epochs=epochs,
+                     batch_size=batch_size, schedules=schedules, device=device, jobs=jobs, quick=quick, out=out,
+                     task_options=task_options, run_fn=run_fn, backend=backend, address=address, engine=engine, hp=hp,
+                     patience=patience)
+    with ResultsStore.open(setup.out, setup.config.to_json()) as store:
+        ran = _run_all(setup, store, progress)
+        records = list(store.records)
+    summary = summarize(setup.config, records)
+    saved = summary.early_stopping
+    if saved.stopped:
+        print(f"descentlab race: early stopping saved {saved.saved_epochs:.0f} of {saved.budget_epochs:.0f} "
+              f"run-epochs of tuning ({saved.share:.0%}; {saved.stopped} runs stopped early)", file=sys.stderr)
+    return RaceResult(setup.out, setup.config, records, summary, ran, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A race ready to run: its checked config (bound to its data), where it writes, and how runs train."""
+
+    config: RaceConfig
+    out: Path
+    runs: Runs
+    context: RaceContext
+
+
+def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, seeds: Any, epochs: Any,
+             batch_size: Any, schedules: Any, device: str, jobs: Any, quick: bool, out: Any,
+             task_options: Mapping[str, Any] | None, run_fn: RunFn | None, backend: str, address: str | None,
+             engine: str | None, hp: Any, patience: Any) -> _Setup:
+    """Every check a race makes before it trains anything (ValueError naming the option and the value)."""
     _check_backend(backend, address, task)
     _check_engine(engine, backend)
     torch_device = check_device(device)
@@ -97,32 +132,31 @@ def run_race(task: Task | str = "mnist1d", *, model: str | None = None,
         chosen_model = task_obj.default_model
     config = make_config(task=task_name, model=chosen_model, optimizers=optimizers, lrs=lrs, seeds=seeds,
                          epochs=epochs, batch_size=batch_size, quick=quick, task_options=task_options,
-                         schedules=schedules, device=str(torch_device))
+                         schedules=schedules, device=str(torch_device), hp=hp, patience=patience)
     if backend == "ray" and torch_device.index is not None:
         raise ValueError(f"device {device!r}: with --backend ray use --device cuda (Ray gives each run its own GPU)")
     n_jobs = check_jobs(jobs) if backend == "ray" else _check_jobs_for(jobs, torch_device.type)
     out_path = Path(out) if out is not None else default_out()
-    config_json = config.to_json()
-    check_store(out_path, config_json)  # refuse another race's directory before spending time on data
+    check_store(out_path, config.to_json())  # refuse another race's directory before spending time on data
     if task_obj is None:
         task_obj = resolve_task(task_name, **config.task_options)
     if config.model not in task_obj.models:
         raise ValueError(f"model {config.model!r} is not a model of task {config.task!r}; known: "
                          f"{', '.join(task_obj.models)}")
-    task_obj.fingerprint()  # once here, inherited by forked workers (a Dataset is read once, not per run)
+    config = replace(config, binding=binding.of(task_obj, config.model))  # the data fingerprint: once, here
+    check_store(out_path, config.to_json())  # a race on other data or another model is refused, untouched
     plan = None
     if backend == "local" and engine != "per-run":
-        plan = batching.check(task_obj, config.model, config.optimizers, config.batch_size_for, n_jobs,
-                              custom_run=run_fn is not None)
+        plan = batching.check(task_obj, config.model, config.optimizers, n_jobs, custom_run=run_fn is not None)
         for reason in plan.reasons:
             print(f"descentlab race: {reason}", file=sys.stderr)
     stamp = {"task": config.task, "model": config.model, "device": config.device,
              "versions": environment.versions(), "machine": environment.machine(n_jobs, config.device)}
-    with ResultsStore.open(out_path, config_json) as store:
-        runs = Runs(n_jobs, backend, address, (config.task, config.task_options), plan)
-        ran = _run_all(config, store, task_obj, run_fn or default_run, runs, progress, stamp)
-        records = list(store.records)
-    return RaceResult(out_path, config, records, summarize(config, records), ran, time.perf_counter() - started)
+    context = RaceContext(run_fn=run_fn or default_run, task=task_obj, model=config.model, epochs=config.epochs,
+                          device=config.device, stamp=stamp, patience=config.patience,
+                          run_batch=batching.run_batch if plan is not None else None)
+    return _Setup(config, out_path, Runs(n_jobs, backend, address, TaskRef(config.task, config.task_options), plan),
+                  context)
 
 
 def _task_object_name(task: Any) -> str:
@@ -155,18 +189,17 @@ class Runs:
     jobs: int
     backend: str = "local"
     address: str | None = None
-    task_by_name: tuple[str, dict[str, Any]] | None = None
-    """Ray: the task as workers resolve it, (name or module:attr, task options)."""
+    task_by_name: TaskRef | None = None
+    """Ray: the task as workers resolve it."""
     batching: batching.Batching | None = None
     """Local: which runs train together (None: each alone)."""
 
-    def run_all(self, specs: list[RunSpec], context: dict[str, Any],
+    def run_all(self, specs: list[RunSpec], context: RaceContext,
                 more: Callable[[RunSpec, RunRecord], list[RunSpec]]) -> Generator[tuple[RunSpec, RunRecord]]:
         if self.backend == "ray":
-            return ray_backend.run_all(specs, {**context, "task": self.task_by_name}, self.address, self.jobs, more)
+            return ray_backend.run_all(specs, replace(context, task=self.task_by_name), self.address, self.jobs, more)
         if self.batching is not None:
-            return run_all(specs, {**context, "run_batch": batching.run_batch}, self.jobs, more,
-                           plan=self.batching.plan, gather=self.batching.gather)
+            return run_all(specs, context, self.jobs, more, plan=self.batching.plan, gather=self.batching.gather)
         return run_all(specs, context, self.jobs, more)
 
 
@@ -187,59 +220,44 @@ def _check_jobs_for(jobs: Any, device_type: str) -> int:
     return 1
 
 
-def _run_all(config: RaceConfig, store: ResultsStore, task: Task, run_fn: RunFn, runs: Runs,
-             progress: bool | None, stamp: dict[str, Any]) -> int:
-    """Train every run not yet in ``store``; returns how many were trained. An arm's confirmation runs
-    start as soon as its last tuning run has finished."""
+def _run_all(setup: _Setup, store: ResultsStore, progress: bool | None) -> int:
+    """Train every run the race still needs (:func:`.stages.plan_arm`, arm by arm: an arm's next stage starts
+    as soon as its current one has finished); returns how many were trained."""
     from tqdm.auto import tqdm
 
-    tuning = config.tuning_runs()
-    tuning_left = {arm: {s for s in tuning if s.arm == arm and s not in store} for arm in config.arms()}
-
-    def finals_of(arm: Arm) -> list[RunSpec]:
-        lr = select(config, store.records)[arm]
-        return [s for s in config.final_runs({arm: lr}) if s not in store]
-
-    def has_finals(arm: Arm) -> bool:
-        return any(r.phase == FINAL and r.arm == arm for r in store.records)
-
-    first = [s for s in tuning if s not in store]
-    expected = len(tuning) + len(config.arms()) * len(config.seeds)
+    config = setup.config
+    in_flight: dict[Arm, int] = {}
+    first: list[RunSpec] = []
     for arm in config.arms():
-        if not tuning_left[arm]:
-            extra = finals_of(arm)
-            first += extra
-            if not extra and not has_finals(arm):  # on resume: an arm known to have no selected lr
-                expected -= len(config.seeds)
+        todo = plan_arm(config, arm, store.records).next_runs
+        in_flight[arm] = len(todo)
+        first += todo
 
     def more(spec: RunSpec, record: RunRecord) -> list[RunSpec]:
-        if spec.phase != TUNE:
+        in_flight[spec.arm] -= 1
+        if in_flight[spec.arm]:
             return []
-        tuning_left[spec.arm].discard(spec)
-        if tuning_left[spec.arm]:
-            return []
-        extra = finals_of(spec.arm)
-        if not extra and not has_finals(spec.arm):
-            bar.total -= len(config.seeds)  # every lr of this arm diverged: no confirmation runs
+        todo = plan_arm(config, spec.arm, store.records).next_runs
+        in_flight[spec.arm] = len(todo)
+        if len(store.records) + sum(in_flight.values()) > bar.total:
+            bar.total = len(store.records) + sum(in_flight.values())
             bar.refresh()
-        return extra
+        return todo
 
-    context = {"run_fn": run_fn, "task": task, "model": config.model, "epochs": config.epochs,
-               "batch_size_for": config.batch_size_for, "final_phase": FINAL, "device": config.device,
-               "stamp": stamp}
     done_before = len(store.records)
+    expected = max(expected_runs(config), done_before + len(first))
     # progress=None: a bar only on a terminal (tqdm's disable=None)
-    bar = tqdm(total=expected, initial=min(done_before, expected), unit="run", desc="race", dynamic_ncols=True,
+    bar = tqdm(total=expected, initial=done_before, unit="run", desc="race", dynamic_ncols=True,
                disable=None if progress is None else not progress, file=sys.stderr)
     ran = 0
-    finished = runs.run_all(first, context, more)
+    finished = setup.runs.run_all(first, setup.context, more)
     try:
         for spec, record in finished:
             store.append(record)
             ran += 1
             bar.update(1)
-            bar.set_postfix_str(f"{spec.optimizer}/{spec.schedule} lr={spec.lr:g} seed={spec.seed}: {record.status}",
-                                refresh=False)
+            bar.set_postfix_str(f"{spec.optimizer}/{spec.schedule} {spec.setting.describe()} seed={spec.seed}: "
+                                f"{record.status}", refresh=False)
     finally:
         finished.close()  # now, not when the generator is collected: its workers (or Ray) stop before we return
         bar.close()

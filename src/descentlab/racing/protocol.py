@@ -1,19 +1,21 @@
-"""The race protocol: which runs to make, and which learning rate each optimizer keeps.
+"""The race protocol: the search space, which runs to make, and the race's config.
 
 An *arm* is an (optimizer, schedule) pair; with the default ``schedules=("constant",)`` there is one
-arm per optimizer. The lr of the grid is the schedule's peak lr.
+arm per optimizer. A *setting* (:class:`~.record.Setting`) is one point of an arm's search space: an
+lr of the grid (the schedule's peak lr), a batch size (GD: always the whole training set) and a value
+of every ``hp`` hyper-parameter the optimizer has.
 
-1. Tuning: every (arm, lr) of the grid is trained once, on the first seed, without touching the
-   test split. Each run records its best validation point (early stopping): the evaluation with the
-   highest validation accuracy (regression: lowest validation loss), see :mod:`descentlab.train.best`.
-2. Selection (:func:`select_lr`, the only place it is computed): per arm, the lr whose best point is
-   best (ties: the smaller lr). Diverged runs, failed runs and non-finite values cannot win; an arm
-   whose every lr diverged has no selected lr and is reported as such.
-3. Confirmation: the selected lr is trained on every seed (the first one included, so that all
-   confirmation runs are made the same way); each evaluates the test split once at its own best
-   validation point's weights (the headline ``test_acc`` / ``test_loss``) and once at the end of
-   the budget (``end_test_acc`` / ``end_test_loss``). Test metrics exist only on these runs and are
-   never read by step 2.
+1. Tuning, by successive halving over seeds (:mod:`.stages`): every setting trains on the first seed
+   with early stopping (a run stops once its best validation point is ``patience`` evaluations old);
+   a selected lr at the edge of its grid extends the grid a step at a time (at most
+   :data:`MAX_EXTENSIONS`) until it is interior or bounded by divergence; then the best third of the
+   settings (:data:`REDUCTION`) train on the second seed too.
+2. Selection (:mod:`.selection`, the only place it is computed): the setting whose best validation
+   points are best on average over the tuning seeds; ties are broken by the setting's lr neighbours
+   and then the middle of the tied plateau, never by a saturated validation loss.
+3. Confirmation: the selected setting trains on every seed for its whole budget; each run evaluates
+   the test split once at its own best validation point (the headline) and once at the end of the
+   budget. Test metrics exist only on these runs and are never read by steps 1-2.
 
 Every arm gets the same budget in epochs (passes over the training set). GD is SGD fed the whole
 training set at each step, so it takes one step per epoch.
@@ -22,15 +24,12 @@ training set at each step, so it takes one step per epoch.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..tasks.registry import MAX_SEED
-from ..train.best import score
-from ..train.schedule import SCHEDULES
-from .record import FINAL, RESULTS_FORMAT, TUNE, RunRecord, RunSpec
+from . import options
+from .record import FINAL, RESULTS_FORMAT, TUNE, Hypers, RunSpec, Setting, frozen
 
 DEFAULT_OPTIMIZERS = ("gd", "sgd", "momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_LRS = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-8, 1))
@@ -52,13 +51,18 @@ GD_VS_SGD = ("gd", "sgd")
 DEFAULT_EPOCHS = 60
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 64
-
-MAX_SEEDS = 10_000
-"""The most seeds a race takes (each optimizer trains once per seed): a larger count is a typo."""
+MAX_SEEDS = options.MAX_SEEDS
 
 QUICK_LRS = (1e-3, 1e-2, 1e-1)
 QUICK_EPOCHS = 3
 QUICK_SEEDS = 2
+
+TUNING_SEEDS = 2
+"""Settings are tuned on up to this many seeds (the best third of them on the second, see :mod:`.stages`)."""
+REDUCTION = 3
+"""Successive halving's η: the best ⌈n/η⌉ of an arm's n settings go on to the next tuning seed."""
+MAX_EXTENSIONS = 2
+"""How many steps a grid grows beyond each of its edges (per arm and line of the search space)."""
 
 Arm = tuple[str, str]
 """(optimizer, schedule)."""
@@ -66,7 +70,10 @@ Arm = tuple[str, str]
 
 @dataclass(frozen=True)
 class RaceConfig:
-    """Everything that defines a race's results (not how fast it runs: ``jobs`` is not here)."""
+    """Everything that defines a race's results (not how fast it runs: ``jobs`` is not here).
+
+    ``binding`` ties a results folder to its data and model (:func:`descentlab.racing.binding.of`),
+    filled in once the task is loaded."""
 
     task: str = "mnist1d"
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -74,12 +81,18 @@ class RaceConfig:
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     lrs: tuple[float, ...] = DEFAULT_LRS
     extra_lrs: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(EXTRA_LRS))
+    hp: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
     epochs: int = DEFAULT_EPOCHS
-    batch_size: int | None = DEFAULT_BATCH_SIZE
+    batch_sizes: tuple[int | None, ...] = (DEFAULT_BATCH_SIZE,)
     full_batch: tuple[str, ...] = field(default_factory=lambda: full_batch_names(DEFAULT_OPTIMIZERS))
     schedules: tuple[str, ...] = ("constant",)
     device: str = "cpu"
+    patience: int | None = 15
+    tuning_seeds: int = TUNING_SEEDS
+    hp_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per optimizer, the names of ``hp`` it has (the others do not apply to it)."""
+    binding: dict[str, Any] | None = None
     results_format: int = RESULTS_FORMAT
 
     def arms(self) -> list[Arm]:
@@ -89,17 +102,48 @@ class RaceConfig:
         """The lrs tried for ``optimizer``: the grid plus its extras, sorted, without repeats."""
         return tuple(sorted(set(self.lrs) | set(self.extra_lrs.get(optimizer, ()))))
 
-    def batch_size_for(self, optimizer: str) -> int | None:
-        return None if optimizer in self.full_batch else self.batch_size
+    def batch_sizes_for(self, optimizer: str) -> tuple[int | None, ...]:
+        """GD (the registry's full-batch names) always takes the whole training set."""
+        return (None,) if optimizer in self.full_batch else self.batch_sizes
 
-    def tuning_runs(self) -> list[RunSpec]:
-        """Every tuning run, in the order they are scheduled."""
-        return [RunSpec(TUNE, opt, schedule, lr, self.seeds[0]) for opt, schedule in self.arms()
-                for lr in self.grid(opt)]
+    def hypers_for(self, optimizer: str) -> list[Hypers]:
+        """Every combination of the ``hp`` values that apply to ``optimizer`` (``[()]`` when none do)."""
+        combos: list[Hypers] = [()]
+        for name in self.hp_names.get(optimizer, ()):
+            combos = [(*combo, (name, frozen(value))) for combo in combos for value in self.hp[name]]
+        return [tuple(sorted(combo)) for combo in combos]
 
-    def final_runs(self, selected: Mapping[Arm, float | None]) -> list[RunSpec]:
-        return [RunSpec(FINAL, opt, schedule, float(lr), seed) for (opt, schedule) in self.arms()
-                if (lr := selected.get((opt, schedule))) is not None for seed in self.seeds]
+    def settings(self, optimizer: str) -> list[Setting]:
+        """The grid an arm of ``optimizer`` searches (before any edge extension)."""
+        return [Setting(lr, size, hypers) for size in self.batch_sizes_for(optimizer)
+                for hypers in self.hypers_for(optimizer) for lr in self.grid(optimizer)]
+
+    def tuning_seed_list(self) -> tuple[int, ...]:
+        return self.seeds[:max(1, min(self.tuning_seeds, len(self.seeds)))]
+
+    def spec(self, phase: str, arm: Arm, setting: Setting, seed: int) -> RunSpec:
+        return RunSpec(phase, arm[0], arm[1], float(setting.lr), seed, setting.batch_size, setting.hypers)
+
+    def final_runs(self, selected: Mapping[Arm, Setting | None]) -> list[RunSpec]:
+        return [self.spec(FINAL, arm, setting, seed) for arm in self.arms()
+                if (setting := selected.get(arm)) is not None for seed in self.seeds]
+
+    def foreign(self, spec: RunSpec) -> str | None:
+        """Why a run cannot belong to this race (None when it can): an optimizer, schedule, seed, batch size or
+        hyper-parameter value the race does not have, or an lr neither on its grid nor beyond its edges."""
+        optimizer, schedule = spec.arm
+        seeds = self.tuning_seed_list() if spec.phase == TUNE else self.seeds
+        grid = self.grid(optimizer) if optimizer in self.optimizers else ()
+        checks = [
+            (spec.phase in (TUNE, FINAL), f"phase {spec.phase!r}"),
+            (optimizer in self.optimizers, f"optimizer {optimizer!r}"),
+            (schedule in self.schedules, f"schedule {schedule!r}"),
+            (spec.seed in seeds, f"seed {spec.seed} in phase {spec.phase!r}"),
+            (spec.batch_size in self.batch_sizes_for(optimizer), f"batch size {spec.batch_size!r}"),
+            (spec.hypers in self.hypers_for(optimizer), f"hyper-parameters {dict(spec.hypers)!r}"),
+            (bool(grid) and (spec.lr in grid or not grid[0] <= spec.lr <= grid[-1]), f"lr {spec.lr!r}"),
+        ]
+        return next((f"{what} is not in this race" for ok, what in checks if not ok), None)
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON values (lists, not tuples; options that are not JSON as strings), so it
@@ -112,27 +156,32 @@ class RaceConfig:
     def from_json(cls, value: Mapping[str, Any]) -> RaceConfig:
         """The config ``to_json`` wrote (``race.json``)."""
         data = dict(value)
-        for name in ("optimizers", "lrs", "seeds", "full_batch", "schedules"):
+        for name in ("optimizers", "lrs", "seeds", "full_batch", "schedules", "batch_sizes"):
             data[name] = tuple(data[name])
         data["extra_lrs"] = {k: tuple(v) for k, v in data["extra_lrs"].items()}
+        data["hp"] = {k: tuple(frozen(v)) for k, v in data["hp"].items()}
+        data["hp_names"] = {k: tuple(v) for k, v in data["hp_names"].items()}
         return cls(**data)
 
 
 def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[str] | str | None = None,
                 lrs: Sequence[float] | str | Mapping[str, Sequence[float]] | None = None,
                 seeds: int | Sequence[int] | str | None = None,
-                epochs: int | None = None, batch_size: int | str | None = DEFAULT_BATCH_SIZE, quick: bool = False,
+                epochs: int | None = None, batch_size: Any = DEFAULT_BATCH_SIZE, quick: bool = False,
                 task_options: Mapping[str, Any] | None = None, schedules: Sequence[str] | str | None = None,
-                device: str = "cpu") -> RaceConfig:
+                device: str = "cpu", hp: Mapping[str, Any] | Sequence[str] | None = None,
+                patience: int | str | None = None) -> RaceConfig:
     """Validate the race options (strings as the CLI gives them are accepted) into a :class:`RaceConfig`.
 
     ``quick`` swaps the defaults for a small demo grid and budget; options given explicitly win. ``lrs``
-    may map every optimizer to its own grid (:func:`lr_grids`).
+    may map every optimizer to its own grid (:func:`lr_grids`). ``batch_size`` may be several
+    (``"32,64,128"``): an axis of the search. ``hp`` maps hyper-parameter names to the values to search
+    (or is a list of ``NAME=V1,V2`` strings, see :mod:`.options`); a name no raced optimizer has is refused.
     Raises ValueError naming the option and the value received.
     """
     from ..optim import resolve
 
-    names = _names(optimizers) if optimizers is not None else DEFAULT_OPTIMIZERS
+    names = options.names(optimizers) if optimizers is not None else DEFAULT_OPTIMIZERS
     for name in names:
         resolve(name)  # unknown names raise ValueError listing the known ones
     if len(set(names)) != len(names):
@@ -142,10 +191,11 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     if per_optimizer is not None:
         grid: tuple[float, ...] = ()
     else:
-        grid = _floats("lrs", lrs) if lrs is not None else (QUICK_LRS if quick else DEFAULT_LRS)
-    seed_list = _seeds(seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS))
-    budget = _positive_int("epochs", epochs if epochs is not None else (QUICK_EPOCHS if quick else DEFAULT_EPOCHS))
-    batch = _batch_size(batch_size)
+        grid = options.floats("lrs", lrs) if lrs is not None else (QUICK_LRS if quick else DEFAULT_LRS)
+    seed_list = options.seeds(seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS))
+    budget = options.positive_int("epochs", epochs if epochs is not None else
+                                  (QUICK_EPOCHS if quick else DEFAULT_EPOCHS))
+    sizes = options.batch_sizes(batch_size)
     if not isinstance(task, str) or not task:
         raise ValueError(f"task must be a task name, got {task!r}")
     if not isinstance(model, str) or not model:
@@ -153,10 +203,24 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     extras = {} if explicit_lrs or quick else {k: v for k, v in EXTRA_LRS.items() if k in names}
     if per_optimizer is not None:  # no shared grid: each optimizer's whole grid is its "extra" lrs
         extras = per_optimizer
-    schedule_names = _schedules(schedules)
+    searched = options.hp(hp)
     return RaceConfig(task=task, task_options=dict(task_options or {}), model=model, optimizers=tuple(names),
-                      lrs=grid, extra_lrs=extras, seeds=seed_list, epochs=budget, batch_size=batch,
-                      full_batch=full_batch_names(names), schedules=schedule_names, device=device)
+                      lrs=grid, extra_lrs=extras, hp=searched, seeds=seed_list, epochs=budget, batch_sizes=sizes,
+                      full_batch=full_batch_names(names), schedules=options.schedules(schedules), device=device,
+                      patience=options.patience(patience, budget), hp_names=hp_applies(names, searched))
+
+
+def hp_applies(names: Sequence[str], searched: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Per optimizer, the searched names it has; a name that no optimizer has is refused."""
+    from ..optim import resolve
+
+    has = {name: resolve(name).hyper_names() for name in names}
+    for hyper in searched:
+        if not any(hyper in known for known in has.values()):
+            raise ValueError(f"hp {hyper}: none of the raced optimizers ({', '.join(names)}) has a hyper-parameter "
+                             f"{hyper!r}")
+    return {name: tuple(h for h in searched if h in has[name]) for name in names if any(h in has[name]
+                                                                                         for h in searched)}
 
 
 def lr_grids(names: Sequence[str], grids: Mapping[str, Sequence[float] | str]) -> dict[str, tuple[float, ...]]:
@@ -165,132 +229,4 @@ def lr_grids(names: Sequence[str], grids: Mapping[str, Sequence[float] | str]) -
     missing = [name for name in names if name not in grids]
     if missing:
         raise ValueError(f"lrs: a grid per optimizer needs one for every optimizer, none for {', '.join(missing)}")
-    return {name: _floats(f"lrs for {name}", grids[name]) for name in names}
-
-
-def select_lr(records: Iterable[RunRecord], classification: bool) -> float | None:
-    """The winning lr among one arm's tuning records (see the module docstring), or None.
-
-    Reads only ``status``, ``lr`` and the best point's ``best_val_acc`` / ``best_val_loss``: test
-    metrics play no part.
-    """
-    best: tuple[tuple[float, ...], float] | None = None
-    for record in records:
-        if record.status != "ok":
-            continue
-        key = score(record.best_val_loss, record.best_val_acc, classification)
-        if key is None:
-            continue
-        candidate = (key, float(record.lr))
-        if best is None or candidate < best:
-            best = candidate
-    return None if best is None else best[1]
-
-
-def is_classification(records: Iterable[RunRecord]) -> bool:
-    """A race is on a classification task when its runs report an accuracy."""
-    return any(r.best_val_acc is not None or r.val_acc is not None for r in records)
-
-
-def select(config: RaceConfig, records: Sequence[RunRecord]) -> dict[Arm, float | None]:
-    """The selected lr of every arm of ``config`` from the tuning records among ``records``."""
-    classification = is_classification(records)
-    tuning = [r for r in records if r.phase == TUNE]
-    return {arm: select_lr((r for r in tuning if r.arm == arm), classification) for arm in config.arms()}
-
-
-# -- parsing helpers ------------------------------------------------------------------------------
-def _schedules(value: Sequence[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ("constant",)
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = tuple(str(item).strip() for item in items if str(item).strip())
-    if not names:
-        raise ValueError(f"schedules: need at least one schedule ({', '.join(SCHEDULES)}), got {value!r}")
-    for name in names:
-        if name not in SCHEDULES:
-            raise ValueError(f"schedules: unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"schedules: each schedule once please, got {list(names)}")
-    return names
-
-
-def _names(value: Sequence[str] | str) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = tuple(str(item).strip() for item in items if str(item).strip())
-    if not names:
-        raise ValueError(f"optimizers: need at least one optimizer name, got {value!r}")
-    return names
-
-
-def _floats(option: str, value: Sequence[float] | str) -> tuple[float, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = []
-    for item in items:
-        if isinstance(item, str) and not item.strip():
-            continue
-        try:
-            number = float(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"{option}: {item!r} is not a number (got {value!r})") from None
-        if not (math.isfinite(number) and number > 0):
-            raise ValueError(f"{option}: every learning rate must be a positive number, got {item!r}")
-        out.append(number)
-    if not out:
-        raise ValueError(f"{option}: the learning-rate grid is empty (got {value!r})")
-    return tuple(sorted(set(out)))
-
-
-def _seeds(value: int | Sequence[int] | str) -> tuple[int, ...]:
-    """An int N means seeds 0..N-1; a list (or "0,5,7") is taken as given."""
-    if isinstance(value, str):
-        text = value.strip()
-        if "," not in text:
-            try:
-                value = int(text)
-            except ValueError:
-                raise ValueError(f"seeds: expected a count or a comma-separated list of ints, got {value!r}") from None
-        else:
-            value = [item for item in text.split(",") if item.strip()]
-    if isinstance(value, bool):
-        raise ValueError(f"seeds: expected a count or a list of ints, got {value!r}")
-    if isinstance(value, int):
-        if value < 1 or value > MAX_SEEDS:
-            raise ValueError(f"seeds: a count must be in [1, {MAX_SEEDS}], got {value!r}")
-        return tuple(range(value))
-    seeds = []
-    for item in value:
-        try:
-            seed = int(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"seeds: {item!r} is not an integer") from None
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seeds: each seed must be in [0, 2**64 - 1], got {seed}")
-        seeds.append(seed)
-    if len(seeds) > MAX_SEEDS:
-        raise ValueError(f"seeds: at most {MAX_SEEDS} seeds, got {len(seeds)}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: need one or more distinct seeds, got {value!r}")
-    return tuple(seeds)
-
-
-def _positive_int(option: str, value: Any) -> int:
-    number: int | None = None
-    if isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            number = None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    if number is None or number < 1:
-        raise ValueError(f"{option} must be a positive integer, got {value!r}")
-    return number
-
-
-def _batch_size(value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() == "full"):
-        return None
-    return _positive_int("batch_size", value)
+    return {name: options.floats(f"lrs for {name}", grids[name]) for name in names}

@@ -28,11 +28,12 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from . import local_ray
 from .record import RunRecord, RunSpec
-from .runner import run_one
+from .runner import RaceContext, TaskRef, run_one
 
 MAX_RETRIES = 2
 """Ray reruns a run whose worker died this many times before the run is recorded as failed."""
@@ -91,13 +92,14 @@ def _resolved_task(name: str, options: Mapping[str, Any]) -> Any:
     return _TASKS[key]
 
 
-def run_on_worker(spec: RunSpec, context: Mapping[str, Any]) -> tuple[RunSpec, RunRecord]:
+def run_on_worker(spec: RunSpec, context: RaceContext) -> tuple[RunSpec, RunRecord]:
     """One run on a Ray worker: the task resolved here by name, then exactly the local backend's run."""
     import torch
 
     torch.set_num_threads(1)
-    name, options = context["task"]
-    return run_one(spec, {**context, "task": _resolved_task(name, options)})
+    if not isinstance(context.task, TaskRef):
+        raise TypeError(f"a Ray worker gets the task by name (a TaskRef), got {type(context.task).__name__}")
+    return run_one(spec, replace(context, task=_resolved_task(context.task.name, context.task.options)))
 
 
 @contextmanager
@@ -151,12 +153,12 @@ def _check_resources(ray: Any, address: str, gpus: int) -> None:
         raise ValueError(f"backend ray: --device cuda needs a GPU, and the cluster at {address!r} has none")
 
 
-def run_all(specs: Iterable[RunSpec], context: dict[str, Any], address: str | None, cpus: int,
+def run_all(specs: Iterable[RunSpec], context: RaceContext, address: str | None, cpus: int,
             more: Callable[[RunSpec, RunRecord], list[RunSpec]] | None = None,
             ) -> Iterator[tuple[RunSpec, RunRecord]]:
-    """As :func:`descentlab.racing.runner.run_all`, each run a Ray task. ``context["task"]`` is the
-    pair (task name, task options); ``cpus``: the private local Ray's CPUs, when one is started."""
-    gpus = 1 if str(context["device"]).startswith("cuda") else 0
+    """As :func:`descentlab.racing.runner.run_all`, each run a Ray task. ``context.task`` is a
+    :class:`~.runner.TaskRef` (the task by name); ``cpus``: the private local Ray's CPUs, when one is started."""
+    gpus = 1 if str(context.device).startswith("cuda") else 0
     with connected(address, cpus, gpus) as ray:
         remote = ray.remote(run_on_worker).options(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES,
                                                    retry_exceptions=False)
@@ -182,12 +184,11 @@ def run_all(specs: Iterable[RunSpec], context: dict[str, Any], address: str | No
                 ray.cancel(ref, force=True)
 
 
-def _outcome(ray: Any, ref: Any, spec: RunSpec, started: float, context: Mapping[str, Any]) -> RunRecord:
+def _outcome(ray: Any, ref: Any, spec: RunSpec, started: float, context: RaceContext) -> RunRecord:
     """The run's record, or a failed record with Ray's reason when its worker died past the retries."""
     try:
         _, record = ray.get(ref)
         return record
     except Exception as error:  # WorkerCrashedError, NodeDiedError, a task that could not even start ...
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-        return RunRecord.failed(spec, context["batch_size_for"](spec.optimizer), f"ray: {reason}", str(error),
-                                time.perf_counter() - started, **context["stamp"])
+        return RunRecord.failed(spec, f"ray: {reason}", str(error), time.perf_counter() - started, **context.stamp)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..atomic import atomic_write_json, dumps
 from ..outpaths import check_directory, check_entries_are_files
+from .protocol import RaceConfig
 from .record import RESULTS_FORMAT, RunRecord, RunSpec
 
 RESULTS = "results.jsonl"
@@ -35,8 +36,9 @@ REPORT = "report.html"
 """Written into the same directory at the end of a race (by :mod:`descentlab.report`)."""
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Human-readable ``key: stored -> wanted`` lines for every field that differs."""
-    keys = sorted(set(stored) | set(wanted))
+    """Human-readable ``key: stored -> wanted`` lines for every field that differs (``binding`` only when
+    ``wanted`` has one: it is known once the task is loaded, see :func:`check_binding`)."""
+    keys = sorted((set(stored) | set(wanted)) - (set() if wanted.get("binding") is not None else {"binding"}))
     return [f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys if stored.get(key) != wanted.get(key)]
 
 
@@ -67,10 +69,14 @@ class ResultsStore:
             if stored.get("results_format") != RESULTS_FORMAT:
                 found = stored.get("results_format", 1)
                 raise ValueError(f"--out {str(path)!r} holds a race written in results format {found!r} by an "
-                                 f"earlier descentlab (this one writes format {RESULTS_FORMAT}: lrs selected at each "
-                                 "run's best validation point, test metrics at that point); it cannot be resumed or "
+                                 f"earlier descentlab (this one writes format {RESULTS_FORMAT}: settings tuned over "
+                                 "seeds with early stopping, results bound to their data); it cannot be resumed or "
                                  "mixed with new runs, so it is left untouched: use another --out")
             differences = config_differences(stored, config)
+            if differences and config.get("binding") is not None and stored.get("binding") != config["binding"]:
+                raise ValueError(f"--out {str(path)!r} holds a race on other data or another model ("
+                                 f"{_binding_change(stored.get('binding'), config['binding'])}): its runs cannot be "
+                                 "mixed with new ones; use another --out, or restore the task as it was")
             if differences:
                 raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "
                                  f"{'; '.join(differences)}); use another --out or the same options")
@@ -79,7 +85,7 @@ class ResultsStore:
                 if (path / name).exists():
                     raise ValueError(f"--out {str(path)!r} holds a {name} without {CONFIG}; not a race this tool "
                                      "can resume (use another --out)")
-        _read_rows(path / RESULTS)
+        _read_rows(path / RESULTS, config)
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> ResultsStore:
@@ -96,7 +102,7 @@ class ResultsStore:
         try:
             cls.check(path, config)  # again, now that no other race can write here: one may have just finished
             stored_config = (path / CONFIG).exists()
-            rows, keep_bytes, dropped = _read_rows(path / RESULTS)
+            rows, keep_bytes, dropped = _read_rows(path / RESULTS, config)
         except ValueError:
             _HELD_LOCKS.discard(lock_fd)
             os.close(lock_fd)
@@ -194,10 +200,25 @@ def _read_config(path: Path) -> dict[str, Any]:
     return value
 
 
-def _read_rows(path: Path) -> tuple[list[RunRecord], int, bool]:
-    """(records, bytes to keep, whether a truncated last line was found)."""
+def _binding_change(stored: Any, wanted: dict[str, Any]) -> str:
+    if not isinstance(stored, dict):
+        return "it holds no fingerprint"
+    names = {"data_sha256": "the task's data", "model_sha256": "the model's parameters",
+             "n_train": "the training split's size", "n_val": "the validation split's size",
+             "n_test": "the test split's size"}
+    keys = sorted(set(stored) | set(wanted))
+    changed = [f"{names.get(k, k)} changed" for k in keys if stored.get(k) != wanted.get(k)]
+    return ", ".join(changed)
+
+
+def _read_rows(path: Path, config: dict[str, Any]) -> tuple[list[RunRecord], int, bool]:
+    """(records, bytes to keep, whether a truncated last line was found). A line that repeats an earlier
+    run, or a run that is not of this race (``config``), is refused naming the line: averaged in, it would
+    move the race's numbers silently."""
     if not path.exists():
         return [], 0, False
+    race = RaceConfig.from_json(config)
+    seen: dict[RunSpec, int] = {}
     data = path.read_bytes()
     rows: list[RunRecord] = []
     offset = 0
@@ -213,9 +234,22 @@ def _read_rows(path: Path) -> tuple[list[RunRecord], int, bool]:
                 return rows, offset, True
             raise ValueError(f"{path}: line {number} is damaged (not a complete JSON run record); a kill only "
                              "ever damages the last line, so this file was edited — fix or move it")
+        spec = row.spec
+        if spec in seen:
+            raise ValueError(f"{path}: line {number} repeats the run of line {seen[spec]} ({_describe(spec)}); a race "
+                             "writes each run once, so this file was edited — remove one of them")
+        foreign = race.foreign(spec)
+        if foreign is not None:
+            raise ValueError(f"{path}: line {number} is not a run of this race ({foreign}: {_describe(spec)}) — "
+                             "remove it or move the file")
+        seen[spec] = number
         rows.append(row)
         offset += len(line) + 1
     return rows, offset, False
+
+
+def _describe(spec: RunSpec) -> str:
+    return f"{spec.phase} {spec.optimizer}/{spec.schedule} {spec.setting.describe()} seed {spec.seed}"
 
 
 def _split_lines(data: bytes) -> Iterator[tuple[bytes, bool]]:

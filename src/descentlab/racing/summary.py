@@ -1,14 +1,23 @@
 """What a race found, per arm (optimizer, schedule), computed from its config and run records alone
 (so a report can be rebuilt from ``results.jsonl`` at any time).
 
-Scores are means ± sample std over the confirmation seeds whose run finished (status ``ok``): the
-test split at each run's best validation point (the headline) and at the end of the budget.
+The headline of an arm is its confirmation runs' test score at each run's best validation point: test
+accuracy (classification) or test loss (regression), one value per seed. Per arm:
+
+- mean ± sample std, and the 95 % t interval of the mean over seeds (:mod:`.stats`);
+- against the best arm (the highest mean accuracy, or lowest mean loss): the paired difference
+  ``best_s − arm_s`` over the seeds both finished (accuracy; for loss ``arm_s − best_s``, so a positive
+  difference always means "worse than the best") with its 95 % interval, and rliable's probability
+  that the best arm beats it. An arm whose interval contains 0 *cannot be told from the best*: a tie is
+  an answer, and the report names every such arm;
+- a warning when its seeds disagree: a spread (max − min) above :data:`SPREAD_POINTS` points of
+  accuracy, or a worst loss above :data:`SPREAD_LOSS_RATIO` x the best, naming the worst seed.
 
 Time-to-target: the target is ``TARGET_FRACTION`` (90 %) of the best mean best-point validation
-accuracy that any arm reached at its selected lr (for a task without accuracy — regression — it is
-the best mean best-point validation loss times ``1 / TARGET_FRACTION``). A run's time-to-target is
-the first evaluation at which it meets the target: its epoch and its wall-clock seconds. The summary
-gives the mean over the seeds that reached it and how many did.
+accuracy that any arm reached (regression: the best mean best-point validation loss / 0.9). A run's
+time-to-target is the first evaluation meeting it, in steps (exact: the same on every machine) and in
+seconds (timing noise). A seed that never got there counts as never — it is not left out: the median
+over seeds is then "never" when half or more of them did not reach it.
 """
 
 from __future__ import annotations
@@ -19,10 +28,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import Arm, RaceConfig, is_classification, select
-from .record import FINAL, TUNE, RunRecord
+from .protocol import Arm, RaceConfig
+from .record import FINAL, TUNE, RunRecord, Setting
+from .selection import is_classification
+from .stages import Selection, select
+from .stats import Interval, mean_interval, paired_difference, probability_of_improvement
 
 TARGET_FRACTION = 0.9
+SPREAD_POINTS = 0.05
+"""Seeds disagree when the selected setting's test accuracies span more than this (5 points)."""
+SPREAD_LOSS_RATIO = 1.5
+"""... or its worst seed's test loss is above this multiple of its best seed's."""
 
 
 @dataclass
@@ -52,10 +68,21 @@ class Stat:
 
 
 @dataclass
+class Comparison:
+    """An arm against the best arm, paired by seed (see the module docstring)."""
+
+    shortfall: Interval
+    """best − arm for accuracy, arm − best for loss: > 0 means worse than the best."""
+    p_best_better: float | None
+    tied: bool
+    """The interval contains 0: this arm cannot be told from the best."""
+
+
+@dataclass
 class ArmSummary:
     optimizer: str
     schedule: str
-    selected_lr: float | None
+    selection: Selection | None
     grid_size: int
     diverged: int
     failed: int
@@ -69,30 +96,68 @@ class ArmSummary:
     best_epoch: Stat
     best_is_last: int
     """Confirmation runs whose best validation point was their last evaluation (the budget may be short)."""
+    per_seed: dict[int, float | None]
+    """The headline per confirmation seed (None: the run diverged or failed)."""
+    interval: Interval
     target_epoch: Stat
     target_seconds: Stat
+    target_steps: dict[int, int | None]
+    """Per confirmation seed, the step at which validation first met the target (None: never)."""
+    target_wall: dict[int, float | None]
     reached_target: int
     seeds: int
     steps: int | None
     wall_s: Stat
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    """Every tuning run: its setting, seed, status, best point and early stop."""
+    comparison: Comparison | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def arm(self) -> Arm:
         return self.optimizer, self.schedule
 
     @property
+    def selected(self) -> Setting | None:
+        return self.selection.chosen if self.selection is not None else None
+
+    @property
+    def selected_lr(self) -> float | None:
+        return self.selected.lr if self.selected is not None else None
+
+    @property
     def all_diverged(self) -> bool:
-        """No lr to select: every tuning run diverged or failed (or none has finished yet)."""
-        return self.selected_lr is None
+        """No setting to select: every tuning run diverged or failed (or tuning has not finished)."""
+        return self.selected is None
 
     def no_result_reason(self) -> str:
-        """Why there is no selected lr, in a few words (for an arm with ``all_diverged``)."""
+        """Why there is no selected setting, in a few words (for an arm with ``all_diverged``)."""
         if not self.grid_size:
             return "no runs yet"
+        if self.selection is None:
+            return "tuning not finished"
         if self.failed and self.diverged:
-            return "all lrs diverged or failed"
-        return "all lrs failed" if self.failed else "all lrs diverged"
+            return "all settings diverged or failed"
+        return "all settings failed" if self.failed else "all settings diverged"
+
+    def median_target_steps(self) -> float:
+        """The median over seeds of the steps to the target, a seed that never reached it counting as never
+        (inf); inf without seeds."""
+        values = sorted(math.inf if v is None else float(v) for v in self.target_steps.values())
+        return statistics.median(values) if values else math.inf
+
+
+@dataclass
+class EarlyStopping:
+    """What early stopping saved over the tuning runs: run-epochs not trained."""
+
+    stopped: int
+    budget_epochs: float
+    saved_epochs: float
+
+    @property
+    def share(self) -> float:
+        return self.saved_epochs / self.budget_epochs if self.budget_epochs else 0.0
 
 
 @dataclass
@@ -102,20 +167,31 @@ class RaceSummary:
     """``val_acc`` (classification) or ``val_loss`` (regression): what selection and time-to-target watch."""
     target: float | None
     schedules: tuple[str, ...]
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    """``n_train``, ``n_val``, ``n_test`` (from the race's binding)."""
+    early_stopping: EarlyStopping = field(default_factory=lambda: EarlyStopping(0, 0.0, 0.0))
 
     @property
     def classification(self) -> bool:
         return self.metric == "val_acc"
 
     def ranked(self, schedule: str | None = None) -> list[ArmSummary]:
-        """Arms with a test score (a selected lr and a finished confirmation run), best first: highest
+        """Arms with a test score (a selected setting and a finished confirmation run), best first: highest
         mean test accuracy at the best point, or lowest mean test loss for a task without accuracy."""
         def key(s: ArmSummary) -> float:
             return -(s.test_acc.mean or 0.0) if self.classification else float(s.test_loss.mean or 0.0)
 
-        scored = [s for s in self.arms if (s.test_acc if self.classification else s.test_loss).mean is not None
-                  and (schedule is None or s.schedule == schedule)]
+        scored = [s for s in self.arms if s.interval.mean is not None and (schedule is None or s.schedule == schedule)]
         return sorted(scored, key=key)
+
+    def best(self) -> ArmSummary | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def tied_with_best(self) -> list[ArmSummary]:
+        """The other arms that cannot be told from the best (paired interval of the difference contains 0)."""
+        best = self.best()
+        return [s for s in self.ranked() if s is not best and s.comparison is not None and s.comparison.tied]
 
     def ranking_by_schedule(self) -> dict[str, list[str]]:
         """The optimizers in order, best first, under each schedule."""
@@ -133,55 +209,120 @@ class RaceSummary:
         return next((s for s in self.arms if s.arm == (optimizer, schedule)), None)
 
 
-def time_to_target(history: Sequence[Mapping[str, Any]], metric: str, target: float) -> tuple[float, float] | None:
-    """(epoch, wall seconds) of the first evaluation meeting ``target``, or None."""
+def time_to_target(history: Sequence[Mapping[str, Any]], metric: str, target: float) -> tuple[float, float, int] | None:
+    """(epoch, wall seconds, step) of the first evaluation meeting ``target``, or None."""
     for entry in history:
         value = entry.get(metric)
         if value is None or not math.isfinite(float(value)):
             continue
         if (value >= target) if metric == "val_acc" else (value <= target):
-            return float(entry.get("epoch") or 0.0), float(entry.get("wall_s") or 0.0)
+            return float(entry.get("epoch") or 0.0), float(entry.get("wall_s") or 0.0), int(entry.get("step") or 0)
     return None
 
 
-def summarize(config: RaceConfig, records: Sequence[RunRecord]) -> RaceSummary:
-    """Per-arm summary of a race (the lr selection is :func:`descentlab.racing.protocol.select`'s)."""
-    classification = is_classification(records)
-    metric = "val_acc" if classification else "val_loss"
-    selected = select(config, records)
-    finals: dict[Arm, list[RunRecord]] = {}
-    for record in records:
-        if record.phase == FINAL:
-            finals.setdefault(record.arm, []).append(record)
+def headline(record: RunRecord, classification: bool) -> float | None:
+    """The confirmation run's test score at its best point (None for a run that did not finish)."""
+    if not record.ok:
+        return None
+    return record.test_acc if classification else record.test_loss
+
+
+def _target(finals: Mapping[Arm, list[RunRecord]], classification: bool) -> float | None:
     best_metric = "best_val_acc" if classification else "best_val_loss"
     means = [Stat.of(getattr(r, best_metric) for r in group if r.ok).mean for group in finals.values()]
     means = [m for m in means if m is not None]
     if not means:
-        target = None
-    elif classification:
-        target = TARGET_FRACTION * max(means)
-    else:
-        target = min(means) / TARGET_FRACTION
-    summaries = []
-    for arm in config.arms():
-        tuning = sorted((r for r in records if r.phase == TUNE and r.arm == arm), key=lambda r: r.lr)
-        runs = finals.get(arm, [])
-        ok = [r for r in runs if r.ok]
-        times = [time_to_target(r.history, metric, target) for r in ok] if target is not None else []
-        reached = [t for t in times if t is not None]
-        steps = [r.steps for r in runs if r.steps is not None]
-        summaries.append(ArmSummary(
-            optimizer=arm[0], schedule=arm[1], selected_lr=selected[arm], grid_size=len(tuning),
-            diverged=sum(r.status == "diverged" for r in tuning), failed=sum(r.status == "error" for r in tuning),
-            test_acc=Stat.of(r.test_acc for r in ok), test_loss=Stat.of(r.test_loss for r in ok),
-            end_test_acc=Stat.of(r.end_test_acc for r in ok), end_test_loss=Stat.of(r.end_test_loss for r in ok),
-            best_val_acc=Stat.of(r.best_val_acc for r in ok), best_val_loss=Stat.of(r.best_val_loss for r in ok),
-            best_epoch=Stat.of(r.best_epoch for r in ok), best_is_last=sum(bool(r.best_is_last) for r in ok),
-            target_epoch=Stat.of(t[0] for t in reached), target_seconds=Stat.of(t[1] for t in reached),
-            reached_target=len(reached), seeds=len(runs), steps=int(max(steps)) if steps else None,
-            wall_s=Stat.of(r.wall_s for r in runs),
-            sensitivity=[{"lr": r.lr, "status": r.status, "best_val_loss": r.best_val_loss,
-                          "best_val_acc": r.best_val_acc, "best_epoch": r.best_epoch,
-                          "best_is_last": r.best_is_last} for r in tuning],
-        ))
-    return RaceSummary(summaries, metric, target, tuple(config.schedules))
+        return None
+    return TARGET_FRACTION * max(means) if classification else min(means) / TARGET_FRACTION
+
+
+def _spread_warning(per_seed: Mapping[int, float | None], classification: bool) -> str | None:
+    values = {seed: v for seed, v in per_seed.items() if v is not None}
+    if len(values) < 2:
+        return None
+    worst = min(values, key=values.__getitem__) if classification else max(values, key=values.__getitem__)
+    low, high = min(values.values()), max(values.values())
+    shown = " / ".join(f"{v * 100:.1f}%" if classification else f"{v:.3g}" for v in values.values())
+    if classification and high - low > SPREAD_POINTS:
+        return (f"its seeds disagree ({shown}: a spread of {(high - low) * 100:.1f} points; seed {worst} is the "
+                "worst): the selected setting is not stable across initialisations")
+    if not classification and low > 0 and high / low > SPREAD_LOSS_RATIO:
+        return (f"its seeds disagree ({shown}: the worst, seed {worst}, is {high / low:.2g}x the best): the selected "
+                "setting is not stable across initialisations")
+    return None
+
+
+def _early_stopping(config: RaceConfig, records: Sequence[RunRecord]) -> EarlyStopping:
+    tuning = [r for r in records if r.phase == TUNE and r.epochs is not None]
+    stopped = [r for r in tuning if r.stopped_early_at is not None]
+    return EarlyStopping(len(stopped), float(config.epochs * len(tuning)),
+                         float(sum(config.epochs - (r.epochs or 0.0) for r in stopped)))
+
+
+def summarize(config: RaceConfig, records: Sequence[RunRecord]) -> RaceSummary:
+    """Per-arm summary of a race (the selection is :func:`descentlab.racing.stages.select`'s)."""
+    classification = is_classification(records)
+    metric = "val_acc" if classification else "val_loss"
+    selections = select(config, records)
+    finals: dict[Arm, list[RunRecord]] = {}
+    for record in records:
+        if record.phase == FINAL:
+            finals.setdefault(record.arm, []).append(record)
+    target = _target(finals, classification)
+    summaries = [_arm(config, arm, selections[arm], records, finals.get(arm, []), classification, metric, target)
+                 for arm in config.arms()]
+    summary = RaceSummary(summaries, metric, target, tuple(config.schedules),
+                          {k: int(v) for k, v in (config.binding or {}).items() if k.startswith("n_")},
+                          _early_stopping(config, records))
+    _compare(summary, classification)
+    return summary
+
+
+def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Sequence[RunRecord],
+         runs: list[RunRecord], classification: bool, metric: str, target: float | None) -> ArmSummary:
+    tuning = sorted((r for r in records if r.phase == TUNE and r.arm == arm), key=lambda r: (r.setting, r.seed))
+    ok = [r for r in runs if r.ok]
+    per_seed = {r.seed: headline(r, classification) for r in runs}
+    times = {r.seed: time_to_target(r.history, metric, target) if r.ok and target is not None else None for r in runs}
+    reached = [t for t in times.values() if t is not None]
+    steps = [r.steps for r in runs if r.steps is not None]
+    warning = _spread_warning(per_seed, classification)
+    return ArmSummary(
+        optimizer=arm[0], schedule=arm[1], selection=selection, grid_size=len({r.setting for r in tuning}),
+        diverged=sum(r.status == "diverged" for r in tuning), failed=sum(r.status == "error" for r in tuning),
+        test_acc=Stat.of(r.test_acc for r in ok), test_loss=Stat.of(r.test_loss for r in ok),
+        end_test_acc=Stat.of(r.end_test_acc for r in ok), end_test_loss=Stat.of(r.end_test_loss for r in ok),
+        best_val_acc=Stat.of(r.best_val_acc for r in ok), best_val_loss=Stat.of(r.best_val_loss for r in ok),
+        best_epoch=Stat.of(r.best_epoch for r in ok), best_is_last=sum(bool(r.best_is_last) for r in ok),
+        per_seed=per_seed, interval=mean_interval(list(per_seed.values())),
+        target_epoch=Stat.of(t[0] for t in reached), target_seconds=Stat.of(t[1] for t in reached),
+        target_steps={seed: (t[2] if t is not None else None) for seed, t in times.items()},
+        target_wall={seed: (t[1] if t is not None else None) for seed, t in times.items()},
+        reached_target=len(reached), seeds=len(runs), steps=int(max(steps)) if steps else None,
+        wall_s=Stat.of(r.wall_s for r in runs),
+        sensitivity=[{"lr": r.lr, "batch_size": r.batch_size, "hypers": dict(r.hypers), "seed": r.seed,
+                      "status": r.status, "best_val_loss": r.best_val_loss, "best_val_acc": r.best_val_acc,
+                      "best_epoch": r.best_epoch, "best_is_last": r.best_is_last,
+                      "stopped_early_at": r.stopped_early_at} for r in tuning],
+        warnings=[warning] if warning else [],
+    )
+
+
+def _compare(summary: RaceSummary, classification: bool) -> None:
+    """Each ranked arm against the best, paired by seed (see the module docstring)."""
+    best = summary.best()
+    if best is None:
+        return
+    sign = 1.0 if classification else -1.0
+    for arm in summary.ranked():
+        if arm is best:
+            continue
+        shortfall = paired_difference({s: _signed(v, sign) for s, v in best.per_seed.items()},
+                                      {s: _signed(v, sign) for s, v in arm.per_seed.items()})
+        p = probability_of_improvement({s: _signed(v, sign) for s, v in best.per_seed.items()},
+                                       {s: _signed(v, sign) for s, v in arm.per_seed.items()})
+        arm.comparison = Comparison(shortfall, p, shortfall.contains(0.0))
+
+
+def _signed(value: float | None, sign: float) -> float | None:
+    return None if value is None else sign * value

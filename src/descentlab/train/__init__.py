@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from .divergence import DEFAULT_FACTOR
-from .loop import DEFAULT_EPOCHS, train
+from .loop import train
 from .result import DIVERGED, METRIC_KEYS, OK, RunResult
+from .track import DEFAULT_EPOCHS
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_FACTOR", "DIVERGED", "METRIC_KEYS", "OK", "RunResult", "train"]

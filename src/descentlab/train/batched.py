@@ -28,7 +28,6 @@ optimizer's members.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,11 +43,12 @@ from . import divergence
 from .data import Data
 from .device import check_device
 from .evaluate import EVAL_CHUNK
-from .loop import DEFAULT_EPOCHS, SHUFFLE_SALT
+from .loop import SHUFFLE_SALT
 from .member import Config, Member
 from .result import RunResult
 from .schedule import lr_values
 from .stacked_model import StackedModel
+from .track import Budget, RunTrack, check_patience, run_config
 
 
 def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = None, batch_size: int | None = 64,
@@ -57,18 +57,18 @@ def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = 
                   keep_model: bool = False) -> list[RunResult]:
     """Train every configuration (see the module docstring); one :class:`RunResult` per config, in
     order, each as :func:`descentlab.train.train` would return it for that run (within float32
-    rounding), ``keep_model`` included. Budget: ``epochs`` (default 20) or ``steps``. The caller checks
-    that the task, model and optimizers can be stacked (:func:`descentlab.racing.batching.check`)."""
+    rounding), ``keep_model`` and each config's ``patience`` included. Budget: ``epochs`` (default 20) or ``steps``.
+    The caller checks that the task, model and optimizers can be stacked
+    (:func:`descentlab.racing.batching.check`)."""
     if not configs:
         return []
-    if epochs is not None and steps is not None:
-        raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
-    if epochs is None and steps is None:
-        epochs = DEFAULT_EPOCHS
+    budget = Budget.of(task.n_train, batch_size, epochs, steps)
     torch_device = check_device(device)
     model_name = task.default_model if model is None else model
     order = _grouped_order(configs)
-    run = _BatchedRun(task, model_name, [configs[i] for i in order], batch_size, epochs, steps, torch_device,
+    for config in configs:
+        check_patience(config.patience)
+    run = _BatchedRun(task, model_name, [configs[i] for i in order], budget, torch_device,
                       divergence_factor, keep_model)
     results = run.train()
     by_input = [None] * len(configs)
@@ -77,22 +77,29 @@ def train_batched(task: Task, configs: Sequence[Config], *, model: str | None = 
     return by_input  # type: ignore[return-value]
 
 
+def _group_key(config: Config) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """Configurations step together under one rule when they share the optimizer and its hyper-parameters
+    (the lr is a per-run column)."""
+    return config.optimizer, config.hypers
+
+
 def _grouped_order(configs: Sequence[Config]) -> list[int]:
-    """Indices of ``configs`` with each optimizer's configurations next to each other (first seen first)."""
-    rank: dict[str, int] = {}
+    """Indices of ``configs`` with each group's configurations next to each other (first seen first)."""
+    rank: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
     for config in configs:
-        rank.setdefault(config.optimizer, len(rank))
-    return sorted(range(len(configs)), key=lambda i: rank[configs[i].optimizer])
+        rank.setdefault(_group_key(config), len(rank))
+    return sorted(range(len(configs)), key=lambda i: rank[_group_key(configs[i])])
 
 
 class _Group:
-    """The members of one optimizer, contiguous rows of the stack, with their rule's stacked state and
-    their lrs at every step (``table[t]``: the lrs in effect after t scheduler steps)."""
+    """The members of one optimizer and hyper-parameter setting, contiguous rows of the stack, with their
+    rule's stacked state and their lrs at every step (``table[t]``: the lrs in effect after t scheduler steps)."""
 
-    def __init__(self, optimizer: str, members: list[Member], params: Sequence[torch.Tensor], total: int) -> None:
+    def __init__(self, optimizer: str, hypers: tuple[tuple[str, Any], ...], members: list[Member],
+                 params: Sequence[torch.Tensor], total: int) -> None:
         entry = resolve(optimizer)
         self.optimizer, self.members = optimizer, members
-        self.rule = StackedRule(entry.cls.rule, entry.defaults, params)
+        self.rule = StackedRule(entry.cls.rule, {**entry.defaults, **dict(hypers)}, params)
         self.table = torch.tensor([lr_values(m.config.schedule, m.config.lr, total) for m in members],
                                   dtype=torch.float64).T.contiguous()
         self.update_s = 0.0
@@ -105,19 +112,15 @@ class _Group:
 
 
 class _BatchedRun:
-    def __init__(self, task: Task, model_name: str, configs: list[Config], batch_size: int | None,
-                 epochs: int | None, steps: int | None, device: torch.device, factor: float | None,
-                 keep_model: bool) -> None:
-        self.task, self.device = task, device
+    def __init__(self, task: Task, model_name: str, configs: list[Config], budget: Budget, device: torch.device,
+                 factor: float | None, keep_model: bool) -> None:
+        self.task, self.device, self.budget = task, device, budget
         self.data = Data(task, device)
-        self.n = task.n_train
-        self.size = self.n if batch_size is None else min(batch_size, self.n)
-        self.full_batch = self.size >= self.n
-        self.per_epoch = math.ceil(self.n / self.size)
-        self.total = steps if steps is not None else (epochs or 1) * self.per_epoch
+        self.n, self.size, self.full_batch = budget.n_train, budget.size, budget.full_batch
+        self.per_epoch, self.total = budget.per_epoch, budget.total
         self.keep_model = keep_model
         classification = task.kind == "classification"
-        self.members = [Member(c, classification, factor) for c in configs]
+        self.members = [Member(c, RunTrack(classification, factor, c.patience)) for c in configs]
         modules = [task.make_model(model_name, c.seed).to(device) for c in configs]
         self.template = copy.deepcopy(modules[0])
         self.model = StackedModel(modules)
@@ -128,15 +131,12 @@ class _BatchedRun:
         """Every member training draws the same data order (this epoch's ``perms`` rows are equal)."""
         self.groups: list[_Group] = []
         start = 0
-        for optimizer in dict.fromkeys(c.optimizer for c in configs):
-            members = [m for m in self.members if m.config.optimizer == optimizer]
+        for optimizer, hypers in dict.fromkeys(_group_key(c) for c in configs):
+            members = [m for m in self.members if _group_key(m.config) == (optimizer, hypers)]
             rows = [p[start:start + len(members)].detach() for p in self.model.params]
-            self.groups.append(_Group(optimizer, members, rows, self.total))
+            self.groups.append(_Group(optimizer, hypers, members, rows, self.total))
             start += len(members)
-        self.config = {"task": task.name, "task_options": task.options, "data_sha256": task.fingerprint(),
-                       "model": model_name, "model_options": {}, "optimizer_options": {}, "batch_size": batch_size,
-                       "epochs": epochs, "steps": steps, "total_steps": self.total, "steps_per_epoch": self.per_epoch,
-                       "eval_every": None, "divergence_factor": factor, "device": str(device), "engine": "batched"}
+        self.model_name, self.factor = model_name, factor
         self.step = 0
         self.examples = 0
 
@@ -179,7 +179,7 @@ class _BatchedRun:
         losses = self.model.losses(xb, yb, self.data.loss_fn, shared)
         values = losses.tolist()
         active = self.active
-        kept = [pos for pos, member in enumerate(active) if member.observe(values[pos], self.step + 1)]
+        kept = [pos for pos, member in enumerate(active) if member.track.observe(values[pos], self.step + 1)]
         if kept:
             (losses if len(kept) == len(active) else losses[kept]).sum().backward()
         shared_s = time.perf_counter() - started
@@ -187,13 +187,13 @@ class _BatchedRun:
             staying = set(kept)
             lost = [pos for pos in range(len(active)) if pos not in staying]
             for pos in lost:  # its share of the forward pass that found it lost
-                active[pos].wall_s += shared_s / len(active)
+                active[pos].track.wall_s += shared_s / len(active)
             self.leave(lost, evaluate=True)
         self.update()
         self.step += 1
         self.examples += yb.shape[0] if shared else yb.shape[1]
         for member in self.active:
-            member.steps, member.examples = self.step, self.examples
+            member.track.step, member.track.examples = self.step, self.examples
         self.charge(shared_s, len(active))
 
     def update(self) -> None:
@@ -213,30 +213,26 @@ class _BatchedRun:
         for group in self.groups:
             own = group.update_s / len(group.members)
             for member in group.members:
-                member.wall_s += shared_s / sharing + own
+                member.track.wall_s += shared_s / sharing + own
             group.update_s = 0.0
 
     def evaluate(self) -> None:
         """Evaluate every member still training (validation split), record it, and drop those whose
-        gradient norm is not finite."""
+        gradient norm is not finite or whose patience ran out."""
         started = time.perf_counter()
         active = self.active
         norms = self.model.grad_norms().tolist() if self.model.params[0].grad is not None else None
-        gnorms: list[float | None] = []
-        for pos, member in enumerate(active):
-            gnorm = norms[pos] if norms is not None and member.run_count and member.ok else None
-            if member.ok and gnorm is not None and not math.isfinite(gnorm):
-                member.lose(member.steps, f"non-finite gradient norm ({gnorm})")
-            gnorms.append(gnorm)
+        gnorms = [member.track.check_grad_norm(norms[pos] if norms is not None else None)
+                  for pos, member in enumerate(active)]
         values = self.validation()
         share = (time.perf_counter() - started) / len(active)
         for pos, member in enumerate(active):
-            member.wall_s += share
-            member.record(*values[pos], self.lr_of(member), gnorms[pos], self.n,
-                          lambda pos=pos: self.model.weights_of(pos))
-        lost = [pos for pos, member in enumerate(active) if not member.ok]
-        if lost:
-            self.leave(lost, evaluate=False)
+            member.track.wall_s += share
+            member.track.record(*values[pos], self.lr_of(member), gnorms[pos], self.n,
+                                lambda pos=pos: self.model.weights_of(pos))
+        done = [pos for pos, member in enumerate(active) if not member.track.training(self.total)]
+        if done and self.step < self.total:
+            self.leave(done, evaluate=False)
 
     def validation(self) -> list[tuple[float, float | None]]:
         return evaluate_stacked(self.model, *self.data.tensors("val"), self.data.loss_fn, self.data.classification)
@@ -245,15 +241,15 @@ class _BatchedRun:
         """Members at ``positions`` are lost: record them where needed (the evaluation's time is theirs),
         keep their weights, drop them from the stack."""
         active = self.active
-        if evaluate and any(active[pos].needs_record() for pos in positions):
+        if evaluate and any(active[pos].track.needs_record() for pos in positions):
             started = time.perf_counter()
             values = self.validation()
             seconds = time.perf_counter() - started
             for pos in positions:
-                member = active[pos]
-                member.wall_s += seconds / len(positions)
-                if member.needs_record():
-                    member.record(*values[pos], self.lr_of(member), None, self.n, lambda: [])
+                track = active[pos].track
+                track.wall_s += seconds / len(positions)
+                if track.needs_record():
+                    track.record(*values[pos], self.lr_of(active[pos]), None, self.n, lambda: [])
         for pos in positions:
             active[pos].last_weights = self.model.weights_of(pos)
         leaving = set(positions)
@@ -273,33 +269,25 @@ class _BatchedRun:
     def lr_of(self, member: Member) -> float:
         """A training member's lr after its scheduler's steps so far (as its param group would hold it)."""
         group = next(g for g in self.groups if member in g.members)
-        return float(group.table[member.steps, group.members.index(member)])
+        return float(group.table[member.track.step, group.members.index(member)])
 
     # -- results --------------------------------------------------------------------------------
     def result(self, member: Member) -> RunResult:
-        last = member.history[-1]
-        best_entry = member.history[member.best_index] if member.best_index is not None else last
-        best_is_last = best_entry is last
-        end_test: tuple[float | None, float | None] = (None, None)
-        best_test: tuple[float | None, float | None] = (None, None)
+        track, c = member.track, member.config
+        test = end_test = (None, None)
         end_weights = member.last_weights
         if end_weights is None:
             end_weights = self.model.weights_of(self.active.index(member))
-        if member.config.evaluate_test:
+        if c.evaluate_test:
             end_test = self.data.evaluate(self.module_with(end_weights), "test")
-            best_test = (end_test if best_is_last or member.best_weights is None
-                         else self.data.evaluate(self.module_with(member.best_weights), "test"))
-        c = member.config
-        config = {**self.config, "optimizer": c.optimizer, "lr": c.lr, "seed": c.seed, "schedule": c.schedule}
-        return RunResult(
-            status=member.status, diverged_at_step=member.diverged_at_step, diverge_reason=member.diverge_reason,
-            epochs=member.examples / self.n, steps=member.steps, examples=member.examples, wall_s=member.wall_s,
-            train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"],
-            best_step=best_entry["step"], best_epoch=best_entry["epoch"], best_val_loss=best_entry["val_loss"],
-            best_val_acc=best_entry["val_acc"], best_is_last=best_is_last, test_loss=best_test[0],
-            test_acc=best_test[1], end_test_loss=end_test[0], end_test_acc=end_test[1], schedule=c.schedule,
-            device=str(self.device), history=member.history, config=config,
-            model=self.module_with(end_weights) if self.keep_model else None)
+            test = (end_test if track.best_is_last or track.best_weights is None
+                    else self.data.evaluate(self.module_with(track.best_weights), "test"))
+        config = {**run_config(task=self.task, model=self.model_name, model_options={}, optimizer=c.optimizer,
+                               optimizer_options=dict(c.hypers), lr=c.lr, budget=self.budget, seed=c.seed,
+                               eval_every=None, divergence_factor=self.factor, schedule=c.schedule,
+                               device=str(self.device), patience=c.patience), "engine": "batched"}
+        return track.result(n_train=self.n, config=config, schedule=c.schedule, device=str(self.device), test=test,
+                            end_test=end_test, model=self.module_with(end_weights) if self.keep_model else None)
 
     def module_with(self, weights: list[torch.Tensor]) -> nn.Module:
         module = copy.deepcopy(self.template)

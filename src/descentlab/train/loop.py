@@ -4,6 +4,8 @@ shuffle every epoch (the last batch of an epoch may be smaller).
 
 Per step t: ``ℓ_t = loss_fn(model(x_B), y_B)``; stop as diverged if ``ℓ_t`` is non-finite or above
 ``divergence_factor · ℓ_1`` (see :mod:`.divergence`); else backpropagate and ``optimizer.step()``.
+What a run is — budget, evaluations, best point, divergence, early stopping, the result — is the
+shared :class:`.track.RunTrack`; this loop only decides how to step one model.
 The data stays in memory as tensors: each epoch permutes the training set once (a local
 ``torch.Generator``) and batches are contiguous slices of it, so the loop adds almost nothing to the
 model's own forward/backward/step.
@@ -21,54 +23,69 @@ resuming on another one warns that it will not).
 
 from __future__ import annotations
 
-import math
+import copy
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim import lr_scheduler
+from torch import nn
 
 from ..tasks.registry import MAX_SEED, Task, global_rng, set_global_rng_state
 from ..tasks.resolve import resolve_task
 from . import divergence, footprint
-from .best import Best
 from .data import Data
 from .device import check_device
 from .evaluate import grad_norm
-from .result import DIVERGED, OK, RunResult
+from .result import RunResult
 from .rundir import RunDir
 from .schedule import check_schedule, make_scheduler
 from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_optimizer, optimizer_label, versions
+from .track import Budget, RunTrack, check_patience, run_config
 
-DEFAULT_EPOCHS = 20
 SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
 _TRAIN_RNG_SALT = 0xD50_0D  # so does the global stream layers like dropout draw from while training
+CHECKPOINT_FORMAT = 3
+"""2: the loop's own progress record; 3: the shared run track (:class:`.track.RunTrack`) and the data position."""
 
 
 @dataclass
-class Progress:
-    """Everything about where a run is, besides model and optimizer state (saved in checkpoints)."""
+class Position:
+    """Where the loop is in the data (saved in checkpoints beside the run track)."""
 
-    step: int = 0                     # optimizer updates applied
     pos: int = 0                      # batches done in the current epoch
     perm: torch.Tensor | None = None  # the current epoch's order (minibatch only)
-    examples: int = 0
-    run_sum: float = 0.0              # Σ ℓ_t since the last evaluation
-    run_count: int = 0
-    initial_loss: float | None = None
-    status: str = OK
-    diverged_at_step: int | None = None
-    diverge_reason: str | None = None
-    wall_s: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
-    def state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+
+@dataclass(frozen=True)
+class _Plan:
+    """A run's checked arguments."""
+
+    task: Task
+    model_name: str
+    model_options: dict[str, Any]
+    optimizer: OptimizerSpec
+    optimizer_options: dict[str, Any]
+    lr: float
+    budget: Budget
+    seed: int
+    eval_every: int | None
+    factor: float | None
+    schedule: str
+    device: torch.device
+    patience: int | None
+    evaluate_test: bool
+
+    def config(self) -> dict[str, Any]:
+        return run_config(task=self.task, model=self.model_name, model_options=self.model_options,
+                          optimizer=optimizer_label(self.optimizer), optimizer_options=self.optimizer_options,
+                          lr=self.lr, budget=self.budget, seed=self.seed, eval_every=self.eval_every,
+                          divergence_factor=self.factor, schedule=self.schedule, device=str(self.device),
+                          patience=self.patience)
 
 
 def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec = "adam", lr: float = 1e-3,
@@ -78,7 +95,7 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
           model_options: Mapping[str, Any] | None = None,
           divergence_factor: float | None = divergence.DEFAULT_FACTOR, keep_model: bool = False,
           callback: Callable[[dict[str, Any]], None] | None = None, tensorboard: bool = False,
-          schedule: str = "constant", device: str | torch.device = "cpu") -> RunResult:
+          schedule: str = "constant", device: str | torch.device = "cpu", patience: int | None = None) -> RunResult:
     """Train ``task``'s ``model`` with ``optimizer`` and return a :class:`RunResult` (never raises
     for a diverging run: it is returned with ``status="diverged"``).
 
@@ -88,6 +105,8 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     - Budget: ``epochs`` (default 20) or ``steps`` (exact number of updates), not both.
     - ``eval_every``: evaluate on the validation split every that many steps; default: at the end of
       every epoch. There is always an evaluation at step 0 and at the last step.
+    - ``patience``: stop early once the best validation point is that many evaluations old
+      (``RunResult.stopped_early_at``); None trains the whole budget.
     - ``out``: a run directory (``metrics.jsonl``, ``result.json``, checkpoints at each evaluation,
       the last two kept); ``resume=True`` continues the run found there. ``out=None`` writes nothing.
     - ``evaluate_test``: evaluate the test split at the end, once at the best validation point's
@@ -98,6 +117,37 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     - ``callback(record)``: called after every evaluation with its metrics record.
     - ``tensorboard``: also write TensorBoard event files to ``out/tensorboard`` (needs ``tensorboard``).
     """
+    plan = _check(task, model, optimizer, lr, batch_size, epochs, steps, seed, eval_every, optimizer_options,
+                  model_options, divergence_factor, schedule, device, patience, evaluate_test)
+    if resume and out is None:
+        raise ValueError("resume=True (--resume) needs out (--out), the directory of the run to continue")
+    if tensorboard and out is None:
+        raise ValueError("tensorboard=True (--tensorboard) needs out (--out), the directory to write event files to")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {callback!r}")
+    config = plan.config()
+    rundir = RunDir(out, config, versions(), resume) if out is not None else None
+    loop = _Loop(plan, rundir, callback, show=not quiet and sys.stderr.isatty())
+    writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
+    loop.writer = writer
+    try:
+        with global_rng(plan.seed ^ _TRAIN_RNG_SALT):
+            loop.start()
+            loop.run()
+    finally:  # also on Ctrl-C or a callback's exception: the events recorded so far reach the disk
+        if writer is not None:
+            writer.close()
+    result = loop.result(config, keep_model, None if out is None else str(out))
+    if rundir is not None:
+        rundir.write_result(result.to_dict())
+    return result
+
+
+def _check(task: Task | str, model: str | None, optimizer: Any, lr: Any, batch_size: Any, epochs: Any, steps: Any,
+           seed: Any, eval_every: Any, optimizer_options: Mapping[str, Any] | None,
+           model_options: Mapping[str, Any] | None, divergence_factor: Any, schedule: Any,
+           device: str | torch.device, patience: Any, evaluate_test: Any) -> _Plan:
+    """The arguments of :func:`train`, checked (ValueError / TypeError naming the first bad one)."""
     if isinstance(task, str):
         task = resolve_task(task)
     if not isinstance(task, Task):
@@ -108,254 +158,186 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
     seed = check_int("seed", seed, 0, high=MAX_SEED, high_text="2**64 - 1")
     if epochs is not None and steps is not None:
         raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")
-    if epochs is None and steps is None:
-        epochs = DEFAULT_EPOCHS
     epochs = check_int("epochs", epochs, 1, allow_none=True)
     steps = check_int("steps", steps, 1, allow_none=True)
     eval_every = check_int("eval_every", eval_every, 1, allow_none=True)
-    divergence_factor = divergence.check_factor(divergence_factor)
+    factor = divergence.check_factor(divergence_factor)
     schedule = check_schedule(schedule)
     torch_device = check_device(device)
-    if resume and out is None:
-        raise ValueError("resume=True (--resume) needs out (--out), the directory of the run to continue")
-    if tensorboard and out is None:
-        raise ValueError("tensorboard=True (--tensorboard) needs out (--out), the directory to write event files to")
+    patience = check_patience(patience)
     if not isinstance(evaluate_test, bool):
         raise TypeError(f"evaluate_test must be True or False, got {evaluate_test!r}")
     if evaluate_test and not task.has_test:
         raise ValueError(f"evaluate_test=True but task {task.name!r} has no test split")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable, got {callback!r}")
     model_name = task.default_model if model is None else model
     if model_name not in task.models:
         raise ValueError(f"unknown model {model_name!r} for task {task.name!r}; known: {', '.join(task.models)}")
-    optimizer_options = dict(optimizer_options or {})
-    model_options = dict(model_options or {})
-    footprint.check(task, model_name, model_options)  # a model that cannot fit: refused now
-
-    n = task.n_train
-    size = n if batch_size is None else min(batch_size, n)
-    per_epoch = math.ceil(n / size)
-    total = steps if steps is not None else epochs * per_epoch
-    config = {
-        "task": task.name, "task_options": task.options, "data_sha256": task.fingerprint(),
-        "model": model_name, "model_options": model_options,
-        "optimizer": optimizer_label(optimizer), "optimizer_options": optimizer_options, "lr": lr,
-        "batch_size": batch_size, "epochs": epochs, "steps": steps, "total_steps": total,
-        "steps_per_epoch": per_epoch, "seed": seed, "eval_every": eval_every,
-        "divergence_factor": divergence_factor, "schedule": schedule, "device": str(torch_device),
-    }
-    rundir = RunDir(out, config, versions(), resume) if out is not None else None
-
-    net = task.make_model(model_name, seed, **model_options).to(torch_device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = make_optimizer(optimizer, params, lr, optimizer_options)
-    scheduler = make_scheduler(schedule, opt, total)
-    data = Data(task, torch_device)
-    generator = torch.Generator().manual_seed(seed ^ SHUFFLE_SALT)
-    writer = _tensorboard_writer(Path(out) / "tensorboard") if tensorboard and out is not None else None
-
-    try:
-        with global_rng(seed ^ _TRAIN_RNG_SALT):
-            progress = Progress()
-            saved = rundir.open() if rundir is not None else None
-            best = Best(task.kind == "classification")
-            if saved is not None:
-                _restore(saved, net, opt, scheduler, generator, progress, best)
-                rundir.rewrite_metrics(progress.history)  # drop records written after that checkpoint
-            elif rundir is not None:
-                rundir.rewrite_metrics([])
-            loop = _Loop(data, net, opt, scheduler, params, generator, progress, best, size, per_epoch, total,
-                         eval_every, divergence_factor, rundir, callback, writer,
-                         show=not quiet and sys.stderr.isatty())
-            loop.run()
-    finally:  # also on Ctrl-C or a callback's exception: the events recorded so far reach the disk
-        if writer is not None:
-            writer.close()
-
-    end_test: tuple[float | None, float | None] = (None, None)
-    best_test: tuple[float | None, float | None] = (None, None)
-    last = progress.history[-1]
-    best_entry = progress.history[best.index] if best.index is not None else last
-    best_is_last = best_entry is last
-    if evaluate_test:
-        end_test = data.evaluate(net, "test")
-        best_test = end_test if best_is_last or best.state is None else data.evaluate(best.model_like(net), "test")
-    result = RunResult(
-        status=progress.status, diverged_at_step=progress.diverged_at_step, diverge_reason=progress.diverge_reason,
-        epochs=progress.examples / n, steps=progress.step, examples=progress.examples, wall_s=progress.wall_s,
-        train_loss=last["train_loss"], val_loss=last["val_loss"], val_acc=last["val_acc"],
-        best_step=best_entry["step"], best_epoch=best_entry["epoch"], best_val_loss=best_entry["val_loss"],
-        best_val_acc=best_entry["val_acc"], best_is_last=best_is_last, test_loss=best_test[0], test_acc=best_test[1],
-        end_test_loss=end_test[0], end_test_acc=end_test[1], schedule=schedule, device=str(torch_device),
-        history=progress.history, config=config, out=str(out) if out is not None else None,
-        model=net if keep_model else None,
-    )
-    if rundir is not None:
-        rundir.write_result(result.to_dict())
-    return result
+    options = dict(model_options or {})
+    footprint.check(task, model_name, options)  # a model that cannot fit: refused now
+    return _Plan(task, model_name, options, optimizer, dict(optimizer_options or {}), lr,
+                 Budget.of(task.n_train, batch_size, epochs, steps), seed, eval_every, factor, schedule,
+                 torch_device, patience, evaluate_test)
 
 
 class _Loop:
-    """The state machine of one run: segments of steps between evaluations."""
+    """One run: its model, optimizer and data order, stepped in segments between evaluations."""
 
-    def __init__(self, data: Data, net: torch.nn.Module, opt: torch.optim.Optimizer,
-                 scheduler: lr_scheduler.LRScheduler | None, params: list[torch.Tensor], generator: torch.Generator,
-                 progress: Progress, best: Best, size: int, per_epoch: int, total: int, eval_every: int | None,
-                 factor: float | None, rundir: RunDir | None, callback: Callable[[dict[str, Any]], None] | None,
-                 writer: Any, show: bool) -> None:
-        self.data, self.net, self.opt, self.scheduler, self.params = data, net, opt, scheduler, params
-        self.generator, self.best = generator, best
-        self.p, self.size, self.per_epoch, self.total, self.eval_every = progress, size, per_epoch, total, eval_every
-        self.factor, self.rundir, self.callback, self.writer, self.show = factor, rundir, callback, writer, show
-        self.full_batch = size >= data.n_train
-        self.limit = (divergence.threshold(progress.initial_loss, factor) if progress.initial_loss is not None
-                      else math.inf)
+    def __init__(self, plan: _Plan, rundir: RunDir | None, callback: Callable[[dict[str, Any]], None] | None,
+                 show: bool) -> None:
+        self.plan, self.rundir, self.callback, self.show = plan, rundir, callback, show
+        self.budget = plan.budget
+        self.net = plan.task.make_model(plan.model_name, plan.seed, **plan.model_options).to(plan.device)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = make_optimizer(plan.optimizer, self.params, plan.lr, plan.optimizer_options)
+        self.scheduler = make_scheduler(plan.schedule, self.opt, self.budget.total)
+        self.data = Data(plan.task, plan.device)
+        self.generator = torch.Generator().manual_seed(plan.seed ^ SHUFFLE_SALT)
+        self.track = RunTrack(plan.task.kind == "classification", plan.factor, plan.patience)
+        self.position = Position()
+        self.writer: Any = None
+
+    def start(self) -> None:
+        """Resume from the run directory's checkpoint, if any (inside the run's RNG context)."""
+        saved = self.rundir.open() if self.rundir is not None else None
+        if saved is not None:
+            self.restore(saved)
+            self.rundir.rewrite_metrics(self.track.history)  # drop records written after that checkpoint
+        elif self.rundir is not None:
+            self.rundir.rewrite_metrics([])
 
     def run(self) -> None:
-        p = self.p
-        self.started = time.perf_counter() - p.wall_s
-        if not p.history:
-            self.record(train_loss=None, gnorm=None)
-        finished = p.status != OK or p.step >= self.total
+        track, total = self.track, self.budget.total
+        self.started = time.perf_counter() - track.wall_s
+        if not track.history:
+            self.record(gnorm=None)
         bar = None
-        if self.show and not finished:
+        if self.show and track.training(total):
             from tqdm import tqdm
 
-            bar = tqdm(total=self.total, initial=p.step, unit="step", dynamic_ncols=True, leave=False)
+            bar = tqdm(total=total, initial=track.step, unit="step", dynamic_ncols=True, leave=False)
         try:
-            while not finished:
-                before = p.step
+            while track.training(total):
+                before = track.step
                 self.segment()
                 if bar is not None:
-                    bar.update(p.step - before)
-                    bar.set_postfix(val_loss=f"{p.history[-1]['val_loss']:.4g}", refresh=False)
-                finished = p.status != OK or p.step >= self.total
+                    bar.update(track.step - before)
+                    bar.set_postfix(val_loss=f"{track.history[-1]['val_loss']:.4g}", refresh=False)
         finally:
             if bar is not None:
                 bar.close()
 
     def next_eval(self) -> int:
-        p = self.p
-        if self.eval_every is not None:
-            boundary = (p.step // self.eval_every + 1) * self.eval_every
+        step, every = self.track.step, self.plan.eval_every
+        if every is not None:
+            boundary = (step // every + 1) * every
         else:
-            boundary = p.step + (self.per_epoch - p.pos)
-        return min(boundary, self.total)
+            boundary = step + (self.budget.per_epoch - self.position.pos)
+        return min(boundary, self.budget.total)
 
     def segment(self) -> None:
         """Steps up to the next evaluation or the end of the epoch, whichever comes first."""
-        p, size, n = self.p, self.size, self.data.n_train
-        if not self.full_batch and p.perm is None:
-            p.perm = torch.randperm(n, generator=self.generator)
-        batches = self.data.train_batches(None if self.full_batch else p.perm, size)
+        track, position, budget = self.track, self.position, self.budget
+        n, size = budget.n_train, budget.size
+        if not budget.full_batch and position.perm is None:
+            position.perm = torch.randperm(n, generator=self.generator)
+        batches = self.data.train_batches(None if budget.full_batch else position.perm, size)
         target = self.next_eval()
-        stop = p.pos + min(target - p.step, self.per_epoch - p.pos)
+        stop = position.pos + min(target - track.step, budget.per_epoch - position.pos)
         net, opt, scheduler, loss_fn = self.net, self.opt, self.scheduler, self.data.loss_fn
-        limit, run_sum, count = self.limit, 0.0, 0
-        diverged = None
-        for index in range(p.pos, stop):
+        for index in range(position.pos, stop):
             xb, yb = batches(index)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xb), yb)
-            value = loss.item()
-            if not value <= limit:  # NaN compares false too; before step 1 the limit is inf
-                diverged = (p.step + count + 1, divergence.reason(value, limit))
+            if not track.observe(loss.item(), track.step + 1):  # lost: this step is not taken
                 stop = index
                 break
-            if p.initial_loss is None:
-                p.initial_loss = value
-                limit = self.limit = divergence.threshold(value, self.factor)
             loss.backward()
             opt.step()
             if scheduler is not None:
                 scheduler.step()
-            run_sum += value
-            count += 1
-        p.examples += min(stop * size, n) - min(p.pos * size, n)
-        p.step += count
-        p.pos = stop
-        p.run_sum += run_sum
-        p.run_count += count
-        if diverged is not None:
-            p.status, (p.diverged_at_step, p.diverge_reason) = DIVERGED, diverged
-        elif p.pos == self.per_epoch:
-            p.pos = 0
-            p.perm = None
-        if diverged is not None or p.step == target:
+            track.step += 1
+        track.examples += min(stop * size, n) - min(position.pos * size, n)
+        position.pos = stop
+        if track.ok and position.pos == budget.per_epoch:
+            position.pos, position.perm = 0, None
+        if not track.ok or track.step == target:
             self.evaluate_and_save()
 
     def evaluate_and_save(self) -> None:
-        p = self.p
-        if p.status == DIVERGED and p.history[-1]["step"] == p.step:
-            # Lost on the first step after an evaluation: the last record already describes these
-            # weights; only the checkpoint learns the status.
-            p.wall_s = time.perf_counter() - self.started
-            self.save()
+        track = self.track
+        if not track.needs_record():
+            track.wall_s = time.perf_counter() - self.started
+            self.save()  # only the checkpoint learns the status
             return
-        gnorm = grad_norm(self.params) if p.run_count and p.status == OK else None
-        if p.status == OK and gnorm is not None and not math.isfinite(gnorm):
-            p.status, p.diverged_at_step, p.diverge_reason = DIVERGED, p.step, f"non-finite gradient norm ({gnorm})"
-        train_loss = p.run_sum / p.run_count if p.run_count else None
-        p.run_sum, p.run_count = 0.0, 0
-        self.record(train_loss, gnorm)
+        gnorm = grad_norm(self.params) if track.run_count and track.ok else None
+        self.record(track.check_grad_norm(gnorm))
 
-    def record(self, train_loss: float | None, gnorm: float | None) -> None:
-        p = self.p
+    def record(self, gnorm: float | None) -> None:
+        track = self.track
         val_loss, val_acc = self.data.evaluate(self.net, "val")
-        p.wall_s = time.perf_counter() - self.started
-        entry = {"step": p.step, "epoch": p.examples / self.data.n_train, "examples": p.examples,
-                 "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
-                 "lr": float(self.opt.param_groups[0]["lr"]), "grad_norm": gnorm, "wall_s": p.wall_s}
-        p.history.append(entry)
-        if p.status == OK:  # the weights of a lost run are never its best
-            self.best.offer(len(p.history) - 1, entry, self.net)
+        track.wall_s = time.perf_counter() - self.started
+        entry = track.record(val_loss, val_acc, float(self.opt.param_groups[0]["lr"]), gnorm, self.budget.n_train,
+                             self.weights)
         if self.rundir is not None:
-            self.rundir.append_metrics(entry)
+            self.rundir.append_metrics(dict(entry))
         self.save()
         if self.writer is not None:
             for key, value in entry.items():
                 if key not in ("step", "wall_s") and value is not None:
-                    self.writer.add_scalar(key, value, p.step)
+                    self.writer.add_scalar(key, value, track.step)
         if self.callback is not None:
             self.callback(dict(entry))
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in self.net.state_dict().items()}
+
+    def model_with(self, state: dict[str, torch.Tensor] | None) -> nn.Module:
+        """A copy of the model holding ``state`` (the model itself keeps the last weights)."""
+        model = copy.deepcopy(self.net)
+        if state is not None:
+            model.load_state_dict(state)
+        return model
+
+    def result(self, config: dict[str, Any], keep_model: bool, out: str | None) -> RunResult:
+        track = self.track
+        test = end_test = (None, None)
+        if self.plan.evaluate_test:
+            end_test = self.data.evaluate(self.net, "test")
+            test = (end_test if track.best_is_last or track.best_weights is None
+                    else self.data.evaluate(self.model_with(track.best_weights), "test"))
+        return track.result(n_train=self.budget.n_train, config=config, schedule=self.plan.schedule,
+                            device=str(self.plan.device), test=test, end_test=end_test,
+                            model=self.net if keep_model else None, out=out)
+
+    # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> None:
         if self.rundir is not None:
-            self.rundir.save_checkpoint(self.p.step, _snapshot(self.net, self.opt, self.scheduler, self.generator,
-                                                               self.p, self.best))
+            self.rundir.save_checkpoint(self.track.step, self.snapshot())
 
+    def snapshot(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "track": self.track.state(), "position": {"pos": self.position.pos, "perm": self.position.perm},
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "threads": torch.get_num_threads()}
 
-def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler | None,
-              generator: torch.Generator, progress: Progress, best: Best) -> dict[str, Any]:
-    return {"format": 2, "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "best_model": best.state, "best_index": best.index, "best_score": best.score,
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "progress": progress.state(),
-            "threads": torch.get_num_threads()}
-
-
-def _restore(saved: dict[str, Any], net: torch.nn.Module, opt: torch.optim.Optimizer,
-             scheduler: lr_scheduler.LRScheduler | None, generator: torch.Generator, progress: Progress,
-             best: Best) -> None:
-    if saved.get("format") != 2:
-        raise ValueError(f"the checkpoint in this run directory has format {saved.get('format')!r}, written by an "
-                         "earlier descentlab (no best-validation weights); start the run in a new out")
-    net.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(saved["scheduler"])
-    best.state, best.index = saved["best_model"], saved["best_index"]
-    best.score = tuple(saved["best_score"]) if saved["best_score"] is not None else None
-    generator.set_state(saved["generator"])
-    set_global_rng_state(saved["torch_rng"])
-    threads, now = saved.get("threads"), torch.get_num_threads()
-    if threads is not None and threads != now:
-        warnings.warn(f"the run started on {threads} torch thread(s) and resumes on {now}: it goes on correctly, but "
-                      "its weights will not be bitwise those of an uninterrupted run (torch.set_num_threads"
-                      f"({threads}) restores that)", RuntimeWarning, stacklevel=3)
-    for key, value in saved["progress"].items():
-        setattr(progress, key, value)
+    def restore(self, saved: dict[str, Any]) -> None:
+        if saved.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"the checkpoint in this run directory has format {saved.get('format')!r}, written by "
+                             "an earlier descentlab; start the run in a new out")
+        self.net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.track.restore(saved["track"])
+        self.position = Position(**saved["position"])
+        self.generator.set_state(saved["generator"])
+        set_global_rng_state(saved["torch_rng"])
+        threads, now = saved.get("threads"), torch.get_num_threads()
+        if threads is not None and threads != now:
+            warnings.warn(f"the run started on {threads} torch thread(s) and resumes on {now}: it goes on correctly, "
+                          "but its weights will not be bitwise those of an uninterrupted run "
+                          f"(torch.set_num_threads({threads}) restores that)", RuntimeWarning, stacklevel=4)
 
 
 def _tensorboard_writer(directory: Path) -> Any:

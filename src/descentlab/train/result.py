@@ -40,7 +40,8 @@ class RunResult:
     ``end_test_loss``/``end_test_acc`` at the last weights, all ``None`` unless the run was asked to
     evaluate the test split. ``history`` holds one record per evaluation (see :data:`METRIC_KEYS`),
     the first at step 0 (before training). ``val_acc`` is ``None`` for regression tasks. ``model``
-    is the trained module (last weights) when ``keep_model=True``.
+    is the trained module (last weights) when ``keep_model=True``. ``stopped_early_at`` is the step
+    at which early stopping (``patience``) ended the run, None when it ran its whole budget.
     """
 
     status: str
@@ -67,6 +68,7 @@ class RunResult:
     history: list[dict[str, Any]]
     config: dict[str, Any]
     out: str | None = None
+    stopped_early_at: int | None = None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
