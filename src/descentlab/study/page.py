@@ -120,12 +120,22 @@ def _sensitivity(result: StudyResult, views: Sequence[WorkloadView]) -> Sensitiv
                 values = [p.get(key) for a in data.race.summary.arms for p in a.sensitivity
                           if p.get("status") == "ok" and p.get(key) is not None]
                 best = (max(values) if v.classification else min(values)) if values else None
-                panels.setdefault(name, {})[v.name] = tuple(sensitivity_points(arm.sensitivity, best,
-                                                                               v.classification))
+                panels.setdefault(name, {})[v.name] = _one_per_lr(sensitivity_points(arm.sensitivity, best,
+                                                                                     v.classification))
                 selected.setdefault(name, {})[v.name] = lr
         row.append(f"{math.log10(max(lrs) / min(lrs)):.1f}" if lrs else "-")
         rows.append(tuple(row))
     return SensitivityView(header, tuple(rows), panels, selected)
+
+
+def _one_per_lr(points: Sequence[tuple[float, float | None]]) -> tuple[tuple[float, float | None], ...]:
+    """One point per lr (the race tunes some lrs on more than one seed): the mean of the finished ones."""
+    by_lr: dict[float, list[float]] = {}
+    for lr, value in points:
+        by_lr.setdefault(lr, [])
+        if value is not None:
+            by_lr[lr].append(value)
+    return tuple((lr, sum(v) / len(v) if v else None) for lr, v in sorted(by_lr.items()))
 
 
 def build_page(result: StudyResult, claim: Claim) -> StudyPage:
