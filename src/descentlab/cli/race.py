@@ -14,12 +14,13 @@ from ..train.schedule import SCHEDULES, WARMUP_FRACTION
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "race", help="tune and race the optimizers over seeds; write an HTML report",
-        description="Every (optimizer, schedule, lr) of the grid is trained on the first seed and judged at its best "
-        "validation point (early stopping: highest validation accuracy; regression: lowest validation loss); per "
-        "optimizer and schedule the lr with the best such point is kept and retrained on every seed, and only those "
-        "runs are scored on the test split, at their best validation point and at the end of the budget. Results go "
-        "to OUT/results.jsonl (rerun the same command to resume) and OUT/report.html. Exit status 1 when every run "
-        "of an optimizer failed with an error (not diverged: failed).")
+        description="Every setting (lr, batch size, --hp values) of every optimizer and schedule is trained on the "
+        "first seed with early stopping and judged at its best validation point (highest validation accuracy; "
+        "regression: lowest validation loss); a winner at the edge of the lr grid extends the grid; the best third "
+        "is trained on a second seed and the best on average is retrained on every seed; only those runs are scored "
+        "on the test split. The report gives 95%% intervals over seeds and names every optimizer that cannot be told "
+        "from the best (paired by seed). Results go to OUT/results.jsonl (rerun the same command to resume) and "
+        "OUT/report.html. Exit status 1 when every run of an optimizer failed with an error (not diverged: failed).")
     parser.add_argument("--task", default="mnist1d", help="built-in task (mnist1d, digits, lstsq) or your own as "
                         "module:attr, a descentlab Task or a callable returning one (default mnist1d)")
     parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default: the task's own, "
@@ -32,7 +33,14 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seeds", default=None, help=f"a count N (seeds 0..N-1) or a list like 0,1,2 "
                         f"(default {DEFAULT_SEEDS})")
     parser.add_argument("--epochs", default=None, help=f"training budget per run, in epochs (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--batch-size", default="64", help="minibatch size, or 'full' (GD always uses the full batch)")
+    parser.add_argument("--batch-size", default="64", help="minibatch size, or several to search (32,64,128), or "
+                        "'full' (GD always uses the full batch)")
+    parser.add_argument("--hp", action="append", default=None, metavar="NAME=V1,V2",
+                        help="a hyper-parameter to search, for each raced optimizer that has it (repeatable): "
+                        "weight_decay=0,1e-4; a pair as a:b, e.g. betas=0.9:0.999,0.8:0.99; true/false for flags")
+    parser.add_argument("--patience", default=None, help="early stopping of tuning runs: stop after N evaluations "
+                        "(epochs) without a better validation point; default a quarter of --epochs (at least 3); "
+                        "none: every run trains its whole budget")
     parser.add_argument("--schedules", default=None,
                         help=f"comma-separated lr schedules, each raced separately: {', '.join(SCHEDULES)} (default "
                         f"constant; warmup-cosine warms up over {WARMUP_FRACTION:.0%}% of the steps); the lr grid is "
@@ -69,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         result = race(args.task, model=args.model, optimizers=args.optimizers, lrs=args.lrs, seeds=args.seeds,
                       epochs=args.epochs, batch_size=args.batch_size, schedules=args.schedules, device=args.device,
                       jobs=args.jobs, quick=args.quick, out=args.out, progress=False if args.quiet else None,
-                      backend=args.backend, address=args.address, engine=args.engine)
+                      backend=args.backend, address=args.address, engine=args.engine, hp=args.hp,
+                      patience=args.patience)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130

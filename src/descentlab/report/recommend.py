@@ -1,45 +1,60 @@
 """The report's recommendation: plain sentences drawn from the summary's numbers, nothing else.
 
-- The winner is the arm (optimizer, schedule) with the best mean test accuracy at the best
-  validation point (regression: lowest test loss) at its selected lr. If the runner-up's mean ± std
-  range over seeds overlaps the winner's (the gap is at most the sum of the two standard
-  deviations), the two are called a tie and the faster one to the target is named. With one
-  finished seed there is no spread: the gap is given, with that caveat.
-- lr tolerance: how many lrs of the grid reached, at their best point, within ``TOLERANCE`` (5 points
-  of validation accuracy; regression: 2x the validation loss) of the optimizer's best lr.
-- A confirmation run whose best point is its last evaluation was still improving: the budget may be
-  too short, and the report says so.
+- The winner is the arm (optimizer, schedule) with the best mean test accuracy at the best validation
+  point (regression: lowest test loss), with its 95 % interval over seeds. Every other arm is compared
+  with it paired by seed (:mod:`descentlab.racing.summary`): those whose interval of the difference
+  contains 0 cannot be told from the winner and are named as equally good answers on this budget; a
+  clear gap is stated with its interval.
+- The split sizes are stated: one validation example is 1/n_val of accuracy, the resolution of every
+  comparison made on validation.
+- How each winner was chosen, where it matters: a tie on validation (a saturated validation set
+  especially), a grid extended beyond its edges, seeds that disagree.
+- "Faster" is said of steps (exact) by their median over seeds, a seed that never reached the target
+  counting as never; of seconds only beyond timing noise: lower on every paired seed and by at least
+  :data:`SECONDS_MARGIN` (10 %).
+- lr tolerance: how many of an arm's settings reached, at their best point, within ``TOLERANCE`` (5
+  points of validation accuracy; regression: 2x the validation loss) of its best one.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 
-from ..racing.record import FINAL, RunRecord
-from ..racing.summary import ArmSummary, RaceSummary, Stat
+from ..racing.record import FINAL, RunRecord, hypers_of
+from ..racing.summary import ArmSummary, RaceSummary
 from .failures import failed_optimizers, failure_sentence
-from .table import arm_label, format_lr, format_seconds, format_time_to_target, ranking_sentence
+from .table import arm_label, format_lr, format_seconds, ranking_sentence
 
 TOLERANCE_ACC = 0.05
 TOLERANCE_LOSS_RATIO = 2.0
+SECONDS_MARGIN = 0.10
 
 
 def _score(s: ArmSummary, classification: bool) -> str:
-    return s.test_acc.format(percent=True) if classification else s.test_loss.format()
+    if classification:
+        return s.interval.format(100, 1, "%") + f" over {s.interval.n} seed(s)"
+    return s.interval.format(1, 3) + f" over {s.interval.n} seed(s)"
 
 
-def _main(s: ArmSummary, classification: bool) -> Stat:
-    return s.test_acc if classification else s.test_loss
+def _gap(s: ArmSummary, classification: bool) -> str:
+    """The paired shortfall against the best arm, as ``1.2 points [0.3, 2.1]``."""
+    assert s.comparison is not None
+    interval = s.comparison.shortfall
+    if classification:
+        return interval.format(100, 1) + " points"
+    return interval.format(1, 3)
 
 
 def tolerant_lrs(s: ArmSummary, classification: bool) -> int:
-    """How many grid lrs ended near this optimizer's best (see the module docstring)."""
+    """How many of the arm's first-seed tuning runs ended near its best (see the module docstring)."""
+    first = min((p["seed"] for p in s.sensitivity), default=None)
+    runs = [p for p in s.sensitivity if p["seed"] == first and p.get("status") == "ok"]
     if classification:
-        values = [p["best_val_acc"] for p in s.sensitivity if p.get("status") == "ok"
-                  and p.get("best_val_acc") is not None]
+        values = [p["best_val_acc"] for p in runs if p.get("best_val_acc") is not None]
         return sum(v >= max(values) - TOLERANCE_ACC for v in values) if values else 0
-    values = [p["best_val_loss"] for p in s.sensitivity if p.get("status") == "ok"
-              and p.get("best_val_loss") is not None]
+    values = [p["best_val_loss"] for p in runs if p.get("best_val_loss") is not None]
     return sum(v <= min(values) * TOLERANCE_LOSS_RATIO for v in values) if values else 0
 
 
@@ -47,92 +62,199 @@ def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = ()
                    rows: Sequence[RunRecord] = ()) -> list[str]:
     """Sentences for the report (and nothing that the numbers in the summary do not support)."""
     classification = summary.classification
-    what = "test accuracy at the best validation point" if classification else "test loss at the best validation point"
-
-    def name(s: ArmSummary) -> str:
-        return arm_label(s, summary)
-
-    ranked = summary.ranked()
     failures = [f"E{failure_sentence(name, error)[1:]}." for name, error in failed_optimizers(rows).items()]
-    out: list[str] = []
-    if not ranked:
-        return [*failures, "No optimizer has a finished run at its selected learning rate: every run diverged or "
+    best = summary.best()
+    if best is None:
+        return [*failures, "No optimizer has a finished run at its selected setting: every run diverged or "
                 "failed, so there is nothing to recommend. Try smaller learning rates (--lrs) or check the task."]
-    best = ranked[0]
-    schedule = "" if len(summary.schedules) == 1 else f" and the {best.schedule} schedule"
-    out.append(f"Use {best.optimizer}{schedule} with lr {format_lr(best.selected_lr)}: it had the best {what}, "
-               f"{_score(best, classification)} over {best.seeds} seed(s), within a budget of {epochs} epochs "
-               f"(best point at epoch {best.best_epoch.format()} on average).")
-    if len(ranked) > 1:
-        second = ranked[1]
-        a, b = _main(best, classification), _main(second, classification)
-        gap = abs((a.mean or 0.0) - (b.mean or 0.0))
-        noise = (a.std or 0.0) + (b.std or 0.0)  # their mean ± std ranges overlap
-        points = f"{gap * 100:.1f} points" if classification else f"{gap:.3g}"
-        if min(a.n, b.n) < 2:  # one finished seed: no spread measured, so no claim about noise
-            out.append(f"The runner-up, {name(second)} ({_score(second, classification)}), is {points} behind "
-                       "on one seed only: with no spread over seeds this gap may be noise (race with --seeds 3 or "
-                       "more to tell).")
-        elif gap <= noise:
-            reached = [s for s in (best, second) if s.reached_target and s.target_seconds.mean is not None]
-            if reached:
-                faster = min(reached, key=lambda s: float(s.target_seconds.mean or 0.0))
-                speed = f"{name(faster)} got to the target sooner ({format_time_to_target(faster)})."
-            else:
-                speed = "neither reached the target."
-            out.append(f"{name(second)} (lr {format_lr(second.selected_lr)}, {_score(second, classification)}) "
-                       "overlaps it within one standard deviation over seeds, so the two are tied on this budget; "
-                       + speed)
-        else:
-            out.append(f"The runner-up, {name(second)} ({_score(second, classification)}), is {points} "
-                       "behind — their mean ± std ranges over seeds do not overlap.")
-    reached = [s for s in ranked if s.reached_target]
-    if reached and summary.target is not None:
-        fastest = min(reached, key=lambda s: s.target_seconds.mean)
-        target = f"{summary.target:.1%} validation accuracy" if classification else \
-            f"validation loss {summary.target:.3g}"
-        out.append(f"Fastest to {target}: {name(fastest)} ({format_time_to_target(fastest)}).")
-        never = [name(s) for s in ranked if not s.reached_target]
-        if never:
-            out.append(f"Never reached it within {epochs} epochs: {', '.join(never)}.")
-    tolerance = {s.arm: tolerant_lrs(s, classification) for s in ranked}
-    if len(tolerance) > 1:
-        most = max(ranked, key=lambda s: tolerance[s.arm])
-        least = min(ranked, key=lambda s: tolerance[s.arm])
-        near = f"within {TOLERANCE_ACC * 100:.0f} points of its best validation accuracy" if classification else \
-            f"within {TOLERANCE_LOSS_RATIO:g}x of its best validation loss"
-        if tolerance[most.arm] != tolerance[least.arm]:
-            out.append(f"Most forgiving about the learning rate: {name(most)} ({tolerance[most.arm]} of "
-                       f"{most.grid_size} lrs {near}); least: {name(least)} ({tolerance[least.arm]} of "
-                       f"{least.grid_size}).")
-    diverged = [s for s in summary.arms if s.diverged]
-    if diverged:
-        parts = [f"{name(s)} at {s.diverged} of {s.grid_size} lrs" for s in diverged]
-        out.append("Diverged (kept in the results, not selectable): " + "; ".join(parts) + ".")
-    out.extend(failures)
-    for s in summary.arms:
-        if s.all_diverged:
-            out.append(f"{name(s)}: every learning rate of the grid diverged or failed, so it has no result; "
-                       "it is listed, not dropped." if s.grid_size else f"{name(s)}: no run has finished yet.")
-        elif s not in ranked:
-            out.append(f"{name(s)}: its selected lr {format_lr(s.selected_lr)} diverged or failed on every seed, "
-                       "so it has no test result; it is listed, not dropped.")
-    for s in ranked:
-        grid = sorted(p["lr"] for p in s.sensitivity)
-        if grid and len(grid) > 1 and s.selected_lr in (grid[0], grid[-1]):
-            side = "smallest" if s.selected_lr == grid[0] else "largest"
-            out.append(f"{name(s)}'s selected lr {format_lr(s.selected_lr)} is the {side} of its grid: its best lr "
-                       "may lie outside it (widen --lrs to check).")
-    short = [s for s in ranked if s.best_is_last]
-    if short:
-        out.append("Best point = last evaluation (still improving when the budget ran out, so the budget may be too "
-                   "short; try a larger --epochs): " + "; ".join(f"{name(s)} in {s.best_is_last} of "
-                                                                 f"{s.best_epoch.n} seed(s)" for s in short) + ".")
+    out = [_winner(summary, best, epochs), *_ties(summary, best), *_splits(summary)]
+    out += _selection_notes(summary)
+    out += _speed(summary, epochs)
+    out += _forgiving(summary)
+    out += _unfinished(summary, failures)
+    out += _budget(summary)
     if len(summary.schedules) > 1:
         out.append(ranking_sentence(summary)[0].upper() + ranking_sentence(summary)[1:] + ".")
     out.extend(_gd_vs_sgd(summary, gd_sgd, classification, rows, epochs))
     out.append(f"These numbers hold for this task, model, schedule and budget ({epochs} epochs, each run judged at "
                "its best validation point); another budget can reorder close optimizers.")
+    return out
+
+
+def _winner(summary: RaceSummary, best: ArmSummary, epochs: int) -> str:
+    what = "test accuracy" if summary.classification else "test loss"
+    schedule = "" if len(summary.schedules) == 1 else f" and the {best.schedule} schedule"
+    setting = best.selected.describe() if best.selected is not None else "-"
+    return (f"Use {best.optimizer}{schedule} with {setting}: it had the best {what} at the best validation point, "
+            f"{_score(best, summary.classification)} (mean [95 % interval]), within a budget of {epochs} epochs "
+            f"(best point at epoch {best.best_epoch.format()} on average).")
+
+
+def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
+    others = [s for s in summary.ranked() if s is not best]
+    if not others:
+        return []
+    if best.interval.n < 2:
+        return ["With one finished seed there is no spread over seeds, so no gap here can be told from noise "
+                "(race with --seeds 3 or more to tell)."]
+    tied = summary.tied_with_best()
+    name = lambda s: arm_label(s, summary)  # noqa: E731
+    out = []
+    if tied:
+        parts = [f"{name(s)} ({_gap(s, summary.classification)} behind, P(winner better) "
+                 f"{s.comparison.p_best_better:.2f})" for s in tied if s.comparison is not None
+                 and s.comparison.p_best_better is not None]
+        out.append(f"Cannot be told from {name(best)} on these seeds (the paired 95 % interval of the difference "
+                   f"contains 0): {'; '.join(parts)}. Each is as good an answer on this budget.")
+    behind = [s for s in others if s not in tied and s.comparison is not None]
+    if behind:
+        nearest = behind[0]
+        out.append(f"Every other optimizer is behind it beyond the seeds' noise; the nearest, {name(nearest)}, by "
+                   f"{_gap(nearest, summary.classification)} (paired over seeds, 95 % interval).")
+    return out
+
+
+def _splits(summary: RaceSummary) -> list[str]:
+    sizes = summary.split_sizes
+    if not sizes:
+        return []
+    n_val, n_test = sizes.get("n_val", 0), sizes.get("n_test", 0)
+    text = f"Data: {sizes.get('n_train', 0)} training, {n_val} validation and {n_test} test examples"
+    if summary.classification and n_val and n_test:
+        text += (f"; one validation example is {100 / n_val:.2g} points of validation accuracy and one test "
+                 f"example {100 / n_test:.2g} points of test accuracy")
+    return [text + "."]
+
+
+def _selection_notes(summary: RaceSummary) -> list[str]:
+    out = []
+    for s in summary.arms:
+        selection, name = s.selection, arm_label(s, summary)
+        if selection is None or selection.chosen is None:
+            continue
+        if selection.saturated:
+            out.append(f"{name}: {selection.tied} settings reached 100 % validation accuracy on every tuning seed: "
+                       "the validation set cannot tell them apart, so the middle of that plateau was taken "
+                       f"({selection.chosen.describe()}), not the most confident one.")
+        elif selection.tied > 1:
+            out.append(f"{name}: {selection.tied} settings tied on validation; the one whose lr neighbours did best "
+                       f"(then the middle of the tie) was taken ({selection.chosen.describe()}).")
+        if selection.extended:
+            grid_edge = _still_at_edge(s)
+            added = ", ".join(format_lr(lr) for lr in selection.extended)
+            out.append(f"{name}: its lr grid was extended beyond its edge to {added}; the selected lr "
+                       f"{format_lr(selection.chosen.lr)} is " + (
+                           "still at the new edge (the extension is bounded): its best lr may lie further out."
+                           if grid_edge else "interior, or next to a learning rate that diverged."))
+        for warning in s.warnings:
+            out.append(f"{name}: {warning}.")
+    return out
+
+
+def _still_at_edge(s: ArmSummary) -> bool:
+    chosen = s.selected
+    if chosen is None:
+        return False
+    line = sorted({p["lr"] for p in s.sensitivity if p["batch_size"] == chosen.batch_size
+                   and hypers_of(p["hypers"]) == chosen.hypers})
+    diverged = {p["lr"] for p in s.sensitivity if p.get("status") != "ok"}
+    edge = chosen.lr in (line[0], line[-1]) if line else False
+    beyond = [lr for lr in line if lr in diverged]
+    return edge and not beyond
+
+
+def _speed(summary: RaceSummary, epochs: int) -> list[str]:
+    ranked = summary.ranked()
+    if summary.target is None or not ranked:
+        return []
+    name = lambda s: arm_label(s, summary)  # noqa: E731
+    target = (f"{summary.target:.1%} validation accuracy" if summary.classification
+              else f"validation loss {summary.target:.3g}")
+    medians = {s.arm: s.median_target_steps() for s in ranked}
+    reached = [s for s in ranked if math.isfinite(medians[s.arm])]
+    out = []
+    if reached:
+        fewest = min(medians[s.arm] for s in reached)
+        fastest = [s for s in reached if medians[s.arm] == fewest]
+        who = " and ".join(name(s) for s in fastest)
+        out.append(f"Fewest steps to {target}: {who} (median {fewest:.0f} steps over seeds; a seed that never got "
+                   "there counts as never).")
+        out += _seconds(summary, fastest[0], reached)
+    never = [name(s) for s in ranked if not math.isfinite(medians[s.arm])]
+    if never:
+        out.append(f"Did not reach it on most seeds within {epochs} epochs: {', '.join(never)}.")
+    return out
+
+
+def _seconds(summary: RaceSummary, candidate: ArmSummary, reached: Sequence[ArmSummary]) -> list[str]:
+    """Name the fastest in wall time only beyond timing noise (see the module docstring)."""
+    def median_seconds(s: ArmSummary) -> float:
+        values = [math.inf if v is None else v for v in s.target_wall.values()]
+        return statistics.median(values) if values else math.inf
+
+    quickest = min(reached, key=median_seconds)
+    rivals = [s for s in reached if s is not quickest]
+    if not rivals:
+        return []
+    beyond = all(
+        all(quickest.target_wall.get(seed) is not None and (other.target_wall.get(seed) is None or
+            quickest.target_wall[seed] * (1 + SECONDS_MARGIN) <= other.target_wall[seed])  # type: ignore[operator]
+            for seed in quickest.target_wall)
+        for other in rivals)
+    name = arm_label(quickest, summary)
+    if beyond:
+        return [f"In wall time {name} got there first on every seed, by at least {SECONDS_MARGIN:.0%} "
+                f"({format_seconds(median_seconds(quickest))} median)."]
+    return [f"In wall time no optimizer was faster beyond timing noise (the quickest median, {name}'s "
+            f"{format_seconds(median_seconds(quickest))}, is not {SECONDS_MARGIN:.0%} ahead on every seed)."]
+
+
+def _forgiving(summary: RaceSummary) -> list[str]:
+    ranked = summary.ranked()
+    tolerance = {s.arm: tolerant_lrs(s, summary.classification) for s in ranked}
+    if len(tolerance) < 2:
+        return []
+    most = max(ranked, key=lambda s: tolerance[s.arm])
+    least = min(ranked, key=lambda s: tolerance[s.arm])
+    if tolerance[most.arm] == tolerance[least.arm]:
+        return []
+    near = (f"within {TOLERANCE_ACC * 100:.0f} points of its best validation accuracy" if summary.classification
+            else f"within {TOLERANCE_LOSS_RATIO:g}x of its best validation loss")
+    return [f"Most forgiving about its settings: {arm_label(most, summary)} ({tolerance[most.arm]} of "
+            f"{most.grid_size} settings {near}); least: {arm_label(least, summary)} ({tolerance[least.arm]} of "
+            f"{least.grid_size})."]
+
+
+def _unfinished(summary: RaceSummary, failures: list[str]) -> list[str]:
+    out = []
+    diverged = [s for s in summary.arms if s.diverged]
+    if diverged:
+        parts = [f"{arm_label(s, summary)} in {s.diverged} tuning run(s)" for s in diverged]
+        out.append("Diverged (kept in the results, not selectable): " + "; ".join(parts) + ".")
+    out.extend(failures)
+    ranked = summary.ranked()
+    for s in summary.arms:
+        name = arm_label(s, summary)
+        if s.all_diverged:
+            out.append(f"{name}: {s.no_result_reason()}, so it has no result; it is listed, not dropped.")
+        elif s not in ranked:
+            out.append(f"{name}: its selected setting diverged or failed on every seed, so it has no test result; "
+                       "it is listed, not dropped.")
+    return out
+
+
+def _budget(summary: RaceSummary) -> list[str]:
+    out = []
+    short = [s for s in summary.ranked() if s.best_is_last]
+    if short:
+        out.append("Best point = last evaluation (still improving when the budget ran out, so the budget may be too "
+                   "short; try a larger --epochs): " + "; ".join(f"{arm_label(s, summary)} in {s.best_is_last} of "
+                                                                 f"{s.best_epoch.n} seed(s)" for s in short) + ".")
+    saved = summary.early_stopping
+    if saved.stopped:
+        out.append(f"Early stopping ended {saved.stopped} tuning run(s) once their best validation point was "
+                   f"patience evaluations old, saving {saved.saved_epochs:.0f} of {saved.budget_epochs:.0f} "
+                   f"run-epochs ({saved.share:.0%}).")
     return out
 
 

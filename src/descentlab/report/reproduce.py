@@ -21,8 +21,11 @@ def reproduce_command(config: RaceConfig) -> str:
     words = ["descentlab", "race", "--task", config.task, "--model", config.model,
              "--optimizers", ",".join(config.optimizers), "--lrs", ",".join(repr(lr) for lr in config.lrs),
              "--seeds", _seeds_option(config.seeds), "--epochs", str(config.epochs),
-             "--batch-size", "full" if config.batch_size is None else str(config.batch_size),
-             "--schedules", ",".join(config.schedules), "--device", config.device]
+             "--batch-size", ",".join(_batch_text(size) for size in config.batch_sizes),
+             "--schedules", ",".join(config.schedules), "--device", config.device,
+             "--patience", "none" if config.patience is None else str(config.patience)]
+    for name, values in config.hp.items():
+        words += ["--hp", f"{name}={','.join(_hp_text(v) for v in values)}"]
     if not config.lrs:  # a grid per optimizer, centred on a range test each (lrfind.json beside the results)
         words[words.index("--lrs") + 1] = "auto"
     elif config.extra_lrs:  # the default grid: leave --lrs out so the per-optimizer extras come back too
@@ -33,12 +36,14 @@ def reproduce_command(config: RaceConfig) -> str:
 def reproduce_call(config: RaceConfig) -> str:
     """The ``descentlab.race(...)`` call that redoes this race from Python: for a Task object (``task``
     stands for it) or task options the CLI has no flag for."""
-    batch = "full" if config.batch_size is None else config.batch_size
+    batch = ",".join(_batch_text(size) for size in config.batch_sizes)
     kwargs: dict[str, Any] = {"model": config.model, "optimizers": list(config.optimizers),
                               "lrs": "auto" if not config.lrs else None if config.extra_lrs else list(config.lrs),
                               "seeds": list(config.seeds),
                               "epochs": config.epochs, "batch_size": batch, "schedules": list(config.schedules),
-                              "device": config.device}
+                              "device": config.device, "patience": "none" if config.patience is None
+                              else config.patience,
+                              "hp": {name: list(values) for name, values in config.hp.items()} or None}
     if config.task_options:
         kwargs["task_options"] = dict(config.task_options)
     own = own_task_object(config)
@@ -52,6 +57,17 @@ def reproduce_call(config: RaceConfig) -> str:
 def reproduction(config: RaceConfig) -> str:
     """The CLI command when it can redo the race, else the Python call."""
     return reproduce_call(config) if own_task_object(config) or config.task_options else reproduce_command(config)
+
+
+def _batch_text(size: int | None) -> str:
+    return "full" if size is None else str(size)
+
+
+def _hp_text(value: Any) -> str:
+    """A ``--hp`` value as the CLI reads it back: pairs joined by ``:``, numbers in full precision."""
+    if isinstance(value, (tuple, list)):
+        return ":".join(_hp_text(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _seeds_option(seeds: Sequence[int]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..racing.summary import TARGET_FRACTION, ArmSummary, RaceSummary
 
 
@@ -15,10 +17,30 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_time_to_target(s: ArmSummary) -> str:
-    """``epoch E, T s`` (means over the seeds that reached the target), or ``not reached``."""
-    if not s.reached_target or s.target_epoch.mean is None or s.target_seconds.mean is None:
+    """``N steps (epoch E, T s)``: medians over seeds (a seed that never got there counts as never), or
+    ``not reached``."""
+    steps = s.median_target_steps()
+    if not math.isfinite(steps) or s.target_epoch.mean is None or s.target_seconds.mean is None:
         return "not reached"
-    return f"epoch {s.target_epoch.mean:.3g}, {format_seconds(s.target_seconds.mean)}"
+    return f"{steps:.0f} steps (epoch {s.target_epoch.mean:.3g}, {format_seconds(s.target_seconds.mean)})"
+
+
+def format_setting(s: ArmSummary) -> str:
+    return s.selected.describe() if s.selected is not None else "-"
+
+
+def format_headline(s: ArmSummary, classification: bool) -> str:
+    """Mean [95 % interval] over seeds; ``(k/n seeds ok)`` when some confirmation runs did not finish."""
+    text = s.interval.format(100, 1, "%") if classification else s.interval.format(1, 3)
+    return text + (f" ({s.interval.n}/{s.seeds} seeds ok)" if s.interval.n < s.seeds else "")
+
+
+def format_vs_best(s: ArmSummary, classification: bool) -> str:
+    """The paired shortfall against the best arm, ``tie`` when its interval contains 0."""
+    if s.comparison is None:
+        return "best" if s.interval.mean is not None else "-"
+    gap = s.comparison.shortfall.format(100, 1) if classification else s.comparison.shortfall.format(1, 3)
+    return f"{gap} (tie)" if s.comparison.tied else gap
 
 
 def format_best_epoch(s: ArmSummary) -> str:
@@ -39,8 +61,9 @@ def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the summary table (shared by the terminal and the HTML report)."""
     classification = summary.classification
     what = "acc" if classification else "loss"
-    header = ["optimizer" if len(summary.schedules) == 1 else "optimizer / schedule", "selected lr",
-              f"test {what} (best val point)", "best epoch", f"test {what} (end)"]
+    header = ["optimizer" if len(summary.schedules) == 1 else "optimizer / schedule", "selected setting",
+              f"test {what} (best val point) [95% CI]", "behind the best (paired) [95% CI]", "best epoch",
+              f"test {what} (end)"]
     if classification:
         header.append("test loss (best val point)")
     header += ["time to target", "steps", "diverged"]
@@ -48,19 +71,17 @@ def table_rows(summary: RaceSummary) -> tuple[list[str], list[list[str]]]:
     for s in summary.arms:
         label = arm_label(s, summary)
         if s.all_diverged:
-            main = [label, s.no_result_reason(), "-", "-", "-"] + (["-"] if classification else [])
+            main = [label, s.no_result_reason(), "-", "-", "-", "-"] + (["-"] if classification else [])
         else:
-            score = s.test_acc if classification else s.test_loss
             end = s.end_test_acc if classification else s.end_test_loss
-            main = [label, format_lr(s.selected_lr), score.format(percent=classification)
-                    + (f" ({score.n}/{s.seeds} seeds ok)" if score.n < s.seeds else ""), format_best_epoch(s),
-                    end.format(percent=classification)]
+            main = [label, format_setting(s), format_headline(s, classification), format_vs_best(s, classification),
+                    format_best_epoch(s), end.format(percent=classification)]
             if classification:
                 main.append(s.test_loss.format())
         ttt = format_time_to_target(s)
         if s.reached_target and s.reached_target < s.seeds:
             ttt += f" ({s.reached_target}/{s.seeds} seeds)"
-        rows.append([*main, ttt, "-" if s.steps is None else str(s.steps), f"{s.diverged}/{s.grid_size}"])
+        rows.append([*main, ttt, "-" if s.steps is None else str(s.steps), f"{s.diverged}/{len(s.sensitivity)}"])
     return header, rows
 
 
@@ -85,12 +106,13 @@ def target_sentence(summary: RaceSummary) -> str:
     if summary.target is None:
         return "time to target: no optimizer finished, so there is no target"
     if summary.classification:
-        return (f"time to target: first epoch / seconds at which validation accuracy reaches {summary.target:.1%} "
-                f"({TARGET_FRACTION:.0%} of the best optimizer's mean best validation accuracy); mean over the seeds "
-                "that reached it")
-    return (f"time to target: first epoch / seconds at which validation loss falls to {summary.target:.3g} "
-            f"(the best optimizer's mean best validation loss / {TARGET_FRACTION:g}); mean over the seeds that "
-            "reached it")
+        return (f"time to target: the first step at which validation accuracy reaches {summary.target:.1%} "
+                f"({TARGET_FRACTION:.0%} of the best optimizer's mean best validation accuracy), median over seeds "
+                "(a seed that never got there counts as never); epoch and seconds: mean over the seeds that reached "
+                "it")
+    return (f"time to target: the first step at which validation loss falls to {summary.target:.3g} "
+            f"(the best optimizer's mean best validation loss / {TARGET_FRACTION:g}), median over seeds (a seed "
+            "that never got there counts as never); epoch and seconds: mean over the seeds that reached it")
 
 
 def ranking_sentence(summary: RaceSummary) -> str:
