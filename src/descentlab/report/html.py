@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..atomic import atomic_write_text
 from ..racing.protocol import GD_VS_SGD, RaceConfig

@@ -141,8 +141,8 @@ def build_study_html(page: StudyPage) -> str:
              f"<title>descentlab study: {n} workloads</title><style>{CSS}</style></head><body>",
              f"<h1>Is Adam with lr 1e-3 a good default? A study over {n} workload{'s' if n != 1 else ''}</h1>",
              f"<p>One race per workload ({escape(budgets)}): every optimizer of {escape(', '.join(page.optimizers))} "
-             "tuned on its grid of learning rates on the first seed and judged at each run's best validation point, "
-             f"the selected lr confirmed on {page.seeds} seed(s) and scored on the test split at that point (the race "
+             "tuned by the race on the validation split, each run judged at its best validation point, the selected "
+             f"setting confirmed on {page.seeds} seed(s) and scored on the test split at that point (the race "
              "protocol, docs/race-protocol.md); each budget doubled until the tuned best had settled. Beside each "
              "race, Adam at each of the article's lrs, untuned. The test split never took part in any choice.</p>",
              f"<p class='muted'>{page.runs} runs, {page.train_seconds:.0f} s of training in all (summed over runs, "

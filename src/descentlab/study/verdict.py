@@ -14,8 +14,11 @@ the same initial weights and data order; :func:`descentlab.racing.stats.paired_d
 Tolerance τ: ``ACC_POINTS`` = 1 point of accuracy, or ``LOSS_RATIO`` = 1.1 (10 % more loss).
 
 - ``within``: high ≤ τ — even the interval's pessimistic end of Adam's shortfall is within tolerance;
-- ``behind``: low > τ — the whole interval lies beyond it — *and* Adam was not still improving on any
-  seed at the end of its budget (:func:`descentlab.study.settle.still_improving`);
+- ``behind``: low > τ — the whole interval lies beyond it — *and* Adam was not still improving: on no
+  seed at the end of its budget (:func:`descentlab.study.settle.still_improving`), and no larger budget
+  of the same (workload, lr) reached a better mean best-validation metric by more than the plateau
+  margin (:func:`improved_later`: the longer run with the same seed *is* this run continued, so a
+  better result there means this one had not settled);
 - ``undecided``: otherwise (the interval straddles τ; fewer than 2 paired seeds, so no interval; Adam
   still improving; no finished run). A still-improving entry is never ``behind``.
 - ``--quick`` (a demo budget) judges nothing: every entry ``undecided``, no overall verdict.
@@ -90,8 +93,25 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def improved_later(adam: Entry, later: Sequence[Entry], classification: bool) -> bool:
+    """Whether an entry with a larger budget (same workload and lr) beat ``adam``'s mean best-validation
+    metric by more than the plateau margin (:data:`~.settle.SETTLE_ACC`, :data:`~.settle.SETTLE_LOSS`)."""
+    if adam.best_val.mean is None:
+        return False
+    for other in later:
+        if other.budget_epochs <= adam.budget_epochs or other.best_val.mean is None:
+            continue
+        if classification and other.best_val.mean - adam.best_val.mean > SETTLE_ACC:
+            return True
+        if not classification and adam.best_val.mean > 0 and \
+                (adam.best_val.mean - other.best_val.mean) / adam.best_val.mean > SETTLE_LOSS:
+            return True
+    return False
+
+
 def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
-    """The entry for untuned ``adam`` on ``view`` (see the module docstring)."""
+    """The entry for untuned ``adam`` on ``view`` (see the module docstring); the other untuned entries
+    of ``view`` with the same lr are the larger budgets :func:`improved_later` looks at."""
     best = view.best_tuned()
     gap = low = high = None
     n = 0
@@ -113,7 +133,8 @@ def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
         behind = interval.mean is not None and low > limit
     else:
         behind = False
-    improving = adam.improving > 0
+    same_lr = [e for e in view.untuned() if e.lr == adam.lr and e.optimizer == adam.optimizer]
+    improving = adam.improving > 0 or improved_later(adam, same_lr, view.classification)
     if demo:
         verdict = UNDECIDED
     elif within:
