@@ -158,10 +158,17 @@ def test_html_command_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path,
 
 
 def test_all_writes_the_page_and_links_it_from_the_index(tmp_path):
-    write_all(tmp_path, ["gd", "adam", "nesterov"], surfaces=["saddle", "bowl"], steps=5, dpi=20,
-              lrs={"adam": 0.1, "nesterov": 0.01})
+    """The CLI composes --all: pictures and index (descentlab.landscape), then the page and the guide."""
+    assert main(["landscape", "--all", "--optimizers", "gd,adam,nesterov", "--steps", "5", "--dpi", "20",
+                 "--lr", "adam=0.1,nesterov=0.01", "--out", str(tmp_path)]) == 0
     index = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert '<a href="landscape.html">' in index
     state = embedded_spec((tmp_path / "landscape.html").read_text(encoding="utf-8"))["state"]
     assert state["surface"] == "saddle" and state["on"] == ["gd", "adam"] and state["lr"] == {"adam": 0.1}
     assert state["steps"] == 5
+
+
+def test_write_all_draws_pictures_and_the_index_only(tmp_path):
+    write_all(tmp_path, ["gd"], surfaces=["saddle"], steps=2, dpi=20, links={"x.html": "a page"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "saddle.png"]
+    assert '<a href="x.html">a page</a>' in (tmp_path / "index.html").read_text(encoding="utf-8")

@@ -410,15 +410,13 @@ def _html_table(result: LandscapeRun) -> str:
 
 def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAULT_OPTIMIZERS, *,
               surfaces: Iterable[str] | None = None, gif: bool = False, dpi: int = 100, frames: int = 40,
-              **run_options: Any) -> dict[str, LandscapeRun]:
-    """One PNG (and GIF) per surface in ``out_dir``, the interactive page ``landscape.html`` and an
-    ``index.html`` showing the pictures together and linking the page.
+              links: Mapping[str, str] | None = None, **run_options: Any) -> dict[str, LandscapeRun]:
+    """One PNG (and GIF) per surface in ``out_dir`` and an ``index.html`` showing the pictures together.
 
     ``run_options`` go to :func:`run` (steps, lrs, noise, seed, tol, condition — condition is used
-    for the bowl only). The page opens on the first surface with the optimizers it shows switched on.
+    for the bowl only). ``links`` (file name → text) are linked from the index's header: the CLI writes
+    the interactive pages beside the pictures (this module draws; it does not import the page modules).
     """
-    from .landscape_page import STEPS, page_names, page_state, write_page
-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a directory for --all, got the file {str(out)!r}")
@@ -429,18 +427,12 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
         check_frames(frames)
     # every surface built (a bad condition fails here) before the first picture is written
     built = {name: get_surface(name, condition=condition if name == "bowl" else None) for name in names}
-    shown = [name for name in optimizers if name in page_names()]
-    opening = page_state(names[0], shown or None, steps=min(run_options.get("steps", DEFAULT_STEPS), STEPS.high),
-                         lrs={name: lr for name, lr in run_options.get("lrs", {}).items() if name in shown},
-                         noise=run_options.get("noise", 0.0), seed=run_options.get("seed", 0),
-                         tol=run_options.get("tol", DEFAULT_TOL))  # checked before any work, too
     results: dict[str, LandscapeRun] = {}
     for name, surface in built.items():
         results[name] = result = run(surface, optimizers, **run_options)
         save_png(result, out / f"{name}.png", dpi=dpi)
         if gif:
             save_gif(result, out / f"{name}.gif", frames=frames)
-    write_page(out / "landscape.html", opening)
     sections = []
     for name, result in results.items():
         s = result.surface
@@ -450,13 +442,13 @@ def write_all(out_dir: str | os.PathLike[str], optimizers: Iterable[str] = DEFAU
             f"<br>start {result.start}, {result.steps} steps{link}</p>"
             f'<img src="{html.escape(name)}.png" alt="{html.escape(name)} trajectories">{_html_table(result)}</section>'
         )
+    extra = "".join(f' · <a href="{html.escape(href)}">{html.escape(text)}</a>' for href, text in (links or {}).items())
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>descentlab landscapes</title><style>"
         "body{font-family:sans-serif;margin:1em}main{display:flex;flex-wrap:wrap;gap:1.5em}"
         "section{flex:1 1 560px;max-width:700px}img{max-width:100%}table{border-collapse:collapse;font-size:80%}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
-        f"<h1>descentlab landscapes</h1><p>optimizers: {html.escape(', '.join(optimizers))} · "
-        '<a href="landscape.html">the interactive page</a>: drag the start point, move the sliders</p>'
+        f"<h1>descentlab landscapes</h1><p>optimizers: {html.escape(', '.join(optimizers))}{extra}</p>"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
     atomic_write_with(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .. import __version__
 
-SUBCOMMANDS = ("optimizers", "tasks", "train", "landscape", "race", "study", "lrfind", "bench")
+SUBCOMMANDS = ("optimizers", "tasks", "train", "landscape", "guide", "race", "study", "lrfind", "bench")
 """Modules of this package that each add one subcommand, in the order ``--help`` lists them."""
 
 

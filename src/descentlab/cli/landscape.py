@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from .. import landscape, landscape_page
@@ -118,12 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if args.start is not None:
             raise ValueError("--start cannot be combined with --all (each surface has its own start)")
         out_dir = check_directory("--out", args.out if args.out is not None else "landscapes")
-        results = landscape.write_all(out_dir, optimizers, gif=args.gif, dpi=args.dpi, frames=args.frames, **options)
-        for name, result in results.items():
-            print(f"== {name}: f = {result.surface.formula}, start {result.start}")
-            print(landscape.format_summary(result))
-        print(f"wrote {out_dir / 'index.html'} and {len(results)} pictures")
-        return 0
+        return write_everything(out_dir, optimizers, args, options)
     if args.surface not in surface_names():
         raise ValueError(f"--surface: unknown surface {args.surface!r}; known: {', '.join(surface_names())}")
     if args.condition is not None and args.surface != "bowl":
@@ -158,4 +153,29 @@ def write_html(args: argparse.Namespace, optimizers: list[str], options: dict[st
                                       condition=options["condition"], tol=options["tol"])
     landscape_page.write_page(out, state)
     print(f"wrote {out} (open it in a browser: it needs no network)")
+    return 0
+
+
+def write_everything(out_dir: Path, optimizers: list[str], args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``--all``: the pictures and index (descentlab.landscape), the interactive page (descentlab.landscape_page)
+    and the guide (descentlab.guide) side by side; the index links both pages. The page's opening state is
+    checked before any picture is drawn."""
+    from ..guide import write_guide
+
+    first = surface_names()[0]
+    shown = [name for name in optimizers if name in landscape_page.page_names()]
+    opening = landscape_page.page_state(
+        first, shown or None, steps=min(options["steps"], landscape_page.STEPS.high),
+        lrs={name: lr for name, lr in options["lrs"].items() if name in shown}, noise=options["noise"],
+        seed=options["seed"], tol=options["tol"])
+    links = {"landscape.html": "the interactive page: drag the start point, move the sliders",
+             "guide.html": "the guide: the article, section by section, live"}
+    results = landscape.write_all(out_dir, optimizers, gif=args.gif, dpi=args.dpi, frames=args.frames, links=links,
+                                  **options)
+    landscape_page.write_page(out_dir / "landscape.html", opening)
+    write_guide(out_dir / "guide.html")
+    for name, result in results.items():
+        print(f"== {name}: f = {result.surface.formula}, start {result.start}")
+        print(landscape.format_summary(result))
+    print(f"wrote {out_dir / 'index.html'}, {len(results)} pictures, landscape.html and guide.html")
     return 0

@@ -152,7 +152,7 @@
 
   // -- the runner: descentlab.landscape.trajectory, step for step ------------------------------------
   /**
-   * run({surface, params, minima, rule, hypers, start, steps, noise, seed, tol}) -> trajectory
+   * run({surface, params, minima, rule, hypers, start, steps, noise, seed, tol, observe?}) -> trajectory
    * points[k] is w after k steps, losses[k] = f(points[k]). The path is cut at the first non-finite
    * loss (that point dropped, divergedAt = k), gradient or point (divergedAt = k + 1).
    */
@@ -175,6 +175,7 @@
       if (xi) { g[0] = fma(o.noise, xi[2 * k], g[0]); g[1] = fma(o.noise, xi[2 * k + 1], g[1]); }
       if (!Number.isFinite(g[0]) || !Number.isFinite(g[1])) { divergedAt = k + 1; break; }
       rule.step(w, g, state, k + 1, o.hypers);
+      if (o.observe) o.observe(k + 1, state); // the rule's state after step k + 1 (the guide reads it)
       if (!Number.isFinite(w[0]) || !Number.isFinite(w[1])) { divergedAt = k + 1; break; }
       points.push([w[0], w[1]]);
     }
@@ -201,5 +202,5 @@
     return t;
   }
 
-  root.descentlabMath = { SURFACES, RULES, fma, gradientNoise, run };
+  root.descentlabMath = { SURFACES, RULES, fma, gradientNoise, splitmix64, run };
 })(typeof window !== "undefined" ? window : globalThis);

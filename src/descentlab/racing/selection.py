@@ -7,8 +7,9 @@ diverged or failed run has no score, and a setting with an unscored tuning seed 
 Ranking, best first, by:
 
 1. the mean score over the tuning seeds the setting was trained on;
-2. its neighbourhood: the mean first-seed score of the lrs next to it on its line of the grid (same
-   batch size and other hyper-parameters; a neighbour that diverged counts as 0 accuracy). A setting
+2. its neighbourhood: the mean first-seed score of the two lrs next to it on its line of the grid (same
+   batch size and other hyper-parameters; a neighbour that diverged, or none beyond the grid's edge,
+   counts as 0 accuracy: an edge is less proven than an interior point). A setting
    whose lr neighbours also do well is the robust choice when several tie, as on a small validation set
    where many lrs reach 100 %. Regression has no neighbourhood term (its losses rarely tie);
 3. the distance of its log-lr from the middle of the settings tied with it on 1-2 — the middle of a
@@ -100,9 +101,8 @@ def rank(scores: Mapping[Setting, Mapping[int, float | None]], seeds: Sequence[i
         if setting not in line:
             return 0.0
         at = line.index(setting)
-        around = [line[i] for i in (at - 1, at + 1) if 0 <= i < len(line)]
-        values = [scores[s].get(first) or 0.0 for s in around]
-        return sum(values) / len(values) if values else 0.0
+        values = [(scores[line[i]].get(first) or 0.0) if 0 <= i < len(line) else 0.0 for i in (at - 1, at + 1)]
+        return sum(values) / 2
 
     scored = []
     for setting in candidates:

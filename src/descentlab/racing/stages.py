@@ -36,7 +36,7 @@ class Selection:
     ranking: list[Scored] = field(default_factory=list)
     """The last rung's ranking, best first."""
     tied: int = 0
-    """How many settings tied with the winner on their mean validation score (1: a clear winner)."""
+    """How many settings tied with the winner on the first tuning seed's validation score (1: a clear winner)."""
     saturated: bool = False
     """Several settings tied at the metric's ceiling (100 % validation accuracy): the validation set
     cannot tell them apart; the winner is the middle of that plateau."""
@@ -91,9 +91,11 @@ def plan_arm(config: RaceConfig, arm: Arm, records: Sequence[RunRecord]) -> ArmP
     if not ranking or not ranking[0].eligible:
         return ArmPlan(arm, [], Selection(None, ranking, seeds=seeds, extended=extended))
     best = ranking[0]
-    tied = tied_with(ranking, best)
-    selection = Selection(best.setting, ranking, len(tied), classification and len(tied) > 1 and (best.mean or 0) >= 1,
-                          seeds, extended)
+    first_ranking = rank(scores, (first,), explored, classification)
+    winner = next(s for s in first_ranking if s.setting == best.setting)
+    tied = len(tied_with(first_ranking, winner))
+    saturated = classification and tied > 1 and (best.mean or 0) >= 1
+    selection = Selection(best.setting, ranking, tied, saturated, seeds, extended)
     return ArmPlan(arm, [s for seed in config.seeds for s in missing(FINAL, [best.setting], seed)], selection)
 
 
@@ -109,13 +111,23 @@ def _extension(config: RaceConfig, optimizer: str, scores: dict[Setting, dict[in
     best = ranked[0].setting
     line = sorted(s.lr for s in explored if line_of(s) == line_of(best))
     if best.lr == line[-1] and sum(lr > grid[-1] for lr in line) < MAX_EXTENSIONS:
-        ratio = line[-1] / line[-2] if len(line) > 1 else math.sqrt(10)
+        lr = _step(line[-2], line[-1])
     elif best.lr == line[0] and sum(lr < grid[0] for lr in line) < MAX_EXTENSIONS:
-        ratio = line[0] / line[1] if len(line) > 1 else 1 / math.sqrt(10)
+        lr = _step(line[1], line[0])
     else:
         return None
-    step = Setting(float(f"{best.lr * ratio:.3g}"), best.batch_size, best.hypers)
+    step = Setting(lr, best.batch_size, best.hypers)
     return None if step in scores else step
+
+
+def _step(inner: float, edge: float) -> float:
+    """The lr one grid step beyond ``edge`` (the step from ``inner``), to 3 significant digits; on the
+    half-decade lattice (1, 3.16, 10, ...) when the step is a multiple of half a decade, so that 3.16 -> 10,
+    not 9.99."""
+    halves = 2 * (math.log10(edge) - math.log10(inner))
+    if abs(halves - round(halves)) < 0.02 and round(halves):
+        return float(f"{10 ** ((round(2 * math.log10(edge)) + round(halves)) / 2):.3g}")
+    return float(f"{edge * edge / inner:.3g}")
 
 
 def select(config: RaceConfig, records: Sequence[RunRecord]) -> dict[Arm, Selection | None]:

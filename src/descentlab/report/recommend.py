@@ -133,7 +133,7 @@ def _selection_notes(summary: RaceSummary) -> list[str]:
         if selection is None or selection.chosen is None:
             continue
         if selection.saturated:
-            out.append(f"{name}: {selection.tied} settings reached 100 % validation accuracy on every tuning seed: "
+            out.append(f"{name}: {selection.tied} settings reached 100 % validation accuracy on the first tuning seed: "
                        "the validation set cannot tell them apart, so the middle of that plateau was taken "
                        f"({selection.chosen.describe()}), not the most confident one.")
         elif selection.tied > 1:
