@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if result.claim is not None:
         print(result.claim.headline())
+        if not result.claim.demo:
+            for row in result.claim.to_json()["by_lr_and_budget"]:
+                print(f"  adam lr {row['lr']:g} x{row['multiple']}: within {row['within']}, behind {row['behind']}, "
+                      f"undecided {row['undecided']}")
     print(f"\n{len(result.workloads)} workloads in {result.out} ({result.trained} runs trained now, "
           f"{result.wall_s:.1f} s)")
     print(f"claim: {result.out / 'claim.json'}")
