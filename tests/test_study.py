@@ -26,7 +26,7 @@ from test_race_kill import _alive, _descendants
 
 WORKLOADS = "lstsq-linear,digits-mlp,descentlab.examples.spirals:make_task@2"
 STUDY = ["study", "--quick", "--workloads", WORKLOADS, "--optimizers", "sgd,momentum,adam", "--jobs", "2", "--quiet"]
-RACES = 3 * 7  # per workload: the race and Adam at 3 lrs x 2 budgets (--quick never extends a budget)
+RACES = 3 * 5  # per workload: the race, Adam at 3 lrs x1 and 1e-3 x4 (--quick never extends a budget)
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -101,14 +101,14 @@ def test_quick_study_killed_and_resumed_adds_nothing_twice_and_writes_the_report
     assert "no verdict on the claim" in printed and "holds" not in printed  # a demo states no verdict
     claim_json = json.loads((out / "claim.json").read_text())
     assert claim_json["demo"] is True and claim_json["verdict"] is None
-    assert len(claim_json["entries"]) == 3 * 3 * 2
+    assert len(claim_json["entries"]) == 3 * 4
 
 
 def test_a_finished_study_is_read_back_without_racing_again(tmp_path, monkeypatch):
     options = dict(optimizers="sgd,adam", seeds=1, quick=True, jobs=1, out=tmp_path / "s", progress=False)
     first = run_study("lstsq-linear@2", **options)
     races = [r for w in first.workloads for r in (w.race, *w.earlier, *w.claim.values())]
-    assert len(races) == 1 + 3 * 2  # the race (--quick never extends it); Adam at 3 lrs x 2 budgets
+    assert len(races) == 1 + 4  # the race (--quick never extends it); Adam at 3 lrs x1 and at 1e-3 x4
     assert first.trained == sum(len(r.records) for r in races) > 0
     monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a finished race was run again"))
     again = run_study("lstsq-linear@2", **options)

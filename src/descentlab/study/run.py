@@ -1,7 +1,7 @@
 """``run_study()``: per workload, the race of every optimizer at a budget where its tuned best has settled
 (the doubling rule of :mod:`.settle`), then Adam at each of the article's lrs, untuned, at that budget times
-each of ``BUDGET_MULTIPLES``; each race the usual resumable race in its own subfolder; then
-``claim.json`` (:mod:`.verdict`) and the study's report.
+each of ``BUDGET_MULTIPLES`` (the headline lr; the others x1 only); each race the usual resumable race
+in its own subfolder; then ``claim.json`` (:mod:`.verdict`) and the study's report.
 
 Layout of ``out``::
 
@@ -191,7 +191,7 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
         main = races[-1]
         claim = {}
         for multiple in config.multiples:
-            for lr in config.claim_lrs:
+            for lr in (lr for lr in config.claim_lrs if multiple in config.multiples_for(lr)):
                 budget = main.config.epochs * multiple
                 data, ran = _race(out_path, f"{workload.folder}/{claim_folder(lr, budget)}", finished, workload,
                                   race, optimizers=[CLAIM_OPTIMIZER], lrs=[lr], report=False, epochs=budget,

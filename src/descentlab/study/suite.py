@@ -42,7 +42,7 @@ class Workload:
 
 SUITE = (
     Workload("mnist1d-mlp", "mnist1d", "mlp", 60),
-    Workload("mnist1d-cnn", "mnist1d", "cnn", 30),
+    Workload("mnist1d-cnn", "mnist1d", "cnn", 60),
     Workload("digits-mlp", "digits", "mlp", 30),
     Workload("lstsq-linear", "lstsq", "linear", 30),
 )
