@@ -120,7 +120,8 @@ def test_the_overall_verdict_counts_workloads_at_equal_budget_and_at_equal_compu
     assert data["verdict_basis"] == "equal_compute"
     x1 = next(e for e in data["entries"] if e["workload"] == "a" and e["multiple"] == 1)
     assert x1["still_improving"] and x1["verdict"] == "undecided" and x1["gap_low"] > 1.0
-    assert "at equal budget" in claim.headline() and "at equal compute the claim holds" in claim.headline()
+    assert "at equal budget the claim is undecided" in claim.headline()
+    assert "(x4 on 2, x1 on 1)" in claim.headline() and "at equal compute the claim holds" in claim.headline()
 
 
 # ---- claim.json, end to end ---------------------------------------------------------------------------------

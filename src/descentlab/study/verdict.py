@@ -228,14 +228,14 @@ class Claim:
         text = (f"At budgets where the tuned best optimizer had settled ({budgets} epochs), untuned Adam at lr "
                 f"{HEADLINE_LR:g} came within {ACC_POINTS * 100:g} point of accuracy ({LOSS_RATIO:g}x the loss), "
                 f"judged on 95 % intervals over seeds, on {_count(eb, WITHIN)} of {len(eb)} workloads "
-                f"(behind on {_count(eb, BEHIND)}, undecided on {_count(eb, UNDECIDED)}): the claim "
-                f"{overall(eb)} at equal budget.")
+                f"(behind on {_count(eb, BEHIND)}, undecided on {_count(eb, UNDECIDED)}): at equal budget the claim "
+                f"{_is(overall(eb))}.")
         if ec:
-            multiples = sorted({e.multiple for e in ec})
-            text += (f" Given {'/'.join(f'{m}x' for m in multiples)} the budget (less than the tuned optimizers "
-                     f"spent on tuning), it was within on {_count(ec, WITHIN)} of {len(ec)} (behind on "
-                     f"{_count(ec, BEHIND)}, undecided on {_count(ec, UNDECIDED)}): at equal compute the claim "
-                     f"{overall(ec)}.")
+            used = ", ".join(f"x{m} on {sum(e.multiple == m for e in ec)}" for m in sorted({e.multiple for e in ec},
+                                                                                           reverse=True))
+            text += (f" Given the largest budget below what the tuned optimizers spent on tuning alone ({used}), it "
+                     f"was within on {_count(ec, WITHIN)} of {len(ec)} (behind on {_count(ec, BEHIND)}, undecided on "
+                     f"{_count(ec, UNDECIDED)}): at equal compute the claim {_is(overall(ec))}.")
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -252,6 +252,11 @@ class Claim:
                                 "best (best mean best-validation arm) was still improving on any seed"},
                 "budgets": list(self.budgets), "by_lr_and_budget": list(by.values()),
                 "entries": [e.to_json() for e in self.entries]}
+
+
+def _is(verdict: str) -> str:
+    """``holds`` → "holds", ``undecided`` → "is undecided" (a sentence's verb)."""
+    return "is undecided" if verdict == "undecided" else verdict
 
 
 def _count(entries: Sequence[ClaimEntry], verdict: str) -> int:
