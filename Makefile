@@ -28,6 +28,7 @@ race: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache  # the import contracts in pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -62,6 +62,18 @@ def race_once(engine: str, out: Path, epochs: int | None, jobs: int | None, devi
     return float(wall), float(cpu), float(rss_kib) / 1024
 
 
+def batch_of(config: Any, optimizer: str) -> int | None:
+    """The race's batch size for ``optimizer`` (race v3 takes a list of them: these races have one)."""
+    return config.batch_sizes_for(optimizer)[0]
+
+
+def first_stage(config: Any) -> list[Any]:
+    """The race's first runs: every setting of the grid on the first seed (race v3's stages; v2's tuning runs)."""
+    from descentlab.racing.stages import plan_arm
+
+    return [spec for arm in config.arms() for spec in plan_arm(config, arm, []).next_runs]
+
+
 def agreement(steps: int) -> list[tuple[str, float | str, float | str]]:
     import torch
 
@@ -76,14 +88,14 @@ def agreement(steps: int) -> list[tuple[str, float | str, float | str]]:
     task32 = get_task(config.task)
     task64 = dataclasses.replace(task32, **{f"x_{s}": getattr(task32, f"x_{s}").double()
                                             for s in ("train", "val", "test")})
-    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed) for s in config.tuning_runs()]
+    configs = [Config(s.optimizer, s.schedule, s.lr, s.seed) for s in first_stage(config)]
     configs += [Config("adam", "constant", 1e-3, seed) for seed in config.seeds[1:]]
     rows = []
     by_dtype = {}
     for name, task in (("float32", task32), ("float64", task64)):
         groups: dict[int | None, list[Config]] = {}
         for c in configs:
-            groups.setdefault(config.batch_size_for(c.optimizer), []).append(c)
+            groups.setdefault(batch_of(config, c.optimizer), []).append(c)
         worst: dict[Config, float | str] = {}
         for batch_size, group in groups.items():
             results = train_batched(task, group, batch_size=batch_size, steps=steps, keep_model=True)
@@ -275,8 +287,8 @@ def noise_floor(per_run_dir: Path, epochs: int | None) -> None:
     configs = sorted({Config(r["optimizer"], r["schedule"], r["lr"], r["seed"], True) for r in finals},
                      key=lambda c: (config.optimizers.index(c.optimizer), c.seed))
     batched_acc = {}
-    for batch_size in {config.batch_size_for(c.optimizer) for c in configs}:
-        group = [c for c in configs if config.batch_size_for(c.optimizer) == batch_size]
+    for batch_size in {batch_of(config, c.optimizer) for c in configs}:
+        group = [c for c in configs if batch_of(config, c.optimizer) == batch_size]
         for c, result in zip(group, train_batched(task, group, batch_size=batch_size, epochs=config.epochs),
                              strict=True):
             batched_acc[(c.optimizer, c.seed)] = result.test_acc
@@ -284,7 +296,7 @@ def noise_floor(per_run_dir: Path, epochs: int | None) -> None:
         torch.set_num_threads(threads)
         try:
             return {(c.optimizer, c.seed): train(on, optimizer=c.optimizer, lr=c.lr, seed=c.seed,
-                                                 batch_size=config.batch_size_for(c.optimizer), epochs=config.epochs,
+                                                 batch_size=batch_of(config, c.optimizer), epochs=config.epochs,
                                                  evaluate_test=True).test_acc for c in configs}
         finally:
             torch.set_num_threads(1)
@@ -330,7 +342,7 @@ def more_seeds(per_run_dir: Path, epochs: int | None, count: int) -> None:
     for name in config.optimizers:
         if name not in selected:
             continue
-        batch_size = config.batch_size_for(name)
+        batch_size = batch_of(config, name)
         configs = [Config(name, "constant", selected[name], seed, True) for seed in range(count)]
         batched = [r.test_acc for r in train_batched(task, configs, batch_size=batch_size, epochs=config.epochs)]
         alone = [train(task, optimizer=name, lr=c.lr, seed=c.seed, batch_size=batch_size, epochs=config.epochs,

@@ -49,7 +49,7 @@ def main(study: Path) -> None:
         task = resolve_task(config.task, **config.task_options)
         n = task.n_train
         for (optimizer, _schedule), selection in chosen.items():
-            setting = selection.chosen if selection is not None else None
+            setting = selection.chosen if selection is not None else None  # race v3: a Selection of a Setting
             selected = setting.lr if setting is not None else None
             size = setting.batch_size if setting is not None else config.batch_sizes_for(optimizer)[0]
             steps = config.epochs * math.ceil(n / (n if size is None else min(size, n)))
@@ -71,4 +71,7 @@ def main(study: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
     main(Path(sys.argv[1]))

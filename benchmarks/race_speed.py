@@ -59,24 +59,21 @@ def compare_workers(n_runs: int = 8, epochs: int = 10) -> None:
     from descentlab.tasks import get_task
 
     task = get_task("mnist1d")
-    specs = [RunSpec("tune", "adam", "constant", 1e-3, seed) for seed in range(n_runs)]
-    context = {"run_fn": default_run, "task": task, "model": "mlp", "epochs": epochs,
-               "batch_size_for": lambda name: 64, "final_phase": "final", "device": "cpu", "stamp": {}}
+    specs = [RunSpec("tune", "adam", "constant", 1e-3, seed, 64) for seed in range(n_runs)]
+    context = runner.RaceContext(run_fn=default_run, task=task, model="mlp", epochs=epochs, device="cpu")
     runner._preload()
     default_threads = torch.get_num_threads()
     timings = {}
     for threads in (default_threads, 1):
         torch.set_num_threads(threads)
-        runner._CONTEXT.update(context)
         start = time.perf_counter()
         for spec in specs:
-            runner.run_one(spec)
+            runner.run_one(spec, context)
         timings[f"1 process, {threads} torch thread(s)"] = time.perf_counter() - start
     torch.set_num_threads(1)
-    runner._CONTEXT.update(context)
     start = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(runner.run_one, specs))
+        list(pool.map(lambda spec: runner.run_one(spec, context), specs))
     timings["2 Python threads, 1 torch thread"] = time.perf_counter() - start
     start = time.perf_counter()
     list(runner.run_all(specs, context, jobs=2))

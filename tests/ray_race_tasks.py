@@ -45,7 +45,9 @@ def _report_start() -> None:
     """Leave ``STARTS/<n>-<pid>`` (n: how many runs this worker started before) holding the node's
     name; then wait for a run on the node named by :data:`AFTER_NODE`, if any; then, on a node told to
     hold, the first run of the cluster to get here waits to be killed."""
-    folder = os.environ[STARTS_DIR]
+    folder = os.environ.get(STARTS_DIR)
+    if folder is None:  # not a Ray node: race v3's driver builds the model once to fingerprint it (binding)
+        return
     mine = [name for name in os.listdir(folder) if name.endswith(f"-{os.getpid()}")]
     partial = os.path.join(folder, f".{len(mine)}-{os.getpid()}")
     with open(partial, "w") as file:

@@ -176,13 +176,13 @@ def test_a_diverging_configuration_leaves_the_others_untouched(mnist1d):
 
 def test_the_stacking_check_sends_what_cannot_stack_to_the_per_run_path(mnist1d):
     plan = batching.check(mnist1d, "mlp", ["adam", "user_signum", "user_alpha_lr", "user_normalised",
-                                           "torch.optim:LBFGS"], lambda name: 64, jobs=2, custom_run=False)
+                                           "torch.optim:LBFGS"], jobs=2, custom_run=False)
     assert plan.stackable == {"adam", "user_signum"}
     reasons = "\n".join(plan.reasons)
     assert "'user_alpha_lr' fails on stacked tensors" in reasons and "alpha" in reasons
     assert "'user_normalised' gives other numbers on stacked tensors" in reasons
     assert "'torch.optim:LBFGS' is not a descentlab rule" in reasons
-    specs = [RunSpec(TUNE, name, "constant", lr, 0) for name in ("adam", "user_alpha_lr") for lr in (0.1, 0.01)]
+    specs = [RunSpec(TUNE, name, "constant", lr, 0, 64) for name in ("adam", "user_alpha_lr") for lr in (0.1, 0.01)]
     jobs = plan.plan(specs)
     assert sorted(len(job) for job in jobs) == [1, 1, 2]
     assert {spec.optimizer for job in jobs if len(job) == 2 for spec in job} == {"adam"}
@@ -199,16 +199,16 @@ def _task_with(model_factory) -> object:
     (lambda: nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)), "the model has buffers"),
 ])
 def test_a_model_vmap_refuses_trains_per_run(factory, reason):
-    plan = batching.check(_task_with(factory), "custom", ["sgd"], lambda name: 8, jobs=2, custom_run=False)
+    plan = batching.check(_task_with(factory), "custom", ["sgd"], jobs=2, custom_run=False)
     assert plan.stackable == frozenset()
     assert reason in plan.reasons[0] and "every run trains one at a time" in plan.reasons[0]
 
 
 def test_batches_are_cut_for_both_workers_and_bounded():
-    specs = [RunSpec(TUNE, "sgd", "constant", 10.0 ** -k, 0) for k in range(46)]
-    plan = batching.Batching(frozenset({"sgd"}), max_configs=64, jobs=2, batch_size_for=lambda name: 64)
+    specs = [RunSpec(TUNE, "sgd", "constant", 10.0 ** -k, 0, 64) for k in range(46)]
+    plan = batching.Batching(frozenset({"sgd"}), max_configs=64, jobs=2)
     assert [len(job) for job in plan.plan(specs)] == [23, 23]
-    small = batching.Batching(frozenset({"sgd"}), max_configs=10, jobs=2, batch_size_for=lambda name: 64)
+    small = batching.Batching(frozenset({"sgd"}), max_configs=10, jobs=2)
     assert [len(job) for job in small.plan(specs)] == [10, 9, 9, 9, 9]
     assert sorted(s for job in small.plan(specs) for s in job) == sorted(specs)  # each run in one job, once
 
@@ -216,7 +216,8 @@ def test_batches_are_cut_for_both_workers_and_bounded():
 def _rows(path):
     import json
 
-    return {(r["phase"], r["optimizer"], r["lr"], r["seed"]): r for r in map(json.loads, path.read_text().splitlines())}
+    return {(r["phase"], r["optimizer"], r["lr"], r["seed"], r["batch_size"]): r
+            for r in map(json.loads, path.read_text().splitlines())}
 
 
 def test_a_race_with_a_user_rule_batched_matches_the_per_run_race(tmp_path, capsys):
@@ -370,7 +371,7 @@ def test_models_that_reuse_a_layer_are_checked_and_stacked_through_vmap():
 
     for factory in (reused, tied):
         task = _task_with(factory)
-        plan = batching.check(task, "custom", ["sgd"], lambda name: 8, jobs=1, custom_run=False)
+        plan = batching.check(task, "custom", ["sgd"], jobs=1, custom_run=False)
         assert plan.stackable == {"sgd"} or "every run trains one at a time" in plan.reasons[0]
     task = _task_with(reused)
     assert StackedModel([task.make_model("custom", seed) for seed in (0, 1)]).layers is None
@@ -414,14 +415,16 @@ def test_confirmation_runs_are_gathered_before_they_are_planned(gather, planned)
         return [tuple(specs[i:i + 2]) for i in range(0, len(specs), 2)]
 
     def run_batch(job, context):
-        return [(spec, RunRecord(*spec, batch_size=64, status="ok")) for spec in job]
+        return [(spec, RunRecord(*spec[:6], status="ok")) for spec in job]
 
     def more(spec, record):
-        return [RunSpec(FINAL, spec.optimizer, "constant", spec.lr, seed) for seed in range(3)] \
+        return [RunSpec(FINAL, spec.optimizer, "constant", spec.lr, seed, 64) for seed in range(3)] \
             if spec.phase == TUNE else []
 
-    tuning = [RunSpec(TUNE, f"opt{i}", "constant", 0.1, 0) for i in range(4)]
-    finished = list(runner.run_all(tuning, {"run_batch": run_batch}, jobs=1, more=more, plan=plan, gather=gather))
+    tuning = [RunSpec(TUNE, f"opt{i}", "constant", 0.1, 0, 64) for i in range(4)]
+    # v3: the context is a typed RaceContext (v2: a dict)
+    context = runner.RaceContext(run_fn=None, task=None, model="mlp", epochs=1, device="cpu", run_batch=run_batch)
+    finished = list(runner.run_all(tuning, context, jobs=1, more=more, plan=plan, gather=gather))
     assert calls == planned
     assert sorted(spec for spec, _ in finished) == sorted(
-        tuning + [RunSpec(FINAL, f"opt{i}", "constant", 0.1, seed) for i in range(4) for seed in range(3)])
+        tuning + [RunSpec(FINAL, f"opt{i}", "constant", 0.1, seed, 64) for i in range(4) for seed in range(3)])

@@ -126,9 +126,9 @@ def _argv(draw: st.DrawFn, command: str) -> list[str]:
 # -- stubs: the work itself, where the values were valid ---------------------------------------------
 def _no_training(self: Any) -> None:
     """The loop's first evaluation and checkpoint (real files in --out), no steps."""
-    self.started = time.perf_counter() - self.p.wall_s
-    if not self.p.history:
-        self.record(train_loss=None, gnorm=None)
+    self.started = time.perf_counter() - self.track.wall_s  # the loop's state is its RunTrack now
+    if not self.track.history:
+        self.record(gnorm=None)
 
 
 def _placeholder_picture(result: Any, path: Any, **options: Any) -> Path:

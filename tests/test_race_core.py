@@ -4,13 +4,14 @@ the report says about them, and the reproduce command for a user's own task."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 
 import descentlab
 from descentlab.racing import run_race
-from descentlab.racing.record import FINAL, TUNE
+from descentlab.racing.record import FINAL, TUNE, Setting
 from descentlab.report import format_table
 from descentlab.train import RunResult
 
@@ -30,7 +31,8 @@ def result(status: str, history: list[dict], evaluate_test: bool, test: float, s
                      history=history, config={})
 
 
-def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device):
+def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device,
+             optimizer_options=None, patience=None):
     """A made-up run: "momentum" raises, "adagrad" diverges at every lr, the rest are best at lr 0.01."""
     if optimizer == "momentum":
         raise RuntimeError("boom <in the engine>")
@@ -58,18 +60,23 @@ def test_a_built_in_task_gets_its_own_default_model(tmp_path):
 def test_runs_that_raise_or_diverge_at_every_lr_are_recorded_and_reported(tmp_path):
     result = descentlab.race(toy_task(), optimizers="sgd,momentum,adagrad", lrs=[0.01, 0.1], seeds=2, epochs=2,
                              out=tmp_path, jobs=1, run_fn=fake_run, progress=False)
-    tuning = {(r.optimizer, r.lr): r for r in result.records if r.phase == TUNE}
-    assert len(tuning) == 6 and len(result.records) == 6 + 2  # finals only for sgd
-    assert all(tuning["momentum", lr].status == "error" for lr in (0.01, 0.1))
-    assert "boom" in tuning["momentum", 0.01].error
-    assert all(tuning["adagrad", lr].status == "diverged" for lr in (0.01, 0.1))
+    tuning = {(r.optimizer, r.lr, r.seed): r for r in result.records if r.phase == TUNE}
+    # v3: sgd's winner (0.01) sat on the grid's lower edge, so the grid grew to 0.001 (worse); the best two of
+    # its three lrs (0.01, then 0.001 and 0.1 tie and the smaller wins) trained on the second tuning seed;
+    # momentum and adagrad have nothing to extend or halve
+    assert sorted(k for k in tuning if k[0] == "sgd") == [("sgd", 0.001, 0), ("sgd", 0.001, 1), ("sgd", 0.01, 0),
+                                                            ("sgd", 0.01, 1), ("sgd", 0.1, 0)]
+    assert len(tuning) == 5 + 2 + 2 and len(result.records) == 9 + 2  # finals only for sgd
+    assert all(tuning["momentum", lr, 0].status == "error" for lr in (0.01, 0.1))
+    assert "boom" in tuning["momentum", 0.01, 0].error
+    assert all(tuning["adagrad", lr, 0].status == "diverged" for lr in (0.01, 0.1))
     assert {r.optimizer for r in result.records if r.phase == FINAL} == {"sgd"}
-    assert result.selected == {("sgd", "constant"): 0.01, ("momentum", "constant"): None,
+    assert result.selected == {("sgd", "constant"): Setting(0.01, 64), ("momentum", "constant"): None,
                                ("adagrad", "constant"): None}
     names = [s.optimizer for s in result.summary.arms]
     assert names == ["sgd", "momentum", "adagrad"]  # listed, not dropped
     table = format_table(result.summary)
-    assert "all lrs failed" in table and "all lrs diverged" in table
+    assert "all settings failed" in table and "all settings diverged" in table
     page = result.report_path.read_text()
     assert "boom &lt;in the engine&gt;" in page and "boom <in" not in page
 
@@ -80,22 +87,30 @@ def test_stopping_the_runs_early_leaves_no_worker_process(tmp_path):
     import multiprocessing
 
     from descentlab.racing.record import RunSpec
-    from descentlab.racing.runner import run_all
+    from descentlab.racing.runner import RaceContext, run_all
 
-    context = {"run_fn": fake_run, "task": None, "model": "mlp", "epochs": 1, "batch_size_for": lambda name: 8,
-               "final_phase": FINAL, "device": "cpu", "stamp": {}}
-    runs = run_all([RunSpec(TUNE, "sgd", "constant", 0.01, 0)], context, jobs=2)
-    _, record = next(runs)
-    assert record.status == "ok" and multiprocessing.active_children()
+    def slow_at_0_1(task, **kwargs):
+        if kwargs["lr"] == 0.1:
+            time.sleep(60)
+        return fake_run(task, **kwargs)
+
+    # v3 forks one process per job, which exits with its job: a second, slow run keeps a worker busy
+    context = RaceContext(run_fn=slow_at_0_1, task=toy_task(), model="mlp", epochs=1, device="cpu")
+    runs = run_all([RunSpec(TUNE, "sgd", "constant", lr, 0, 8) for lr in (0.01, 0.1)], context, jobs=2)
+    started = time.perf_counter()
+    spec, record = next(runs)
+    assert spec.lr == 0.01 and record.status == "ok" and multiprocessing.active_children()
     runs.close()
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and time.perf_counter() - started < 30
 
 
 @pytest.mark.parametrize("batch_size", [16, "full"])
 def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_not_have(tmp_path, batch_size):
     import ast
+    import dataclasses
     import html
 
+    from descentlab.racing import binding
     from descentlab.racing.protocol import make_config
 
     result = descentlab.race(toy_task(), optimizers="sgd,adam", lrs=[0.01, 0.1], seeds=2, epochs=1,
@@ -106,7 +121,10 @@ def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_
     node = ast.parse(call.removeprefix("<pre>").removesuffix("</pre>"), mode="eval").body
     assert isinstance(node, ast.Call) and [ast.unparse(a) for a in node.args] == ["task"]
     kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    assert make_config(task="toy", **kwargs) == result.config
+    # v3 binds a race to its data and model: the call, given the same task, binds to the same fingerprints
+    again = make_config(task="toy", **kwargs)
+    assert again.binding is None
+    assert dataclasses.replace(again, binding=binding.of(toy_task(), again.model)) == result.config
 
 
 def test_a_run_fn_returning_something_else_is_a_recorded_error(tmp_path):

@@ -29,6 +29,7 @@ from ray_race_checks import (
     DEADLINE_S,
     EXPECTED_ROWS,
     QUICK,
+    assert_complete,
     assert_same_as_local,
     ended,
     env,
@@ -225,6 +226,7 @@ def test_sigkilled_driver_leaves_no_ray_and_resumes(cluster: Cluster, tmp_path: 
     after = rows(out)
     assert after[:len(before)] == before  # nothing finished is lost or rewritten
     assert len(after) == EXPECTED_ROWS and len(set(map(key, after))) == EXPECTED_ROWS
+    assert_complete(out)
     assert f"({EXPECTED_ROWS - len(before)} trained now" in resumed.stdout
 
 

@@ -46,14 +46,29 @@ def test_a_small_saturated_validation_set_does_not_crown_the_most_confident_lr(t
     assert "cannot tell them apart" in page and "91 validation" in page
 
 
-def test_resuming_on_changed_data_is_refused_and_writes_nothing(tmp_path):
-    out = tmp_path / "race"
-    race = ["race", "--task", "race_tasks:labels_from_env", "--optimizers", "sgd", "--lrs", "0.1,1", "--seeds", "2",
-            "--epochs", "2", "--jobs", "1", "--quiet", "--out", str(out)]
-    first = cli(*race)
-    assert first.returncode == 0, first.stderr
+ENV_RACE = ["race", "--task", "race_tasks:labels_from_env", "--optimizers", "sgd", "--lrs", "0.1,1", "--seeds", "2",
+            "--epochs", "2", "--jobs", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished race on ``race_tasks:labels_from_env`` (each test works on its own copy)."""
+    out = tmp_path_factory.mktemp("env") / "race"
+    done = cli(*ENV_RACE, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(finished, tmp_path / "race", ignore=shutil.ignore_patterns(".race.lock")))
+
+
+def test_resuming_on_changed_data_is_refused_and_writes_nothing(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    again = cli(*race, env={"DESCENTLAB_TEST_SHUFFLED": "1"})
+    again = cli(*ENV_RACE, "--out", str(out), env={"DESCENTLAB_TEST_SHUFFLED": "1"})
     assert again.returncode == 2
     assert again.stderr.count("\n") == 1 and "other data or another model" in again.stderr
     assert "the task's data changed" in again.stderr
@@ -61,11 +76,8 @@ def test_resuming_on_changed_data_is_refused_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["duplicate", "foreign"])
-def test_a_duplicated_or_foreign_line_is_refused_naming_it(tmp_path, damage):
-    out = tmp_path / "race"
-    race = ["race", "--task", "race_tasks:labels_from_env", "--optimizers", "sgd", "--lrs", "0.1,1", "--seeds", "2",
-            "--epochs", "2", "--jobs", "1", "--quiet", "--out", str(out)]
-    assert cli(*race).returncode == 0
+def test_a_duplicated_or_foreign_line_is_refused_naming_it(finished, tmp_path, damage):
+    out = copy_of(finished, tmp_path)
     path = out / RESULTS
     lines = path.read_text().splitlines()
     if damage == "duplicate":
@@ -77,7 +89,7 @@ def test_a_duplicated_or_foreign_line_is_refused_naming_it(tmp_path, damage):
         lines.append(json.dumps(row))
         expected = f"line {len(lines)} is not a run of this race (seed 99 in phase 'final' is not in this race"
     path.write_text("\n".join(lines) + "\n")
-    again = cli(*race)
+    again = cli(*ENV_RACE, "--out", str(out))
     assert again.returncode == 2 and expected in again.stderr and again.stderr.count("\n") == 1
 
 
@@ -117,7 +129,7 @@ def test_a_worker_killed_from_outside_is_retried_and_nothing_is_lost(tmp_path):
             time.sleep(0.05)
         assert victim is not None, "no worker started"
         os.kill(victim.pid, signal.SIGKILL)
-        stdout, stderr = race.communicate(timeout=300)
+        _, stderr = race.communicate(timeout=300)
     finally:
         if race.poll() is None:
             race.kill()
@@ -149,3 +161,21 @@ def test_hp_and_batch_size_grids_are_the_same_race_batched_and_per_run(tmp_path)
         twin = by_spec[record.spec]
         assert record.status == twin.status and record.best_step == twin.best_step
         assert record.best_val_loss == pytest.approx(twin.best_val_loss, rel=1e-7)
+
+
+def test_the_binding_sees_a_changed_activation_or_loss_not_only_shapes():
+    import torch
+
+    from descentlab.racing import binding
+    from descentlab.tasks import from_tensors
+
+    x, y = torch.randn(20, 4), torch.arange(20) % 3
+
+    def task(activation, loss=None):
+        return from_tensors(x, y, x, y, model=lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), activation(),
+                                                                            torch.nn.Linear(8, 3)), loss=loss)
+    tanh, relu = binding.of(task(torch.nn.Tanh), "custom"), binding.of(task(torch.nn.ReLU), "custom")
+    assert tanh["data_sha256"] == relu["data_sha256"] and tanh["model_sha256"] != relu["model_sha256"]
+    smooth = binding.of(task(torch.nn.Tanh, loss=torch.nn.functional.multi_margin_loss), "custom")
+    assert smooth["model_sha256"] != tanh["model_sha256"]
+    assert binding.of(task(torch.nn.Tanh), "custom") == tanh

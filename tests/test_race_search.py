@@ -162,3 +162,57 @@ def _sentences(result) -> list[str]:
     from descentlab.report.recommend import recommendation
 
     return recommendation(result.summary, result.config.epochs, rows=result.records)
+
+
+def test_full_batch_beside_minibatches_is_searched_and_summarized(tmp_path):
+    result = race(tmp_path, lambda lr, batch_size, **_: 0.8 if batch_size is None else 0.7, batch_size="full,64",
+                  lrs="0.1,1")
+    assert result.selected[("sgd", "constant")].batch_size is None
+    assert {p["batch_size"] for p in result.summary.arms[0].sensitivity} == {None, 64}
+
+
+def test_settings_an_optimizer_refuses_are_left_out_and_all_refused_is_an_error():
+    config = make_config(optimizers="sgd", hp=["nesterov=true,false", "momentum=0,0.9"])
+    assert config.hp_skipped == {"sgd": [{"momentum": 0.0, "nesterov": True}]}
+    assert (("momentum", 0.0), ("nesterov", True)) not in config.hypers_for("sgd")
+    assert len(config.hypers_for("sgd")) == 3
+    with pytest.raises(ValueError, match=re.escape("hp weight_decay: optimizer 'sgd' cannot be built with "
+                                                   "weight_decay=-0.1")):
+        make_config(optimizers="sgd", hp=["weight_decay=-0.1"])
+
+
+def test_hp_from_python_reads_a_tuple_as_one_value_and_a_string_as_the_cli_does():
+    config = make_config(optimizers="adam,sgd", hp={"betas": (0.9, 0.999), "amsgrad": True, "momentum": "0,0.9"})
+    assert config.hp == {"amsgrad": (True,), "betas": ((0.9, 0.999),), "momentum": (0.0, 0.9)}
+    with pytest.raises(ValueError, match="hp momentum: expected a value or a list of values, got None"):
+        make_config(optimizers="sgd", hp={"momentum": None})
+
+
+def test_only_lrs_an_extension_can_reach_belong_to_the_race():
+    from descentlab.racing.protocol import extension_lrs
+    from descentlab.racing.record import RunSpec
+
+    config = make_config(optimizers="sgd", lrs="0.1,0.316,1")
+    assert extension_lrs(config.grid("sgd")) == (3.16, 10.0, 0.0316, 0.01)
+    assert config.foreign(RunSpec(TUNE, "sgd", "constant", 3.16, 0, 64)) is None
+    assert "lr 100.0" in config.foreign(RunSpec(TUNE, "sgd", "constant", 100.0, 0, 64))
+
+
+def test_the_winner_is_chosen_on_validation_and_a_better_test_score_is_reported(tmp_path):
+    """Adam is better on validation, SGD on test on every seed: the race recommends Adam (the test split
+    never chooses) and says SGD did better on test beyond the seeds' noise."""
+    def score(optimizer, lr, seed, **_):
+        return 0.9 if optimizer == "adam" else 0.85
+
+    result = race(tmp_path, score, optimizers="sgd,adam", lrs="0.1,1")
+    for record in result.records:  # test: sgd beats adam by 5 points on every seed
+        if record.phase == FINAL:
+            record.test_acc = (0.95 if record.optimizer == "sgd" else 0.90) - 0.01 * record.seed
+    from descentlab.racing.summary import summarize
+
+    summary = summarize(result.config, result.records)
+    assert summary.best().optimizer == "adam" and summary.better_on_test() == [summary.by_arm("sgd")]
+    from descentlab.report.recommend import recommendation
+
+    words = recommendation(summary, 1)
+    assert words[0].startswith("Use adam") and any("Better on test than the validation winner" in w for w in words)

@@ -76,3 +76,8 @@ def test_probability_of_improvement() -> None:
     assert probability_of_improvement({0: 1.0}, {0: 1.0}) == 0.5
     assert probability_of_improvement({0: 1.0, 1: 3.0}, {0: 2.0}) == 0.5
     assert probability_of_improvement({}, {0: 1.0}) is None
+
+
+def test_an_interval_stays_inside_the_values_range():
+    interval = mean_interval([1.0, 0.9], bounds=(0.0, 1.0))
+    assert interval.high == 1.0 and interval.low == pytest.approx(0.95 - 12.706 * 0.05, abs=1e-3)

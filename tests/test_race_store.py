@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
 import pytest
 
-from descentlab.racing.record import RESULTS_FORMAT, RunSpec
+from descentlab.racing.protocol import make_config
+from descentlab.racing.record import RunSpec
 from descentlab.racing.store import _HELD_LOCKS, CONFIG, LOCK, RESULTS, ResultsStore
 from race_records import record
 
-CONFIG_A = {"task": "digits", "epochs": 2, "lrs": [0.1, 0.01], "results_format": RESULTS_FORMAT}
+# v3: the store reads race.json as a whole RaceConfig (it refuses lines that are not runs of this race), so
+# the config is a real one, not a few keys
+CONFIG_A = make_config(task="digits", optimizers="sgd", lrs="0.1,0.01", seeds=2, epochs=2).to_json()
+BINDING = {"data_sha256": "a" * 64, "model_sha256": "b" * 64, "n_train": 10, "n_val": 5, "n_test": 5}
 
 
 def run_row(lr, seed=0, phase="tune"):
@@ -32,8 +37,9 @@ def test_rows_survive_a_reopen_and_duplicates_are_refused(tmp_path):
             store.append(run_row(0.1))
     with ResultsStore.open(tmp_path / "race", CONFIG_A) as store:
         assert [r.lr for r in store.records] == [0.1, 0.01] and store.records[0] == run_row(0.1)
-        assert RunSpec("tune", "sgd", "constant", 0.1, 0) in store
-        assert RunSpec("final", "sgd", "constant", 0.1, 0) not in store
+        assert RunSpec("tune", "sgd", "constant", 0.1, 0, 64) in store
+        assert RunSpec("final", "sgd", "constant", 0.1, 0, 64) not in store
+        assert RunSpec("tune", "sgd", "constant", 0.1, 0, 32) not in store
     lines = (tmp_path / "race" / RESULTS).read_text().splitlines()
     assert [json.loads(line)["lr"] for line in lines] == [0.1, 0.01]
 
@@ -156,3 +162,68 @@ def test_an_out_written_by_the_previous_results_format_is_refused_untouched(tmp_
     with pytest.raises(ValueError, match=r"results format 1 by an earlier descentlab .* use another --out"):
         ResultsStore.open(tmp_path, CONFIG_A)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("results_format", [2, "missing"])
+def test_an_out_written_by_format_2_or_1_is_refused_untouched_with_its_format_named(tmp_path, results_format):
+    old_config = {**CONFIG_A, "results_format": results_format}
+    if results_format == "missing":
+        del old_config["results_format"]
+    (tmp_path / CONFIG).write_text(json.dumps(old_config))
+    before = snapshot(tmp_path)
+    found = 1 if results_format == "missing" else results_format
+    with pytest.raises(ValueError, match=rf"results format {found} by an earlier descentlab .* use another --out"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_repeated_line_on_disk_is_refused_naming_both_lines(tmp_path):
+    """v3: a duplicate line (a hand-merged results.jsonl, say) would be averaged in twice: refused on load."""
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        store.append(run_row(0.1))
+        store.append(run_row(0.01))
+    path = tmp_path / RESULTS
+    first = path.read_bytes().splitlines(keepends=True)[0]
+    path.write_bytes(path.read_bytes() + first)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="line 3 repeats the run of line 1"):
+        ResultsStore.open(tmp_path, CONFIG_A)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"optimizer": "adam"}, "optimizer 'adam' is not in this race"),
+    ({"lr": 0.05}, "lr 0.05 is not in this race"),
+    ({"batch_size": 32}, "batch size 32 is not in this race"),
+    ({"seed": 2}, "seed 2 in phase 'tune' is not in this race"),
+    ({"hypers": {"weight_decay": 0.1}}, "hyper-parameters {'weight_decay': 0.1} is not in this race"),
+])
+def test_a_line_of_another_race_is_refused_on_load(tmp_path, change, why):
+    with ResultsStore.open(tmp_path, CONFIG_A) as store:
+        store.append(run_row(0.1))
+    row = {**run_row(0.01).to_json(), **change}
+    (tmp_path / RESULTS).write_text((tmp_path / RESULTS).read_text() + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=re.escape(why)):
+        ResultsStore.open(tmp_path, CONFIG_A)
+
+
+def test_an_lr_beyond_the_grid_edges_is_a_run_of_this_race():
+    """Edge extension adds lrs outside the grid (never inside it): those lines load."""
+    config = make_config(task="digits", optimizers="sgd", lrs="0.1,0.01", seeds=2, epochs=2)
+    assert config.foreign(RunSpec("tune", "sgd", "constant", 1.0, 0, 64)) is None
+    assert config.foreign(RunSpec("tune", "sgd", "constant", 0.001, 1, 64)) is None
+    assert config.foreign(RunSpec("final", "sgd", "constant", 0.1, 1, 64)) is None
+
+
+def test_a_race_on_other_data_is_refused_untouched(tmp_path):
+    bound = {**CONFIG_A, "binding": BINDING}
+    with ResultsStore.open(tmp_path, bound) as store:
+        store.append(run_row(0.1))
+    before = snapshot(tmp_path)
+    ResultsStore.check(tmp_path, {**CONFIG_A, "binding": None})  # before the task is loaded: not known yet
+    other = {**CONFIG_A, "binding": {**BINDING, "data_sha256": "c" * 64}}
+    with pytest.raises(ValueError, match=r"on other data or another model \(the task's data changed\)"):
+        ResultsStore.open(tmp_path, other)
+    assert snapshot(tmp_path) == before
+    with ResultsStore.open(tmp_path, bound) as store:
+        assert len(store.records) == 1

@@ -40,7 +40,8 @@ window.addEventListener('load', () => {
 pytestmark = pytest.mark.browser
 
 
-def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device):
+def fake_run(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device,
+             optimizer_options=None, patience=None):
     """A made-up run: best near lr=1e-2, diverging above 0.3, slower for larger batches."""
     if lr > 0.3:
         return RunResult("diverged", 2, "made up", 0.0, 2, 0, 0.01, None, float("nan"), None, 0, 0.0, None, None,
@@ -68,6 +69,7 @@ def report(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("race")
     result = descentlab.race(get_task("digits"), lrs=[1e-3, 1e-2, 1e-1, 1.0], seeds=3, epochs=6, out=out, jobs=1,
                              run_fn=fake_run, progress=False)
+    assert all(r.status != "error" for r in result.records), [r.error for r in result.records if r.error][:1]
     return result.report_path
 
 

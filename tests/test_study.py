@@ -38,7 +38,8 @@ def _lines(path: Path) -> list[bytes]:
 
 def _specs(path: Path) -> list[tuple]:
     rows = [json.loads(line) for line in _lines(path)]
-    return [(r["phase"], r["optimizer"], r["schedule"], r["lr"], r["seed"]) for r in rows]
+    return [(r["phase"], r["optimizer"], r["schedule"], r["lr"], r["seed"], r["batch_size"],
+             tuple(sorted(r["hypers"].items()))) for r in rows]
 
 
 @pytest.mark.slow
@@ -110,7 +111,7 @@ def test_a_finished_study_is_read_back_without_racing_again(tmp_path, monkeypatc
     races = [r for w in first.workloads for r in (w.race, *w.earlier, *w.claim.values())]
     assert len(races) == 1 + 4  # the race (--quick never extends it); Adam at 3 lrs x1 and at 1e-3 x4
     assert first.trained == sum(len(r.records) for r in races) > 0
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a finished race was run again"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a finished race was run again"))
     again = run_study("lstsq-linear@2", **options)
     assert again.trained == 0
     assert [len(w.race.records) for w in again.workloads] == [len(w.race.records) for w in first.workloads]
@@ -151,7 +152,7 @@ def test_the_best_tuned_optimizer_is_picked_on_validation_not_on_test():
     (["--jobs", "0"], "jobs must be an integer"),
 ])
 def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, needle):
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a race started"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     out = tmp_path / "out"
     assert main(["study", "--quick", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -160,7 +161,7 @@ def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, m
 
 
 def test_study_refuses_an_out_holding_another_study_or_other_files(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(descentlab, "race", lambda *a, **k: pytest.fail("a race started"))
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("mine")

@@ -23,6 +23,14 @@ def test_budget_arithmetic() -> None:
         Budget.of(100, 10, epochs=1, steps=1)
 
 
+def test_a_run_whose_patience_runs_out_at_its_last_evaluation_did_not_stop_early() -> None:
+    track = RunTrack(classification=True, patience=1, total=2)
+    for step, (loss, acc) in enumerate([(1.0, 0.5), (0.9, 0.6), (0.95, 0.6)]):
+        track.step = step
+        track.record(loss, acc, 0.1, None, 10, lambda: "weights")
+    assert track.stopped_early_at is None
+
+
 def test_patience_stops_after_that_many_evaluations_without_improvement() -> None:
     track = RunTrack(classification=True, patience=2)
     scores = [(1.0, 0.5), (0.9, 0.6), (0.95, 0.6), (0.85, 0.55)]  # the third ties on accuracy, loses on loss
@@ -54,8 +62,8 @@ def test_a_run_that_stops_early_keeps_the_best_point_of_the_full_run(task) -> No
 def test_patience_stops_each_batched_member_where_its_per_run_twin_stops(task) -> None:
     """In float64 (the models are built in the data's dtype), where the two engines agree to ~1e-10."""
     task = dataclasses.replace(task, **{f"x_{s}": getattr(task, f"x_{s}").double() for s in ("train", "val", "test")})
-    configs = [Config("sgd", "constant", lr, 0) for lr in (1.0, 0.01)]
-    batched = train_batched(task, configs, batch_size=64, epochs=25, patience=3)
+    configs = [Config("sgd", "constant", lr, 0, patience=3) for lr in (1.0, 0.01)]
+    batched = train_batched(task, configs, batch_size=64, epochs=25)
     alone = [train(task, optimizer="sgd", lr=c.lr, batch_size=64, epochs=25, seed=0, patience=3) for c in configs]
     assert batched[0].stopped_early_at is not None  # lr 1 overfits early on digits; lr 0.01 keeps improving
     for b, a in zip(batched, alone, strict=True):

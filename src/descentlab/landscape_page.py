@@ -23,11 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .atomic import atomic_write_with
 from .landscape import DEFAULT_STEPS, DEFAULT_TOL, check_start
 from .optim import resolve
 from .tasks.surfaces import DEFAULT_CONDITION, TILT, Surface, get_surface, surface_names
+from .version import __version__
 
 D3 = {"file": "d3.v7.9.2.min.js", "name": "d3", "version": "7.9.2", "licence": "ISC", "licence_file": "d3.LICENSE"}
 """The vendored chart library (from the npm registry's ``d3`` package, ``dist/d3.min.js``)."""
@@ -129,7 +129,7 @@ def hyperparams_of(name: str, values: Mapping[str, float]) -> dict[str, Any]:
     return hypers
 
 
-def _surface_spec(surface: Surface) -> dict[str, Any]:
+def surface_spec(surface: Surface) -> dict[str, Any]:
     parameter = SURFACE_PARAMETERS.get(surface.name)
     return {
         "name": surface.name, "formula": parameter[1] if parameter else surface.formula,
@@ -195,7 +195,7 @@ def page_spec(state: Mapping[str, Any] | None = None) -> dict[str, Any]:
     state = dict(state) if state is not None else page_state()
     return {
         "version": __version__, "tol": state["tol"], "d3": {k: D3[k] for k in ("name", "version", "licence")},
-        "surfaces": [_surface_spec(get_surface(name)) for name in surface_names()],
+        "surfaces": [surface_spec(get_surface(name)) for name in surface_names()],
         "optimizers": [_optimizer_spec(o) for o in PAGE_OPTIMIZERS],
         "sliders": {key: asdict(s) for key, s in {"lr": LR, **SLIDERS}.items()},
         "controls": {s.key: asdict(s) for s in (STEPS, NOISE, SEED)},
@@ -203,32 +203,34 @@ def page_spec(state: Mapping[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
     return resources.files("descentlab").joinpath("landscape_assets", name).read_text(encoding="utf-8")
 
 
-def _inline_json(value: Any) -> str:
+def inline_json(value: Any) -> str:
     """JSON safe inside a <script> element (no "</", no HTML comment openers)."""
     return json.dumps(value, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def render_page(state: Mapping[str, Any] | None = None) -> str:
-    """The page as one HTML string: styles, d3, the maths, the spec and the page script inline."""
-    parts = {
-        "/*STYLE*/": _asset("landscape_page.css"),
-        "/*D3LICENSE*/": f"/* {D3['name']} {D3['version']}, {D3['licence']} licence:\n{_asset(D3['licence_file'])}*/",
-        "/*D3*/": _asset(D3["file"]),
-        "/*MATH*/": _asset("landscape_math.js"),
-        "/*SPEC*/": _inline_json(page_spec(state)),
-        "/*PAGE*/": _asset("landscape_page.js"),
-    }
-    page = _asset("landscape_page.html")
+def fill_template(template: str, parts: Mapping[str, str]) -> str:
+    """The asset ``template`` with each marker of ``parts`` (e.g. ``/*SPEC*/``) replaced by its text, and
+    the vendored d3 and its licence at ``/*D3*/`` and ``/*D3LICENSE*/``; each marker must occur once."""
+    parts = {"/*D3LICENSE*/": f"/* {D3['name']} {D3['version']}, {D3['licence']} licence:\n"
+                              f"{asset(D3['licence_file'])}*/", "/*D3*/": asset(D3["file"]), **parts}
+    page = asset(template)
     for marker, text in parts.items():
         if page.count(marker) != 1:
-            raise RuntimeError(f"landscape_page.html must hold {marker} exactly once")
+            raise RuntimeError(f"{template} must hold {marker} exactly once")
         before, after = page.split(marker)
         page = before + text + after
     return page
+
+
+def render_page(state: Mapping[str, Any] | None = None) -> str:
+    """The page as one HTML string: styles, d3, the maths, the spec and the page script inline."""
+    return fill_template("landscape_page.html", {
+        "/*STYLE*/": asset("landscape_page.css"), "/*MATH*/": asset("landscape_math.js"),
+        "/*SPEC*/": inline_json(page_spec(state)), "/*PAGE*/": asset("landscape_page.js")})
 
 
 def write_page(path: str | os.PathLike[str], state: Mapping[str, Any] | None = None) -> Path:

@@ -1,10 +1,13 @@
 """The ``descentlab`` command: a thin argparse layer over the Python API.
 
 Each subcommand lives in its own module of this package, exposing ``add_parser(subparsers)`` that
-registers the parser and sets ``func(args) -> int``. Usage errors (bad arguments, bad values the
-API rejects with ValueError/TypeError) print one line and exit with status 2, no traceback; so do
-argparse's own complaints (no usage block). A failure of the system while working (OSError, out of
-memory) prints one line and exits with status 1. ``DESCENTLAB_DEBUG=1`` shows the traceback instead.
+registers the parser and sets ``func(args) -> int``. Building the parser imports no torch, so ``--help``
+answers without it (tests/test_cli_help.py): a module's top level and ``add_parser`` import only torch-free
+modules (the defaults the help quotes come from :mod:`.defaults`), and ``func`` imports the work when it
+runs. Usage errors (bad arguments, bad values the API rejects with ValueError/TypeError) print one line
+and exit with status 2, no traceback; so do argparse's own complaints (no usage block). A failure of the
+system while working (OSError, out of memory) prints one line and exits with status 1.
+``DESCENTLAB_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .. import __version__
+from ..version import __version__
 
 SUBCOMMANDS = ("optimizers", "tasks", "train", "landscape", "guide", "race", "study", "lrfind", "bench")
 """Modules of this package that each add one subcommand, in the order ``--help`` lists them."""

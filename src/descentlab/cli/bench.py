@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from .. import bench
 from ..outpaths import check_file
+from .defaults import BENCH_ENGINES, BENCH_OPTIMIZERS
 
-QUICK_PARAMS = 2_000_000
+PARAMS, LAYOUTS, REPEATS = "20M", "1,200,5000", 25
+QUICK_PARAMS, QUICK_LAYOUTS, QUICK_REPEATS = "2M", "1,200", 5
+"""``--quick``: these in place of the defaults above, for the options not given explicitly."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,17 +20,20 @@ def add_parser(subparsers: Any) -> None:
         description="Time one optimizer step of descentlab (one row per engine mode) and torch.optim (for-loop, "
         "foreach, fused) in the same process on the same data; prints ms, paired speed-ups, GB/s against copy "
         "bandwidth, peak memory, and issue 13's speed targets met or missed.")
-    parser.add_argument("--optimizers", default=",".join(bench.DEFAULT_OPTIMIZERS),
+    parser.add_argument("--optimizers", default=",".join(BENCH_OPTIMIZERS),
                         help="comma-separated registry names or import paths (module:attribute)")
-    parser.add_argument("--layouts", default="1,200,5000", help="numbers of tensors the parameters are split into")
-    parser.add_argument("--params", default="20M", help="total float32 parameters, e.g. 20M or 500k")
-    parser.add_argument("--repeats", type=int, default=25, help="timed steps per measurement (median reported)")
-    parser.add_argument("--engine", default=",".join(bench.DEFAULT_ENGINES),
+    parser.add_argument("--layouts", default=None, help="numbers of tensors the parameters are split into, "
+                        f"comma-separated (default {LAYOUTS})")
+    parser.add_argument("--params", default=None, help=f"total float32 parameters, e.g. 20M or 500k (default {PARAMS})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed steps per measurement, the median reported (default {REPEATS})")
+    parser.add_argument("--engine", default=",".join(BENCH_ENGINES),
                         help="comma-separated descentlab engine modes, one row each: auto (the default engine: the "
                         "per-tensor core, or flat slices for a group holding a tensor of 32 MiB or more), eager (the "
                         "core), flat, compiled (torch.compile of the update, opt-in); default %(default)s")
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARAMS // 10**6}M params, layouts <= 200, 5 repeats")
+                        help=f"a quick look: --params {QUICK_PARAMS}, --layouts {QUICK_LAYOUTS}, --repeats "
+                        f"{QUICK_REPEATS} (options given explicitly still win)")
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="skip the MNIST-1D MLP training-step comparison")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
@@ -45,16 +50,25 @@ def _layouts(text: str) -> list[int]:
     return layouts
 
 
+def _or_quick(value: Any, default: Any, quick: Any, is_quick: bool) -> Any:
+    """The option's value where it was given, else its default (``--quick``: its quick default)."""
+    if value is not None:
+        return value
+    return quick if is_quick else default
+
+
 def run(args: argparse.Namespace) -> int:
+    from .. import bench
+
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     if not names:
         raise ValueError(f"--optimizers is empty: {args.optimizers!r}")
-    numel, layouts, repeats = bench.parse_count(args.params), _layouts(args.layouts), args.repeats
+    numel = bench.parse_count(_or_quick(args.params, PARAMS, QUICK_PARAMS, args.quick))
+    layouts = _layouts(_or_quick(args.layouts, LAYOUTS, QUICK_LAYOUTS, args.quick))
+    repeats = _or_quick(args.repeats, REPEATS, QUICK_REPEATS, args.quick)
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     engines = bench.parse_engines(args.engine)
-    if args.quick:
-        numel, layouts, repeats = min(numel, QUICK_PARAMS), [x for x in layouts if x <= 200] or [1], 5
     bench.check_options(names, layouts, numel, engines)
     if args.json is not None:
         check_file("--json", args.json)  # before the benchmark runs, not after

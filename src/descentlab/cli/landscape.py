@@ -14,9 +14,8 @@ import math
 from pathlib import Path, PurePath
 from typing import Any
 
-from .. import landscape, landscape_page
 from ..outpaths import check_directory, check_file
-from ..tasks.surfaces import get_surface, surface_names
+from .defaults import LANDSCAPE_OPTIMIZERS, LANDSCAPE_STEPS, LANDSCAPE_TOL, SURFACES
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,15 +29,15 @@ def add_parser(subparsers: Any) -> None:
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--surface", default="saddle", metavar="NAME",
-                       help=f"one of {', '.join(surface_names())} (default: saddle)")
+                       help=f"one of {', '.join(SURFACES)} (default: saddle)")
     which.add_argument("--all", action="store_true", help="every surface: OUT is a directory that gets "
                        "<surface>.png per surface and index.html")
     which.add_argument("--list", action="store_true", help="list the surfaces and their defaults, then exit")
-    parser.add_argument("--optimizers", default=",".join(landscape.DEFAULT_OPTIMIZERS), metavar="LIST",
+    parser.add_argument("--optimizers", default=",".join(LANDSCAPE_OPTIMIZERS), metavar="LIST",
                         help="comma-separated registry names or import paths pkg.mod:attr "
-                        f"(default: {','.join(landscape.DEFAULT_OPTIMIZERS)})")
-    parser.add_argument("--steps", type=int, default=landscape.DEFAULT_STEPS, help="steps per optimizer (default: "
-                        f"{landscape.DEFAULT_STEPS})")
+                        f"(default: {','.join(LANDSCAPE_OPTIMIZERS)})")
+    parser.add_argument("--steps", type=int, default=LANDSCAPE_STEPS, help="steps per optimizer (default: "
+                        f"{LANDSCAPE_STEPS})")
     parser.add_argument("--start", metavar="X,Y", help="start point (default: the surface's own)")
     parser.add_argument("--lr", action="append", default=[], metavar="NAME=VALUE",
                         help="learning rate for one optimizer; repeat, or separate with commas")
@@ -47,8 +46,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the gradient noise (default: 0)")
     parser.add_argument("--condition", type=float, default=None, metavar="KAPPA",
                         help="condition number of the bowl surface (default: 100)")
-    parser.add_argument("--tol", type=float, default=landscape.DEFAULT_TOL,
-                        help=f"distance to a minimum counted as reached (default: {landscape.DEFAULT_TOL:g})")
+    parser.add_argument("--tol", type=float, default=LANDSCAPE_TOL,
+                        help=f"distance to a minimum counted as reached (default: {LANDSCAPE_TOL:g})")
     parser.add_argument("--out", metavar="PATH", help="PNG to write (default: <surface>.png), the page with --html "
                         "(default: landscape.html), or the directory with --all (default: landscapes)")
     parser.add_argument("--html", action="store_true", help="write the interactive page instead of a PNG: one "
@@ -91,6 +90,8 @@ def parse_optimizers(text: str) -> list[str]:
 
 
 def list_surfaces() -> int:
+    from ..tasks.surfaces import get_surface, surface_names
+
     for name in surface_names():
         s = get_surface(name)
         minima = ", ".join(f"({x:.4g}, {y:.4g})" for x, y in s.minima)
@@ -103,6 +104,9 @@ def list_surfaces() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import landscape
+    from ..tasks.surfaces import surface_names
+
     if args.list:
         return list_surfaces()
     optimizers = parse_optimizers(args.optimizers)
@@ -141,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
 def write_html(args: argparse.Namespace, optimizers: list[str], options: dict[str, Any]) -> int:
     """``--html``: the interactive page, opening on the state the other options describe."""
+    from .. import landscape_page
+
     if args.gif:
         raise ValueError("--gif cannot be combined with --html (the page animates itself)")
     text = args.out if args.out is not None else "landscape.html"
@@ -160,7 +166,9 @@ def write_everything(out_dir: Path, optimizers: list[str], args: argparse.Namesp
     """``--all``: the pictures and index (descentlab.landscape), the interactive page (descentlab.landscape_page)
     and the guide (descentlab.guide) side by side; the index links both pages. The page's opening state is
     checked before any picture is drawn."""
+    from .. import landscape, landscape_page
     from ..guide import write_guide
+    from ..tasks.surfaces import surface_names
 
     first = surface_names()[0]
     shown = [name for name in optimizers if name in landscape_page.page_names()]

@@ -10,8 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..lrfind import ramp
 from ..outpaths import check_file
+from .defaults import (
+    LRFIND_BETA,
+    LRFIND_END_LR,
+    LRFIND_START_LR,
+    LRFIND_STEPS,
+    LRFIND_STOP_FACTOR,
+    LRFIND_SUGGESTION_DIVISOR,
+)
 from .train import parse_assignments, parse_number
 
 
@@ -20,8 +27,8 @@ def add_parser(subparsers: Any) -> None:
         "lrfind", help="learning-rate range test: one run with a rising lr; suggests an lr and saves a plot",
         description="Smith's range test (fastai's lr_find): train once while the lr rises exponentially from "
         f"--start-lr to --end-lr over --steps minibatches, watching the smoothed training loss (exponential moving "
-        f"average, beta {ramp.BETA}); stop when it exceeds {ramp.STOP_FACTOR:g}x its best. Suggested lr: the lr at "
-        f"the lowest smoothed loss divided by {ramp.SUGGESTION_DIVISOR:g}.")
+        f"average, beta {LRFIND_BETA}); stop when it exceeds {LRFIND_STOP_FACTOR:g}x its best. Suggested lr: the lr at "
+        f"the lowest smoothed loss divided by {LRFIND_SUGGESTION_DIVISOR:g}.")
     parser.add_argument("--task", default="mnist1d", help="built-in task (mnist1d, digits, lstsq) or module:attr "
                         "(default mnist1d)")
     parser.add_argument("--model", default=None, help="model of the task (default: the task's own)")
@@ -29,9 +36,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="optimizer hyper-parameter, repeatable (e.g. --hp momentum=0.9)")
     parser.add_argument("--batch-size", default="64", metavar="N|full", help="minibatch size or 'full' (default 64)")
-    parser.add_argument("--start-lr", default=str(ramp.START_LR), help=f"first lr (default {ramp.START_LR:g})")
-    parser.add_argument("--end-lr", default=str(ramp.END_LR), help=f"last lr (default {ramp.END_LR:g})")
-    parser.add_argument("--steps", default=str(ramp.STEPS), help=f"steps of the ramp (default {ramp.STEPS})")
+    parser.add_argument("--start-lr", default=str(LRFIND_START_LR), help=f"first lr (default {LRFIND_START_LR:g})")
+    parser.add_argument("--end-lr", default=str(LRFIND_END_LR), help=f"last lr (default {LRFIND_END_LR:g})")
+    parser.add_argument("--steps", default=str(LRFIND_STEPS), help=f"steps of the ramp (default {LRFIND_STEPS})")
     parser.add_argument("--seed", default="0", help="seed of initialisation and shuffling (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--out", default="lrfind.png", help="the plot, a .png (default lrfind.png); the numbers go "
@@ -41,7 +48,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_json
-    from ..lrfind import lr_find
+    from ..lrfind import lr_find, ramp
     from ..lrfind.plot import save
     from ..tasks import resolve_task
     from ..train.device import check_device

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..optim import entries
-
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("optimizers", help="list the optimizers and their defaults",
@@ -23,6 +21,8 @@ def format_value(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..optim import entries
+
     rows = []
     for entry in entries():
         rule = getattr(entry.cls, "rule", None)

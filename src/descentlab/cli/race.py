@@ -7,8 +7,16 @@ import sys
 from typing import Any
 
 from ..outpaths import check_directory
-from ..racing.protocol import DEFAULT_EPOCHS, DEFAULT_OPTIMIZERS, DEFAULT_SEEDS, QUICK_EPOCHS, QUICK_LRS, QUICK_SEEDS
-from ..train.schedule import SCHEDULES, WARMUP_FRACTION
+from .defaults import (
+    QUICK_EPOCHS,
+    QUICK_LRS,
+    QUICK_SEEDS,
+    RACE_EPOCHS,
+    RACE_OPTIMIZERS,
+    RACE_SEEDS,
+    SCHEDULES,
+    WARMUP_FRACTION,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,13 +34,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--model", default=None, help="model of the task: linear, mlp, cnn (default: the task's own, "
                         "mlp for mnist1d and digits, linear for lstsq)")
     parser.add_argument("--optimizers", default=None,
-                        help=f"comma-separated registry names (default {','.join(DEFAULT_OPTIMIZERS)})")
+                        help=f"comma-separated registry names (default {','.join(RACE_OPTIMIZERS)})")
     parser.add_argument("--lrs", default=None, help="comma-separated learning rates (default 1e-4..1 in half-decade "
                         "steps, plus 5e-4 for adam), or auto: per optimizer an lr range test (descentlab lrfind, at "
                         "most one run's budget) and 5 half-decade lrs centred on its suggestion")
     parser.add_argument("--seeds", default=None, help=f"a count N (seeds 0..N-1) or a list like 0,1,2 "
-                        f"(default {DEFAULT_SEEDS})")
-    parser.add_argument("--epochs", default=None, help=f"training budget per run, in epochs (default {DEFAULT_EPOCHS})")
+                        f"(default {RACE_SEEDS})")
+    parser.add_argument("--epochs", default=None, help=f"training budget per run, in epochs (default {RACE_EPOCHS})")
     parser.add_argument("--batch-size", default="64", help="minibatch size, or several to search (32,64,128), or "
                         "'full' (GD always uses the full batch)")
     parser.add_argument("--hp", action="append", default=None, metavar="NAME=V1,V2",

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..outpaths import check_directory
-from ..study.suite import OWN_EPOCHS, SUITE
+from .defaults import OWN_EPOCHS, SUITE_EPOCHS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,7 +21,8 @@ def add_parser(subparsers: Any) -> None:
         "to target with AlgoPerf's score, the claim checked and lr sensitivity across workloads. Rerun the same "
         "command to resume a killed study.")
     parser.add_argument("--workloads", default=None, help="comma-separated: suite names ("
-                        + ", ".join(f"{w.name} {w.epochs} epochs" for w in SUITE) + "; the default) or "
+                        + ", ".join(f"{name} {epochs} epochs" for name, epochs in SUITE_EPOCHS.items())
+                        + "; the default) or "
                         f"TASK[/MODEL][@EPOCHS] with TASK built-in or module:attr (default {OWN_EPOCHS} epochs)")
     parser.add_argument("--optimizers", default=None, help="comma-separated registry names (default: the race's)")
     parser.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1) or a list (default 3; --quick 2)")

@@ -12,7 +12,7 @@ import ast
 from typing import Any
 
 from ..outpaths import check_directory
-from ..train import DEFAULT_EPOCHS, DEFAULT_FACTOR
+from .defaults import DIVERGENCE_FACTOR, TRAIN_EPOCHS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,14 +31,14 @@ def add_parser(subparsers: Any) -> None:
                         help="optimizer hyper-parameter, repeatable (e.g. --hp momentum=0.9)")
     parser.add_argument("--batch-size", default="64", metavar="N|full",
                         help="minibatch size, or 'full' for full-batch gradient descent (default: 64)")
-    parser.add_argument("--epochs", default=None, help=f"passes over the training set (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--epochs", default=None, help=f"passes over the training set (default: {TRAIN_EPOCHS})")
     parser.add_argument("--steps", default=None, help="train for exactly this many steps instead of --epochs")
     parser.add_argument("--eval-every", default=None, metavar="STEPS",
                         help="evaluate every STEPS steps (default: every epoch)")
     parser.add_argument("--seed", default="0", help="seed of initialisation and shuffling (default: 0)")
-    parser.add_argument("--divergence-factor", default=str(DEFAULT_FACTOR),
+    parser.add_argument("--divergence-factor", default=str(DIVERGENCE_FACTOR),
                         help=f"stop as diverged when the loss exceeds this multiple of the first loss "
-                             f"(default: {DEFAULT_FACTOR:g}; 'none' checks finiteness only)")
+                             f"(default: {DIVERGENCE_FACTOR:g}; 'none' checks finiteness only)")
     parser.add_argument("--task-option", action="append", default=[], metavar="NAME=VALUE",
                         help="task option, repeatable (e.g. --task-option val_fraction=0.1, cache_dir=...)")
     parser.add_argument("--test", action="store_true", help="evaluate the test split at the end: at the best "

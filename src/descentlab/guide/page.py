@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..atomic import atomic_write_with
-from ..landscape_page import D3, PAGE_OPTIMIZERS, _asset, _inline_json, _surface_spec
+from ..landscape_page import D3, PAGE_OPTIMIZERS, asset, fill_template, inline_json, surface_spec
 from ..tasks.surfaces import get_surface
+from ..version import __version__
 from .claim import claim_sentences, load_claim
 from .minibatch import BATCHES, regression_data
 from .sections import INTEGER_CONTROLS, map_axes, sections_spec
@@ -32,7 +32,7 @@ def guide_spec(claim: Mapping[str, Any] | None = None) -> dict[str, Any]:
     claim = dict(claim) if claim is not None else load_claim(None)
     x, y = regression_data()
     lrs, rhos = map_axes()
-    surfaces = {name: _surface_spec(get_surface(name)) for name in ("bowl", "saddle", "local-minima")}
+    surfaces = {name: surface_spec(get_surface(name)) for name in ("bowl", "saddle", "local-minima")}
     return {
         "version": __version__, "d3": {k: D3[k] for k in ("name", "version", "licence")},
         "sections": sections_spec(), "integer_controls": sorted(INTEGER_CONTROLS),
@@ -46,22 +46,10 @@ def guide_spec(claim: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 def render_guide(claim: Mapping[str, Any] | None = None) -> str:
     """The guide as one HTML string: styles, d3, both maths scripts, the spec and the page script inline."""
-    parts = {
-        "/*STYLE*/": _asset("guide_page.css"),
-        "/*D3LICENSE*/": f"/* {D3['name']} {D3['version']}, {D3['licence']} licence:\n{_asset(D3['licence_file'])}*/",
-        "/*D3*/": _asset(D3["file"]),
-        "/*MATH*/": _asset("landscape_math.js"),
-        "/*GUIDEMATH*/": _asset("guide_math.js"),
-        "/*SPEC*/": _inline_json(guide_spec(claim)),
-        "/*PAGE*/": _asset("guide_page.js"),
-    }
-    page = _asset("guide_page.html")
-    for marker, text in parts.items():
-        if page.count(marker) != 1:
-            raise RuntimeError(f"guide_page.html must hold {marker} exactly once")
-        before, after = page.split(marker)
-        page = before + text + after
-    return page
+    return fill_template("guide_page.html", {
+        "/*STYLE*/": asset("guide_page.css"), "/*MATH*/": asset("landscape_math.js"),
+        "/*GUIDEMATH*/": asset("guide_math.js"), "/*SPEC*/": inline_json(guide_spec(claim)),
+        "/*PAGE*/": asset("guide_page.js")})
 
 
 def write_guide(path: str | os.PathLike[str], claim: Mapping[str, Any] | None = None) -> Path:

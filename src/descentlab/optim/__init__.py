@@ -7,8 +7,12 @@ adamw).
 
 Engine options: ``foreach``, ``fused``, ``capturable`` and ``differentiable`` are accepted and stored
 in the param groups so checkpoints move to and from torch.optim; ``foreach=False``, ``fused=False``
-and ``differentiable=True`` ask for the per-tensor core, the others change nothing (the step always
-runs without autograd). ``set_engine(opt, mode)`` picks the path (:mod:`.engine`).
+and ``differentiable=True`` ask for the per-tensor core. ``differentiable=True`` steps with autograd
+on, as torch's (hypergradients through a non-leaf parameter and an lr that requires grad);
+``fused=True`` gives the for-loop's numbers (torch's fused CPU kernels differ from them by a few ulps);
+``capturable=True`` raises on CPU parameters as torch does and changes nothing elsewhere; torch's
+constructor errors (``fused`` with ``foreach`` or ``differentiable``) are raised with its messages.
+``set_engine(opt, mode)`` picks the path (:mod:`.engine`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from __future__ import annotations
 from ._base import RuleOptimizer, optimizer_class
 from .adagrad import ADAGRAD_RULE
 from .adam import ADAM_RULE, ADAMW_RULE
-from .define import define_rule
+from .define import DefinedRule, define_rule
 from .engine import Route, engine_mode, last_routes, set_engine
 from .hyper import Hyper, engine_option, flag, learning_rate, real, real_pair
 from .ops import add_ratio, add_scaled
+from .probe import shape_problem
 from .registry import Entry, create, entries, names, register, resolve, rule_of
 from .rmsprop import RMSPROP_RULE
 from .rule import Buffer, Rule, RuleError, filled_with, zeros
@@ -45,6 +50,6 @@ __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
     "Rule", "Buffer", "RuleError", "Hyper", "RuleOptimizer",
     "create", "names", "entries", "resolve", "register", "rule_of", "Entry", "optimizer_class",
-    "define_rule", "set_engine", "engine_mode", "last_routes", "Route",
+    "define_rule", "DefinedRule", "shape_problem", "set_engine", "engine_mode", "last_routes", "Route",
     "real", "real_pair", "flag", "learning_rate", "engine_option", "zeros", "filled_with", "add_scaled", "add_ratio",
 ]

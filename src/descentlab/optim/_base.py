@@ -66,7 +66,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{owner}: give every parameter a name or none (got {len(names)} names "
                                  f"for {len(params)} parameters)")
             params = [p[1] for p in params]
-        _check_tensors(params, owner, len(self.param_groups))
+        _check_tensors(params, owner, len(self.param_groups), bool(self.defaults.get("differentiable", False)))
         _check_not_in_other_group(params, self.param_groups, owner)
         for name in set(group) & set(self.rule.fixed):
             if group[name] != self.rule.fixed[name]:
@@ -104,8 +104,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        with torch.no_grad():
-            step_all(self)
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            step_all(self)  # differentiable=True: with autograd on, as torch.optim's step
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -129,7 +129,9 @@ def _check_params_argument(params: Any, owner: str) -> list[Any]:
     return params
 
 
-def _check_tensors(params: list[Any], owner: str, group_index: int) -> None:
+def _check_tensors(params: list[Any], owner: str, group_index: int, differentiable: bool = False) -> None:
+    """Each parameter a tensor, listed once, and a leaf (or retaining its grad) unless the optimizer is
+    ``differentiable``, as torch.optim checks."""
     if not params:
         raise ValueError(f"{owner}: param group {group_index} has an empty 'params' list")
     seen: set[int] = set()
@@ -139,8 +141,10 @@ def _check_tensors(params: list[Any], owner: str, group_index: int) -> None:
                 f"{owner}: params[{index}] of group {group_index} must be a torch.Tensor, "
                 f"got {type(p).__name__}: {p!r}"
             )
-        if not p.is_leaf and not p.retains_grad:
-            raise ValueError(f"{owner}: params[{index}] of group {group_index} is not a leaf tensor")
+        if not p.is_leaf and not p.retains_grad and not differentiable:
+            raise ValueError(f"{owner}: params[{index}] of group {group_index} is not a leaf tensor; a non-leaf "
+                             "tensor can be optimized with differentiable=True only (torch: can't optimize a "
+                             "non-leaf Tensor)")
         if id(p) in seen:
             raise ValueError(
                 f"{owner}: params[{index}] of group {group_index} appears twice in the same group"
@@ -173,3 +177,22 @@ def optimizer_class(rule: Rule, class_name: str | None = None, doc: str | None =
         [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD), *signature.parameters.values()]
     )
     return cls
+
+
+def optimizer_of(rule: Rule) -> type[RuleOptimizer]:
+    """The torch.optim.Optimizer subclass for ``rule`` (built once per rule object, cached)."""
+    cached = _CLASSES.get(id(rule))
+    if cached is None or cached[0] is not rule:
+        # in the rule's own module, so pickle finds the class where the user keeps it (Lion = lion.optimizer)
+        cls = optimizer_class(rule, class_name=_class_name(rule.name), module=getattr(rule.update, "__module__", None))
+        _CLASSES[id(rule)] = (rule, cls)
+        return cls
+    return cached[1]
+
+
+_CLASSES: dict[int, tuple[Rule, type[RuleOptimizer]]] = {}
+
+
+def _class_name(name: str) -> str:
+    parts = [p for p in name.replace("-", "_").split("_") if p]
+    return "".join(p[:1].upper() + p[1:] for p in parts) or "Rule"

@@ -11,6 +11,12 @@ For each parameter with a gradient: negate the gradient when ``maximize``; incre
 convention); call ``update``; check what it returned; write the new values back in place. ``step``
 reaches the rule as a Python number, or as the state's 0-dim tensor while ``torch.compile`` traces
 the step (as torch.optim does, so a compiled training step counts steps on the tensor).
+
+``differentiable=True`` steps with autograd on (torch's hypergradient pattern: a non-leaf parameter,
+an lr that requires grad): the rule is given copies of the parameter and its buffers, so whatever
+autograd saves from them survives the in-place write-back, and ``copy_`` carries the graph into the
+user's tensors, as torch.optim's in-place kernels do. A leaf parameter that requires grad then fails
+as torch's does (an in-place operation on a leaf).
 """
 
 from __future__ import annotations
@@ -66,13 +72,17 @@ def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: Mut
     as_real = torch.view_as_real if torch.is_complex(param) else _identity
     current = {name: (as_real(state[name]) if name in state else None) for name in names}
     target = as_real(param)
-    new_param, new_state = rule.update(target, as_real(grad), current, step=step, **hypers)
+    inputs, given = target, current
+    if torch.is_grad_enabled():  # differentiable=True: autograd may save an input the write-back overwrites
+        inputs = target.clone()
+        given = {name: (None if value is None else value.clone()) for name, value in current.items()}
+    new_param, new_state = rule.update(inputs, as_real(grad), given, step=step, **hypers)
     check_result(rule, target, new_param, new_state, current, grad.dtype)
     if new_param is not target:
         target.copy_(new_param)
     for name, value in new_state.items():
         existing = current[name]
-        if existing is None:
+        if existing is None:  # a lazy buffer starts detached, as torch's first momentum buffer does
             owned = value.detach().clone(memory_format=torch.preserve_format)
             state[name] = torch.view_as_complex(owned) if torch.is_complex(param) else owned
         elif value is not existing:

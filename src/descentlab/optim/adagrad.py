@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from .define import DefinedRule
 from .hyper import engine_option, flag, learning_rate, real
 from .ops import add_ratio
-from .rule import Buffer, Rule, filled_with
+from .rule import Buffer, filled_with
 
 
 def adagrad_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torch.Tensor | None], *,
@@ -32,7 +33,7 @@ def adagrad_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
     return add_ratio(param, grad, std, -clr), {"sum": total}
 
 
-ADAGRAD_RULE = Rule(
+ADAGRAD_RULE = DefinedRule(
     name="Adagrad",
     update=adagrad_update,
     hypers=(

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
+from .define import DefinedRule
 from .hyper import engine_option, flag, learning_rate, real, real_pair
 from .ops import add_ratio
-from .rule import Buffer, Rule
+from .rule import Buffer
 
 
 def adam_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torch.Tensor | None], *,
@@ -49,7 +50,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, tor
     return add_ratio(param, exp_avg, denom, -step_size), new_state
 
 
-ADAM_RULE = Rule(
+ADAM_RULE = DefinedRule(
     name="Adam",
     update=adam_update,
     hypers=(

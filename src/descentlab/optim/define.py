@@ -29,8 +29,20 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._base import RuleOptimizer, optimizer_of
 from .hyper import Hyper, flag, learning_rate, real, real_pair
+from .registry import register as add_to_registry
 from .rule import Buffer, Constraint, Rule, RuleError, UpdateFn
+
+
+class DefinedRule(Rule):
+    """A :class:`Rule` with its ``torch.optim.Optimizer`` subclass at hand: what :func:`define_rule`
+    returns, and how the built-in rules are declared (``Lion = lion.optimizer``)."""
+
+    @property
+    def optimizer(self) -> type[RuleOptimizer]:
+        """The optimizer class built from this rule (once per rule object)."""
+        return optimizer_of(self)
 
 
 def define_rule(
@@ -42,16 +54,16 @@ def define_rule(
     elementwise: bool = True,
     constraints: Sequence[Constraint] = (),
     register: bool | str = False,
-) -> Callable[[UpdateFn], Rule]:
-    """Decorator: turn ``update(param, grad, state, *, step, **hypers)`` into a :class:`Rule`.
+) -> Callable[[UpdateFn], DefinedRule]:
+    """Decorator: turn ``update(param, grad, state, *, step, **hypers)`` into a :class:`DefinedRule`.
 
     ``elementwise=False`` declares that the update looks across the tensor (a norm, a sort, a
     matrix product); such a rule runs on the per-tensor core, never on pieces of several tensors.
     """
 
-    def decorate(update: UpdateFn) -> Rule:
+    def decorate(update: UpdateFn) -> DefinedRule:
         rule_name = name or getattr(update, "__name__", "rule")
-        rule = Rule(
+        rule = DefinedRule(
             name=rule_name,
             update=update,
             hypers=tuple(_as_hyper(rule_name, k, v) for k, v in _items(hypers)),
@@ -68,9 +80,7 @@ def define_rule(
                 stacklevel=2,
             )
         if register:
-            from .registry import register as add
-
-            add(register if isinstance(register, str) else rule_name.lower(), rule, {},
+            add_to_registry(register if isinstance(register, str) else rule_name.lower(), rule, {},
                 (update.__doc__ or "").strip().splitlines()[0] if update.__doc__ else "user rule")
         return rule
 
@@ -110,24 +120,3 @@ def _as_buffer(rule_name: str, value: str | Buffer) -> Buffer:
     if isinstance(value, str) and value.isidentifier():
         return Buffer(value)
     raise RuleError(f"rule {rule_name!r}: a buffer must be a name or a Buffer, got {value!r}")
-
-
-def optimizer_of(rule: Rule) -> type:
-    """The torch.optim.Optimizer subclass for ``rule`` (built once, cached)."""
-    from ._base import optimizer_class
-
-    cached = _CLASSES.get(id(rule))
-    if cached is None or cached[0] is not rule:
-        # in the rule's own module, so pickle finds the class where the user keeps it (Lion = lion.optimizer)
-        cls = optimizer_class(rule, class_name=_class_name(rule.name), module=getattr(rule.update, "__module__", None))
-        _CLASSES[id(rule)] = (rule, cls)
-        return cls
-    return cached[1]
-
-
-_CLASSES: dict[int, tuple[Rule, type]] = {}
-
-
-def _class_name(name: str) -> str:
-    parts = [p for p in name.replace("-", "_").split("_") if p]
-    return "".join(p[:1].upper() + p[1:] for p in parts) or "Rule"

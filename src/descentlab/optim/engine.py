@@ -19,7 +19,9 @@ tensor of at least :data:`FLAT_MIN_BYTES` (where the flat path measured faster),
 the core (on many small tensors, concatenating them measured slower than the core: the flat path no
 longer does). Whatever the mode, the core steps a group that asks for the per-tensor path
 (``foreach=False``, ``fused=False``, ``differentiable=True``), a rule declared ``elementwise=False``,
-a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), and,
+a step traced by ``torch.compile`` (the caller compiles the core, as it would torch.optim's), a rule
+whose numbers change when its tensors are flattened, sliced or concatenated
+(:func:`.probe.shape_problem`: it reads ``param.dim()`` or a size, or is not elementwise), and,
 inside an accelerated group, each parameter the path does not take (small, half precision, complex,
 sparse, a lazy buffer not yet made, memory shared with another parameter).
 :func:`last_routes` tells, per group, which path the last step took and why.
@@ -37,6 +39,8 @@ import torch
 from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._pieces import eager_piece, step_pieces, take
+from .hyper import capturable_problem
+from .probe import shape_problem
 from .rule import Rule, buffer_names
 
 MODES = ("auto", "eager", "flat", "compiled")
@@ -105,10 +109,14 @@ def step_all(optimizer: Any) -> None:
     """Step every param group of ``optimizer`` (a :class:`~._base.RuleOptimizer`) on its route."""
     choice = _choice(optimizer)
     owner = type(optimizer).__name__
+    tracing = torch.compiler.is_compiling()
     for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
+                problem = None if tracing else capturable_problem(group, param.device)
+                if problem is not None:
+                    raise type(problem)(f"{owner}: {problem}")
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
                      for group in optimizer.param_groups]
 
@@ -116,6 +124,10 @@ def step_all(optimizer: Any) -> None:
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
     path, reason = _path(rule, group, choice.mode)
+    if path != "eager":  # both accelerators hand the rule flat slices or concatenations, not the tensors
+        problem = shape_problem(rule, group)
+        if problem is not None:
+            path, reason = "eager", f"{problem}: stepped on the per-tensor core"
     if path == "eager":
         eager_step(rule, group, states, owner)
         return Route(path, reason)

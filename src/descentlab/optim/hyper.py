@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class Hyper:
                 )
             if value.dim() != 0:
                 value = value.squeeze()
-            problem = self.check(self.name, float(value))
+            problem = self.check(self.name, float(value.detach()))
         else:
             problem = self.check(self.name, value)
         if problem is not None:
@@ -154,7 +154,8 @@ def real_pair(
 
 def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool = True) -> Hyper:
     """A torch.optim kernel switch (``foreach``, ``fused``, ...): kept in the param group for
-    checkpoint compatibility, never passed to the math, never able to change results."""
+    checkpoint compatibility and never passed to the math; the shell and the engine read them as torch
+    does (:data:`TORCH_ENGINE_DOC`, :func:`engine_option_problem`, :func:`capturable_problem`)."""
 
     def check(name: str, value: Any) -> Exception | None:
         if value is not None and not isinstance(value, bool):
@@ -165,6 +166,32 @@ def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool 
 
 
 TORCH_ENGINE_DOC = (
-    "accepted for torch.optim compatibility; the numbers do not depend on it. fused=False, foreach=False "
-    "or differentiable=True ask for descentlab's per-tensor core; other values and capturable change nothing"
+    "accepted for torch.optim compatibility. fused=False, foreach=False or differentiable=True ask for "
+    "descentlab's per-tensor core; differentiable=True also steps with autograd on (hypergradients); "
+    "fused=True gives the for-loop's numbers; capturable=True raises on CPU parameters as torch does"
 )
+
+CAPTURABLE_DEVICES = ("cuda", "xpu", "hpu", "privateuseone", "xla")
+"""Where torch 2.13's ``capturable=True`` steps (``torch.utils._foreach_utils._get_capturable_supported_devices``,
+copied: the default path uses public APIs only)."""
+
+
+def engine_option_problem(values: Mapping[str, Any]) -> Exception | None:
+    """torch.optim's constructor checks across its engine options, with its messages: ``fused`` with
+    ``foreach`` or with ``differentiable`` is refused (a RuntimeError, as torch raises)."""
+    if values.get("fused"):
+        if values.get("differentiable"):
+            return RuntimeError("`fused` does not support `differentiable`")
+        if values.get("foreach"):
+            return RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    return None
+
+
+def capturable_problem(group: Mapping[str, Any], device: torch.device) -> Exception | None:
+    """torch.optim's step-time check of ``capturable=True`` (unless ``fused``, whose kernels take any
+    device): a parameter elsewhere than on :data:`CAPTURABLE_DEVICES` is refused with torch's
+    AssertionError and message. Where torch accepts it, descentlab's step changes nothing."""
+    if group.get("capturable") and not group.get("fused") and device.type not in CAPTURABLE_DEVICES:
+        return AssertionError("If capturable=True, params and state_steps must be on supported devices: "
+                              f"{list(CAPTURABLE_DEVICES)}.")
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._base import RuleOptimizer
+from ._base import RuleOptimizer, optimizer_of
 from .rule import Rule
 
 
@@ -39,8 +39,9 @@ class Entry:
         base = rule.defaults if rule is not None else {}
         return {**base, **self.preset}
 
-    def hyper_names(self) -> frozenset[str]:
-        """The hyper-parameters this name takes: its rule's, or its class's / factory's keyword arguments."""
+    def hyper_names(self) -> frozenset[str] | None:
+        """The hyper-parameters this name takes: its rule's, or its class's / factory's keyword arguments (None:
+        it takes any keyword, ``**kwargs``)."""
         rule = getattr(self.cls, "rule", None)
         if rule is not None:
             return frozenset(rule.defaults) | frozenset(self.preset)
@@ -49,7 +50,10 @@ class Entry:
         except (TypeError, ValueError):
             return frozenset(self.preset)
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        taken = {p.name for p in list(signature.parameters.values())[1:] if p.kind in kinds}
+        parameters = list(signature.parameters.values())[1:]
+        if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        taken = {p.name for p in parameters if p.kind in kinds}
         return frozenset(taken) | frozenset(self.preset)
 
     def create(self, params: Any, **hyperparams: Any) -> torch.optim.Optimizer:
@@ -72,7 +76,7 @@ def register(name: str, cls: type[torch.optim.Optimizer] | Rule, preset: Mapping
              summary: str = "", *, full_batch: bool = False) -> Entry:
     """Add ``name`` to the registry (a class, or a rule that is turned into one)."""
     if isinstance(cls, Rule):
-        cls = cls.optimizer
+        cls = optimizer_of(cls)
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"register: name must be a plain word, got {name!r}")
     entry = Entry(name, cls, dict(preset or {}), summary, full_batch)
@@ -123,18 +127,34 @@ def _import_entry(path: str) -> Entry:
         raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if isinstance(target, Rule):
         summary = target.doc.strip().splitlines()[0] if target.doc.strip() else f"user rule {target.name}"
-        return Entry(path, target.optimizer, {}, summary)
+        return Entry(path, optimizer_of(target), {}, summary)
     if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
         return Entry(path, target)
     if isinstance(target, functools.partial) and not target.args and (
             isinstance(target.func, Rule) or (isinstance(target.func, type)
                                               and issubclass(target.func, torch.optim.Optimizer))):
-        func = target.func.optimizer if isinstance(target.func, Rule) else target.func
+        func = optimizer_of(target.func) if isinstance(target.func, Rule) else target.func
         return Entry(path, func, dict(target.keywords), f"{func.__name__} with {dict(target.keywords)}")
-    if callable(target) and not isinstance(target, type):
+    if callable(target) and not isinstance(target, type) and _takes_params_and_lr(target):
         return Entry(path, target, {}, f"factory {attribute}")
     raise ValueError(f"optimizer {path!r}: {attribute!r} is a {type(target).__name__}, "
-                     "expected a descentlab Rule, a torch.optim.Optimizer subclass or a callable returning one")
+                     "expected a descentlab Rule, a torch.optim.Optimizer subclass or a callable (params, lr=...) "
+                     "returning one")
+
+
+def _takes_params_and_lr(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` can be called as ``factory(params, lr=...)`` (a positional first argument and ``lr``
+    by keyword): an optimizer factory, not some other callable of the module."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    keyword = {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                        inspect.Parameter.KEYWORD_ONLY)}
+    return bool(parameters) and parameters[0].kind in positional and (
+        "lr" in keyword or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters))
 
 
 def rule_of(name: str) -> Rule | None:

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from .define import DefinedRule
 from .hyper import engine_option, flag, learning_rate, real
 from .ops import add_ratio, add_scaled
-from .rule import Buffer, Rule
+from .rule import Buffer
 
 
 def rmsprop_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torch.Tensor | None], *,
@@ -44,7 +45,7 @@ def rmsprop_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, 
     return add_ratio(param, grad, avg, -lr), new_state
 
 
-RMSPROP_RULE = Rule(
+RMSPROP_RULE = DefinedRule(
     name="RMSprop",
     update=rmsprop_update,
     hypers=(

@@ -12,7 +12,9 @@ A :class:`Rule` says, once:
 
 From it :func:`descentlab.optim.optimizer_class` builds a ``torch.optim.Optimizer`` subclass with
 validation, param groups, ``state_dict`` and ``step``; the registry, the fast engine, the race, the
-landscape and the bench all read the same object.
+landscape and the bench all read the same object. This module is the bottom layer of the package
+(it imports only :mod:`.hyper`): the rule with its optimizer class at hand (``rule.optimizer``) is
+:class:`~.define.DefinedRule`, one layer above the shell.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .hyper import Hyper, flag
+from .hyper import Hyper, engine_option_problem, flag
 
 
 class UpdateFn(Protocol):
@@ -134,13 +136,6 @@ class Rule:
         """The param-group defaults, in declaration order, with fixed values last."""
         return {**{h.name: h.default for h in self.hypers}, **self.fixed}
 
-    @property
-    def optimizer(self) -> type:
-        """The ``torch.optim.Optimizer`` subclass built from this rule (cached)."""
-        from .define import optimizer_of
-
-        return optimizer_of(self)
-
     def hyper(self, name: str) -> Hyper:
         for h in self.hypers:
             if h.name == name:
@@ -165,7 +160,7 @@ class Rule:
         owner = owner or self.name
         cleaned = {name: self.hyper(name).validate(hypers[name], owner) if name not in self.fixed
                    else hypers[name] for name in hypers}
-        for constraint in self.constraints:
+        for constraint in (*self.constraints, engine_option_problem):
             problem = constraint(cleaned)
             if problem is not None:
                 raise type(problem)(f"{owner}: {problem}")

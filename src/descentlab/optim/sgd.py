@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from .define import DefinedRule
 from .hyper import engine_option, flag, learning_rate, real
 from .ops import add_scaled
-from .rule import Buffer, Rule
+from .rule import Buffer
 
 
 def sgd_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torch.Tensor | None], *,
@@ -30,7 +31,8 @@ def sgd_update(param: torch.Tensor, grad: torch.Tensor, state: Mapping[str, torc
     new_state = {}
     if momentum != 0:
         buf = state["momentum_buffer"]
-        buf = grad if buf is None else buf.mul(momentum).add(grad, alpha=1 - dampening)
+        # the first buffer is the gradient, detached as torch.optim's (seen only with differentiable=True)
+        buf = grad.detach() if buf is None else buf.mul(momentum).add(grad, alpha=1 - dampening)
         new_state["momentum_buffer"] = buf
         grad = grad.add(buf, alpha=momentum) if nesterov else buf
     return add_scaled(param, grad, -lr), new_state
@@ -45,7 +47,7 @@ def _nesterov_needs_plain_momentum(h: Mapping[str, Any]) -> Exception | None:
     return None
 
 
-SGD_RULE = Rule(
+SGD_RULE = DefinedRule(
     name="SGD",
     update=sgd_update,
     hypers=(

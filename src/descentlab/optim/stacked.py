@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
+from .probe import shape_problem
 from .rule import Rule, buffer_names
 
 PROBE_STEPS = 3
@@ -89,17 +90,19 @@ def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     The rule is run for :data:`PROBE_STEPS` steps on random float64 tensors, once stacked (two
     configurations with different lrs) and once per configuration through the core, on the unstacked
     tensors with its lr as a number (in the hypers its buffers start from too); parameters and buffers
-    must agree within :data:`PROBE_TOLERANCE`. So a rule that reads a tensor's shape (``param.dim()``)
-    or starts a buffer from lr is found out too. Cached per rule and hyper-parameters."""
+    must agree within :data:`PROBE_TOLERANCE`. So a rule that starts a buffer from lr is found out too.
+    Then :func:`.probe.shape_problem` (stacking turns a conv kernel ``[o, i, h, w]`` into
+    ``[k, o, i, h, w]``): a rule that reads a tensor's shape (``param.dim()``) on any rank from 0 to 5
+    is found out. Cached per rule and hyper-parameters."""
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
     try:
         key = (id(rule), tuple(sorted((k, repr(v)) for k, v in hypers.items())))
     except Exception:  # an unprintable value: probe every time
-        return _probe(rule, dict(hypers))
+        return _probe(rule, dict(hypers)) or shape_problem(rule, hypers)
     known = _PROBED.get(key)
     if known is None or known[0] is not rule:
-        known = _PROBED[key] = (rule, _probe(rule, dict(hypers)))
+        known = _PROBED[key] = (rule, _probe(rule, dict(hypers)) or shape_problem(rule, hypers))
     return known[1]
 
 

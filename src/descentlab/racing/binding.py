@@ -6,8 +6,10 @@ task module now builds other data under the same ``module:attr``, the model grew
 
 - ``data_sha256``: :meth:`descentlab.tasks.Task.fingerprint` (every split's tensors, or every item of a
   Dataset-backed task);
-- ``model_sha256``: SHA-256 of the model's parameter and buffer names, shapes and dtypes (seed 0's
-  instance: a change of architecture, not of initialisation);
+- ``model_sha256``: SHA-256 of the model's layers as ``repr`` prints them (activations, dropout rates,
+  kernel sizes) and its parameter and buffer names, shapes and dtypes (seed 0's instance: a change of
+  architecture, not of initialisation), and of the loss function's name. Not covered: code inside a
+  custom ``forward`` or a loss's closure — a change there is not seen;
 - ``n_train`` / ``n_val`` / ``n_test``: the split sizes the report states (one validation example is
   ``1/n_val`` of accuracy: the resolution of every validation comparison).
 """
@@ -24,7 +26,9 @@ def model_fingerprint(task: Task, model: str) -> str:
     module = task.make_model(model, 0)
     layout = [(name, tuple(t.shape), str(t.dtype)) for name, t in
               [*module.named_parameters(), *module.named_buffers()]]
-    return hashlib.sha256(repr(layout).encode()).hexdigest()
+    loss = getattr(task.loss_fn, "__qualname__", None) or type(task.loss_fn).__qualname__
+    text = f"{module!r}\n{layout!r}\n{getattr(task.loss_fn, '__module__', '')}.{loss}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def of(task: Task, model: str) -> dict[str, Any]:

@@ -138,6 +138,9 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
     n_jobs = check_jobs(jobs) if backend == "ray" else _check_jobs_for(jobs, torch_device.type)
     out_path = Path(out) if out is not None else default_out()
     check_store(out_path, config.to_json())  # refuse another race's directory before spending time on data
+    for name, combos in config.hp_skipped.items():
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in sorted(combo.items())) for combo in combos)
+        print(f"descentlab race: {name} cannot be built with {shown}: left out of its search", file=sys.stderr)
     if task_obj is None:
         task_obj = resolve_task(task_name, **config.task_options)
     if config.model not in task_obj.models:

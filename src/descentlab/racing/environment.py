@@ -19,7 +19,7 @@ def versions() -> dict[str, str]:
     """Versions of Python and the packages a race's numbers depend on."""
     import torch
 
-    from .. import __version__
+    from ..version import __version__
 
     return {"descentlab": __version__, "torch": torch.__version__, "numpy": _version("numpy"),
             "mnist1d": _version("mnist1d"), "scikit-learn": _version("scikit-learn"),

@@ -10,6 +10,7 @@ whole training set).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,9 @@ def names(value: Sequence[str] | str) -> tuple[str, ...]:
     return out
 
 
-def floats(option: str, value: Sequence[float] | str) -> tuple[float, ...]:
+def floats(option: str, value: Sequence[float] | str | float) -> tuple[float, ...]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = [value]
     items = value.split(",") if isinstance(value, str) else list(value)
     out = []
     for item in items:
@@ -78,12 +81,16 @@ def seeds(value: int | Sequence[int] | str) -> tuple[int, ...]:
         if value < 1 or value > MAX_SEEDS:
             raise ValueError(f"seeds: a count must be in [1, {MAX_SEEDS}], got {value!r}")
         return tuple(range(value))
+    if isinstance(value, numbers.Integral):
+        return seeds(int(value))
+    if not isinstance(value, (list, tuple, range)):
+        raise ValueError(f"seeds: expected a count or a list of ints, got {value!r}")
     out = []
     for item in value:
-        try:
-            seed = int(item)
-        except (TypeError, ValueError):
-            raise ValueError(f"seeds: {item!r} is not an integer") from None
+        integral = isinstance(item, numbers.Integral) or (isinstance(item, str) and item.strip().lstrip("-").isdigit())
+        if isinstance(item, bool) or not integral:
+            raise ValueError(f"seeds: {item!r} is not an integer")
+        seed = int(item)
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seeds: each seed must be in [0, 2**64 - 1], got {seed}")
         out.append(seed)
@@ -101,8 +108,8 @@ def positive_int(option: str, value: Any) -> int:
             number = int(value.strip())
         except ValueError:
             number = None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     if number is None or number < 1:
@@ -135,10 +142,11 @@ def batch_sizes(value: Any) -> tuple[int | None, ...]:
 
 def patience(value: Any, epochs: int) -> int | None:
     """Early stopping of tuning runs, in evaluations (one per epoch): ``None``/``"auto"`` is a quarter of the
-    budget (at least 3), ``"none"``/0 trains every run its whole budget."""
+    budget (at least 3), ``"none"``/``0`` trains every run its whole budget."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return max(3, math.ceil(epochs / 4))
-    if (isinstance(value, str) and value.strip().lower() == "none") or (value == 0 and not isinstance(value, bool)):
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text in ("none", "0") or (text == 0 and not isinstance(text, bool)):
         return None
     return positive_int("patience", value)
 
@@ -165,13 +173,27 @@ def hp_value(name: str, text: Any) -> Any:
     return number
 
 
+def _values_of(name: Any, values: Any) -> list[Any]:
+    """The values a mapping gives one name: a list is several values, a string is read as the CLI reads it
+    (``"0,0.9"``), a tuple (``betas=(0.9, 0.999)``), a number or a bool is one value."""
+    if isinstance(values, str):
+        return values.split(",")
+    if isinstance(values, list):
+        return values
+    if isinstance(values, (tuple, bool, int, float)):
+        return [values]
+    raise ValueError(f"hp {name}: expected a value or a list of values, got {values!r}")
+
+
 def hp(value: Mapping[str, Any] | Sequence[str] | None) -> dict[str, tuple[Any, ...]]:
-    """``{"weight_decay": (0.0, 0.1)}`` from a mapping (name -> values) or ``["weight_decay=0,0.1", ...]``."""
+    """``{"weight_decay": (0.0, 0.1)}`` from ``["weight_decay=0,0.1", ...]`` (the CLI's ``--hp``) or a mapping
+    name -> a list of values (``{"weight_decay": [0, 0.1], "betas": [(0.9, 0.999)]}``; a single value, a
+    tuple pair included, is one value)."""
     if value is None:
         return {}
     pairs: list[tuple[str, Any]] = []
     if isinstance(value, Mapping):
-        pairs = list(value.items())
+        pairs = [(str(name), _values_of(name, values)) for name, values in value.items()]
     else:
         for item in [value] if isinstance(value, str) else value:
             text = str(item)
@@ -185,8 +207,7 @@ def hp(value: Mapping[str, Any] | Sequence[str] | None) -> dict[str, tuple[Any, 
             raise ValueError("hp lr: the learning rate has its own option (--lrs)")
         if name in out:
             raise ValueError(f"hp {name}: given twice; give every value in one NAME=V1,V2,...")
-        items = [values] if isinstance(values, (str, int, float)) and not isinstance(values, bool) else list(values)
-        parsed = tuple(hp_value(name, v) for v in items if not (isinstance(v, str) and not v.strip()))
+        parsed = tuple(hp_value(name, v) for v in values if not (isinstance(v, str) and not v.strip()))
         if not parsed:
             raise ValueError(f"hp {name}: no values given")
         if len(set(parsed)) != len(parsed):

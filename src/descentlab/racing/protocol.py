@@ -24,12 +24,13 @@ training set at each step, so it takes one step per epoch.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import options
-from .record import FINAL, RESULTS_FORMAT, TUNE, Hypers, RunSpec, Setting, frozen
+from .record import FINAL, RESULTS_FORMAT, TUNE, Hypers, RunSpec, Setting, frozen, hypers_of
 
 DEFAULT_OPTIMIZERS = ("gd", "sgd", "momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_LRS = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-8, 1))
@@ -92,6 +93,9 @@ class RaceConfig:
     tuning_seeds: int = TUNING_SEEDS
     hp_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per optimizer, the names of ``hp`` it has (the others do not apply to it)."""
+    hp_skipped: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per optimizer, the ``hp`` combinations it refuses to be built with (``nesterov`` without momentum):
+    left out of its search, and said so once."""
     binding: dict[str, Any] | None = None
     results_format: int = RESULTS_FORMAT
 
@@ -108,10 +112,8 @@ class RaceConfig:
 
     def hypers_for(self, optimizer: str) -> list[Hypers]:
         """Every combination of the ``hp`` values that apply to ``optimizer`` (``[()]`` when none do)."""
-        combos: list[Hypers] = [()]
-        for name in self.hp_names.get(optimizer, ()):
-            combos = [(*combo, (name, frozen(value))) for combo in combos for value in self.hp[name]]
-        return [tuple(sorted(combo)) for combo in combos]
+        skipped = {hypers_of(combo) for combo in self.hp_skipped.get(optimizer, ())}
+        return [combo for combo in all_combinations(self.hp, self.hp_names.get(optimizer, ())) if combo not in skipped]
 
     def settings(self, optimizer: str) -> list[Setting]:
         """The grid an arm of ``optimizer`` searches (before any edge extension)."""
@@ -141,7 +143,7 @@ class RaceConfig:
             (spec.seed in seeds, f"seed {spec.seed} in phase {spec.phase!r}"),
             (spec.batch_size in self.batch_sizes_for(optimizer), f"batch size {spec.batch_size!r}"),
             (spec.hypers in self.hypers_for(optimizer), f"hyper-parameters {dict(spec.hypers)!r}"),
-            (bool(grid) and (spec.lr in grid or not grid[0] <= spec.lr <= grid[-1]), f"lr {spec.lr!r}"),
+            (spec.lr in grid or spec.lr in extension_lrs(grid), f"lr {spec.lr!r}"),
         ]
         return next((f"{what} is not in this race" for ok, what in checks if not ok), None)
 
@@ -161,7 +163,31 @@ class RaceConfig:
         data["extra_lrs"] = {k: tuple(v) for k, v in data["extra_lrs"].items()}
         data["hp"] = {k: tuple(frozen(v)) for k, v in data["hp"].items()}
         data["hp_names"] = {k: tuple(v) for k, v in data["hp_names"].items()}
+        data["hp_skipped"] = {k: [dict(c) for c in v] for k, v in data["hp_skipped"].items()}
         return cls(**data)
+
+
+def step_beyond(inner: float, edge: float) -> float:
+    """The lr one grid step beyond ``edge`` (the step from ``inner``), to 3 significant digits; on the
+    half-decade lattice (1, 3.16, 10, ...) when the step is a multiple of half a decade, so that 3.16 -> 10,
+    not 9.99."""
+    halves = 2 * (math.log10(edge) - math.log10(inner))
+    if abs(halves - round(halves)) < 0.02 and round(halves):
+        return float(f"{10 ** ((round(2 * math.log10(edge)) + round(halves)) / 2):.3g}")
+    return float(f"{edge * edge / inner:.3g}")
+
+
+def extension_lrs(grid: Sequence[float]) -> tuple[float, ...]:
+    """Every lr an edge extension can add to ``grid``: up to :data:`MAX_EXTENSIONS` steps beyond each edge
+    (none for a grid of one lr)."""
+    if len(grid) < 2:
+        return ()
+    out = []
+    for inner, edge in ((grid[-2], grid[-1]), (grid[1], grid[0])):
+        for _ in range(MAX_EXTENSIONS):
+            inner, edge = edge, step_beyond(inner, edge)
+            out.append(edge)
+    return tuple(out)
 
 
 def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[str] | str | None = None,
@@ -204,19 +230,61 @@ def make_config(task: str = "mnist1d", model: str = "mlp", optimizers: Sequence[
     if per_optimizer is not None:  # no shared grid: each optimizer's whole grid is its "extra" lrs
         extras = per_optimizer
     searched = options.hp(hp)
+    applies = hp_applies(names, searched)
     return RaceConfig(task=task, task_options=dict(task_options or {}), model=model, optimizers=tuple(names),
                       lrs=grid, extra_lrs=extras, hp=searched, seeds=seed_list, epochs=budget, batch_sizes=sizes,
                       full_batch=full_batch_names(names), schedules=options.schedules(schedules), device=device,
-                      patience=options.patience(patience, budget), hp_names=hp_applies(names, searched))
+                      patience=options.patience(patience, budget), hp_names=applies,
+                      hp_skipped=unbuildable(names, searched, applies, grid, extras))
+
+
+def all_combinations(searched: Mapping[str, Sequence[Any]], names: Sequence[str]) -> list[Hypers]:
+    """Every combination of the values of ``names`` among ``searched`` (``[()]`` for no names)."""
+    combos: list[Hypers] = [()]
+    for name in names:
+        combos = [(*combo, (name, frozen(value))) for combo in combos for value in searched[name]]
+    return [tuple(sorted(combo)) for combo in combos]
+
+
+def unbuildable(names: Sequence[str], searched: Mapping[str, Sequence[Any]], applies: Mapping[str, Sequence[str]],
+                grid: Sequence[float], extras: Mapping[str, Sequence[float]]) -> dict[str, list[dict[str, Any]]]:
+    """Per optimizer, the ``hp`` combinations it cannot be built with (tried on a dummy parameter at its
+    grid's smallest lr). ValueError naming the optimizer when it cannot be built at all — a class with a
+    required argument, a factory that refuses ``lr`` — or with none of the combinations (``--hp
+    weight_decay=-1``): before any run starts."""
+    import torch
+
+    from ..optim import resolve
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        lr = min((*grid, *extras.get(name, ())), default=1e-3)
+        combos = all_combinations(searched, applies.get(name, ()))
+        errors: dict[Hypers, str] = {}
+        for combo in combos:
+            try:
+                resolve(name).create([torch.zeros(2, requires_grad=True)], lr=lr, **dict(combo))
+            except Exception as error:  # any refusal of the optimizer's own checks
+                errors[combo] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+        if len(errors) == len(combos):
+            combo, error = next(iter(errors.items()))
+            given = f" with {', '.join(f'{k}={v}' for k, v in combo)}" if combo else f" as {name}(params, lr={lr:g})"
+            option = f"hp {', '.join(k for k, _ in combo)}" if combo else "optimizers"
+            raise ValueError(f"{option}: optimizer {name!r} cannot be built{given} ({error})")
+        if errors:
+            out[name] = [dict(combo) for combo in errors]
+    return out
 
 
 def hp_applies(names: Sequence[str], searched: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Per optimizer, the searched names it has; a name that no optimizer has is refused."""
+    """Per optimizer, the searched names it has (a factory taking ``**kwargs`` has them all); a name that no
+    optimizer has is refused."""
     from ..optim import resolve
 
-    has = {name: resolve(name).hyper_names() for name in names}
+    known = {name: resolve(name).hyper_names() for name in names}
+    has = {name: set(searched) if names_of is None else names_of for name, names_of in known.items()}
     for hyper in searched:
-        if not any(hyper in known for known in has.values()):
+        if not any(hyper in taken for taken in has.values()):
             raise ValueError(f"hp {hyper}: none of the raced optimizers ({', '.join(names)}) has a hyper-parameter "
                              f"{hyper!r}")
     return {name: tuple(h for h in searched if h in has[name]) for name in names if any(h in has[name]

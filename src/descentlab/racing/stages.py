@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .protocol import MAX_EXTENSIONS, REDUCTION, Arm, RaceConfig
+from .protocol import MAX_EXTENSIONS, REDUCTION, Arm, RaceConfig, step_beyond
 from .record import FINAL, TUNE, RunRecord, RunSpec, Setting
 from .selection import Scored, is_classification, line_of, rank, tied_with, tuning_scores
 
@@ -111,23 +111,13 @@ def _extension(config: RaceConfig, optimizer: str, scores: dict[Setting, dict[in
     best = ranked[0].setting
     line = sorted(s.lr for s in explored if line_of(s) == line_of(best))
     if best.lr == line[-1] and sum(lr > grid[-1] for lr in line) < MAX_EXTENSIONS:
-        lr = _step(line[-2], line[-1])
+        lr = step_beyond(line[-2], line[-1])
     elif best.lr == line[0] and sum(lr < grid[0] for lr in line) < MAX_EXTENSIONS:
-        lr = _step(line[1], line[0])
+        lr = step_beyond(line[1], line[0])
     else:
         return None
     step = Setting(lr, best.batch_size, best.hypers)
     return None if step in scores else step
-
-
-def _step(inner: float, edge: float) -> float:
-    """The lr one grid step beyond ``edge`` (the step from ``inner``), to 3 significant digits; on the
-    half-decade lattice (1, 3.16, 10, ...) when the step is a multiple of half a decade, so that 3.16 -> 10,
-    not 9.99."""
-    halves = 2 * (math.log10(edge) - math.log10(inner))
-    if abs(halves - round(halves)) < 0.02 and round(halves):
-        return float(f"{10 ** ((round(2 * math.log10(edge)) + round(halves)) / 2):.3g}")
-    return float(f"{edge * edge / inner:.3g}")
 
 
 def select(config: RaceConfig, records: Sequence[RunRecord]) -> dict[Arm, Selection | None]:

@@ -76,8 +76,10 @@ def t_critical(n: int, confidence: float = CONFIDENCE) -> float:
     return float(_scipy_stats.t.ppf(0.5 + confidence / 2, n - 1))
 
 
-def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE) -> Interval:
-    """The t interval of the mean of the finite ``values`` (see the module docstring)."""
+def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE,
+                  bounds: tuple[float, float] = (-math.inf, math.inf)) -> Interval:
+    """The t interval of the mean of the finite ``values`` (see the module docstring), clipped to ``bounds``
+    (the values' own range: an accuracy's interval does not go past 100 %)."""
     data = _finite(values)
     n = len(data)
     if n == 0:
@@ -86,7 +88,7 @@ def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE
     if n == 1:
         return Interval(mean, -math.inf, math.inf, 1, confidence)
     half = t_critical(n, confidence) * statistics.stdev(data) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, confidence)
+    return Interval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), n, confidence)
 
 
 def paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> list[tuple[float, float]]:
@@ -100,9 +102,10 @@ def paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> list
 
 
 def paired_difference(a: Mapping[int, float | None], b: Mapping[int, float | None],
-                      confidence: float = CONFIDENCE) -> Interval:
-    """The t interval of the mean of ``a_s − b_s`` over the seeds both have (keys are seeds)."""
-    return mean_interval([x - y for x, y in paired(a, b)], confidence)
+                      confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-math.inf, math.inf)) -> Interval:
+    """The t interval of the mean of ``a_s − b_s`` over the seeds both have (keys are seeds), clipped to
+    ``bounds``."""
+    return mean_interval([x - y for x, y in paired(a, b)], confidence, bounds)
 
 
 def indistinguishable(a: Mapping[int, float | None], b: Mapping[int, float | None],

@@ -76,7 +76,8 @@ class ResultsStore:
             if differences and config.get("binding") is not None and stored.get("binding") != config["binding"]:
                 raise ValueError(f"--out {str(path)!r} holds a race on other data or another model ("
                                  f"{_binding_change(stored.get('binding'), config['binding'])}): its runs cannot be "
-                                 "mixed with new ones; use another --out, or restore the task as it was")
+                                 "mixed with new ones; use another --out, or restore the task as it was (a Dataset "
+                                 "that draws random numbers in __getitem__ changes its data on every read: seed it)")
             if differences:
                 raise ValueError(f"--out {str(path)!r} holds another race (its {CONFIG} differs: "
                                  f"{'; '.join(differences)}); use another --out or the same options")

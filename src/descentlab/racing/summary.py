@@ -5,19 +5,22 @@ The headline of an arm is its confirmation runs' test score at each run's best v
 accuracy (classification) or test loss (regression), one value per seed. Per arm:
 
 - mean ± sample std, and the 95 % t interval of the mean over seeds (:mod:`.stats`);
-- against the best arm (the highest mean accuracy, or lowest mean loss): the paired difference
-  ``best_s − arm_s`` over the seeds both finished (accuracy; for loss ``arm_s − best_s``, so a positive
-  difference always means "worse than the best") with its 95 % interval, and rliable's probability
-  that the best arm beats it. An arm whose interval contains 0 *cannot be told from the best*: a tie is
-  an answer, and the report names every such arm;
+- against the best arm — chosen on validation like every choice of the race: the highest mean
+  best-point validation accuracy of its confirmation runs (regression: the lowest validation loss) —
+  the paired test difference ``best_s − arm_s`` over the seeds both finished (accuracy; for loss
+  ``arm_s − best_s``, so a positive difference always means "worse on test than the best") with its 95 %
+  interval, and rliable's probability that the best arm beats it. An arm whose interval contains 0
+  *cannot be told from the best*: a tie is an answer, and the report names every such arm (one whose
+  interval lies below 0 did better on test than the validation winner, and the report says so);
 - a warning when its seeds disagree: a spread (max − min) above :data:`SPREAD_POINTS` points of
   accuracy, or a worst loss above :data:`SPREAD_LOSS_RATIO` x the best, naming the worst seed.
 
 Time-to-target: the target is ``TARGET_FRACTION`` (90 %) of the best mean best-point validation
 accuracy that any arm reached (regression: the best mean best-point validation loss / 0.9). A run's
-time-to-target is the first evaluation meeting it, in steps (exact: the same on every machine) and in
-seconds (timing noise). A seed that never got there counts as never — it is not left out: the median
-over seeds is then "never" when half or more of them did not reach it.
+time-to-target is the first evaluation meeting it, in epochs and steps (exact: the same on every
+machine, to the resolution of one evaluation) and in seconds (timing noise). A seed that never got there
+counts as never — it is not left out: the median over seeds is then "never" when half or more of them
+did not reach it.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Comparison:
     """An arm against the best arm, paired by seed (see the module docstring)."""
 
     shortfall: Interval
-    """best − arm for accuracy, arm − best for loss: > 0 means worse than the best."""
+    """best − arm for accuracy, arm − best for loss, on test: > 0 means worse than the best."""
     p_best_better: float | None
     tied: bool
     """The interval contains 0: this arm cannot be told from the best."""
@@ -103,6 +106,7 @@ class ArmSummary:
     target_seconds: Stat
     target_steps: dict[int, int | None]
     """Per confirmation seed, the step at which validation first met the target (None: never)."""
+    target_epochs: dict[int, float | None]
     target_wall: dict[int, float | None]
     reached_target: int
     seeds: int
@@ -143,8 +147,16 @@ class ArmSummary:
     def median_target_steps(self) -> float:
         """The median over seeds of the steps to the target, a seed that never reached it counting as never
         (inf); inf without seeds."""
-        values = sorted(math.inf if v is None else float(v) for v in self.target_steps.values())
-        return statistics.median(values) if values else math.inf
+        return _median_or_never(self.target_steps.values())
+
+    def median_target_epochs(self) -> float:
+        """As :meth:`median_target_steps`, in epochs (data passes: comparable across batch sizes)."""
+        return _median_or_never(self.target_epochs.values())
+
+
+def _median_or_never(values: Iterable[float | None]) -> float:
+    finite_or_inf = sorted(math.inf if v is None else float(v) for v in values)
+    return statistics.median(finite_or_inf) if finite_or_inf else math.inf
 
 
 @dataclass
@@ -176,10 +188,14 @@ class RaceSummary:
         return self.metric == "val_acc"
 
     def ranked(self, schedule: str | None = None) -> list[ArmSummary]:
-        """Arms with a test score (a selected setting and a finished confirmation run), best first: highest
-        mean test accuracy at the best point, or lowest mean test loss for a task without accuracy."""
+        """Arms with a test score (a selected setting and a finished confirmation run), best first *on
+        validation*: the highest mean best-point validation accuracy of their confirmation runs (regression:
+        the lowest validation loss). The winner is chosen on validation, like every other choice of the race;
+        the test split only measures it."""
         def key(s: ArmSummary) -> float:
-            return -(s.test_acc.mean or 0.0) if self.classification else float(s.test_loss.mean or 0.0)
+            if self.classification:
+                return -(s.best_val_acc.mean if s.best_val_acc.mean is not None else -math.inf)
+            return s.best_val_loss.mean if s.best_val_loss.mean is not None else math.inf
 
         scored = [s for s in self.arms if s.interval.mean is not None and (schedule is None or s.schedule == schedule)]
         return sorted(scored, key=key)
@@ -192,6 +208,10 @@ class RaceSummary:
         """The other arms that cannot be told from the best (paired interval of the difference contains 0)."""
         best = self.best()
         return [s for s in self.ranked() if s is not best and s.comparison is not None and s.comparison.tied]
+
+    def better_on_test(self) -> list[ArmSummary]:
+        """Arms whose test score beat the validation winner's beyond the seeds' noise (interval below 0)."""
+        return [s for s in self.ranked() if s.comparison is not None and s.comparison.shortfall.high < 0]
 
     def ranking_by_schedule(self) -> dict[str, list[str]]:
         """The optimizers in order, best first, under each schedule."""
@@ -280,7 +300,7 @@ def summarize(config: RaceConfig, records: Sequence[RunRecord]) -> RaceSummary:
 
 def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Sequence[RunRecord],
          runs: list[RunRecord], classification: bool, metric: str, target: float | None) -> ArmSummary:
-    tuning = sorted((r for r in records if r.phase == TUNE and r.arm == arm), key=lambda r: (r.setting, r.seed))
+    tuning = sorted((r for r in records if r.phase == TUNE and r.arm == arm), key=_tuning_order)
     ok = [r for r in runs if r.ok]
     per_seed = {r.seed: headline(r, classification) for r in runs}
     times = {r.seed: time_to_target(r.history, metric, target) if r.ok and target is not None else None for r in runs}
@@ -294,9 +314,11 @@ def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Seq
         end_test_acc=Stat.of(r.end_test_acc for r in ok), end_test_loss=Stat.of(r.end_test_loss for r in ok),
         best_val_acc=Stat.of(r.best_val_acc for r in ok), best_val_loss=Stat.of(r.best_val_loss for r in ok),
         best_epoch=Stat.of(r.best_epoch for r in ok), best_is_last=sum(bool(r.best_is_last) for r in ok),
-        per_seed=per_seed, interval=mean_interval(list(per_seed.values())),
+        per_seed=per_seed, interval=mean_interval(list(per_seed.values()), bounds=(0.0, 1.0) if classification
+                                                  else (0.0, math.inf)),
         target_epoch=Stat.of(t[0] for t in reached), target_seconds=Stat.of(t[1] for t in reached),
         target_steps={seed: (t[2] if t is not None else None) for seed, t in times.items()},
+        target_epochs={seed: (t[0] if t is not None else None) for seed, t in times.items()},
         target_wall={seed: (t[1] if t is not None else None) for seed, t in times.items()},
         reached_target=len(reached), seeds=len(runs), steps=int(max(steps)) if steps else None,
         wall_s=Stat.of(r.wall_s for r in runs),
@@ -306,6 +328,12 @@ def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Seq
                       "stopped_early_at": r.stopped_early_at} for r in tuning],
         warnings=[warning] if warning else [],
     )
+
+
+def _tuning_order(record: RunRecord) -> tuple[float, float, str, int]:
+    """Tuning runs by lr, batch size (full batch last), hyper-parameters and seed (no None < int comparisons)."""
+    size = math.inf if record.batch_size is None else float(record.batch_size)
+    return float(record.lr), size, repr(sorted(record.hypers.items())), int(record.seed)
 
 
 def _compare(summary: RaceSummary, classification: bool) -> None:
@@ -318,7 +346,8 @@ def _compare(summary: RaceSummary, classification: bool) -> None:
         if arm is best:
             continue
         shortfall = paired_difference({s: _signed(v, sign) for s, v in best.per_seed.items()},
-                                      {s: _signed(v, sign) for s, v in arm.per_seed.items()})
+                                      {s: _signed(v, sign) for s, v in arm.per_seed.items()},
+                                      bounds=(-1.0, 1.0) if classification else (-math.inf, math.inf))
         p = probability_of_improvement({s: _signed(v, sign) for s, v in best.per_seed.items()},
                                        {s: _signed(v, sign) for s, v in arm.per_seed.items()})
         arm.comparison = Comparison(shortfall, p, shortfall.contains(0.0))

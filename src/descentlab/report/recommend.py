@@ -23,6 +23,7 @@ import statistics
 from collections.abc import Sequence
 
 from ..racing.record import FINAL, RunRecord, hypers_of
+from ..racing.stats import Interval
 from ..racing.summary import ArmSummary, RaceSummary
 from .failures import failed_optimizers, failure_sentence
 from .table import arm_label, format_lr, format_seconds, ranking_sentence
@@ -30,6 +31,8 @@ from .table import arm_label, format_lr, format_seconds, ranking_sentence
 TOLERANCE_ACC = 0.05
 TOLERANCE_LOSS_RATIO = 2.0
 SECONDS_MARGIN = 0.10
+MIN_TIMED_SECONDS = 1.0
+"""GD's run must take this long before "progress per second" is compared: shorter, it is timer noise."""
 
 
 def _score(s: ArmSummary, classification: bool) -> str:
@@ -38,24 +41,30 @@ def _score(s: ArmSummary, classification: bool) -> str:
     return s.interval.format(1, 3) + f" over {s.interval.n} seed(s)"
 
 
-def _gap(s: ArmSummary, classification: bool) -> str:
-    """The paired shortfall against the best arm, as ``1.2 points [0.3, 2.1]``."""
+def _gap(s: ArmSummary, classification: bool, negate: bool = False) -> str:
+    """The paired shortfall against the best arm, as ``1.2 points [0.3, 2.1]`` (``negate``: its lead)."""
     assert s.comparison is not None
     interval = s.comparison.shortfall
+    if negate:
+        interval = Interval(None if interval.mean is None else -interval.mean, -interval.high, -interval.low,
+                            interval.n, interval.confidence)
     if classification:
         return interval.format(100, 1) + " points"
     return interval.format(1, 3)
 
 
-def tolerant_lrs(s: ArmSummary, classification: bool) -> int:
-    """How many of the arm's first-seed tuning runs ended near its best (see the module docstring)."""
+def tolerant_lrs(s: ArmSummary, classification: bool) -> tuple[int, int]:
+    """(near, of): how many of the arm's first-seed tuning runs ended near its best, and how many there were
+    (see the module docstring)."""
     first = min((p["seed"] for p in s.sensitivity), default=None)
-    runs = [p for p in s.sensitivity if p["seed"] == first and p.get("status") == "ok"]
+    runs = [p for p in s.sensitivity if p["seed"] == first]
+    key = "best_val_acc" if classification else "best_val_loss"
+    values = [p[key] for p in runs if p.get("status") == "ok" and p.get(key) is not None]
+    if not values:
+        return 0, len(runs)
     if classification:
-        values = [p["best_val_acc"] for p in runs if p.get("best_val_acc") is not None]
-        return sum(v >= max(values) - TOLERANCE_ACC for v in values) if values else 0
-    values = [p["best_val_loss"] for p in runs if p.get("best_val_loss") is not None]
-    return sum(v <= min(values) * TOLERANCE_LOSS_RATIO for v in values) if values else 0
+        return sum(v >= max(values) - TOLERANCE_ACC for v in values), len(runs)
+    return sum(v <= min(values) * TOLERANCE_LOSS_RATIO for v in values), len(runs)
 
 
 def recommendation(summary: RaceSummary, epochs: int, gd_sgd: Sequence[str] = (),
@@ -85,9 +94,12 @@ def _winner(summary: RaceSummary, best: ArmSummary, epochs: int) -> str:
     what = "test accuracy" if summary.classification else "test loss"
     schedule = "" if len(summary.schedules) == 1 else f" and the {best.schedule} schedule"
     setting = best.selected.describe() if best.selected is not None else "-"
-    return (f"Use {best.optimizer}{schedule} with {setting}: it had the best {what} at the best validation point, "
-            f"{_score(best, summary.classification)} (mean [95 % interval]), within a budget of {epochs} epochs "
-            f"(best point at epoch {best.best_epoch.format()} on average).")
+    validation = (best.best_val_acc.format(percent=True) if summary.classification
+                  else best.best_val_loss.format())
+    return (f"Use {best.optimizer}{schedule} with {setting}: it was best on validation ({validation} at the best "
+            f"point, mean over seeds), and its {what} at that point is {_score(best, summary.classification)} "
+            f"(mean [95 % interval]), within a budget of {epochs} epochs (best point at epoch "
+            f"{best.best_epoch.format()} on average).")
 
 
 def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
@@ -97,21 +109,31 @@ def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
     if best.interval.n < 2:
         return ["With one finished seed there is no spread over seeds, so no gap here can be told from noise "
                 "(race with --seeds 3 or more to tell)."]
-    tied = summary.tied_with_best()
-    name = lambda s: arm_label(s, summary)  # noqa: E731
     out = []
+    if best.interval.n == 2:
+        out.append("With two seeds a 95 % interval is wide (Student's t is 12.7 for one degree of freedom): race "
+                   "with --seeds 3 or more to tell close optimizers apart.")
+    tied, better = summary.tied_with_best(), summary.better_on_test()
     if tied:
-        parts = [f"{name(s)} ({_gap(s, summary.classification)} behind, P(winner better) "
+        parts = [f"{_name(s, summary)} ({_gap(s, summary.classification)} behind on test, P(winner better) "
                  f"{s.comparison.p_best_better:.2f})" for s in tied if s.comparison is not None
                  and s.comparison.p_best_better is not None]
-        out.append(f"Cannot be told from {name(best)} on these seeds (the paired 95 % interval of the difference "
-                   f"contains 0): {'; '.join(parts)}. Each is as good an answer on this budget.")
-    behind = [s for s in others if s not in tied and s.comparison is not None]
+        out.append(f"Cannot be told from {_name(best, summary)} on these seeds (the paired 95 % interval of the "
+                   f"test difference contains 0): {'; '.join(parts)}. Each is as good an answer on this budget.")
+    if better:
+        parts = [f"{_name(s, summary)} (by {_gap(s, summary.classification, negate=True)})" for s in better]
+        out.append(f"Better on test than the validation winner beyond the seeds' noise: {'; '.join(parts)} — the "
+                   "validation split and the test split disagree; a larger validation split would settle it.")
+    behind = [s for s in others if s not in tied and s not in better and s.comparison is not None]
     if behind:
-        nearest = behind[0]
-        out.append(f"Every other optimizer is behind it beyond the seeds' noise; the nearest, {name(nearest)}, by "
-                   f"{_gap(nearest, summary.classification)} (paired over seeds, 95 % interval).")
+        lead = "The others are" if tied or better else "Every other optimizer is"
+        out.append(f"{lead} behind it on test beyond the seeds' noise; the nearest, {_name(behind[0], summary)}, "
+                   f"by {_gap(behind[0], summary.classification)} (paired over seeds, 95 % interval).")
     return out
+
+
+def _name(s: ArmSummary, summary: RaceSummary) -> str:
+    return arm_label(s, summary)
 
 
 def _splits(summary: RaceSummary) -> list[str]:
@@ -164,29 +186,31 @@ def _still_at_edge(s: ArmSummary) -> bool:
 
 
 def _speed(summary: RaceSummary, epochs: int) -> list[str]:
+    """Fewest epochs to the target (data passes: fair across batch sizes; exact to one evaluation, so arms
+    within one epoch of the fewest are named together), then wall time only beyond noise."""
     ranked = summary.ranked()
     if summary.target is None or not ranked:
         return []
-    name = lambda s: arm_label(s, summary)  # noqa: E731
     target = (f"{summary.target:.1%} validation accuracy" if summary.classification
               else f"validation loss {summary.target:.3g}")
-    medians = {s.arm: s.median_target_steps() for s in ranked}
+    medians = {s.arm: s.median_target_epochs() for s in ranked}
     reached = [s for s in ranked if math.isfinite(medians[s.arm])]
     out = []
     if reached:
         fewest = min(medians[s.arm] for s in reached)
-        fastest = [s for s in reached if medians[s.arm] == fewest]
-        who = " and ".join(name(s) for s in fastest)
-        out.append(f"Fewest steps to {target}: {who} (median {fewest:.0f} steps over seeds; a seed that never got "
-                   "there counts as never).")
-        out += _seconds(summary, fastest[0], reached)
-    never = [name(s) for s in ranked if not math.isfinite(medians[s.arm])]
+        fastest = [s for s in reached if medians[s.arm] <= fewest + 1]
+        who = " and ".join(_name(s, summary) for s in fastest)
+        together = " (within one evaluation of each other)" if len(fastest) > 1 else ""
+        out.append(f"Fewest epochs to {target}: {who}{together}, median {fewest:.3g} epochs over seeds (a seed that "
+                   "never got there counts as never).")
+        out += _seconds(summary, reached)
+    never = [_name(s, summary) for s in ranked if not math.isfinite(medians[s.arm])]
     if never:
         out.append(f"Did not reach it on most seeds within {epochs} epochs: {', '.join(never)}.")
     return out
 
 
-def _seconds(summary: RaceSummary, candidate: ArmSummary, reached: Sequence[ArmSummary]) -> list[str]:
+def _seconds(summary: RaceSummary, reached: Sequence[ArmSummary]) -> list[str]:
     """Name the fastest in wall time only beyond timing noise (see the module docstring)."""
     def median_seconds(s: ArmSummary) -> float:
         values = [math.inf if v is None else v for v in s.target_wall.values()]
@@ -210,19 +234,24 @@ def _seconds(summary: RaceSummary, candidate: ArmSummary, reached: Sequence[ArmS
 
 
 def _forgiving(summary: RaceSummary) -> list[str]:
+    """The arms whose share of settings near their best is largest and smallest (shares: extensions give
+    arms different numbers of settings)."""
     ranked = summary.ranked()
     tolerance = {s.arm: tolerant_lrs(s, summary.classification) for s in ranked}
-    if len(tolerance) < 2:
+    share = {arm: near / total if total else 0.0 for arm, (near, total) in tolerance.items()}
+    if len(share) < 2:
         return []
-    most = max(ranked, key=lambda s: tolerance[s.arm])
-    least = min(ranked, key=lambda s: tolerance[s.arm])
-    if tolerance[most.arm] == tolerance[least.arm]:
+    most = max(ranked, key=lambda s: share[s.arm])
+    least = min(ranked, key=lambda s: share[s.arm])
+    if share[most.arm] == share[least.arm]:
         return []
     near = (f"within {TOLERANCE_ACC * 100:.0f} points of its best validation accuracy" if summary.classification
             else f"within {TOLERANCE_LOSS_RATIO:g}x of its best validation loss")
-    return [f"Most forgiving about its settings: {arm_label(most, summary)} ({tolerance[most.arm]} of "
-            f"{most.grid_size} settings {near}); least: {arm_label(least, summary)} ({tolerance[least.arm]} of "
-            f"{least.grid_size})."]
+
+    def count(s: ArmSummary) -> str:
+        return f"{tolerance[s.arm][0]} of {tolerance[s.arm][1]}"
+    return [f"Most forgiving about its settings: {_name(most, summary)} ({count(most)} settings {near}); least: "
+            f"{_name(least, summary)} ({count(least)})."]
 
 
 def _unfinished(summary: RaceSummary, failures: list[str]) -> list[str]:
@@ -288,12 +317,14 @@ def _gd_vs_sgd(summary: RaceSummary, pair: Sequence[str], classification: bool,
     def better(a: float, b: float) -> bool:
         return a > b if classification else a < b
 
+    ahead = "SGD" if better(sgd_value, gd_value) else "GD" if better(gd_value, sgd_value) else None
+    verdict = f"{ahead} made more progress per epoch" if ahead else "they made the same progress per epoch"
     out = [f"GD vs SGD (the article's comparison): in the same {epochs} epochs GD took {gd.steps} steps "
            f"and SGD {sgd.steps}; best validation {name} {shown(gd_value)} for GD vs {shown(sgd_value)} for SGD, so "
-           f"{'SGD' if better(sgd_value, gd_value) else 'GD'} made more progress per epoch."]
+           f"{verdict}."]
     gd_seconds = gd.wall_s.mean
     sgd_then = _value_at(rows, sgd.arm, metric, gd_seconds) if gd_seconds else None
-    if gd_seconds and sgd_then is not None:
+    if gd_seconds and gd_seconds >= MIN_TIMED_SECONDS and sgd_then is not None:  # shorter: timing noise
         out.append(f"Per second: GD's whole run took {format_seconds(gd_seconds)}; by then SGD was at "
                    f"{shown(sgd_then)} validation {name} vs GD's best {shown(gd_value)}, so "
                    f"{'SGD' if better(sgd_then, gd_value) else 'GD'} made more progress per second.")

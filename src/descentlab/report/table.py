@@ -17,12 +17,12 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_time_to_target(s: ArmSummary) -> str:
-    """``N steps (epoch E, T s)``: medians over seeds (a seed that never got there counts as never), or
-    ``not reached``."""
-    steps = s.median_target_steps()
-    if not math.isfinite(steps) or s.target_epoch.mean is None or s.target_seconds.mean is None:
+    """``epoch E (N steps, T s)``: medians over seeds (a seed that never got there counts as never; seconds:
+    mean over the seeds that got there), or ``not reached``."""
+    epochs, steps = s.median_target_epochs(), s.median_target_steps()
+    if not math.isfinite(epochs) or s.target_seconds.mean is None:
         return "not reached"
-    return f"{steps:.0f} steps (epoch {s.target_epoch.mean:.3g}, {format_seconds(s.target_seconds.mean)})"
+    return f"epoch {epochs:.3g} ({steps:.0f} steps, {format_seconds(s.target_seconds.mean)})"
 
 
 def format_setting(s: ArmSummary) -> str:
@@ -106,13 +106,13 @@ def target_sentence(summary: RaceSummary) -> str:
     if summary.target is None:
         return "time to target: no optimizer finished, so there is no target"
     if summary.classification:
-        return (f"time to target: the first step at which validation accuracy reaches {summary.target:.1%} "
-                f"({TARGET_FRACTION:.0%} of the best optimizer's mean best validation accuracy), median over seeds "
-                "(a seed that never got there counts as never); epoch and seconds: mean over the seeds that reached "
-                "it")
-    return (f"time to target: the first step at which validation loss falls to {summary.target:.3g} "
-            f"(the best optimizer's mean best validation loss / {TARGET_FRACTION:g}), median over seeds (a seed "
-            "that never got there counts as never); epoch and seconds: mean over the seeds that reached it")
+        return (f"time to target: the first evaluation at which validation accuracy reaches {summary.target:.1%} "
+                f"({TARGET_FRACTION:.0%} of the best optimizer's mean best validation accuracy); epochs and steps: "
+                "median over seeds (a seed that never got there counts as never); seconds: mean over the seeds that "
+                "reached it")
+    return (f"time to target: the first evaluation at which validation loss falls to {summary.target:.3g} "
+            f"(the best optimizer's mean best validation loss / {TARGET_FRACTION:g}); epochs and steps: median "
+            "over seeds (a seed that never got there counts as never); seconds: mean over the seeds that reached it")
 
 
 def ranking_sentence(summary: RaceSummary) -> str:

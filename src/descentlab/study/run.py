@@ -153,7 +153,7 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
     """Run (or resume) the study; see the module docstring. ``workloads``: None (the default suite), a
     comma-separated string or list of suite names / ``TASK[/MODEL][@EPOCHS]``, or :class:`Workload`s.
     Raises ValueError for bad options or an ``out`` holding something else, before any training."""
-    from .. import race
+    from ..lab import race
     from ..racing.runner import check_jobs
     from ..train.device import check_device
 

@@ -120,7 +120,7 @@ class _BatchedRun:
         self.per_epoch, self.total = budget.per_epoch, budget.total
         self.keep_model = keep_model
         classification = task.kind == "classification"
-        self.members = [Member(c, RunTrack(classification, factor, c.patience)) for c in configs]
+        self.members = [Member(c, RunTrack(classification, factor, c.patience, budget.total)) for c in configs]
         modules = [task.make_model(model_name, c.seed).to(device) for c in configs]
         self.template = copy.deepcopy(modules[0])
         self.model = StackedModel(modules)

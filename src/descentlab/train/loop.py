@@ -192,7 +192,7 @@ class _Loop:
         self.scheduler = make_scheduler(plan.schedule, self.opt, self.budget.total)
         self.data = Data(plan.task, plan.device)
         self.generator = torch.Generator().manual_seed(plan.seed ^ SHUFFLE_SALT)
-        self.track = RunTrack(plan.task.kind == "classification", plan.factor, plan.patience)
+        self.track = RunTrack(plan.task.kind == "classification", plan.factor, plan.patience, self.budget.total)
         self.position = Position()
         self.writer: Any = None
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..optim import resolve
+from ..version import __version__
 
 OptimizerSpec = str | type[torch.optim.Optimizer] | Callable[..., torch.optim.Optimizer]
 

@@ -108,6 +108,8 @@ class RunTrack:
     classification: bool
     factor: float | None = divergence.DEFAULT_FACTOR
     patience: int | None = None
+    total: int | None = None
+    """The budget in updates: a run whose patience runs out at its last evaluation did not stop early."""
     step: int = 0
     """Optimizer updates applied."""
     examples: int = 0
@@ -184,7 +186,8 @@ class RunTrack:
                 self.best_index, self.best_score = len(self.history) - 1, candidate
                 self.best_weights = weights()
             elif (self.patience is not None and self.best_index is not None
-                  and len(self.history) - 1 - self.best_index >= self.patience):
+                  and len(self.history) - 1 - self.best_index >= self.patience
+                  and (self.total is None or self.step < self.total)):
                 self.stopped_early_at = self.step
         return entry
 
