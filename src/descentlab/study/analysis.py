@@ -24,7 +24,7 @@ from typing import Any
 
 from ..racing.record import FINAL, TUNE, RunRecord
 from ..racing.summary import Stat
-from .run import RaceData, WorkloadData
+from .data import RaceData, WorkloadData
 from .settle import still_improving
 
 INF = math.inf

@@ -33,7 +33,7 @@ from .suite import default_suite
 from .verdict import ACC_POINTS, LOSS_RATIO, Claim
 
 if TYPE_CHECKING:
-    from .run import StudyResult
+    from .data import StudyResult
 
 TAUS = tuple(1.0 + 3.0 * i / 300 for i in range(301))
 
