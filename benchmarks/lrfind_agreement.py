@@ -28,11 +28,22 @@ from descentlab.tasks import resolve_task
 ROUNDING = 1e-3
 
 
+def settled_races(study: Path) -> list[tuple[Path, RaceConfig]]:
+    """Per workload of the study, its race at the budget the plateau rule settled on (the largest of
+    ``race``, ``race-e<E>``)."""
+    out = []
+    for workload in sorted(p for p in study.iterdir() if p.is_dir()):
+        races = [(d, RaceConfig.from_json(json.loads((d / CONFIG).read_text())))
+                 for d in workload.glob("race*") if (d / CONFIG).exists()]
+        if races:
+            out.append(max(races, key=lambda item: item[1].epochs))
+    return out
+
+
 def main(study: Path) -> None:
     torch.set_num_threads(1)
     rows, agree, inside, total = [], 0, 0, 0
-    for race_dir in sorted(study.glob("*/race")):
-        config = RaceConfig.from_json(json.loads((race_dir / CONFIG).read_text()))
+    for race_dir, config in settled_races(study):
         with ResultsStore.open(race_dir, config.to_json()) as store:
             chosen = select(config, store.records)
         task = resolve_task(config.task, **config.task_options)

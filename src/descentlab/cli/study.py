@@ -14,10 +14,12 @@ from .defaults import OWN_EPOCHS, SUITE_EPOCHS
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "study", help="races across a suite of workloads: performance profiles, the article's Adam claim checked",
-        description="One race per workload (each the usual resumable race, in its own subfolder of OUT), plus Adam "
-        "at each of the article's lrs (1e-3, 5e-4, 1e-4) untuned; writes OUT/report.html: a table per workload, "
-        "performance profiles of time to target with AlgoPerf's score, the article's claim checked and lr "
-        "sensitivity across workloads. Rerun the same command to resume a killed study.")
+        description="One race per workload (each the usual resumable race, in its own subfolder of OUT), its budget "
+        "doubled until the tuned best optimizer settled, plus Adam at each of the article's lrs (1e-3, 5e-4, 1e-4) "
+        "untuned at that budget and 4x it; writes OUT/claim.json (a verdict per workload, lr and budget, judged on "
+        "confidence intervals over seeds) and OUT/report.html: a table per workload, performance profiles of time "
+        "to target with AlgoPerf's score, the claim checked and lr sensitivity across workloads. Rerun the same "
+        "command to resume a killed study.")
     parser.add_argument("--workloads", default=None, help="comma-separated: suite names ("
                         + ", ".join(f"{name} {epochs} epochs" for name, epochs in SUITE_EPOCHS.items())
                         + "; the default) or "
@@ -25,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--optimizers", default=None, help="comma-separated registry names (default: the race's)")
     parser.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1) or a list (default 3; --quick 2)")
     parser.add_argument("--quick", action="store_true", help="a demo study: the race's quick grid, 2 seeds, 2-5 "
-                        "epochs per workload (under a minute)")
+                        "epochs per workload (about a minute); it states no verdict on the claim")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     parser.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: the available cores)")
     parser.add_argument("--out", default=None, help="output directory (default runs/study-<timestamp>)")
@@ -35,8 +37,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..study import run_study
-    from ..study.analysis import view
-    from ..study.claim import summary_sentences
 
     if args.out is not None:
         check_directory("--out", args.out)
@@ -47,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    for sentence in summary_sentences([view(d) for d in result.workloads]):
-        print(sentence)
+    if result.claim is not None:
+        print(result.claim.headline())
+        if not result.claim.demo:
+            for row in result.claim.to_json()["by_lr_and_budget"]:
+                print(f"  adam lr {row['lr']:g} x{row['multiple']}: within {row['within']}, behind {row['behind']}, "
+                      f"undecided {row['undecided']}")
     print(f"\n{len(result.workloads)} workloads in {result.out} ({result.trained} runs trained now, "
           f"{result.wall_s:.1f} s)")
+    print(f"claim: {result.out / 'claim.json'}")
     print(f"report: {result.report_path}")
     return 0

@@ -1,7 +1,8 @@
 """Which runs an arm needs next, as a pure function of the race's config and the records so far — so a
 race resumed from ``results.jsonl`` makes exactly the runs that are missing, whatever killed it.
 
-An arm moves through four stages (each waits for the one before to finish):
+An arm with a single setting (one lr, no other axis) has nothing to choose: it goes straight to
+confirmation. Otherwise it moves through four stages (each waits for the one before to finish):
 
 1. **Grid**: every setting of :meth:`RaceConfig.settings` on the first tuning seed, with early
    stopping.
@@ -69,7 +70,12 @@ def plan_arm(config: RaceConfig, arm: Arm, records: Sequence[RunRecord]) -> ArmP
     def missing(phase: str, settings: Sequence[Setting], seed: int) -> list[RunSpec]:
         return [s for s in (config.spec(phase, arm, st, seed) for st in settings) if s not in done]
 
-    todo = missing(TUNE, config.settings(arm[0]), first)
+    settings = config.settings(arm[0])
+    if len(settings) == 1 and len(config.grid(arm[0])) < 2:  # nothing to choose (and no edge to extend)
+        chosen = settings[0]
+        return ArmPlan(arm, [s for seed in config.seeds for s in missing(FINAL, [chosen], seed)],
+                       Selection(chosen, seeds=()))
+    todo = missing(TUNE, settings, first)
     if todo:
         return ArmPlan(arm, todo, None)
     scores = tuning_scores(records, arm, classification)
@@ -131,6 +137,9 @@ def expected_runs(config: RaceConfig) -> int:
     total = 0
     for optimizer, _ in config.arms():
         n = len(config.settings(optimizer))
+        if n == 1 and len(config.grid(optimizer)) < 2:
+            total += len(config.seeds)
+            continue
         rung, survivors = 0, n
         for _ in config.tuning_seed_list()[1:]:
             survivors = max(min(2, survivors), math.ceil(survivors / REDUCTION))

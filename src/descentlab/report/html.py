@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,40 +12,13 @@ from ..racing.record import FINAL, RunRecord, hypers_of
 from ..racing.store import REPORT
 from ..racing.summary import RaceSummary
 from . import plots
+from .parts import CSS
+from .parts import escape as _e
+from .parts import img as _img
+from .parts import table as _table
 from .recommend import recommendation
 from .reproduce import reproduction
 from .table import arm_label, ranking_sentence, table_rows, target_sentence
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.8em 0}th,td{padding:.3em .8em;border-bottom:1px solid #e4e4e4;
-text-align:left;font-variant-numeric:tabular-nums}th{background:#f4f6f8}
-tr.best td{background:#eef8ee;font-weight:600}td.bad{color:#b00}
-.plot{max-width:100%;height:auto;display:block;margin:.6em 0;border:1px solid #eee}
-.rec li{margin:.3em 0}code,pre{background:#f4f6f8;padding:.15em .35em;border-radius:3px}
-pre{padding:.7em;overflow-x:auto;white-space:pre-wrap}.muted{color:#666;font-size:.9em}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], highlight: int | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = []
-    for index, row in enumerate(rows):
-        cls = ' class="best"' if index == highlight else ""
-        cells = "".join(f'<td class="bad">{_e(c)}</td>' if "diverged" in c or "failed" in c else f"<td>{_e(c)}</td>"
-                        for c in row)
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _img(uri: str, alt: str, name: str) -> str:
-    return f'<img class="plot" id="plot-{_e(name)}" alt="{_e(alt)}" src="{uri}">'
 
 
 def _final_histories(records: Sequence[RunRecord], summary: RaceSummary) -> dict[str, list[list[dict]]]:

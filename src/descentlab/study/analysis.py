@@ -8,6 +8,10 @@ and per untuned Adam lr of the article's claim, all measured the same way from t
   / 0.9. A run's time is its first evaluation meeting it, in optimizer steps and in wall-clock seconds;
   an entry's time is the median over seeds, a seed that never met it counting as infinite (so an entry
   has a finite time when most of its seeds got there).
+- Tuning counted (AlgoPerf's external-tuning view): a tuned optimizer first spent its tuning runs (every
+  lr of its grid, one seed, a full budget each); ``tuning_steps`` / ``tuning_seconds`` sum them, and its
+  time to target with tuning counted is that plus its own time to target. An untuned entry spent none.
+- ``improving``: seeds still improving when the budget ended (:func:`descentlab.study.settle.still_improving`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..racing.record import FINAL, RunRecord
+from ..racing.record import FINAL, TUNE, RunRecord
 from ..racing.summary import Stat
-from .run import RaceData, WorkloadData
+from .data import RaceData, WorkloadData
+from .settle import still_improving
 
 INF = math.inf
 
@@ -37,8 +42,20 @@ class Entry:
     seconds_to_target: float
     reached: int
     seeds: int
-    still_improving: int = 0
-    """Seeds whose best validation point was their last evaluation (the budget may be too short)."""
+    improving: int = 0
+    """Seeds still improving when the budget ended (:mod:`.settle`)."""
+    budget_epochs: int = 0
+    multiple: int = 1
+    """Budget in multiples of the workload's settled budget (tuned entries: 1)."""
+    tuning_epochs: float = 0.0
+    tuning_steps: float = 0.0
+    tuning_seconds: float = 0.0
+    per_seed: dict[int, float] = field(default_factory=dict)
+    """Test metric per seed (finished runs only), for paired comparisons."""
+
+    def with_tuning(self, seconds: bool) -> float:
+        """Time to target with the tuning runs counted (see the module docstring)."""
+        return (self.tuning_seconds + self.seconds_to_target) if seconds else (self.tuning_steps + self.steps_to_target)
 
 
 @dataclass
@@ -56,16 +73,17 @@ class WorkloadView:
         return [e for e in self.entries if not e.tuned]
 
     def best_tuned(self) -> Entry | None:
-        """The tuned optimizer with the best mean test metric."""
-        scored = [e for e in self.tuned() if e.test.mean is not None]
+        """The tuned optimizer with the best mean best-validation metric (validation only: the test split
+        takes part in no choice)."""
+        scored = [e for e in self.tuned() if e.best_val.mean is not None]
         if not scored:
             return None
-        return max(scored, key=lambda e: e.test.mean) if self.classification else \
-            min(scored, key=lambda e: e.test.mean)
+        return max(scored, key=lambda e: e.best_val.mean) if self.classification else \
+            min(scored, key=lambda e: e.best_val.mean)
 
 
-def untuned_label(optimizer: str, lr: float) -> str:
-    return f"{optimizer} lr={lr:g} (untuned)"
+def untuned_label(optimizer: str, lr: float, multiple: int = 1) -> str:
+    return f"{optimizer} lr={lr:g}" + (f" x{multiple}" if multiple != 1 else "") + " (untuned)"
 
 
 def reach(history: Sequence[Mapping[str, Any]], metric: str, target: float) -> tuple[float, float]:
@@ -84,7 +102,9 @@ def _median(values: list[float]) -> float:
 
 
 def entry(label: str, optimizer: str, tuned: bool, lr: float | None, runs: Sequence[RunRecord], classification: bool,
-          target: float | None) -> Entry:
+          target: float | None, budget_epochs: int = 0, multiple: int = 1,
+          tuning: Sequence[RunRecord] = ()) -> Entry:
+    """One entry from its confirmation ``runs`` (and, for a tuned one, its ``tuning`` runs)."""
     ok = [r for r in runs if r.ok]
     metric = "val_acc" if classification else "val_loss"
     times = [reach(r.history, metric, target) if target is not None and r.ok else (INF, INF) for r in runs]
@@ -93,22 +113,31 @@ def entry(label: str, optimizer: str, tuned: bool, lr: float | None, runs: Seque
                  best_val=Stat.of((r.best_val_acc if classification else r.best_val_loss) for r in ok),
                  steps_to_target=_median([t[0] for t in times]), seconds_to_target=_median([t[1] for t in times]),
                  reached=sum(math.isfinite(t[0]) for t in times), seeds=len(runs),
-                 still_improving=sum(bool(r.best_is_last) for r in ok))
+                 improving=sum(still_improving(r.history, budget_epochs, classification) for r in ok),
+                 budget_epochs=budget_epochs, multiple=multiple,
+                 tuning_epochs=float(sum(r.epochs or 0.0 for r in tuning)),
+                 tuning_steps=float(sum(r.steps or 0 for r in tuning)),
+                 tuning_seconds=float(sum(r.wall_s or 0.0 for r in tuning)),
+                 per_seed={int(r.seed): float(v) for r in ok
+                           if (v := (r.test_acc if classification else r.test_loss)) is not None})
 
 
-def _finals(race: RaceData, optimizer: str) -> list[RunRecord]:
-    return [r for r in race.records if r.phase == FINAL and r.optimizer == optimizer]
+def _runs(race: RaceData, optimizer: str, phase: str = FINAL) -> list[RunRecord]:
+    return [r for r in race.records if r.phase == phase and r.optimizer == optimizer]
 
 
 def view(data: WorkloadData) -> WorkloadView:
-    """Every entry of one workload (see the module docstring)."""
+    """Every entry of one workload (see the module docstring): the tuned arms of its settled race, then
+    untuned Adam at each (lr, budget multiple)."""
     summary = data.race.summary
     classification = summary.classification
     target = summary.target
-    entries = [entry(arm.optimizer, arm.optimizer, True, arm.selected_lr, _finals(data.race, arm.optimizer),
-                     classification, target) for arm in summary.arms]
-    for lr, race in data.claim.items():
+    epochs = data.race.config.epochs
+    entries = [entry(arm.optimizer, arm.optimizer, True, arm.selected_lr, _runs(data.race, arm.optimizer),
+                     classification, target, epochs, 1, _runs(data.race, arm.optimizer, TUNE))
+               for arm in summary.arms]
+    for (lr, multiple), race in sorted(data.claim.items(), key=lambda kv: (kv[0][1], -kv[0][0])):
         optimizer = race.config.optimizers[0]
-        entries.append(entry(untuned_label(optimizer, lr), optimizer, False, lr, _finals(race, optimizer),
-                             classification, target))
-    return WorkloadView(data.workload.name, classification, target, data.workload.epochs, entries)
+        entries.append(entry(untuned_label(optimizer, lr, multiple), optimizer, False, lr, _runs(race, optimizer),
+                             classification, target, race.config.epochs, multiple))
+    return WorkloadView(data.workload.name, classification, target, epochs, entries)

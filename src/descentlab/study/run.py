@@ -1,17 +1,22 @@
-"""``run_study()``: one race per workload (and one per untuned Adam lr of the article's claim), each the
-usual resumable race in its own subfolder, then the study's report.
+"""``run_study()``: per workload, the race of every optimizer at a budget where its tuned best has settled
+(the doubling rule of :mod:`.settle`), then Adam at each of the article's lrs, untuned, at that budget times
+each of ``BUDGET_MULTIPLES`` (the headline lr; the others x1 only); each race the usual resumable race
+in its own subfolder; then ``claim.json`` (:mod:`.verdict`) and the study's report.
 
 Layout of ``out``::
 
     study.json                        the study's options (written once)
     progress.json                     the races finished so far (written atomically after each)
+    claim.json                        the claim's verdicts, one entry per (workload, Adam lr, budget)
     report.html                       the study's report
-    <workload>/race/                  the race of every optimizer (race.json, results.jsonl, report.html)
-    <workload>/adam-lr<lr>/           Adam at one of the article's lrs, untuned: a race with that one lr
+    <workload>/race/                  the race of every optimizer at the workload's suite budget E0
+    <workload>/race-e<E>/             the same race at 2·E0, 4·E0, ... while the tuned best had not settled
+    <workload>/adam-lr<lr>-e<E>/      Adam at one of the article's lrs, untuned: a race with that one lr, E epochs
 
 A killed study is resumed by rerunning it with the same ``out``: finished races (``progress.json``) are
 only read back, the race that was cut off resumes itself (its finished runs are kept, none is repeated),
-and the rest run.
+and the rest run. Which budgets were needed is decided again from the finished races' records, so a
+resumed study takes the same path.
 """
 
 from __future__ import annotations
@@ -20,58 +25,57 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..racing import RaceConfig, RaceSummary, ResultsStore, RunRecord, summarize
+from ..racing import FINAL, ArmSummary, RaceConfig, ResultsStore, summarize
 from ..racing.store import CONFIG
 from .config import (
+    CLAIM,
     CLAIM_OPTIMIZER,
     REPORT,
-    StudyConfig,
     check_out,
     make_study_config,
     read_progress,
     write_config,
     write_progress,
 )
+from .data import BudgetTry, RaceData, StudyResult, WorkloadData
+from .settle import next_budget, settled
 from .suite import Workload, parse_workloads
 
 MAIN = "race"
 
 
-@dataclass
-class RaceData:
-    """A finished race as the study reads it."""
-
-    folder: str
-    config: RaceConfig
-    records: list[RunRecord]
-    summary: RaceSummary
+def claim_folder(lr: float, epochs: int) -> str:
+    return f"{CLAIM_OPTIMIZER}-lr{lr:g}-e{epochs}"
 
 
-@dataclass
-class WorkloadData:
-    workload: Workload
-    race: RaceData
-    claim: dict[float, RaceData]
-    """Adam at each of the article's lrs, untuned."""
+def race_folder(workload: Workload, epochs: int) -> str:
+    """``<workload>/race`` at the suite budget, ``<workload>/race-e<E>`` at a doubled one."""
+    return f"{workload.folder}/{MAIN}" + ("" if epochs == workload.epochs else f"-e{epochs}")
 
 
-@dataclass
-class StudyResult:
-    out: Path
-    config: StudyConfig
-    workloads: list[WorkloadData]
-    trained: int
-    """Runs trained by this call."""
-    wall_s: float
-    report_path: Path | None = None
+def tuned_best(race: RaceData) -> ArmSummary | None:
+    """The race's tuned best arm: the best mean best-validation metric over its confirmation seeds
+    (validation only, as the race selects; ties: the earlier arm)."""
+    summary = race.summary
+    key = "best_val_acc" if summary.classification else "best_val_loss"
+    scored = [a for a in summary.arms if getattr(a, key).mean is not None]
+    if not scored:
+        return None
+    sign = -1.0 if summary.classification else 1.0
+    return min(scored, key=lambda a: sign * getattr(a, key).mean)
 
 
-def claim_folder(lr: float) -> str:
-    return f"{CLAIM_OPTIMIZER}-lr{lr:g}"
+def budget_try(race: RaceData) -> BudgetTry:
+    """Whether the tuned best of ``race`` settled (:func:`descentlab.study.settle.settled`)."""
+    best = tuned_best(race)
+    if best is None:
+        return BudgetTry(race.config.epochs, None, None, True)  # nothing learned: a longer budget will not help
+    runs = [r.history for r in race.records if r.phase == FINAL and r.arm == best.arm and r.ok]
+    return BudgetTry(race.config.epochs, best.optimizer, best.selected_lr,
+                     settled(runs, race.config.epochs, race.summary.classification))
 
 
 def default_out() -> Path:
@@ -106,28 +110,42 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
     finished = read_progress(out_path)
     results, trained = [], 0
     for workload in chosen:
-        main_folder = f"{workload.folder}/{MAIN}"
-        options: dict[str, Any] = {"model": workload.model, "seeds": list(config.seeds), "epochs": workload.epochs,
-                                   "device": device, "jobs": jobs, "progress": progress}
+        options: dict[str, Any] = {"model": workload.model, "seeds": list(config.seeds), "device": device,
+                                   "jobs": jobs, "progress": progress}
         if quick:
             options["quick"] = True
-        main, ran = _race(out_path, main_folder, finished, workload, race, optimizers=list(config.optimizers),
-                          report=True, **options)
-        trained += ran
-        claim = {}
-        for lr in config.claim_lrs:
-            data, ran = _race(out_path, f"{workload.folder}/{claim_folder(lr)}", finished, workload, race,
-                              optimizers=[CLAIM_OPTIMIZER], lrs=[lr], report=False, **options)
-            claim[lr] = data
+        epochs: int | None = workload.epochs
+        tried: list[BudgetTry] = []
+        races: list[RaceData] = []
+        while epochs is not None:
+            data, ran = _race(out_path, race_folder(workload, epochs), finished, workload, race,
+                              optimizers=list(config.optimizers), report=True, epochs=epochs, **options)
             trained += ran
-        results.append(WorkloadData(workload, main, claim))
+            races.append(data)
+            tried.append(budget_try(data))
+            # --quick is a demo: it never extends its budget
+            epochs = None if tried[-1].settled or quick else next_budget(epochs, workload.epochs)
+        main = races[-1]
+        claim = {}
+        for multiple in config.multiples:
+            for lr in (lr for lr in config.claim_lrs if multiple in config.multiples_for(lr)):
+                budget = main.config.epochs * multiple
+                data, ran = _race(out_path, f"{workload.folder}/{claim_folder(lr, budget)}", finished, workload,
+                                  race, optimizers=[CLAIM_OPTIMIZER], lrs=[lr], report=False, epochs=budget,
+                                  **options)
+                claim[(lr, multiple)] = data
+                trained += ran
+        results.append(WorkloadData(workload, main, claim, tried, races[:-1]))
     result = StudyResult(out_path, config, results, trained, time.perf_counter() - started)
-    if report:
-        from ..atomic import atomic_write_text
-        from ..report.study_page import build_study_html
+    from .analysis import view
+    from .verdict import build, write
 
-        result.report_path = out_path / REPORT
-        atomic_write_text(result.report_path, build_study_html(result))
+    result.claim = build([view(d) for d in results], [d.budgets_json() for d in results], quick)
+    write(out_path / CLAIM, result.claim)
+    if report:
+        from .page import write_page
+
+        result.report_path = write_page(result, result.claim, out_path / REPORT)
     return result
 
 

@@ -1,0 +1,87 @@
+"""When has a run settled? The plateau rule the study's budgets follow, and "still improving".
+
+A run of budget E epochs evaluates the validation split after every epoch. Split its evaluations at
+0.75·E: the *early* ones (epoch ≤ 0.75·E) and the *last quarter* (epoch > 0.75·E). The run is **still
+improving** when its last quarter beats the best of its early part in either of two ways:
+
+1. a jump beyond noise: the best value of the last quarter beats the early best by more than a margin δ
+   — classification (validation accuracy): best_last − best_early > δ_acc = ``SETTLE_ACC`` = 0.005
+   (half a point); regression (validation loss): (best_early − best_last) / best_early > δ_loss =
+   ``SETTLE_LOSS`` = 0.01 (1 % of the loss);
+2. a steady trend: the *median* of the last quarter beats the early best (any amount).
+
+With δ = 0, (1) alone is "the best validation point lies in the last quarter of the budget". The margin
+is there because the best of a noisy curve creeps later with every extra evaluation, by gains far inside
+the claim's tolerance (1 point, 10 % of the loss: :mod:`.verdict`): accuracy moves in whole validation
+examples (0.125 point on MNIST-1D, 0.28 on digits, where one more example came right at epoch 100) and
+jumps by points between epochs on the MNIST-1D CNN, so its margin is half a point (also the plateau
+measure of docs/race-protocol.md); the lowest validation loss of least squares' tuned best crept from
+0.0060 to 0.0059 to 0.0058 from 60 to 120 to 240 epochs. (2) catches what a margin misses: a curve
+falling slowly but steadily, as untuned Adam at lr 1e-4 on least squares does (0.9 % per quarter of 60
+epochs, its best point always the last one), while noise around a plateau leaves the last quarter's
+median below the early best. The same rule guards the claim's ``behind`` verdict, so a slow but still
+falling Adam is never called behind.
+
+A group of runs (one optimizer at one lr, over seeds) has **settled** when none of its runs is still
+improving. A run that diverged or failed is neither (it has no curve to judge).
+
+**Budget rule** (:func:`next_budget`): a workload's race starts at its suite budget E₀; while the
+tuned best optimizer (the race's arm with the best mean best-validation metric over its confirmation
+seeds) has not settled, the race is run again at twice the budget, at most ``MAX_DOUBLINGS`` times
+(E₀·2³ = 8·E₀). The first budget at which it settled is the workload's budget; when none did, the
+largest one is used and the study says the tuned best was still improving there.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+SETTLE_ACC = 0.005
+SETTLE_LOSS = 0.01
+LAST_QUARTER = 0.75
+MAX_DOUBLINGS = 3
+
+
+def _values(history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[float, float]]:
+    out = []
+    for entry in history:
+        value, epoch = entry.get(key), entry.get("epoch")
+        if value is None or epoch is None or not math.isfinite(float(value)):
+            continue
+        out.append((float(epoch), float(value)))
+    return out
+
+
+def still_improving(history: Sequence[Mapping[str, Any]], budget_epochs: float, classification: bool) -> bool:
+    """Whether a run with this evaluation ``history`` was still improving when its budget of
+    ``budget_epochs`` ended (see the module docstring). False with no evaluation in either part."""
+    key = "val_acc" if classification else "val_loss"
+    points = _values(history, key)
+    cut = LAST_QUARTER * budget_epochs
+    early = [v for epoch, v in points if epoch <= cut]
+    last = [v for epoch, v in points if epoch > cut]
+    if not last:
+        return False
+    if not early:
+        return True  # nothing to compare with: not settled
+    trend = statistics.median(last)
+    if classification:
+        return max(last) - max(early) > SETTLE_ACC or trend > max(early)
+    best_early, best_last = min(early), min(last)
+    if trend < best_early:
+        return True
+    return best_early > 0 and (best_early - best_last) / best_early > SETTLE_LOSS
+
+
+def settled(histories: Iterable[Sequence[Mapping[str, Any]]], budget_epochs: float, classification: bool) -> bool:
+    """Whether none of the runs (their histories) was still improving."""
+    return not any(still_improving(h, budget_epochs, classification) for h in histories)
+
+
+def next_budget(epochs: int, base_epochs: int) -> int | None:
+    """The budget to try after ``epochs`` when the tuned best had not settled: twice it, or None once
+    the budget reached ``base_epochs · 2**MAX_DOUBLINGS``."""
+    return 2 * epochs if epochs < base_epochs * 2 ** MAX_DOUBLINGS else None
