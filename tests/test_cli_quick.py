@@ -84,7 +84,8 @@ def study_races(monkeypatch) -> list[dict[str, Any]]:
 
     def no_race(out: Any, folder: str, finished: Any, workload: Any, race: Any, **options: Any) -> Any:
         races.append({"folder": folder, "epochs": options["epochs"], "seeds": options["seeds"]})
-        return RaceData(folder, RaceConfig(), [], summarize(RaceConfig(), [])), 0
+        config = RaceConfig(epochs=options["epochs"])  # the study reads the race's budget back from it
+        return RaceData(folder, config, [], summarize(config, [])), 0
 
     monkeypatch.setattr("descentlab.study.run._race", no_race)
     monkeypatch.setattr("descentlab.report.study_page.build_study_html", lambda result: "<html></html>")
@@ -93,12 +94,13 @@ def study_races(monkeypatch) -> list[dict[str, Any]]:
 
 def test_study_quick_alone_is_the_demo_budget(tmp_path, study_races):
     assert main(["study", "--quick", "--workloads", "lstsq-linear", "--quiet", "--out", str(tmp_path / "s")]) == 0
-    assert {(r["epochs"], tuple(r["seeds"])) for r in study_races} == {(5, (0, 1))}
+    # the demo budget (5 epochs, 2 seeds); untuned Adam also at x4 of it (study v2's budget axis)
+    assert {(r["epochs"], tuple(r["seeds"])) for r in study_races} == {(5, (0, 1)), (20, (0, 1))}
 
 
 def test_study_explicit_options_win_over_quick(tmp_path, study_races):
     out = tmp_path / "s"
     argv = ["study", "--quick", "--workloads", "lstsq-linear@4", "--seeds", "3", "--quiet", "--out", str(out)]
     assert main(argv) == 0
-    assert {(r["epochs"], tuple(r["seeds"])) for r in study_races} == {(4, (0, 1, 2))}
+    assert {(r["epochs"], tuple(r["seeds"])) for r in study_races} == {(4, (0, 1, 2)), (16, (0, 1, 2))}
     assert json.loads((out / "study.json").read_text())["workloads"][0]["epochs"] == 4

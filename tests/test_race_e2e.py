@@ -97,11 +97,14 @@ def test_quick_race_end_to_end(tmp_path, capsys):
         # when both trained on the same engine; v3 trains a lone run (an edge extension) per-run, whose float32
         # sums differ from the stacked model's in the last bits (the engines agree exactly in float64, see
         # test_batched.py)
+        # Exact only for the per-run engine: a batched run's float32 sums depend on the stack it trained in (a
+        # batched matmul of k copies rounds as k does), and the tuning and confirmation runs sit in different
+        # stacks; what the engines promise is float32 rounding (exact agreement in float64: test_batched.py).
         redo = [e["val_loss"] for e in seed0["history"][:len(tuned["history"])]]
-        if seed0["engine"] == tuned["engine"]:
+        if seed0["engine"] == tuned["engine"] == "per-run":
             assert redo == [e["val_loss"] for e in tuned["history"]]
         else:
-            assert redo[0] == pytest.approx(tuned["history"][0]["val_loss"], rel=1e-6)
+            assert redo == pytest.approx([e["val_loss"] for e in tuned["history"]], rel=1e-4)
     gd = next(r for r in finals if r["optimizer"] == "gd")
     sgd = next(r for r in finals if r["optimizer"] == "sgd")
     assert gd["batch_size"] is None and gd["steps"] == config["epochs"] and sgd["steps"] > 10 * gd["steps"]
@@ -199,7 +202,7 @@ def test_an_out_holding_another_race_is_refused_untouched(tmp_path, capsys):
     assert "holds another race" in err and "epochs: 1 -> 2" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(args("1")) == 0  # the same command resumes: nothing left to do
-    assert len(read_rows(out)) == 2
+    assert len(read_rows(out)) == 1  # one setting: nothing to tune, its confirmation run only
 
 
 def test_an_out_of_the_previous_results_format_is_refused_by_the_cli(tmp_path, capsys):
