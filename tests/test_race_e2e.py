@@ -114,15 +114,19 @@ def test_quick_race_end_to_end(tmp_path, capsys):
     assert "best validation point" in report and "Environment" in report
 
 
-def _start(out: Path) -> subprocess.Popen:
+def _start(out: Path, *more: str) -> subprocess.Popen:
     code = "import sys; from descentlab.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, "race", *SMALL, "--out", str(out), "--quiet", "--jobs", "2"],
+    return subprocess.Popen([sys.executable, "-c", code, "race", *SMALL, "--out", str(out), "--quiet", "--jobs", "2",
+                             *more],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
+    """On the per-run engine, where a run's numbers do not depend on which runs trained beside it, the resumed
+    race equals an uninterrupted one exactly (the batched engine stacks the resumed runs differently, so it
+    agrees within float32 rounding: test_race_kill.py checks its resume)."""
     out = tmp_path / "killed"
-    process = _start(out)
+    process = _start(out, "--engine", "per-run")
     results = out / RESULTS
     deadline = time.monotonic() + 60
     try:
@@ -138,14 +142,14 @@ def test_sigkill_then_rerun_loses_nothing_and_repeats_nothing(tmp_path):
     finished = before[:before.rfind(b"\n") + 1].splitlines()
     # v3: the run count depends on what the runs found (extension, halving); the uninterrupted race gives it
     fresh = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
-                            out=tmp_path / "fresh", jobs=2, progress=False, report=False)
+                            out=tmp_path / "fresh", jobs=2, progress=False, report=False, engine="per-run")
     total = len(fresh.records)
     assert 3 <= len(finished) < total, "the race must be killed mid-way"
     with results.open("ab") as handle:  # what a kill in the middle of a write would leave
         handle.write(b'{"phase": "final", "optimizer": "ad')
 
     resumed = descentlab.race("digits", optimizers="sgd,momentum,adam", lrs="0.01,0.1,3", seeds=2, epochs=3,
-                              out=out, jobs=2, progress=False, report=False)
+                              out=out, jobs=2, progress=False, report=False, engine="per-run")
     assert resumed.ran == total - len(finished), [r.spec for r in resumed.records]
     after = results.read_bytes().splitlines()
     assert after[:len(finished)] == finished  # finished runs untouched
