@@ -293,3 +293,19 @@ def test_the_stacked_step_is_each_configurations_core_bit_for_bit(name: str) -> 
             assert torch.equal(s[i], alone[i][j])
             for key, value in together.state[j].items():
                 assert torch.equal(value[i], single[i].state[j][key]), key
+
+
+def test_auto_is_torchs_bits_even_where_the_kernel_cannot_reach_torchs_square_root(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build whose vector square root the kernel cannot call (simulated: no address found) gets the IEEE
+    root in the kernel; auto must then refuse it (the self-check sees the difference) and step on the core:
+    the default path is torch's bits or it is not used."""
+    monkeypatch.setattr(_fused, "LIBRARY", _fused._Library())  # no kernel checked yet in this process
+    monkeypatch.setattr(_fused, "torch_sqrt", lambda: (0, 0))
+    ours, theirs = _twins()
+    a, b = dl.Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1)
+    _run(a, b, ours, theirs, steps=3)
+    _assert_bitwise(ours, theirs, a, b)
+    route = dl.last_routes(a)[0]
+    if route.path != "fused":  # this build's torch.sqrt is not the IEEE root (MKL's on x86 wheels)
+        assert route.path in ("eager", "flat") and "differs from the core" in route.reason, route
