@@ -27,6 +27,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..train.best import score
 from .record import TUNE, RunRecord, Setting
 
 Line = tuple[int | None, tuple]
@@ -60,12 +61,8 @@ def is_classification(records: Iterable[RunRecord]) -> bool:
 
 def score_of(record: RunRecord, classification: bool) -> float | None:
     """The record's best-point score (higher is better), None for a run that cannot be selected."""
-    if record.status != "ok":
-        return None
-    value = record.best_val_acc if classification else record.best_val_loss
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value) if classification else -float(value)
+    key = score(record.best_val_loss, record.best_val_acc, classification) if record.status == "ok" else None
+    return None if key is None else -key[0]
 
 
 def tuning_scores(records: Iterable[RunRecord], arm: tuple[str, str],
