@@ -20,7 +20,7 @@ TRAIN_EPOCHS = 20
 DIVERGENCE_FACTOR = 100.0
 
 # descentlab.study.suite: the default suite (workload name -> epochs) and the budget of a workload of your own
-SUITE_EPOCHS = {"mnist1d-mlp": 60, "mnist1d-cnn": 60, "digits-mlp": 30, "lstsq-linear": 30}
+SUITE_EPOCHS = {"mnist1d-mlp": 60, "mnist1d-cnn": 60, "digits-mlp": 120, "lstsq-linear": 60}
 OWN_EPOCHS = 20
 
 # descentlab.lrfind.ramp

@@ -105,7 +105,7 @@ def _workload_section(page: StudyPage) -> list[str]:
         target = "-" if w.target is None else (f"{w.target:.1%} validation accuracy" if w.classification
                                                else f"validation loss {w.target:.3g}")
         tried = "; ".join(f"{b.epochs} epochs: {b.best or '-'} {'settled' if b.settled else 'still improving'}"
-                          for b in w.budgets)
+                          + (f" ({b.how})" if b.how else "") for b in w.budgets)
         parts.append(f"<h3>{escape(w.name)}</h3><p class='muted'>Task {escape(w.task)}, model {escape(w.model)}, "
                      f"{w.epochs} epochs per run (budgets tried, tuned best: {escape(tried)}); target "
                      f"{escape(target)}. The race: <a href='{escape(w.race_folder)}/report.html'>"
@@ -143,7 +143,8 @@ def build_study_html(page: StudyPage) -> str:
              f"<p>One race per workload ({escape(budgets)}): every optimizer of {escape(', '.join(page.optimizers))} "
              "tuned by the race on the validation split, each run judged at its best validation point, the selected "
              f"setting confirmed on {page.seeds} seed(s) and scored on the test split at that point (the race "
-             "protocol, docs/race-protocol.md); each budget doubled until the tuned best had settled. Beside each "
+             "protocol, docs/race-protocol.md); each budget extended until the tuned best had settled (its last "
+             "quarter no better than the rest, or its setting alone at twice the budget no better). Beside each "
              "race, Adam at each of the article's lrs, untuned. The test split never took part in any choice.</p>",
              f"<p class='muted'>{page.runs} runs, {page.train_seconds:.0f} s of training in all (summed over runs, "
              f"which ran in parallel){'; --quick: a demo budget, not a result' if page.demo else ''}.</p>"]

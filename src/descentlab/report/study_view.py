@@ -38,6 +38,8 @@ class BudgetStep:
     epochs: int
     best: str | None
     settled: bool
+    how: str = ""
+    """How it settled or why not, in a few words ("plateau", "extension to 120: +0.1 point")."""
 
 
 @dataclass(frozen=True)

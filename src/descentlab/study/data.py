@@ -35,12 +35,15 @@ class WorkloadData:
     """Every budget the race ran at, in order (the last is ``race``'s)."""
     earlier: list[RaceData] = field(default_factory=list)
     """The races at the budgets before ``race``'s (the tuned best had not settled there)."""
+    extensions: list[RaceData] = field(default_factory=list)
+    """The tuned best's extension races (its setting alone at twice a budget that had not settled)."""
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    """Untuned Adam budgets not run, each with the reason (x4 where x1 had settled on every seed)."""
 
     def budgets_json(self) -> dict[str, Any]:
         """The budget rule's path on this workload, for ``claim.json``."""
         return {"workload": self.workload.name, "epochs": self.epochs, "settled": self.settled,
-                "tried": [{"epochs": t.epochs, "best_optimizer": t.optimizer, "best_lr": t.lr, "settled": t.settled}
-                          for t in self.tried]}
+                "tried": [t.to_json() for t in self.tried], "skipped": list(self.skipped)}
 
     @property
     def epochs(self) -> int:
@@ -53,12 +56,33 @@ class WorkloadData:
 
 @dataclass(frozen=True)
 class BudgetTry:
-    """One budget of the doubling rule: its epochs, the tuned best arm there and whether it settled."""
+    """One budget of the budget rule (:mod:`.settle`): its epochs, the tuned best arm there, whether the
+    plateau rule found it settled and, when not, its extension to twice the budget."""
 
     epochs: int
     optimizer: str | None
     lr: float | None
-    settled: bool
+    plateau: bool
+    """Settled by the plateau rule: none of the tuned best's confirmation runs still improving."""
+    best_val: float | None = None
+    """The tuned best's mean best-validation metric at ``epochs``."""
+    extension_epochs: int | None = None
+    """The extension's budget (twice ``epochs``), when it ran."""
+    extension_best_val: float | None = None
+    """The tuned best's mean best-validation metric over the extension's runs."""
+    extension_gained: bool | None = None
+    """Whether the extension beat ``best_val`` by more than the plateau margin (None: it did not run)."""
+
+    @property
+    def settled(self) -> bool:
+        """Settled by the plateau rule, or by an extension that gained nothing beyond the margin."""
+        return self.plateau or self.extension_gained is False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "best_optimizer": self.optimizer, "best_lr": self.lr, "settled": self.settled,
+                "settled_by": "plateau" if self.plateau else ("extension" if self.settled else None),
+                "best_val": self.best_val, "extension_epochs": self.extension_epochs,
+                "extension_best_val": self.extension_best_val, "extension_gained": self.extension_gained}
 
 
 @dataclass

@@ -33,7 +33,7 @@ from .suite import default_suite
 from .verdict import ACC_POINTS, LOSS_RATIO, Claim
 
 if TYPE_CHECKING:
-    from .data import StudyResult
+    from .data import BudgetTry, StudyResult
 
 TAUS = tuple(1.0 + 3.0 * i / 300 for i in range(301))
 
@@ -138,6 +138,22 @@ def _one_per_lr(points: Sequence[tuple[float, float | None]]) -> tuple[tuple[flo
     return tuple((lr, sum(v) / len(v) if v else None) for lr, v in sorted(by_lr.items()))
 
 
+def _how(step: BudgetTry, classification: bool) -> str:
+    """``plateau``, or the extension's outcome: ``extension to 120 epochs: +0.1 point`` (loss: ``-0.5 %``)."""
+    if step.plateau:
+        return "plateau"
+    if step.extension_epochs is None:
+        return ""
+    before, after = step.best_val, step.extension_best_val
+    if before is None or after is None:
+        change = "no result"
+    elif classification:
+        change = f"{(after - before) * 100:+.1f} point"
+    else:
+        change = f"{(after / before - 1) * 100:+.1f} % loss" if before > 0 else f"{after:.3g}"
+    return f"extension to {step.extension_epochs} epochs: {change}"
+
+
 def build_page(result: StudyResult, claim: Claim) -> StudyPage:
     """The frozen view of the study for the report layer."""
     views = [view(d) for d in result.workloads]
@@ -147,10 +163,10 @@ def build_page(result: StudyResult, claim: Claim) -> StudyPage:
         sections.append(WorkloadSection(
             v.name, data.race.config.task, data.race.config.model, v.epochs, v.classification, v.target,
             data.race.folder, tuple(_row(e) for e in v.entries), v.entries.index(best) if best is not None else None,
-            tuple(BudgetStep(t.epochs, f"{t.optimizer} ({format_lr(t.lr)})" if t.optimizer else None, t.settled)
-                  for t in data.tried)))
+            tuple(BudgetStep(t.epochs, f"{t.optimizer} ({format_lr(t.lr)})" if t.optimizer else None, t.settled,
+                             _how(t, v.classification)) for t in data.tried)))
     races = [r for d in result.workloads for r in (d.race, *d.claim.values())]
-    races += [r for d in result.workloads for r in d.earlier]
+    races += [r for d in result.workloads for r in (*d.earlier, *d.extensions)]
     return StudyPage(
         workloads=tuple(sections), optimizers=tuple(result.config.optimizers), seeds=len(result.config.seeds),
         runs=sum(len(r.records) for r in races), train_seconds=sum(x.wall_s or 0.0 for r in races for x in r.records),

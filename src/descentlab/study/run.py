@@ -1,7 +1,10 @@
 """``run_study()``: per workload, the race of every optimizer at a budget where its tuned best has settled
-(the doubling rule of :mod:`.settle`), then Adam at each of the article's lrs, untuned, at that budget times
-each of ``BUDGET_MULTIPLES`` (the headline lr; the others x1 only); each race the usual resumable race
-in its own subfolder; then ``claim.json`` (:mod:`.verdict`) and the study's report.
+(the budget rule of :mod:`.settle`: the plateau rule, an extension of the tuned best to twice the budget,
+doubling), then Adam at each of the article's lrs, untuned, at that budget; the headline lr also at
+``BUDGET_MULTIPLES``' larger multiples (x4) where at x1 it was still improving on some seed (settled on
+every seed, a longer budget is what the plateau rule says does not help: the x4 race is skipped, and
+``claim.json`` lists it under the workload's ``skipped``); each race the usual resumable race in its own
+subfolder; then ``claim.json`` (:mod:`.verdict`) and the study's report.
 
 Layout of ``out``::
 
@@ -10,7 +13,8 @@ Layout of ``out``::
     claim.json                        the claim's verdicts, one entry per (workload, Adam lr, budget)
     report.html                       the study's report
     <workload>/race/                  the race of every optimizer at the workload's suite budget E0
-    <workload>/race-e<E>/             the same race at 2·E0, 4·E0, ... while the tuned best had not settled
+    <workload>/extend-e<2E>/          the tuned best's setting alone at twice a budget E where it had not settled
+    <workload>/race-e<E>/             the race at 2·E0, 4·E0, ... while the tuned best had not settled
     <workload>/adam-lr<lr>-e<E>/      Adam at one of the article's lrs, untuned: a race with that one lr, E epochs
 
 A killed study is resumed by rerunning it with the same ``out``: finished races (``progress.json``) are
@@ -25,6 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,7 @@ from .config import (
     write_progress,
 )
 from .data import BudgetTry, RaceData, StudyResult, WorkloadData
-from .settle import next_budget, settled
+from .settle import gained, next_budget, settled
 from .suite import Workload, parse_workloads
 
 MAIN = "race"
@@ -68,14 +73,39 @@ def tuned_best(race: RaceData) -> ArmSummary | None:
     return min(scored, key=lambda a: sign * getattr(a, key).mean)
 
 
-def budget_try(race: RaceData) -> BudgetTry:
-    """Whether the tuned best of ``race`` settled (:func:`descentlab.study.settle.settled`)."""
+def _best_val(arm: ArmSummary, classification: bool) -> float | None:
+    return (arm.best_val_acc if classification else arm.best_val_loss).mean
+
+
+def budget_try(race: RaceData, extension: RaceData | None = None) -> BudgetTry:
+    """Whether the tuned best of ``race`` settled (:func:`descentlab.study.settle.settled`) and, with
+    ``extension`` (its setting alone at twice the budget), whether that gained (:func:`~.settle.gained`)."""
     best = tuned_best(race)
     if best is None:
         return BudgetTry(race.config.epochs, None, None, True)  # nothing learned: a longer budget will not help
+    classification = race.summary.classification
     runs = [r.history for r in race.records if r.phase == FINAL and r.arm == best.arm and r.ok]
-    return BudgetTry(race.config.epochs, best.optimizer, best.selected_lr,
-                     settled(runs, race.config.epochs, race.summary.classification))
+    step = BudgetTry(race.config.epochs, best.optimizer, best.selected_lr,
+                     settled(runs, race.config.epochs, classification), _best_val(best, classification))
+    if extension is None or not extension.summary.arms:
+        return step
+    longer = _best_val(extension.summary.arms[0], classification)
+    return replace(step, extension_epochs=extension.config.epochs, extension_best_val=longer,
+                   extension_gained=longer is None or gained(step.best_val, longer, classification))
+
+
+def extension_options(best: ArmSummary) -> dict[str, Any]:
+    """The race options that train ``best``'s selected setting alone (its lr, batch size, other settings)."""
+    setting = best.selected
+    assert setting is not None
+    return {"optimizers": [best.optimizer], "schedules": [best.schedule], "lrs": [setting.lr],
+            "batch_size": setting.batch_size, "hp": {name: [value] for name, value in setting.hypers}}
+
+
+def adam_settled(race: RaceData) -> bool:
+    """Whether none of untuned Adam's runs in ``race`` was still improving at the end of its budget."""
+    runs = [r.history for r in race.records if r.phase == FINAL and r.ok]
+    return settled(runs, race.config.epochs, race.summary.classification)
 
 
 def default_out() -> Path:
@@ -117,25 +147,44 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
         epochs: int | None = workload.epochs
         tried: list[BudgetTry] = []
         races: list[RaceData] = []
+        extensions: list[RaceData] = []
         while epochs is not None:
             data, ran = _race(out_path, race_folder(workload, epochs), finished, workload, race,
                               optimizers=list(config.optimizers), report=True, epochs=epochs, **options)
             trained += ran
             races.append(data)
-            tried.append(budget_try(data))
+            step = budget_try(data)
+            best = tuned_best(data)
+            if not step.plateau and not quick and best is not None and best.selected is not None:
+                # the tuned best's setting alone at twice the budget: did the longer budget buy anything?
+                longer, ran = _race(out_path, f"{workload.folder}/extend-e{2 * epochs}", finished, workload, race,
+                                    report=False, epochs=2 * epochs, **extension_options(best), **options)
+                trained += ran
+                extensions.append(longer)
+                step = budget_try(data, longer)
+            tried.append(step)
             # --quick is a demo: it never extends its budget
-            epochs = None if tried[-1].settled or quick else next_budget(epochs, workload.epochs)
+            epochs = None if step.settled or quick else next_budget(epochs, workload.epochs)
         main = races[-1]
-        claim = {}
+        claim: dict[tuple[float, int], RaceData] = {}
+        skipped: list[dict[str, Any]] = []
         for multiple in config.multiples:
             for lr in (lr for lr in config.claim_lrs if multiple in config.multiples_for(lr)):
                 budget = main.config.epochs * multiple
+                base = claim.get((lr, 1))
+                if multiple > 1 and not quick and base is not None and adam_settled(base):
+                    # settled at x1 on every seed: a longer budget is what the plateau rule says does not help
+                    finished_runs = any(r.phase == FINAL and r.ok for r in base.records)
+                    skipped.append({"lr": lr, "multiple": multiple, "epochs": budget,
+                                    "reason": "x1 had settled on every seed" if finished_runs else
+                                    "x1 had no finished run (diverged or failed)"})
+                    continue
                 data, ran = _race(out_path, f"{workload.folder}/{claim_folder(lr, budget)}", finished, workload,
                                   race, optimizers=[CLAIM_OPTIMIZER], lrs=[lr], report=False, epochs=budget,
                                   **options)
                 claim[(lr, multiple)] = data
                 trained += ran
-        results.append(WorkloadData(workload, main, claim, tried, races[:-1]))
+        results.append(WorkloadData(workload, main, claim, tried, races[:-1], extensions, skipped))
     result = StudyResult(out_path, config, results, trained, time.perf_counter() - started)
     from .analysis import view
     from .verdict import build, write

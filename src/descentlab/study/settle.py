@@ -25,11 +25,16 @@ falling Adam is never called behind.
 A group of runs (one optimizer at one lr, over seeds) has **settled** when none of its runs is still
 improving. A run that diverged or failed is neither (it has no curve to judge).
 
-**Budget rule** (:func:`next_budget`): a workload's race starts at its suite budget E₀; while the
-tuned best optimizer (the race's arm with the best mean best-validation metric over its confirmation
-seeds) has not settled, the race is run again at twice the budget, at most ``MAX_DOUBLINGS`` times
-(E₀·2³ = 8·E₀). The first budget at which it settled is the workload's budget; when none did, the
-largest one is used and the study says the tuned best was still improving there.
+**Budget rule** (:func:`next_budget`, :func:`gained`): a workload's race starts at its suite budget
+E₀. When the tuned best optimizer (the race's arm with the best mean best-validation metric over its
+confirmation seeds) has not settled at E, its selected setting alone is trained again for 2·E epochs on
+the same seeds (the *extension*: with the same seed a run starts from the same weights and sees the
+same data order, so under a constant lr its first E epochs are the E-epoch run). When that did not
+raise its mean best-validation metric by more than the margin (:func:`gained`), twice the budget buys
+nothing the claim can see: E is the workload's budget, *settled by extension* (one arm's runs, not
+the whole race's). Otherwise the whole race is run again at 2·E, at most ``MAX_DOUBLINGS`` times
+(E₀·2³ = 8·E₀). The first budget that settled is the workload's budget; when none did, the largest
+one is used and the study says the tuned best was still improving there.
 """
 
 from __future__ import annotations
@@ -85,3 +90,14 @@ def next_budget(epochs: int, base_epochs: int) -> int | None:
     """The budget to try after ``epochs`` when the tuned best had not settled: twice it, or None once
     the budget reached ``base_epochs · 2**MAX_DOUBLINGS``."""
     return 2 * epochs if epochs < base_epochs * 2 ** MAX_DOUBLINGS else None
+
+
+def gained(before: float | None, after: float | None, classification: bool) -> bool:
+    """Whether a mean best-validation metric moved from ``before`` to ``after`` by more than the plateau
+    margin: accuracy up by more than ``SETTLE_ACC``, or loss down by more than ``SETTLE_LOSS`` of itself.
+    False when either is missing (nothing to compare)."""
+    if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
+        return False
+    if classification:
+        return after - before > SETTLE_ACC
+    return before > 0 and (before - after) / before > SETTLE_LOSS

@@ -44,7 +44,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..racing.stats import CONFIDENCE, paired_difference
 from .analysis import Entry, WorkloadView
-from .settle import MAX_DOUBLINGS, SETTLE_ACC, SETTLE_LOSS
+from .settle import MAX_DOUBLINGS, SETTLE_ACC, SETTLE_LOSS, gained
 
 ACC_POINTS = 0.01
 LOSS_RATIO = 1.10
@@ -96,17 +96,8 @@ def _finite(value: Any) -> Any:
 def improved_later(adam: Entry, later: Sequence[Entry], classification: bool) -> bool:
     """Whether an entry with a larger budget (same workload and lr) beat ``adam``'s mean best-validation
     metric by more than the plateau margin (:data:`~.settle.SETTLE_ACC`, :data:`~.settle.SETTLE_LOSS`)."""
-    if adam.best_val.mean is None:
-        return False
-    for other in later:
-        if other.budget_epochs <= adam.budget_epochs or other.best_val.mean is None:
-            continue
-        if classification and other.best_val.mean - adam.best_val.mean > SETTLE_ACC:
-            return True
-        if not classification and adam.best_val.mean > 0 and \
-                (adam.best_val.mean - other.best_val.mean) / adam.best_val.mean > SETTLE_LOSS:
-            return True
-    return False
+    return any(other.budget_epochs > adam.budget_epochs and gained(adam.best_val.mean, other.best_val.mean,
+                                                                   classification) for other in later)
 
 
 def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
@@ -225,7 +216,11 @@ class Claim:
                     "(`descentlab study`) for one.")
         eb, ec = equal_budget(self.entries), equal_compute(self.entries)
         budgets = ", ".join(f"{b['workload']} {b['epochs']}" for b in self.budgets)
-        text = (f"At budgets where the tuned best optimizer had settled ({budgets} epochs), untuned Adam at lr "
+        open_ = [str(b["workload"]) for b in self.budgets if not b.get("settled", True)]
+        where = (f"At budgets where the tuned best optimizer had settled ({budgets} epochs)" if not open_ else
+                 f"At the study's budgets ({budgets} epochs; the tuned best had settled on all but "
+                 f"{', '.join(open_)}, where it was still improving at the largest budget tried)")
+        text = (f"{where}, untuned Adam at lr "
                 f"{HEADLINE_LR:g} came within {ACC_POINTS * 100:g} point of accuracy ({LOSS_RATIO:g}x the loss), "
                 f"judged on 95 % intervals over seeds, on {_count(eb, WITHIN)} of {len(eb)} workloads "
                 f"(behind on {_count(eb, BEHIND)}, undecided on {_count(eb, UNDECIDED)}): at equal budget the claim "
@@ -248,8 +243,15 @@ class Claim:
                 "verdict": self.verdict, "verdict_basis": None if self.demo else "equal_compute",
                 "overall": None if self.demo else {"equal_budget": _counts(eb), "equal_compute": _counts(ec)},
                 "headline": self.headline(), "tolerance": tolerance_json(),
-                "budget_rule": {"max_doublings": MAX_DOUBLINGS, "rule": "double the race's budget while the tuned "
-                                "best (best mean best-validation arm) was still improving on any seed"},
+                "budget_rule": {"max_doublings": MAX_DOUBLINGS,
+                                "rule": "the tuned best (best mean best-validation arm) has settled at a budget when "
+                                        "none of its runs was still improving there (plateau), or when its setting "
+                                        "alone trained for twice the budget on the same seeds (extension) did not "
+                                        "beat its mean best validation by more than the margin; otherwise the race "
+                                        "runs again at twice the budget",
+                                "adam_x4": "the headline lr's larger budgets run only where x1 was still improving "
+                                           "on some seed (a demo runs them always); skipped ones are listed per "
+                                           "workload under budgets[].skipped"},
                 "budgets": list(self.budgets), "by_lr_and_budget": list(by.values()),
                 "entries": [e.to_json() for e in self.entries]}
 
