@@ -15,11 +15,11 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "study", help="races across a suite of workloads: performance profiles, the article's Adam claim checked",
         description="One race per workload (each the usual resumable race, in its own subfolder of OUT), its budget "
-        "extended until the tuned best optimizer settled, plus Adam at each of the article's lrs (1e-3, 5e-4, 1e-4) "
-        "untuned at that budget, and 1e-3 at 4x it where it was still improving; writes OUT/claim.json (a verdict per workload, lr and budget, judged on "
-        "confidence intervals over seeds) and OUT/report.html: a table per workload, performance profiles of time "
-        "to target with AlgoPerf's score, the claim checked and lr sensitivity across workloads. Rerun the same "
-        "command to resume a killed study.")
+        "extended until the tuned best optimizer settled, plus Adam at each of the article's lrs (1e-3, 5e-4, "
+        "1e-4) untuned at that budget, and 1e-3 at 4x it; writes OUT/claim.json (a verdict per workload, lr and "
+        "budget, judged on confidence intervals over seeds) and OUT/report.html: a table per workload, performance "
+        "profiles of time to target with AlgoPerf's score, the claim checked and lr sensitivity across workloads. "
+        "Rerun the same command to resume a killed study.")
     parser.add_argument("--workloads", default=None, help="comma-separated: suite names ("
                         + ", ".join(f"{name} {epochs} epochs" for name, epochs in SUITE_EPOCHS.items())
                         + "; the default) or "

@@ -37,13 +37,11 @@ class WorkloadData:
     """The races at the budgets before ``race``'s (the tuned best had not settled there)."""
     extensions: list[RaceData] = field(default_factory=list)
     """The tuned best's extension races (its setting alone at twice a budget that had not settled)."""
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    """Untuned Adam budgets not run, each with the reason (x4 where x1 had settled on every seed)."""
 
     def budgets_json(self) -> dict[str, Any]:
         """The budget rule's path on this workload, for ``claim.json``."""
         return {"workload": self.workload.name, "epochs": self.epochs, "settled": self.settled,
-                "tried": [t.to_json() for t in self.tried], "skipped": list(self.skipped)}
+                "tried": [t.to_json() for t in self.tried]}
 
     @property
     def epochs(self) -> int:

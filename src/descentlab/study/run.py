@@ -1,10 +1,8 @@
 """``run_study()``: per workload, the race of every optimizer at a budget where its tuned best has settled
 (the budget rule of :mod:`.settle`: the plateau rule, an extension of the tuned best to twice the budget,
 doubling), then Adam at each of the article's lrs, untuned, at that budget; the headline lr also at
-``BUDGET_MULTIPLES``' larger multiples (x4) where at x1 it was still improving on some seed (settled on
-every seed, a longer budget is what the plateau rule says does not help: the x4 race is skipped, and
-``claim.json`` lists it under the workload's ``skipped``); each race the usual resumable race in its own
-subfolder; then ``claim.json`` (:mod:`.verdict`) and the study's report.
+``BUDGET_MULTIPLES``' larger multiples (x4); each race the usual resumable race in its own subfolder;
+then ``claim.json`` (:mod:`.verdict`) and the study's report.
 
 Layout of ``out``::
 
@@ -102,10 +100,6 @@ def extension_options(best: ArmSummary) -> dict[str, Any]:
             "batch_size": setting.batch_size, "hp": {name: [value] for name, value in setting.hypers}}
 
 
-def adam_settled(race: RaceData) -> bool:
-    """Whether none of untuned Adam's runs in ``race`` was still improving at the end of its budget."""
-    runs = [r.history for r in race.records if r.phase == FINAL and r.ok]
-    return settled(runs, race.config.epochs, race.summary.classification)
 
 
 def default_out() -> Path:
@@ -167,24 +161,15 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
             epochs = None if step.settled or quick else next_budget(epochs, workload.epochs)
         main = races[-1]
         claim: dict[tuple[float, int], RaceData] = {}
-        skipped: list[dict[str, Any]] = []
         for multiple in config.multiples:
             for lr in (lr for lr in config.claim_lrs if multiple in config.multiples_for(lr)):
                 budget = main.config.epochs * multiple
-                base = claim.get((lr, 1))
-                if multiple > 1 and not quick and base is not None and adam_settled(base):
-                    # settled at x1 on every seed: a longer budget is what the plateau rule says does not help
-                    finished_runs = any(r.phase == FINAL and r.ok for r in base.records)
-                    skipped.append({"lr": lr, "multiple": multiple, "epochs": budget,
-                                    "reason": "x1 had settled on every seed" if finished_runs else
-                                    "x1 had no finished run (diverged or failed)"})
-                    continue
                 data, ran = _race(out_path, f"{workload.folder}/{claim_folder(lr, budget)}", finished, workload,
                                   race, optimizers=[CLAIM_OPTIMIZER], lrs=[lr], report=False, epochs=budget,
                                   **options)
                 claim[(lr, multiple)] = data
                 trained += ran
-        results.append(WorkloadData(workload, main, claim, tried, races[:-1], extensions, skipped))
+        results.append(WorkloadData(workload, main, claim, tried, races[:-1], extensions))
     result = StudyResult(out_path, config, results, trained, time.perf_counter() - started)
     from .analysis import view
     from .verdict import build, write

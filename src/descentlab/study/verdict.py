@@ -248,10 +248,7 @@ class Claim:
                                         "none of its runs was still improving there (plateau), or when its setting "
                                         "alone trained for twice the budget on the same seeds (extension) did not "
                                         "beat its mean best validation by more than the margin; otherwise the race "
-                                        "runs again at twice the budget",
-                                "adam_x4": "the headline lr's larger budgets run only where x1 was still improving "
-                                           "on some seed (a demo runs them always); skipped ones are listed per "
-                                           "workload under budgets[].skipped"},
+                                        "runs again at twice the budget"},
                 "budgets": list(self.budgets), "by_lr_and_budget": list(by.values()),
                 "entries": [e.to_json() for e in self.entries]}
 
