@@ -122,18 +122,18 @@ def entry(verdict: str, workload: str = "w", **kw) -> dict:
             "gap": 0.01, "still_improving": verdict == "undecided", "verdict": verdict, **kw}
 
 
-def test_shipped_claim_says_pending_not_failed():
+def test_shipped_claim_says_undecided_not_failed():
     text = " ".join(claim_sentences(load_claim(None)))
     assert "within 1 point of test accuracy" in text and "on 1 of 4 workloads" in text
-    assert "budgets of 15-30 epochs" in text and "pending the longer-budget study" in text
-    assert "does not hold" not in text
+    assert "budgets of 120-240 epochs" in text and "On this evidence the claim is undecided" in text
+    assert "behind on 1" in text and "does not hold" not in text
     assert [e["verdict"] for e in SHIPPED["entries"]].count("undecided") == 2
 
 
 @pytest.mark.parametrize(("verdicts", "says", "never"), [
     (["within", "within"], "the claim holds", "does not hold"),
-    (["within", "behind"], "does not hold", "pending"),
-    (["within", "undecided"], "pending the longer-budget study", "does not hold"),
+    (["within", "behind"], "does not hold", "undecided"),
+    (["within", "undecided"], "On this evidence the claim is undecided", "does not hold"),
 ])
 def test_a_study_claim_is_worded_no_stronger_than_its_entries(tmp_path, verdicts, says, never):
     claim = load_claim(_claim(tmp_path, [entry(v, f"w{i}") for i, v in enumerate(verdicts)], verdict="mixed",
@@ -254,3 +254,13 @@ def test_layers_flow_down_landscape_never_imports_the_pages_or_the_guide():
     assert "descentlab.landscape" in page and not any(m.startswith("descentlab.guide") for m in page)
     for module in (SRC / "guide").glob("*.py"):
         assert not any(m.startswith("descentlab.cli") for m in _imports(module)), module
+
+
+def test_the_readme_headline_states_the_shipped_study_numbers():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    head = readme[:readme.index("## Set up and run")]
+    by_workload = {e["workload"]: e for e in SHIPPED["entries"]}
+    cnn, digits = by_workload["mnist1d-cnn"], by_workload["digits-mlp"]
+    assert cnn["verdict"] == "behind" and digits["verdict"] == "within" and SHIPPED["verdict"] == "undecided"
+    assert f"{cnn['gap'] * 100:.1f} points [5.1, 12.4]" in head and "Undecided" in head
+    assert "8.8 points behind [5.1, 12.4]" == cnn["gap_text"]

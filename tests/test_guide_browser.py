@@ -263,7 +263,7 @@ def test_every_section_renders_its_figures_and_the_claim(browser, guide_file, se
         c = counts[name]
         assert c["paths"] == paths and c["contours"] > 8 and c["charts"] >= 1 and c["sliders"] >= 1, (name, c)
     assert counts["choice"]["rows"] == 4
-    assert "pending the longer-budget study" in page.text_content("#claim")
+    assert "On this evidence the claim is undecided" in page.text_content("#claim")
     assert page.locator("code.rule[data-update=adam]").text_content().count("1 − β1ᵗ") == 1
     shot = tmp_path / "guide.png"
     page.locator("#momentum").screenshot(path=str(shot))
