@@ -168,7 +168,7 @@ def test_the_plateau_rule_doubles_the_budget_while_the_tuned_best_still_improves
     # before each doubling, the tuned best alone at twice the budget gained beyond the margin
     for step in data.tried[:-1]:
         assert step.extension_epochs == 2 * step.epochs and step.extension_gained is True
-        assert settle.gained(step.best_val, step.extension_best_val, False)
+        assert settle.gained(step.extension_first_best_val, step.extension_best_val, False)
         assert (tmp_path / "s" / "lstsq-linear" / f"extend-e{2 * step.epochs}" / "results.jsonl").exists()
     # untuned Adam at the headline lr runs at x1 and x4
     assert sorted((lr, race.config.epochs) for (lr, _), race in data.claim.items()) == [
@@ -192,7 +192,7 @@ def test_an_extension_that_gains_nothing_settles_the_budget(tmp_path, monkeypatc
     assert step.best_val == 1.0, "the task should saturate validation at 4 epochs"
     assert [t.epochs for t in data.tried] == [4] and not step.plateau
     assert step.extension_epochs == 8 and step.extension_gained is False and step.settled
-    assert step.extension_best_val is not None and step.extension_best_val <= 1.0
+    assert step.extension_first_best_val == step.extension_best_val == 1.0
     folder = tmp_path / "s" / "race_tasks_small_validation"
     assert (folder / "extend-e8" / "results.jsonl").exists() and not (folder / "race-e8").exists()
     extension = data.extensions[0]
@@ -203,6 +203,18 @@ def test_an_extension_that_gains_nothing_settles_the_budget(tmp_path, monkeypatc
     budgets = json.loads((tmp_path / "s" / "claim.json").read_text())["budgets"][0]
     assert budgets["settled"] is True and budgets["epochs"] == 4
     assert budgets["tried"][0]["settled_by"] == "extension" and budgets["tried"][0]["extension_gained"] is False
+
+
+def test_continued_compares_each_run_with_its_own_first_part():
+    climbing = _curve([0.1, 0.5, 0.6, 0.7, 0.8])  # epochs 0-4
+    flat = _curve([0.1, 0.9, 0.9, 0.9, 0.9])
+    assert settle.best_within(climbing, 2, True) == 0.6 and settle.best_within(climbing, math.inf, True) == 0.8
+    first, whole = settle.continued([climbing, flat], 2, True)
+    assert first == pytest.approx(0.75) and whole == pytest.approx(0.85) and settle.gained(first, whole, True)
+    assert settle.continued([flat], 2, True) == (0.9, 0.9) and not settle.gained(0.9, 0.9, True)
+    loss = _curve([2.0, 1.0, 0.5, 0.25], "val_loss")
+    assert settle.continued([loss], 1, False) == (1.0, 0.25) and settle.gained(1.0, 0.25, False)
+    assert settle.continued([[]], 1, True) == (None, None)
 
 
 def test_gained_is_the_plateau_margin_on_means():

@@ -66,10 +66,13 @@ class BudgetTry:
     """The tuned best's mean best-validation metric at ``epochs``."""
     extension_epochs: int | None = None
     """The extension's budget (twice ``epochs``), when it ran."""
+    extension_first_best_val: float | None = None
+    """The extension runs' mean best-validation metric within their first ``epochs`` epochs."""
     extension_best_val: float | None = None
-    """The tuned best's mean best-validation metric over the extension's runs."""
+    """The extension runs' mean best-validation metric over all their epochs."""
     extension_gained: bool | None = None
-    """Whether the extension beat ``best_val`` by more than the plateau margin (None: it did not run)."""
+    """Whether the second half of the extension beat its first by more than the plateau margin (None: it
+    did not run)."""
 
     @property
     def settled(self) -> bool:
@@ -80,6 +83,7 @@ class BudgetTry:
         return {"epochs": self.epochs, "best_optimizer": self.optimizer, "best_lr": self.lr, "settled": self.settled,
                 "settled_by": "plateau" if self.plateau else ("extension" if self.settled else None),
                 "best_val": self.best_val, "extension_epochs": self.extension_epochs,
+                "extension_first_best_val": self.extension_first_best_val,
                 "extension_best_val": self.extension_best_val, "extension_gained": self.extension_gained}
 
 

@@ -44,7 +44,7 @@ from .config import (
     write_progress,
 )
 from .data import BudgetTry, RaceData, StudyResult, WorkloadData
-from .settle import gained, next_budget, settled
+from .settle import continued, gained, next_budget, settled
 from .suite import Workload, parse_workloads
 
 MAIN = "race"
@@ -77,7 +77,8 @@ def _best_val(arm: ArmSummary, classification: bool) -> float | None:
 
 def budget_try(race: RaceData, extension: RaceData | None = None) -> BudgetTry:
     """Whether the tuned best of ``race`` settled (:func:`descentlab.study.settle.settled`) and, with
-    ``extension`` (its setting alone at twice the budget), whether that gained (:func:`~.settle.gained`)."""
+    ``extension`` (its setting alone at twice the budget), whether its runs' second half gained on their
+    first (:func:`~.settle.continued`, :func:`~.settle.gained`; no finished run counts as a gain)."""
     best = tuned_best(race)
     if best is None:
         return BudgetTry(race.config.epochs, None, None, True)  # nothing learned: a longer budget will not help
@@ -85,11 +86,12 @@ def budget_try(race: RaceData, extension: RaceData | None = None) -> BudgetTry:
     runs = [r.history for r in race.records if r.phase == FINAL and r.arm == best.arm and r.ok]
     step = BudgetTry(race.config.epochs, best.optimizer, best.selected_lr,
                      settled(runs, race.config.epochs, classification), _best_val(best, classification))
-    if extension is None or not extension.summary.arms:
+    if extension is None:
         return step
-    longer = _best_val(extension.summary.arms[0], classification)
-    return replace(step, extension_epochs=extension.config.epochs, extension_best_val=longer,
-                   extension_gained=longer is None or gained(step.best_val, longer, classification))
+    first, whole = continued([r.history for r in extension.records if r.phase == FINAL and r.ok],
+                             race.config.epochs, classification)
+    return replace(step, extension_epochs=extension.config.epochs, extension_first_best_val=first,
+                   extension_best_val=whole, extension_gained=whole is None or gained(first, whole, classification))
 
 
 def extension_options(best: ArmSummary) -> dict[str, Any]:

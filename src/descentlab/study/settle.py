@@ -27,14 +27,16 @@ improving. A run that diverged or failed is neither (it has no curve to judge).
 
 **Budget rule** (:func:`next_budget`, :func:`gained`): a workload's race starts at its suite budget
 E₀. When the tuned best optimizer (the race's arm with the best mean best-validation metric over its
-confirmation seeds) has not settled at E, its selected setting alone is trained again for 2·E epochs on
-the same seeds (the *extension*: with the same seed a run starts from the same weights and sees the
-same data order, so under a constant lr its first E epochs are the E-epoch run). When that did not
-raise its mean best-validation metric by more than the margin (:func:`gained`), twice the budget buys
-nothing the claim can see: E is the workload's budget, *settled by extension* (one arm's runs, not
-the whole race's). Otherwise the whole race is run again at 2·E, at most ``MAX_DOUBLINGS`` times
-(E₀·2³ = 8·E₀). The first budget that settled is the workload's budget; when none did, the largest
-one is used and the study says the tuned best was still improving there.
+confirmation seeds) has not settled at E, its selected setting alone is trained for 2·E epochs on the
+same seeds (the *extension*). Its gain is measured within its own runs (:func:`continued`): the mean
+over seeds of each run's best validation metric over all 2·E epochs against the same over its first E
+epochs — what training on bought. (Not against the race's E-epoch runs: in float32 the batched engine's
+rounding depends on which runs share a stack, so separately trained runs of one seed drift apart within
+a few epochs, and their difference is noise, not budget.) When that did not beat the margin
+(:func:`gained`), twice the budget buys nothing the claim can see: E is the workload's budget, *settled
+by extension* (one arm's runs, not the whole race's). Otherwise the whole race is run again at 2·E, at
+most ``MAX_DOUBLINGS`` times (E₀·2³ = 8·E₀). The first budget that settled is the workload's budget; when
+none did, the largest one is used and the study says the tuned best was still improving there.
 """
 
 from __future__ import annotations
@@ -90,6 +92,25 @@ def next_budget(epochs: int, base_epochs: int) -> int | None:
     """The budget to try after ``epochs`` when the tuned best had not settled: twice it, or None once
     the budget reached ``base_epochs · 2**MAX_DOUBLINGS``."""
     return 2 * epochs if epochs < base_epochs * 2 ** MAX_DOUBLINGS else None
+
+
+def best_within(history: Sequence[Mapping[str, Any]], epochs: float, classification: bool) -> float | None:
+    """The best validation metric (highest accuracy, lowest loss) among the evaluations at epoch ≤ ``epochs``."""
+    values = [v for epoch, v in _values(history, "val_acc" if classification else "val_loss") if epoch <= epochs]
+    if not values:
+        return None
+    return max(values) if classification else min(values)
+
+
+def continued(histories: Iterable[Sequence[Mapping[str, Any]]], epochs: float,
+              classification: bool) -> tuple[float | None, float | None]:
+    """Over runs of more than ``epochs`` epochs: the mean of each run's best validation metric within its
+    first ``epochs`` epochs, and the mean of its best over the whole run (runs missing either are left out)."""
+    pairs = [(best_within(h, epochs, classification), best_within(h, math.inf, classification)) for h in histories]
+    kept = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not kept:
+        return None, None
+    return statistics.fmean(a for a, _ in kept), statistics.fmean(b for _, b in kept)
 
 
 def gained(before: float | None, after: float | None, classification: bool) -> bool:
