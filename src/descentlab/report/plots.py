@@ -116,6 +116,7 @@ def sensitivity(points: Mapping[str, Sequence[Mapping[str, Any]]], selected: Map
         ax.set_xlabel("learning rate")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # every run diverged: nothing to label
+        axes[0].legend(fontsize=8)
     figure.suptitle("lr sensitivity (seed 0; circle = selected lr, × = diverged or failed)", fontsize=11)
     return to_data_uri(figure)

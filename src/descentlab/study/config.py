@@ -61,10 +61,14 @@ class StudyConfig:
 
 def make_study_config(workloads: Sequence[Workload], optimizers: Sequence[str] | str | None,
                       seeds: int | Sequence[int] | str | None, quick: bool, device: str) -> StudyConfig:
-    """Validate the options (through the race's own checks) into a :class:`StudyConfig`."""
+    """Validate the options (through the race's own checks; a full study needs 2 seeds) into a
+    :class:`StudyConfig`."""
     race = make_config(optimizers=optimizers if optimizers is not None else DEFAULT_OPTIMIZERS,
                        seeds=seeds if seeds is not None else (QUICK_SEEDS if quick else DEFAULT_SEEDS),
                        quick=quick, device=device)
+    if not quick and len(race.seeds) < 2:
+        raise ValueError(f"seeds: the study judges the claim on intervals over paired seeds and needs at least 2, "
+                         f"got {seeds!r} (--quick, a demo, takes 1)")
     return StudyConfig(tuple(workloads), race.optimizers, race.seeds, quick, device)
 
 

@@ -72,16 +72,26 @@ class BudgetTry:
     """The extension runs' mean best-validation metric over all their epochs."""
     extension_gained: bool | None = None
     """Whether the second half of the extension beat its first by more than the plateau margin (None: it
-    did not run)."""
+    did not run, or finished no run)."""
 
     @property
     def settled(self) -> bool:
         """Settled by the plateau rule, or by an extension that gained nothing beyond the margin."""
         return self.plateau or self.extension_gained is False
 
+    @property
+    def unsettled_because(self) -> str:
+        """Why a budget did not settle, in a few words."""
+        if self.optimizer is None:
+            return "no tuned best (every run diverged or failed)"
+        if self.extension_epochs is not None and self.extension_gained is None:
+            return "its extension finished no run"
+        return "still improving"
+
     def to_json(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "best_optimizer": self.optimizer, "best_lr": self.lr, "settled": self.settled,
                 "settled_by": "plateau" if self.plateau else ("extension" if self.settled else None),
+                "unsettled_because": None if self.settled else self.unsettled_because,
                 "best_val": self.best_val, "extension_epochs": self.extension_epochs,
                 "extension_first_best_val": self.extension_first_best_val,
                 "extension_best_val": self.extension_best_val, "extension_gained": self.extension_gained}

@@ -78,10 +78,11 @@ def _best_val(arm: ArmSummary, classification: bool) -> float | None:
 def budget_try(race: RaceData, extension: RaceData | None = None) -> BudgetTry:
     """Whether the tuned best of ``race`` settled (:func:`descentlab.study.settle.settled`) and, with
     ``extension`` (its setting alone at twice the budget), whether its runs' second half gained on their
-    first (:func:`~.settle.continued`, :func:`~.settle.gained`; no finished run counts as a gain)."""
+    first (:func:`~.settle.continued`, :func:`~.settle.gained`; None when it finished no run). No tuned best
+    (every run diverged or failed): not settled, nothing to extend."""
     best = tuned_best(race)
     if best is None:
-        return BudgetTry(race.config.epochs, None, None, True)  # nothing learned: a longer budget will not help
+        return BudgetTry(race.config.epochs, None, None, False)
     classification = race.summary.classification
     runs = [r.history for r in race.records if r.phase == FINAL and r.arm == best.arm and r.ok]
     step = BudgetTry(race.config.epochs, best.optimizer, best.selected_lr,
@@ -91,7 +92,8 @@ def budget_try(race: RaceData, extension: RaceData | None = None) -> BudgetTry:
     first, whole = continued([r.history for r in extension.records if r.phase == FINAL and r.ok],
                              race.config.epochs, classification)
     return replace(step, extension_epochs=extension.config.epochs, extension_first_best_val=first,
-                   extension_best_val=whole, extension_gained=whole is None or gained(first, whole, classification))
+                   extension_best_val=whole, extension_gained=None if whole is None else
+                   gained(first, whole, classification))
 
 
 def extension_options(best: ArmSummary) -> dict[str, Any]:
@@ -159,8 +161,9 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
                 extensions.append(longer)
                 step = budget_try(data, longer)
             tried.append(step)
-            # --quick is a demo: it never extends its budget
-            epochs = None if step.settled or quick else next_budget(epochs, workload.epochs)
+            # only a gain shown by the extension sends the race to twice the budget (--quick, a demo, never
+            # extends; no tuned best, or an extension that finished no run: nothing a longer race can be judged on)
+            epochs = next_budget(epochs, workload.epochs) if step.extension_gained else None
         main = races[-1]
         claim: dict[tuple[float, int], RaceData] = {}
         for multiple in config.multiples:

@@ -6,8 +6,8 @@ improving** when its last quarter beats the best of its early part in either of 
 
 1. a jump beyond noise: the best value of the last quarter beats the early best by more than a margin δ
    — classification (validation accuracy): best_last − best_early > δ_acc = ``SETTLE_ACC`` = 0.005
-   (half a point); regression (validation loss): (best_early − best_last) / best_early > δ_loss =
-   ``SETTLE_LOSS`` = 0.01 (1 % of the loss);
+   (half a point); regression (validation loss): best_early − best_last > δ_loss·|best_early|, δ_loss =
+   ``SETTLE_LOSS`` = 0.01 (1 % of the loss; a loss may be negative);
 2. a steady trend: the *median* of the last quarter beats the early best (any amount).
 
 With δ = 0, (1) alone is "the best validation point lies in the last quarter of the budget". The margin
@@ -36,7 +36,9 @@ a few epochs, and their difference is noise, not budget.) When that did not beat
 (:func:`gained`), twice the budget buys nothing the claim can see: E is the workload's budget, *settled
 by extension* (one arm's runs, not the whole race's). Otherwise the whole race is run again at 2·E, at
 most ``MAX_DOUBLINGS`` times (E₀·2³ = 8·E₀). The first budget that settled is the workload's budget; when
-none did, the largest one is used and the study says the tuned best was still improving there.
+none did, the largest one is used and the study says the tuned best was still improving there. A
+budget with no tuned best (every run diverged or failed) or whose extension finished no run is not
+settled, and the rule stops there: a longer budget cannot be judged better.
 """
 
 from __future__ import annotations
@@ -78,9 +80,7 @@ def still_improving(history: Sequence[Mapping[str, Any]], budget_epochs: float, 
     if classification:
         return max(last) - max(early) > SETTLE_ACC or trend > max(early)
     best_early, best_last = min(early), min(last)
-    if trend < best_early:
-        return True
-    return best_early > 0 and (best_early - best_last) / best_early > SETTLE_LOSS
+    return trend < best_early or _fell(best_early, best_last)
 
 
 def settled(histories: Iterable[Sequence[Mapping[str, Any]]], budget_epochs: float, classification: bool) -> bool:
@@ -115,10 +115,14 @@ def continued(histories: Iterable[Sequence[Mapping[str, Any]]], epochs: float,
 
 def gained(before: float | None, after: float | None, classification: bool) -> bool:
     """Whether a mean best-validation metric moved from ``before`` to ``after`` by more than the plateau
-    margin: accuracy up by more than ``SETTLE_ACC``, or loss down by more than ``SETTLE_LOSS`` of itself.
+    margin: accuracy up by more than ``SETTLE_ACC``, or loss down by more than ``SETTLE_LOSS`` of its size.
     False when either is missing (nothing to compare)."""
     if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
         return False
-    if classification:
-        return after - before > SETTLE_ACC
-    return before > 0 and (before - after) / before > SETTLE_LOSS
+    return after - before > SETTLE_ACC if classification else _fell(before, after)
+
+
+def _fell(before: float, after: float) -> bool:
+    """A loss fell beyond the margin: by more than ``SETTLE_LOSS`` of its size (a loss may be negative, a
+    Gaussian negative log-likelihood for one; from 0, any fall)."""
+    return before - after > SETTLE_LOSS * abs(before) if before != 0 else after < 0

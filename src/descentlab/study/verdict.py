@@ -171,14 +171,20 @@ def equal_budget(entries: Sequence[ClaimEntry], lr: float = HEADLINE_LR) -> list
 
 
 def equal_compute(entries: Sequence[ClaimEntry], lr: float = HEADLINE_LR) -> list[ClaimEntry]:
-    """Per workload, the entry at ``lr`` with the largest budget whose compute ratio is at most 1."""
-    out: dict[str, ClaimEntry] = {}
+    """Per workload, the entry at ``lr`` with the largest budget whose compute ratio is at most 1; a workload
+    with none (no tuned best, so no tuning compute to compare with) keeps its x1 entry, so every workload
+    is counted."""
+    by_workload: dict[str, list[ClaimEntry]] = {}
     for e in entries:
-        if e.lr != lr or e.compute_ratio is None or e.compute_ratio > 1:
-            continue
-        if e.workload not in out or e.multiple > out[e.workload].multiple:
-            out[e.workload] = e
-    return list(out.values())
+        if e.lr == lr:
+            by_workload.setdefault(e.workload, []).append(e)
+    out = []
+    for group in by_workload.values():
+        fitting = [e for e in group if e.compute_ratio is not None and e.compute_ratio <= 1]
+        pool = fitting or [e for e in group if e.multiple == 1]
+        if pool:
+            out.append(max(pool, key=lambda e: e.multiple))
+    return out
 
 
 def _counts(entries: Sequence[ClaimEntry]) -> dict[str, Any]:
@@ -217,9 +223,14 @@ class Claim:
         eb, ec = equal_budget(self.entries), equal_compute(self.entries)
         budgets = ", ".join(f"{b['workload']} {b['epochs']}" for b in self.budgets)
         open_ = [str(b["workload"]) for b in self.budgets if not b.get("settled", True)]
-        where = (f"At budgets where the tuned best optimizer had settled ({budgets} epochs)" if not open_ else
-                 f"At the study's budgets ({budgets} epochs; the tuned best had settled on all but "
-                 f"{', '.join(open_)}, where it was still improving at the largest budget tried)")
+        why = "no tuned best, or one still improving at the last budget tried"
+        if not open_:
+            where = f"At budgets where the tuned best optimizer had settled ({budgets} epochs)"
+        elif len(open_) == len(self.budgets):
+            where = f"At the study's budgets ({budgets} epochs; on none had the tuned best settled: {why})"
+        else:
+            where = (f"At the study's budgets ({budgets} epochs; the tuned best had settled on all but "
+                     f"{', '.join(open_)}: {why})")
         text = (f"{where}, untuned Adam at lr "
                 f"{HEADLINE_LR:g} came within {ACC_POINTS * 100:g} point of accuracy ({LOSS_RATIO:g}x the loss), "
                 f"judged on 95 % intervals over seeds, on {_count(eb, WITHIN)} of {len(eb)} workloads "
@@ -246,9 +257,10 @@ class Claim:
                 "budget_rule": {"max_doublings": MAX_DOUBLINGS,
                                 "rule": "the tuned best (best mean best-validation arm) has settled at a budget when "
                                         "none of its runs was still improving there (plateau), or when its setting "
-                                        "alone trained for twice the budget on the same seeds (extension) did not "
-                                        "beat its mean best validation by more than the margin; otherwise the race "
-                                        "runs again at twice the budget"},
+                                        "alone trained for twice the budget on the same seeds (extension) gained no "
+                                        "more than the margin over those runs' own first half (mean over seeds of "
+                                        "each run's best validation); when the extension gained, the race runs "
+                                        "again at twice the budget"},
                 "budgets": list(self.budgets), "by_lr_and_budget": list(by.values()),
                 "entries": [e.to_json() for e in self.entries]}
 
