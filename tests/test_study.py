@@ -160,6 +160,18 @@ def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, m
     assert not out.exists()
 
 
+def test_a_full_study_refuses_one_seed_a_demo_takes_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
+    assert main(["study", "--seeds", "1", "--out", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "seeds: the study judges the claim on intervals over paired seeds" in err[0], err
+    assert not (tmp_path / "full").exists()
+    from descentlab.study.config import make_study_config
+    from descentlab.study.suite import default_suite
+
+    assert make_study_config(default_suite(True), None, 1, True, "cpu").seeds == (0,)
+
+
 def test_study_refuses_an_out_holding_another_study_or_other_files(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     other = tmp_path / "other"
