@@ -48,9 +48,15 @@ from ._state import init_state, needs_state
 from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
 from .rule import Rule, buffer_names
 
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
-"""``-ffp-contract=off``: no fused multiply-add unless spelled (``std::fma``); the other two change no
-result (they let ``sqrt`` and selects vectorise)."""
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp")
+"""``-ffp-contract=off``: no fused multiply-add unless spelled (``std::fma``); the next two change no
+result (they let ``sqrt`` and selects vectorise). ``-fopenmp``: the step's element work is split across
+threads with OpenMP; the library's ``libgomp.so.1`` resolves to the one torch has already loaded (the
+same soname), so the kernel runs on torch's own OpenMP thread pool (docs/engine.md)."""
+LDFLAGS = ("-fopenmp",)
+GRAIN = 1 << 16
+"""Fewest elements per thread: a step of fewer than 2 x GRAIN elements runs on one thread (waking a
+second costs more than it saves). The result does not depend on it (:func:`call`)."""
 DISABLE_VAR = "DESCENTLAB_FUSED"
 """``DESCENTLAB_FUSED=0`` turns the fused path off (every group takes the other paths, with that reason)."""
 DTYPES = {torch.float32: 0, torch.float64: 1}
@@ -116,7 +122,7 @@ def _write_atomically(path: str, text: str) -> None:
 
 def _build(code: str) -> tuple[Any, str | None, float]:
     """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
-    name = _codegen.name_of(code, [*FLAGS, _cpu_key(), torch.__version__])
+    name = _codegen.name_of(code, [*FLAGS, *LDFLAGS, _cpu_key(), torch.__version__])
     known = LIBRARY.built.get(name)
     if known is not None:
         return known
@@ -134,7 +140,8 @@ def _build(code: str) -> tuple[Any, str | None, float]:
             path = os.path.join(directory, f"{name}.cpp")
             if not os.path.exists(path):  # the name is the source's digest: an existing file is this source
                 _write_atomically(path, code)  # (rewriting it would make ninja relink a library in use)
-            cpp_extension.load(name, [path], extra_cflags=list(FLAGS), build_directory=directory,
+            cpp_extension.load(name, [path], extra_cflags=list(FLAGS), extra_ldflags=list(LDFLAGS),
+                               build_directory=directory,
                                is_python_module=False, verbose=False)
             _write_atomically(built, name)  # only after a complete build: the library is whole
         library = ctypes.CDLL(os.path.join(directory, f"{name}.so"))
@@ -142,7 +149,7 @@ def _build(code: str) -> tuple[Any, str | None, float]:
         function.restype = ctypes.c_int64
         function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_uint64]
+                             ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
         result: tuple[Any, str | None, float] = (function, None, time.perf_counter() - start)
     except Exception as error:  # no compiler, no ninja, a build error: the core runs, with the reason
         message = " ".join(str(error).split())[:200]
@@ -201,14 +208,20 @@ def torch_sqrt() -> tuple[int, int]:
 
 
 def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int, hyper_rows: array, nh: int,
-         fixed_t: float, check_overlap: bool, roots: tuple[int, int]) -> array:
-    """Run the kernel over a table of ``rows`` rows with these square roots; the rejected-row flags."""
+         fixed_t: float, check_overlap: bool, roots: tuple[int, int], threads: int | None = None,
+         grain: int | None = None) -> array:
+    """Run the kernel over a table of ``rows`` rows with these square roots; the rejected-row flags.
+
+    ``threads`` (default ``torch.get_num_threads()``, so ``torch.set_num_threads`` and ``OMP_NUM_THREADS``
+    are honoured) split the elements, at most one thread per ``grain`` elements (default :data:`GRAIN`):
+    each thread takes a run of whole blocks of the rows, so the numbers are the same for any count."""
     reject = array("b", bytes(rows))
     if rows == 0:
         return reject
     kernel.function(rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else None,
                     nh, fixed_t, DTYPES[dtype], reject.buffer_info()[0], int(check_overlap),
-                    roots[0] or None, roots[1] or None, VML_MODE)
+                    roots[0] or None, roots[1] or None, VML_MODE,
+                    torch.get_num_threads() if threads is None else threads, GRAIN if grain is None else grain)
     return reject
 
 
