@@ -319,8 +319,10 @@ def source(program: Program, slots: int) -> str:
         "    int64_t nh, double fixed_t, int32_t is_double, int8_t* reject, int32_t check_overlap,",
         "    void* sqrt_float, void* sqrt_double, unsigned long long mode, int64_t threads, int64_t grain) {",
         "  return is_double",
-        "      ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode, threads, grain)",
-        "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode, threads, grain);",
+        "      ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode,",
+        "                    threads, grain)",
+        "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode,",
+        "                   threads, grain);",
         "}",
         "",
     ])
