@@ -32,12 +32,14 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
-"""Per row of the table: element count, address of state['step'] (0: none), its kind (0 none, 1 float32,
-2 float64; a non-zero address with kind 0 is refused), hyper-parameter row; then one address per slot."""
+"""The table is column-major (column c of row r at ``c * rows + r``: one column per field, built in
+Python from whole lists at once; a one-row table reads the same either way). Per row: element count,
+address of state['step'] (0: none), its kind (0 none, 1 float32, 2 float64; a non-zero address with kind 0
+is refused), hyper-parameter row; then one address per slot."""
 
 PRELUDE = r"""
 #include <cmath>
@@ -282,9 +284,14 @@ def source(program: Program, slots: int) -> str:
         "  }",
         "}",
         "template <typename T>",
-        "int64_t run(int64_t n, int64_t stride, const int64_t* meta, const double* rows, int64_t nh,",
+        "int64_t run(int64_t n, int64_t stride, const int64_t* columns, const double* rows, int64_t nh,",
         "            double fixed_t, int8_t* reject, int32_t check_overlap, void* sq, unsigned long long mode,",
         "            int64_t threads, int64_t grain) {",
+        "  // the table arrives column by column (what Python builds fastest); rows from here on",
+        "  std::vector<int64_t> table(static_cast<size_t>(n * stride));",
+        "  for (int64_t c = 0; c < stride; ++c)",
+        "    for (int64_t r = 0; r < n; ++r) table[r * stride + c] = columns[c * n + r];",
+        "  const int64_t* meta = table.data();",
         f"  static const bool written[{slots}] = {{{written}}};",
         f"  if (check_overlap) flag_overlaps(n, stride, meta, {slots}, sizeof(T), written, reject);",
         "  // each row's state['step'] += 1, once, in row order, before any update (as torch's fused step)",

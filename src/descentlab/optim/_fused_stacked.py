@@ -24,7 +24,7 @@ import torch
 
 from . import _codegen
 from ._eager import apply_update
-from ._fused import DTYPES, call, disabled, kernel_for, verify
+from ._fused import DTYPES, call, columns_of, disabled, kernel_for, verify
 from ._trace import Unsupported, flatten_hypers, guard_inputs, guards_hold
 from .rule import Rule
 
@@ -71,7 +71,7 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
     distinct = {tuple(row[i] for i in inputs): row for row, _ in rows_numbers}
     if kernel.function is None or not all(guards_hold(kernel.program, row) for row in distinct.values()):
         return None
-    tables: dict[torch.dtype, array] = {}
+    tables: dict[torch.dtype, list[list[int]]] = {}
     left: list[int] = []
     lazy: list[int] = []
     for j, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
@@ -87,9 +87,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
             continue
         block = param.numel() // k * param.element_size()
         addresses = [t.data_ptr() for t in (param, grad, *buffers)]  # type: ignore[union-attr]
-        table = tables.setdefault(param.dtype, array("q"))
+        table = tables.setdefault(param.dtype, [])
         for i in range(k):
-            table.extend([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
+            table.append([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
     hyper_rows = array("d", [value for row, _ in rows_numbers for value in row])
     stride = _codegen.META_FIXED + 2 + len(names)
     checked = {dtype: verify(kernel, rule, names, {**math, "lr": lrs[0]}, maximize, numbers, dtype, False)
@@ -101,9 +101,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
                             [states[j] for j in lazy], lrs, step)
     for dtype, table in tables.items():
         roots = checked[dtype][2]
-        rows = len(table) // stride
-        reject = call(kernel, dtype, table, rows, stride, hyper_rows, len(numbers), float(step or 0.0), True, roots)
-        if any(reject):  # stacks sharing memory: not something a race makes; refuse loudly
+        reject = call(kernel, dtype, columns_of(table, stride), len(table), stride, hyper_rows, len(numbers),
+                      float(step or 0.0), True, roots)
+        if reject.count(0) != len(table):  # stacks sharing memory: not something a race makes; refuse loudly
             raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
     return left
 
