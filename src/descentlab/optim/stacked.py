@@ -70,8 +70,6 @@ class StackedRule:
             step = float(self.step_count)
         left = None
         if self.fused and isinstance(lr, torch.Tensor) and lr.dim() == 1:  # one pass, each row its own lr
-            for param, state in zip(params, self.state, strict=True):
-                _match_layout(param, state)
             left = stacked_step(self.rule, self.math, self.names, bool(self.hypers.get("maximize")), params, grads,
                                 self.state, lr.tolist(), step)
         for j, (param, grad, state) in enumerate(zip(params, grads, self.state, strict=True)):
@@ -90,19 +88,6 @@ class StackedRule:
         for state in self.state:
             for name, value in state.items():
                 state[name] = value.index_select(0, index.to(value.device))
-
-
-def _match_layout(param: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
-    """Give each buffer of ``state`` its parameter's memory layout (same values), so the fused kernel,
-    which pairs elements by position in memory, can take the tensor. A buffer is made like its
-    parameter, but ``keep`` (``index_select``) returns the default layout, and a batched-matmul weight
-    is kept transposed inside each block: without this, every weight of a race stepped on the core."""
-    layout = param.stride()
-    for name, value in state.items():
-        if value.stride() != layout and value.shape == param.shape and value.dtype == param.dtype:
-            matched = torch.empty_like(param, memory_format=torch.preserve_format)
-            if matched.stride() == layout:
-                state[name] = matched.copy_(value)
 
 
 def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
