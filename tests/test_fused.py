@@ -349,3 +349,28 @@ def test_any_thread_count_gives_the_same_bits(cls: str, kwargs: dict, monkeypatc
         torch.set_num_threads(before)
     for other in results[1:]:
         assert all(torch.equal(x, y) for x, y in zip(results[0], other, strict=True))
+
+
+def test_a_big_group_read_column_by_column_is_torch_bit_for_bit() -> None:
+    """Groups of at least COLUMNS_FROM parameters are read a column at a time; any parameter the kernel
+    cannot take (no gradient, a buffer the user replaced by a non-contiguous one, another dtype) sends
+    the whole read row by row, with the same outcome as torch."""
+    gen = torch.Generator().manual_seed(3)
+    count = max(_fused.COLUMNS_FROM, _fused.CHUNK + 5)  # more than one chunk
+    ours = [torch.randn(7 + i % 5, generator=gen).requires_grad_() for i in range(count)]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a, b = dl.Adam(ours, lr=1e-2, amsgrad=True), torch.optim.Adam(theirs, lr=1e-2, amsgrad=True)
+    for t in range(6):
+        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+            p.grad = None if (t == 2 and i == 40) else torch.randn(p.shape, generator=gen)
+            q.grad = None if p.grad is None else p.grad.clone()
+        if t == 4:  # a buffer replaced by a strided view holding the same values
+            for opt, p in ((a, ours[count - 1]), (b, theirs[count - 1])):
+                value = opt.state[p]["exp_avg"]
+                wide = torch.zeros(value.numel() * 2)
+                wide[::2] = value
+                opt.state[p]["exp_avg"] = wide[::2]
+        a.step()
+        b.step()
+        assert dl.last_routes(a)[0].path == "fused", dl.last_routes(a)
+    _assert_bitwise(ours, theirs, a, b)
