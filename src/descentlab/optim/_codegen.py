@@ -2,13 +2,18 @@
 
 The generated ``dl_fused_step`` takes a table with one row per tensor (its element count, the address
 of each of its tensors — parameter, gradient, buffers — its ``state['step']`` and the row of
-hyper-parameters it uses) and, for each row in order:
+hyper-parameters it uses), column-major (:data:`META_FIXED`), and
 
-1. increments ``state['step']`` in place in its own dtype (as ``state['step'] += 1`` does) and reads t;
-2. when t or the hyper-parameter row changed, evaluates the scalar program in double precision, in the
-   order Python evaluates it (``std::pow`` is the C library's ``pow``, as Python's ``**``);
-3. runs the element program over the tensor in one vectorisable loop: read each input once, write each
-   output once.
+1. for each row in order, increments ``state['step']`` in place in its own dtype (as
+   ``state['step'] += 1`` does) and records t — once per row, on the calling thread, before any update;
+2. splits the rows' elements, taken in order as one sequence, into one run per thread (``threads``, at
+   most one per ``grain`` elements), each cut moved down to a multiple of ``BLOCK`` from its row's
+   start, and on each thread (OpenMP, on the runtime torch has loaded) for each piece of a row:
+   evaluates the scalar program in double precision when t or the hyper-parameter row changed, in the
+   order Python evaluates it (``std::pow`` is the C library's ``pow``, as Python's ``**``), and runs
+   the element program over the piece in one vectorisable loop: read each input once, write each
+   output once. Every block is the one a single thread would compute, so the bits do not depend on
+   the thread count.
 
 Each element op is the formula of torch's CPU kernel for it (torch 2.13, AVX2/AVX-512 builds), in the
 tensor's dtype, with its scalar cast to that dtype as torch casts it: ``add(x, y, alpha)`` is
