@@ -309,3 +309,68 @@ def test_auto_is_torchs_bits_even_where_the_kernel_cannot_reach_torchs_square_ro
     route = dl.last_routes(a)[0]
     if route.path != "fused":  # this build's torch.sqrt is not the IEEE root (MKL's on x86 wheels)
         assert route.path in ("eager", "flat") and "differs from the core" in route.reason, route
+
+
+THREAD_SHAPES = [(1,), (511,), (512,), (513,), (3, 500), (4099,), (), (10_000,), (7, 7)]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), [
+    ("Adam", {"amsgrad": True, "weight_decay": 0.1}), ("Adagrad", {"lr_decay": 0.01}),
+    ("RMSprop", {"centered": True, "momentum": 0.5}), ("SGD", {"momentum": 0.9, "nesterov": True}),
+], ids=["Adam", "Adagrad", "RMSprop", "SGD"])
+def test_any_thread_count_gives_the_same_bits(cls: str, kwargs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel splits a step's elements across torch.get_num_threads() threads in runs of whole blocks
+    (each square-root call over the same block as on one thread): 1, 2 and 3 threads give torch.optim's
+    for-loop bits, and each state['step'] moves exactly once per step. GRAIN=1 makes even these small
+    tensors split (inside a row, across rows, at a block boundary and off one)."""
+    monkeypatch.setattr(_fused, "GRAIN", 1)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            gen = torch.Generator().manual_seed(5)
+            ours = [torch.randn(s, generator=gen).requires_grad_() for s in THREAD_SHAPES]
+            theirs = [p.detach().clone().requires_grad_() for p in ours]
+            a, b = getattr(dl, cls)(ours, lr=1e-2, **kwargs), getattr(torch.optim, cls)(theirs, lr=1e-2, **kwargs)
+            for _ in range(3):
+                for p, q in zip(ours, theirs, strict=True):
+                    p.grad = torch.randn(p.shape, generator=gen)
+                    q.grad = p.grad.clone()
+                a.step()
+                b.step()
+            assert dl.last_routes(a)[0].path == "fused", dl.last_routes(a)
+            _assert_bitwise(ours, theirs, a, b)
+            for p in ours:
+                if "step" in a.state[p]:
+                    assert a.state[p]["step"].item() == 3.0
+            results.append([p.detach().clone() for p in ours])
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(results[0], other, strict=True))
+
+
+def test_a_big_group_read_column_by_column_is_torch_bit_for_bit() -> None:
+    """Groups of at least COLUMNS_FROM parameters are read a column at a time; any parameter the kernel
+    cannot take (no gradient, a buffer the user replaced by a non-contiguous one, another dtype) sends
+    the whole read row by row, with the same outcome as torch."""
+    gen = torch.Generator().manual_seed(3)
+    count = max(_fused.COLUMNS_FROM, _fused.CHUNK + 5)  # more than one chunk
+    ours = [torch.randn(7 + i % 5, generator=gen).requires_grad_() for i in range(count)]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    a, b = dl.Adam(ours, lr=1e-2, amsgrad=True), torch.optim.Adam(theirs, lr=1e-2, amsgrad=True)
+    for t in range(6):
+        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+            p.grad = None if (t == 2 and i == 40) else torch.randn(p.shape, generator=gen)
+            q.grad = None if p.grad is None else p.grad.clone()
+        if t == 4:  # a buffer replaced by a strided view holding the same values
+            for opt, p in ((a, ours[count - 1]), (b, theirs[count - 1])):
+                value = opt.state[p]["exp_avg"]
+                wide = torch.zeros(value.numel() * 2)
+                wide[::2] = value
+                opt.state[p]["exp_avg"] = wide[::2]
+        a.step()
+        b.step()
+        assert dl.last_routes(a)[0].path == "fused", dl.last_routes(a)
+    _assert_bitwise(ours, theirs, a, b)

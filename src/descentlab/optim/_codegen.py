@@ -2,13 +2,18 @@
 
 The generated ``dl_fused_step`` takes a table with one row per tensor (its element count, the address
 of each of its tensors — parameter, gradient, buffers — its ``state['step']`` and the row of
-hyper-parameters it uses) and, for each row in order:
+hyper-parameters it uses), column-major (:data:`META_FIXED`), and
 
-1. increments ``state['step']`` in place in its own dtype (as ``state['step'] += 1`` does) and reads t;
-2. when t or the hyper-parameter row changed, evaluates the scalar program in double precision, in the
-   order Python evaluates it (``std::pow`` is the C library's ``pow``, as Python's ``**``);
-3. runs the element program over the tensor in one vectorisable loop: read each input once, write each
-   output once.
+1. for each row in order, increments ``state['step']`` in place in its own dtype (as
+   ``state['step'] += 1`` does) and records t — once per row, on the calling thread, before any update;
+2. splits the rows' elements, taken in order as one sequence, into one run per thread (``threads``, at
+   most one per ``grain`` elements), each cut moved down to a multiple of ``BLOCK`` from its row's
+   start, and on each thread (OpenMP, on the runtime torch has loaded) for each piece of a row:
+   evaluates the scalar program in double precision when t or the hyper-parameter row changed, in the
+   order Python evaluates it (``std::pow`` is the C library's ``pow``, as Python's ``**``), and runs
+   the element program over the piece in one vectorisable loop: read each input once, write each
+   output once. Every block is the one a single thread would compute, so the bits do not depend on
+   the thread count.
 
 Each element op is the formula of torch's CPU kernel for it (torch 2.13, AVX2/AVX-512 builds), in the
 tensor's dtype, with its scalar cast to that dtype as torch casts it: ``add(x, y, alpha)`` is
@@ -32,18 +37,23 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 5
+ABI_VERSION = 7
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
-"""Per row of the table: element count, address of state['step'] (0: none), its kind (0 none, 1 float32,
-2 float64; a non-zero address with kind 0 is refused), hyper-parameter row; then one address per slot."""
+"""The table is column-major (column c of row r at ``c * rows + r``: one column per field, built in
+Python from whole lists at once; a one-row table reads the same either way). Per row: element count,
+address of state['step'] (0: none), its kind (0 none, 1 float32, 2 float64; a non-zero address with kind 0
+is refused), hyper-parameter row; then one address per slot."""
 
 PRELUDE = r"""
 #include <cmath>
 #include <cstdint>
 #include <vector>
 #include <algorithm>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 template <typename T> inline T dl_max(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a > b ? a : b)); }
@@ -227,7 +237,7 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
 def source(program: Program, slots: int) -> str:
     """The C++ of ``program`` for a group with ``slots`` tensors per row (param, grad, buffers)."""
     written = ", ".join("true" if k in program.outputs or k == 0 else "false" for k in range(slots))
-    args = ", ".join(f"reinterpret_cast<T*>(m[{META_FIXED + k}])" for k in range(slots))
+    args = ", ".join(f"reinterpret_cast<T*>(m[{META_FIXED + k}]) + a" for k in range(slots))
     nscalars = max(1, len(program.scalar_ops))
     return "\n".join([
         PRELUDE,
@@ -239,35 +249,92 @@ def source(program: Program, slots: int) -> str:
         *_loop_code(program, slots, staged=True),
         *_loop_code(program, slots, staged=False),
         "template <typename T>",
-        "int64_t run(int64_t n, int64_t stride, const int64_t* meta, const double* rows, int64_t nh,",
-        "            double fixed_t, int8_t* reject, int32_t check_overlap, void* sq, unsigned long long mode) {",
+        "struct Rows {",
+        "  int64_t n, stride, nh; const int64_t* meta; const double* hyper; double fixed_t;",
+        "  const int8_t* reject; const double* ts; const int64_t* ends; void* sq; unsigned long long mode;",
+        "};",
+        "// Thread k of count takes the elements from boundary k to boundary k + 1 of the group's element",
+        "// sequence (rows in order, rejected rows empty); a boundary inside a row is rounded down to a",
+        "// multiple of BLOCK from the row's start, so every block (and each square-root call over it) is",
+        "// the one a single thread computes: the result is the same for any thread count.",
+        "template <typename T>",
+        "void boundary(const Rows<T>& w, int64_t k, int64_t count, int64_t* row, int64_t* offset) {",
+        "  const int64_t total = w.n ? w.ends[w.n - 1] : 0;",
+        "  const int64_t g = static_cast<int64_t>(static_cast<__int128>(total) * k / count);",
+        "  const int64_t r = std::upper_bound(w.ends, w.ends + w.n, g) - w.ends;",
+        "  *row = r;",
+        "  if (r >= w.n) { *offset = 0; return; }",
+        "  const int64_t start = w.ends[r] - w.meta[r * w.stride];",
+        "  *offset = (g - start) / BLOCK * BLOCK;",
+        "}",
+        "template <typename T>",
+        "void work(const Rows<T>& w, int64_t k, int64_t count) {",
+        "  int64_t r0, a0, r1, a1;",
+        "  boundary(w, k, count, &r0, &a0);",
+        "  boundary(w, k + 1, count, &r1, &a1);",
+        f"  double s[{nscalars}];",
+        "  double last_t = NAN; int64_t last_row = -1;",
+        "  for (int64_t r = r0; r <= r1 && r < w.n; ++r) {",
+        "    if (w.reject[r]) continue;",
+        "    const int64_t* m = w.meta + r * w.stride;",
+        "    const int64_t a = r == r0 ? a0 : 0, b = r == r1 ? a1 : m[0];",
+        "    if (a >= b) continue;",
+        "    const double t = w.ts[r];",
+        "    if (!(t == last_t) || m[3] != last_row) {",
+        "      scalars(s, w.hyper + m[3] * w.nh, t); last_t = t; last_row = m[3];",
+        "    }",
+        f"    if ({'true' if any(op == 'sqrt' for op, _ in program.element_ops) else 'false'} && w.sq != nullptr) "
+        f"staged_loop<T>(b - a, {args}, s, w.sq, w.mode);",
+        f"    else ieee_loop<T>(b - a, {args}, s, w.sq, w.mode);",
+        "  }",
+        "}",
+        "template <typename T>",
+        "int64_t run(int64_t n, int64_t stride, const int64_t* columns, const double* rows, int64_t nh,",
+        "            double fixed_t, int8_t* reject, int32_t check_overlap, void* sq, unsigned long long mode,",
+        "            int64_t threads, int64_t grain) {",
+        "  // the table arrives column by column (what Python builds fastest); rows from here on",
+        "  std::vector<int64_t> table(static_cast<size_t>(n * stride));",
+        "  for (int64_t c = 0; c < stride; ++c)",
+        "    for (int64_t r = 0; r < n; ++r) table[r * stride + c] = columns[c * n + r];",
+        "  const int64_t* meta = table.data();",
         f"  static const bool written[{slots}] = {{{written}}};",
         f"  if (check_overlap) flag_overlaps(n, stride, meta, {slots}, sizeof(T), written, reject);",
-        f"  double s[{nscalars}];",
-        "  double last_t = NAN; int64_t last_row = -1; int64_t done = 0;",
+        "  // each row's state['step'] += 1, once, in row order, before any update (as torch's fused step)",
+        "  std::vector<double> ts(static_cast<size_t>(n));",
+        "  std::vector<int64_t> ends(static_cast<size_t>(n));",
+        "  int64_t done = 0, total = 0;",
         "  for (int64_t r = 0; r < n; ++r) {",
-        "    if (reject[r]) continue;",
         "    const int64_t* m = meta + r * stride;",
-        "    double t = fixed_t;",
-        "    if (m[2] == 1) { float* p = reinterpret_cast<float*>(m[1]); *p = *p + 1.0f; t = *p; }",
-        "    else if (m[2] == 2) { double* p = reinterpret_cast<double*>(m[1]); *p = *p + 1.0; t = *p; }",
-        "    if (!(t == last_t) || m[3] != last_row) {",
-        "      scalars(s, rows + m[3] * nh, t); last_t = t; last_row = m[3];",
+        "    if (!reject[r]) {",
+        "      double t = fixed_t;",
+        "      if (m[2] == 1) { float* p = reinterpret_cast<float*>(m[1]); *p = *p + 1.0f; t = *p; }",
+        "      else if (m[2] == 2) { double* p = reinterpret_cast<double*>(m[1]); *p = *p + 1.0; t = *p; }",
+        "      ts[r] = t; total += m[0] > 0 ? m[0] : 0; ++done;",
         "    }",
-        f"    if ({'true' if any(op == 'sqrt' for op, _ in program.element_ops) else 'false'} && sq != nullptr) "
-        f"staged_loop<T>(m[0], {args}, s, sq, mode);",
-        f"    else ieee_loop<T>(m[0], {args}, s, sq, mode);",
-        "    ++done;",
+        "    ends[r] = total;",
         "  }",
+        "  const Rows<T> w{n, stride, nh, meta, rows, fixed_t, reject, ts.data(), ends.data(), sq, mode};",
+        "  int64_t count = threads > 1 ? threads : 1;",
+        "  if (grain > 0) count = std::min<int64_t>(count, std::max<int64_t>(1, total / grain));",
+        "#ifdef _OPENMP",
+        "  if (count > 1) {",
+        "#pragma omp parallel num_threads(static_cast<int>(count))",
+        "    work(w, omp_get_thread_num(), omp_get_num_threads());",
+        "    return done;",
+        "  }",
+        "#endif",
+        "  work(w, 0, 1);",
         "  return done;",
         "}",
         "}  // namespace",
         'extern "C" int64_t dl_fused_step(int64_t n, int64_t stride, const int64_t* meta, const double* rows,',
         "    int64_t nh, double fixed_t, int32_t is_double, int8_t* reject, int32_t check_overlap,",
-        "    void* sqrt_float, void* sqrt_double, unsigned long long mode) {",
+        "    void* sqrt_float, void* sqrt_double, unsigned long long mode, int64_t threads, int64_t grain) {",
         "  return is_double",
-        "      ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode)",
-        "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode);",
+        "      ? run<double>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_double, mode,",
+        "                    threads, grain)",
+        "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode,",
+        "                   threads, grain);",
         "}",
         "",
     ])

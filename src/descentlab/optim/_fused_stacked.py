@@ -24,7 +24,7 @@ import torch
 
 from . import _codegen
 from ._eager import apply_update
-from ._fused import DTYPES, call, disabled, kernel_for, verify
+from ._fused import DTYPES, call, columns_of, disabled, kernel_for, verify
 from ._trace import Unsupported, flatten_hypers, guard_inputs, guards_hold
 from .rule import Rule
 
@@ -51,6 +51,33 @@ def blocks_of(tensor: torch.Tensor, like: torch.Tensor, k: int) -> bool:
     return size == numel // k
 
 
+def _like(tensor: torch.Tensor, param: torch.Tensor) -> bool:
+    """Whether ``tensor`` has ``param``'s layout exactly (then it is k dense blocks when ``param`` is:
+    :func:`blocks_of`, asked once per parameter)."""
+    return (type(tensor) is torch.Tensor and tensor.dtype is param.dtype and tensor.is_cpu
+            and tensor.shape == param.shape and tensor.stride() == param.stride())
+
+
+def _hyper_rows(numbers: list[float], key: tuple[Any, ...], lrs: Sequence[float]) -> list[list[float]]:
+    """Per configuration, :func:`flatten_hypers` of the group's hyper-parameters with its own lr: the first
+    configuration's list with the lr's place changed (``lr`` is one number, where the key says)."""
+    position = 0
+    for entry in key:
+        if entry[0] == "lr":
+            break
+        position += 1 if entry[1:] == ("number",) else entry[2] if entry[1] == "numbers" and len(entry) == 3 else 0
+    else:
+        return [list(numbers) for _ in lrs]
+    if position >= len(numbers):
+        return [list(numbers) for _ in lrs]
+    rows = []
+    for lr in lrs:
+        row = list(numbers)
+        row[position] = float(lr)
+        rows.append(row)
+    return rows
+
+
 def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
                  params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
                  states: Sequence[Mapping[str, torch.Tensor]], lrs: Sequence[float], step: float | None
@@ -62,24 +89,26 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         return None
     k = len(lrs)
     try:
-        rows_numbers = [flatten_hypers({**math, "lr": lr}) for lr in lrs]
-        numbers, key = rows_numbers[0]
+        numbers, key = flatten_hypers({**math, "lr": lrs[0]})
         kernel = kernel_for(rule, {**math, "lr": lrs[0]}, names, maximize, numbers, key, step)
+        rows_numbers = _hyper_rows(numbers, key, lrs)
+        if len(lrs) > 1 and rows_numbers[-1] != flatten_hypers({**math, "lr": lrs[-1]})[0]:  # never seen
+            rows_numbers = [flatten_hypers({**math, "lr": lr})[0] for lr in lrs]
     except Unsupported:
         return None
     inputs = guard_inputs(kernel.program)  # rows differing only where no guard looks (the lr) share the outcome
-    distinct = {tuple(row[i] for i in inputs): row for row, _ in rows_numbers}
+    distinct = {tuple(row[i] for i in inputs): row for row in rows_numbers}
     if kernel.function is None or not all(guards_hold(kernel.program, row) for row in distinct.values()):
         return None
-    tables: dict[torch.dtype, array] = {}
+    tables: dict[torch.dtype, list[list[int]]] = {}
     left: list[int] = []
     lazy: list[int] = []
     for j, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
         if grad is None:
             continue
         buffers = [state.get(name) for name in names]
-        if param.dtype not in DTYPES or not all(
-                blocks_of(t, param, k) for t in (param, grad, *buffers) if isinstance(t, torch.Tensor)):
+        if param.dtype not in DTYPES or not blocks_of(param, param, k) or not all(
+                _like(t, param) for t in (grad, *buffers) if isinstance(t, torch.Tensor)):
             left.append(j)
             continue
         if any(b is None for b in buffers):
@@ -87,10 +116,10 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
             continue
         block = param.numel() // k * param.element_size()
         addresses = [t.data_ptr() for t in (param, grad, *buffers)]  # type: ignore[union-attr]
-        table = tables.setdefault(param.dtype, array("q"))
+        table = tables.setdefault(param.dtype, [])
         for i in range(k):
-            table.extend([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
-    hyper_rows = array("d", [value for row, _ in rows_numbers for value in row])
+            table.append([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
+    hyper_rows = array("d", [value for row in rows_numbers for value in row])
     stride = _codegen.META_FIXED + 2 + len(names)
     checked = {dtype: verify(kernel, rule, names, {**math, "lr": lrs[0]}, maximize, numbers, dtype, False)
                for dtype in tables}
@@ -101,9 +130,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
                             [states[j] for j in lazy], lrs, step)
     for dtype, table in tables.items():
         roots = checked[dtype][2]
-        rows = len(table) // stride
-        reject = call(kernel, dtype, table, rows, stride, hyper_rows, len(numbers), float(step or 0.0), True, roots)
-        if any(reject):  # stacks sharing memory: not something a race makes; refuse loudly
+        reject = call(kernel, dtype, columns_of(table, stride), len(table), stride, hyper_rows, len(numbers),
+                      float(step or 0.0), True, roots)
+        if reject.count(0) != len(table):  # stacks sharing memory: not something a race makes; refuse loudly
             raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
     return left
 

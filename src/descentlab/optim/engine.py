@@ -38,6 +38,8 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter, is_not
 from typing import Any
 
 import torch
@@ -118,6 +120,8 @@ def step_all(optimizer: Any) -> None:
     owner = type(optimizer).__name__
     tracing = torch.compiler.is_compiling()
     for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
+        if (tracing or not group.get("capturable") or group.get("fused")) and _all_dense(group["params"]):
+            continue  # nothing below would raise: skip its per-parameter Python loop
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
@@ -126,6 +130,15 @@ def step_all(optimizer: Any) -> None:
                     raise type(problem)(f"{owner}: {problem}")
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
                      for group in optimizer.param_groups]
+
+
+_grad, _layout = attrgetter("grad"), attrgetter("layout")
+_not_none = partial(is_not, None)
+
+
+def _all_dense(params: list[torch.Tensor]) -> bool:
+    """Whether every gradient of ``params`` there is strided (one C-level pass; ``check_dense`` passes)."""
+    return set(map(_layout, filter(_not_none, map(_grad, params)))) <= {torch.strided}
 
 
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
