@@ -104,8 +104,6 @@ def extension_options(best: ArmSummary) -> dict[str, Any]:
             "batch_size": setting.batch_size, "hp": {name: [value] for name, value in setting.hypers}}
 
 
-
-
 def default_out() -> Path:
     return Path("runs") / time.strftime("study-%Y%m%d-%H%M%S")
 
