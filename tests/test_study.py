@@ -172,6 +172,21 @@ def test_a_full_study_refuses_one_seed_a_demo_takes_it(tmp_path, capsys, monkeyp
     assert make_study_config(default_suite(True), None, 1, True, "cpu").seeds == (0,)
 
 
+def test_a_study_folder_of_an_earlier_format_is_refused_not_resumed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
+    from descentlab.study.config import STUDY_FORMAT, make_study_config
+    from descentlab.study.suite import parse_workloads
+
+    out = tmp_path / "old"
+    out.mkdir()
+    config = make_study_config(parse_workloads("lstsq-linear@2", True), "sgd", 2, True, "cpu").to_json()
+    (out / "study.json").write_text(json.dumps({**config, "format": STUDY_FORMAT - 1}))
+    assert main(["study", "--quick", "--workloads", "lstsq-linear@2", "--optimizers", "sgd", "--seeds", "2",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "holds another study" in err[0] and "format" in err[0], err
+
+
 def test_study_refuses_an_out_holding_another_study_or_other_files(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(descentlab.lab, "race", lambda *a, **k: pytest.fail("a race started"))
     other = tmp_path / "other"

@@ -20,9 +20,10 @@ STUDY = "study.json"
 PROGRESS = "progress.json"
 REPORT = "report.html"
 CLAIM = "claim.json"
-STUDY_FORMAT = 2
+STUDY_FORMAT = 3
 """1: one budget per workload, Adam at the article's lrs at that budget. 2: the budget doubled until the
-tuned best settled, Adam at multiples of it, claim.json."""
+tuned best settled, Adam at multiples of it, claim.json. 3: an extension of the tuned best before any
+doubling (a study folder of format 2 would resume on another rule's path: refused)."""
 CLAIM_LRS = (1e-3, 5e-4, 1e-4)
 """The article's Adam learning rates, each raced untuned (Adam's default betas (0.9, 0.999))."""
 BUDGET_MULTIPLES = (1, 4)
