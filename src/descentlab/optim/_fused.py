@@ -29,10 +29,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import platform
-import shutil
 import threading
-import time
 from array import array
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -41,8 +38,9 @@ from typing import Any
 
 import torch
 
-from . import _codegen
+from . import _codegen, _native
 from ._eager import eager_step
+from ._gather_native import gather_native
 from ._pieces import _aliased
 from ._selfcheck import BITWISE, IEEE_SQRT, check
 from ._state import init_state, needs_state
@@ -90,74 +88,16 @@ class _Library:
 LIBRARY = _Library()
 
 
-def _cpu_key() -> str:
-    """The machine the code is built for (``-march=native``): architecture and CPU flags."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return f"{platform.machine()} {flags.strip()}"
-
-
-def _find_ninja() -> None:
-    """cpp_extension runs ``ninja`` from PATH; a virtual environment used without activating it has
-    the ``ninja`` package's binary off PATH: put it there (this process and its children only)."""
-    if shutil.which("ninja") is None:
-        try:
-            import ninja  # type: ignore[import-not-found]
-        except ImportError:
-            return
-        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
-
-
-def _write_atomically(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
+            ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
+            ctypes.c_int64, ctypes.c_int64]
+"""The generated ``dl_fused_step``'s arguments (:func:`call`)."""
 
 
 def _build(code: str) -> tuple[Any, str | None, float]:
     """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
-    name = _codegen.name_of(code, [*FLAGS, *LDFLAGS, _cpu_key(), torch.__version__])
-    known = LIBRARY.built.get(name)
-    if known is not None:
-        return known
-    start = time.perf_counter()
-    try:
-        from torch.utils import cpp_extension
-
-        _find_ninja()
-
-        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
-        directory = os.path.join(root, "descentlab", name)
-        built = os.path.join(directory, f"{name}.built")
-        if not os.path.exists(built):  # a warm start skips the build tools (ninja, compiler checks) entirely
-            os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, f"{name}.cpp")
-            if not os.path.exists(path):  # the name is the source's digest: an existing file is this source
-                _write_atomically(path, code)  # (rewriting it would make ninja relink a library in use)
-            cpp_extension.load(name, [path], extra_cflags=list(FLAGS), extra_ldflags=list(LDFLAGS),
-                               build_directory=directory,
-                               is_python_module=False, verbose=False)
-            _write_atomically(built, name)  # only after a complete build: the library is whole
-        library = ctypes.CDLL(os.path.join(directory, f"{name}.so"))
-        function = library.dl_fused_step
-        function.restype = ctypes.c_int64
-        function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                             ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
-        result: tuple[Any, str | None, float] = (function, None, time.perf_counter() - start)
-    except Exception as error:  # no compiler, no ninja, a build error: the core runs, with the reason
-        message = " ".join(str(error).split())[:200]
-        result = (None, f"building the fused kernel failed ({type(error).__name__}: {message})",
-                  time.perf_counter() - start)
-    LIBRARY.built[name] = result
-    return result
+    return _native.build(code, "the fused kernel", "dl_fused_step", ARGTYPES, ctypes.c_int64, FLAGS, LDFLAGS,
+                         LIBRARY.built)
 
 
 def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maximize: bool,
@@ -277,9 +217,15 @@ def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Te
            names: Sequence[str]) -> tuple[dict[torch.dtype, Table], list[torch.Tensor]]:
     """Read the group afresh: one table per dtype of the rows the kernel can take (dense contiguous
     float32/float64 CPU tensors of the parameter's shape and dtype, plain ``torch.Tensor``s, every buffer
-    there), and the rest. The usual group (every parameter with a gradient, one dtype, every buffer made)
-    is read a column at a time (:func:`_gather_uniform`: each check and address one C-level ``map`` over
-    the group, no Python code per tensor); anything else, row by row (:func:`_gather_rows`)."""
+    there), and the rest. The usual group (each parameter without a gradient or with one the kernel
+    takes, one dtype, every buffer made) is read in C where the native reader is built
+    (:mod:`._gather_native`); otherwise, if every parameter has a gradient, a column at a time
+    (:func:`_gather_uniform`: each check and address one C-level ``map`` over the group); anything else,
+    row by row (:func:`_gather_rows`)."""
+    native = gather_native(group, states if needs_state(rule, group) else None, names, rule.counts_steps)
+    if native is not None:
+        dtype, meta, taken = native
+        return ({dtype: Table(meta, taken)} if taken else {}), []
     if len(group["params"]) >= COLUMNS_FROM:
         uniform = _gather_uniform(rule, group, states, names)
         if uniform is not None:

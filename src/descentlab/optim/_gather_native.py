@@ -1,0 +1,200 @@
+"""The fused path's table of a param group, read in C: the same tests as :func:`._fused.gather`'s Python
+reading, without Python bytecode per tensor.
+
+Per step, nothing kept: the function reads ``group["params"]``, each parameter's ``.grad`` (the
+attribute, as Python reads it) and ``state[p]`` (``states[p]``, so a ``defaultdict`` makes an empty one, as
+Python's reading does) afresh, and reaches each tensor through the C++ extension API
+(``THPVariable_Unpack``: the ``at::Tensor`` a Python tensor holds). It takes the usual group only: every
+parameter either without a gradient (skipped, as the Python reading skips it) or a plain
+``torch.Tensor``/``Parameter`` of one float dtype, dense, contiguous, on the CPU, with a plain gradient
+and every buffer of its shape and dtype already in its state (and a 0-d CPU float ``step`` where the rule
+counts steps). Anything else — a subclass, another dtype, a buffer still to make or replaced by a strided
+view, a state that is not a ``dict``, an exception from any call — returns "not taken", and the Python
+reading (:func:`._fused._gather_rows`) reads the group instead, with its own outcome. So this reader
+changes the time of a step, never what it computes; a test compares its tables with the Python
+reading's on groups built to hit every test.
+
+Built once per machine and torch version (about 20 s: the extension headers); if it cannot be built, the
+Python reading serves every group, with the same numbers. ``DESCENTLAB_NATIVE_GATHER=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from array import array
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import torch
+
+from . import _codegen, _native
+
+SOURCE = r"""
+#include <Python.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+// 1: float32, 2: float64, 0: any other dtype (the row's kind of step, and the table's dtype)
+int kind_of(c10::ScalarType type) {
+  return type == c10::ScalarType::Float ? 1 : type == c10::ScalarType::Double ? 2 : 0;
+}
+
+// a dense contiguous CPU tensor of this dtype and shape (the tests the Python reading makes)
+bool plain(const at::Tensor& t, c10::ScalarType type, c10::IntArrayRef shape) {
+  return t.layout() == c10::kStrided && t.scalar_type() == type && t.is_cpu() && t.is_contiguous()
+         && t.sizes().equals(shape);
+}
+
+PyObject* interned(PyObject** slot, const char* text) {
+  if (*slot == nullptr) *slot = PyUnicode_InternFromString(text);
+  return *slot;
+}
+
+// a new reference, released when the row is read (or given up)
+struct Ref {
+  PyObject* object;
+  ~Ref() { Py_XDECREF(object); }
+};
+
+PyObject* grad_name = nullptr;
+PyObject* step_name = nullptr;
+
+// -1: not taken (the Python reading follows); else the number of rows written
+int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts, PyTypeObject* tensor_type,
+             PyTypeObject* parameter_type, int64_t* meta, int64_t* taken, int64_t* kind_out) {
+  if (!PyList_CheckExact(params) || !PyTuple_CheckExact(names)) return -1;
+  const Py_ssize_t n = PyList_GET_SIZE(params);
+  const Py_ssize_t slots = PyTuple_GET_SIZE(names);
+  const Py_ssize_t complete = slots + (counts ? 1 : 0);
+  const bool stateful = states != Py_None;
+  if (!stateful && complete != 0) return -1;
+  PyObject* grad_key = interned(&grad_name, "grad");
+  PyObject* step_key = interned(&step_name, "step");
+  if (grad_key == nullptr || step_key == nullptr) return -1;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  int64_t rows = 0;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* param = PyList_GET_ITEM(params, i);
+    if (Py_TYPE(param) != tensor_type && Py_TYPE(param) != parameter_type) return -1;
+    Ref grad{PyObject_GetAttr(param, grad_key)};
+    if (grad.object == nullptr) return -1;
+    if (grad.object == Py_None) continue;  // no gradient: no row (as the Python reading)
+    if (Py_TYPE(grad.object) != tensor_type) return -1;
+    const at::Tensor& p = THPVariable_Unpack(param);
+    const at::Tensor& g = THPVariable_Unpack(grad.object);
+    if (dtype == c10::ScalarType::Undefined) {
+      dtype = p.scalar_type();
+      if (kind_of(dtype) == 0) return -1;
+    }
+    if (!plain(p, dtype, p.sizes()) || !plain(g, dtype, p.sizes())) return -1;
+    int64_t step_address = 0, step_kind = 0;
+    const int64_t row = rows;
+    if (stateful) {
+      Ref held{PyObject_GetItem(states, param)};  // a defaultdict makes {} (as states[p] does)
+      PyObject* state = held.object;
+      if (state == nullptr || !PyDict_CheckExact(state) || PyDict_GET_SIZE(state) != complete) {
+        return -1;  // a state to make (the Python reading makes it), or other keys
+      }
+      if (counts) {
+        PyObject* step = PyDict_GetItemWithError(state, step_key);
+        if (step == nullptr || Py_TYPE(step) != tensor_type) return -1;
+        const at::Tensor& s = THPVariable_Unpack(step);
+        step_kind = s.layout() == c10::kStrided ? kind_of(s.scalar_type()) : 0;
+        if (step_kind == 0 || !s.is_cpu() || s.dim() != 0) return -1;
+        step_address = reinterpret_cast<int64_t>(s.data_ptr());
+      }
+      for (Py_ssize_t k = 0; k < slots; ++k) {
+        PyObject* buffer = PyDict_GetItemWithError(state, PyTuple_GET_ITEM(names, k));
+        if (buffer == nullptr || Py_TYPE(buffer) != tensor_type) return -1;
+        const at::Tensor& b = THPVariable_Unpack(buffer);
+        if (!plain(b, dtype, p.sizes())) return -1;
+        meta[(6 + k) * n + row] = reinterpret_cast<int64_t>(b.data_ptr());
+      }
+    }
+    meta[0 * n + row] = p.numel();
+    meta[1 * n + row] = step_address;
+    meta[2 * n + row] = step_kind;
+    meta[3 * n + row] = 0;  // hyper-parameter row 0
+    meta[4 * n + row] = reinterpret_cast<int64_t>(p.data_ptr());
+    meta[5 * n + row] = reinterpret_cast<int64_t>(g.data_ptr());
+    taken[row] = i;
+    rows += 1;
+  }
+  if (rows < n) {  // columns of n rows -> columns of `rows` rows (moving down: memmove in column order)
+    for (Py_ssize_t c = 1; c < 6 + slots; ++c) std::memmove(meta + c * rows, meta + c * n, rows * sizeof(int64_t));
+  }
+  *kind_out = kind_of(dtype);
+  return rows;
+}
+
+}  // namespace
+
+extern "C" int64_t dl_gather(PyObject* params, PyObject* states, PyObject* names, int64_t counts,
+                             PyObject* tensor_type, PyObject* parameter_type, int64_t* meta, int64_t* taken,
+                             int64_t* kind) {
+  int64_t rows = -1;
+  try {
+    rows = read(params, states, names, counts, reinterpret_cast<PyTypeObject*>(tensor_type),
+                reinterpret_cast<PyTypeObject*>(parameter_type), meta, taken, kind);
+  } catch (...) {  // any C++ error: not taken, the Python reading decides
+    rows = -1;
+  }
+  if (rows < 0) PyErr_Clear();
+  return rows;
+}
+"""
+"""Columns (:data:`._codegen.META_FIXED`): element count, step address, step kind, hyper-parameter row,
+parameter, gradient, then one per buffer."""
+
+CFLAGS = ("-O2",)
+DISABLE_VAR = "DESCENTLAB_NATIVE_GATHER"
+_BUILT: dict[str, _native.Built] = {}
+_LOCK = threading.Lock()
+_ARGTYPES = [ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.c_int64, ctypes.py_object,
+             ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+_DTYPES = {1: torch.float32, 2: torch.float64}
+
+
+def function() -> Any:
+    """The loaded reader (built on first use), or None where it is off or cannot be built."""
+    if os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no"):
+        return None
+    if _BUILT:  # built (or failed) already in this process
+        return next(iter(_BUILT.values()))[0]
+    with _LOCK:
+        reader, _problem, _seconds = _native.build(SOURCE, "the native table reader", "dl_gather", _ARGTYPES,
+                                                   ctypes.c_int64, CFLAGS, (), _BUILT, python_api=True)
+    return reader
+
+
+def read_group(reader: Any, params: list[torch.Tensor], states: MutableMapping[torch.Tensor, Any] | None,
+               names: Sequence[str], counts: bool) -> tuple[torch.dtype, array, list[torch.Tensor]] | None:
+    """The group's rows as (dtype, column-major table, the parameters of the rows), or None when the
+    reader does not take the group (the Python reading follows). ``states`` None: the rule keeps none."""
+    count = len(params)
+    meta = array("q", bytes(8 * count * (_codegen.META_FIXED + 2 + len(names))))
+    taken = array("q", bytes(8 * count))
+    kind = array("q", [0])
+    rows = reader(params, states, tuple(names), int(counts), torch.Tensor, torch.nn.Parameter,
+                  meta.buffer_info()[0], taken.buffer_info()[0], kind.buffer_info()[0])
+    if rows < 0:
+        return None
+    if rows == count:
+        return _DTYPES.get(kind[0], torch.float32), meta, list(params)
+    stride = _codegen.META_FIXED + 2 + len(names)
+    return (_DTYPES.get(kind[0], torch.float32), meta[:rows * stride],
+            [params[index] for index in taken[:rows]])
+
+
+def gather_native(group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any] | None,
+                  names: Sequence[str], counts: bool) -> tuple[torch.dtype, array, list[torch.Tensor]] | None:
+    """:func:`read_group` with the process's reader; None where there is none or it does not take the group."""
+    reader = function()
+    if reader is None:
+        return None
+    return read_group(reader, group["params"], states, names, counts)

@@ -1,0 +1,95 @@
+"""Compiling a C++ source into a loaded function: ``torch.utils.cpp_extension`` builds it once per machine
+(its extension directory, the source's digest as the name), ``ctypes`` loads it.
+
+Shared by the fused kernels (:mod:`._fused`) and the native table reader (:mod:`._gather_native`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+import time
+from collections.abc import MutableMapping, Sequence
+from typing import Any
+
+import torch
+
+from . import _codegen
+
+Built = tuple[Any, str | None, float]
+"""(the loaded C function or None, why it could not be built or None, seconds the build or load took)."""
+
+
+def cpu_key() -> str:
+    """The machine the code is built for (``-march=native``): architecture and CPU flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {flags.strip()}"
+
+
+def _find_ninja() -> None:
+    """cpp_extension runs ``ninja`` from PATH; a virtual environment used without activating it has
+    the ``ninja`` package's binary off PATH: put it there (this process and its children only)."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
+def _write_atomically(path: str, text: str) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def build(code: str, what: str, symbol: str, argtypes: Sequence[Any], restype: Any,
+          cflags: Sequence[str], ldflags: Sequence[str], cache: MutableMapping[str, Built],
+          python_api: bool = False) -> Built:
+    """Compile ``code`` (or load it from torch's extension cache) and return its function ``symbol``.
+
+    ``cache``: this process's builds by name (the name is a digest of the source, the flags, the machine
+    and torch's version). ``python_api``: the function uses the Python C API (loaded with
+    ``ctypes.PyDLL``: called holding the GIL). Any failure (no compiler, no ninja, a build error) is
+    returned as the problem ``f"building {what} failed (...)"``, never raised."""
+    name = _codegen.name_of(code, [*cflags, *ldflags, cpu_key(), torch.__version__])
+    known = cache.get(name)
+    if known is not None:
+        return known
+    start = time.perf_counter()
+    try:
+        from torch.utils import cpp_extension
+
+        _find_ninja()
+
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        directory = os.path.join(root, "descentlab", name)
+        built = os.path.join(directory, f"{name}.built")
+        if not os.path.exists(built):  # a warm start skips the build tools (ninja, compiler checks) entirely
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{name}.cpp")
+            if not os.path.exists(path):  # the name is the source's digest: an existing file is this source
+                _write_atomically(path, code)  # (rewriting it would make ninja relink a library in use)
+            cpp_extension.load(name, [path], extra_cflags=list(cflags), extra_ldflags=list(ldflags),
+                               build_directory=directory, is_python_module=False, verbose=False)
+            _write_atomically(built, name)  # only after a complete build: the library is whole
+        loader = ctypes.PyDLL if python_api else ctypes.CDLL
+        function = getattr(loader(os.path.join(directory, f"{name}.so")), symbol)
+        function.restype = restype
+        function.argtypes = list(argtypes)
+        result: Built = (function, None, time.perf_counter() - start)
+    except Exception as error:  # the caller's slower path runs, with the reason
+        message = " ".join(str(error).split())[:200]
+        result = (None, f"building {what} failed ({type(error).__name__}: {message})", time.perf_counter() - start)
+    cache[name] = result
+    return result
