@@ -31,13 +31,16 @@ import torch
 
 from . import _codegen, _native
 
-SOURCE = r"""
+TEMPLATE = r"""
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
+
+constexpr Py_ssize_t fixed = FIXED_COLUMNS;  // element count, step, its kind, hyper row, param, grad
 
 // 1: float32, 2: float64, 0: any other dtype (the row's kind of step, and the table's dtype)
 int kind_of(c10::ScalarType type) {
@@ -64,9 +67,10 @@ struct Ref {
 PyObject* grad_name = nullptr;
 PyObject* step_name = nullptr;
 
-// -1: not taken (the Python reading follows); else the number of rows written
+// -1: not taken (the Python reading follows); else the number of rows written to meta (columns of n rows)
 int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts, PyTypeObject* tensor_type,
-             PyTypeObject* parameter_type, int64_t* meta, int64_t* taken, int64_t* kind_out) {
+             PyTypeObject* parameter_type, std::vector<int64_t>& meta, std::vector<Py_ssize_t>& taken,
+             int* kind_out) {
   if (!PyList_CheckExact(params) || !PyTuple_CheckExact(names)) return -1;
   const Py_ssize_t n = PyList_GET_SIZE(params);
   const Py_ssize_t slots = PyTuple_GET_SIZE(names);
@@ -77,6 +81,8 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
   PyObject* step_key = interned(&step_name, "step");
   if (grad_key == nullptr || step_key == nullptr) return -1;
   c10::ScalarType dtype = c10::ScalarType::Undefined;
+  meta.assign(n * (fixed + slots), 0);
+  taken.assign(n, 0);
   int64_t rows = 0;
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* param = PyList_GET_ITEM(params, i);
@@ -113,7 +119,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         if (buffer == nullptr || Py_TYPE(buffer) != tensor_type) return -1;
         const at::Tensor& b = THPVariable_Unpack(buffer);
         if (!plain(b, dtype, p.sizes())) return -1;
-        meta[(6 + k) * n + row] = reinterpret_cast<int64_t>(b.data_ptr());
+        meta[(fixed + k) * n + row] = reinterpret_cast<int64_t>(b.data_ptr());
       }
     }
     meta[0 * n + row] = p.numel();
@@ -126,28 +132,54 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
     rows += 1;
   }
   if (rows < n) {  // columns of n rows -> columns of `rows` rows (moving down: memmove in column order)
-    for (Py_ssize_t c = 1; c < 6 + slots; ++c) std::memmove(meta + c * rows, meta + c * n, rows * sizeof(int64_t));
+    for (Py_ssize_t c = 1; c < fixed + slots; ++c) {
+      std::memmove(meta.data() + c * rows, meta.data() + c * n, rows * sizeof(int64_t));
+    }
   }
   *kind_out = kind_of(dtype);
   return rows;
 }
 
+// (kind, the table's bytes, the rows' parameters) or None
+PyObject* result(PyObject* params, int64_t rows, Py_ssize_t columns, const std::vector<int64_t>& meta,
+                 const std::vector<Py_ssize_t>& taken, int kind) {
+  Ref table{PyBytes_FromStringAndSize(reinterpret_cast<const char*>(meta.data()),
+                                      static_cast<Py_ssize_t>(rows * columns * sizeof(int64_t)))};
+  Ref rows_params{PyList_New(rows)};
+  if (table.object == nullptr || rows_params.object == nullptr) return nullptr;
+  for (int64_t r = 0; r < rows; ++r) {
+    PyObject* param = PyList_GET_ITEM(params, taken[r]);
+    Py_INCREF(param);
+    PyList_SET_ITEM(rows_params.object, r, param);
+  }
+  return Py_BuildValue("(iOO)", kind, table.object, rows_params.object);
+}
+
 }  // namespace
 
-extern "C" int64_t dl_gather(PyObject* params, PyObject* states, PyObject* names, int64_t counts,
-                             PyObject* tensor_type, PyObject* parameter_type, int64_t* meta, int64_t* taken,
-                             int64_t* kind) {
-  int64_t rows = -1;
+extern "C" PyObject* dl_gather(PyObject* params, PyObject* states, PyObject* names, int64_t counts,
+                               PyObject* tensor_type, PyObject* parameter_type) {
+  std::vector<int64_t> meta;
+  std::vector<Py_ssize_t> taken;
+  int kind = 0;
+  PyObject* out = nullptr;
   try {
-    rows = read(params, states, names, counts, reinterpret_cast<PyTypeObject*>(tensor_type),
-                reinterpret_cast<PyTypeObject*>(parameter_type), meta, taken, kind);
+    const int64_t rows = read(params, states, names, counts, reinterpret_cast<PyTypeObject*>(tensor_type),
+                              reinterpret_cast<PyTypeObject*>(parameter_type), meta, taken, &kind);
+    if (rows >= 0) out = result(params, rows, fixed + PyTuple_GET_SIZE(names), meta, taken, kind);
   } catch (...) {  // any C++ error: not taken, the Python reading decides
-    rows = -1;
+    Py_XDECREF(out);
+    out = nullptr;
   }
-  if (rows < 0) PyErr_Clear();
-  return rows;
+  if (out == nullptr) {
+    PyErr_Clear();
+    Py_INCREF(Py_None);
+    out = Py_None;
+  }
+  return out;
 }
 """
+SOURCE = TEMPLATE.replace("FIXED_COLUMNS", str(_codegen.META_FIXED + 2))
 """Columns (:data:`._codegen.META_FIXED`): element count, step address, step kind, hyper-parameter row,
 parameter, gradient, then one per buffer."""
 
@@ -156,7 +188,7 @@ DISABLE_VAR = "DESCENTLAB_NATIVE_GATHER"
 _BUILT: dict[str, _native.Built] = {}
 _LOCK = threading.Lock()
 _ARGTYPES = [ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.c_int64, ctypes.py_object,
-             ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+             ctypes.py_object]
 _DTYPES = {1: torch.float32, 2: torch.float64}
 
 
@@ -168,7 +200,7 @@ def function() -> Any:
         return next(iter(_BUILT.values()))[0]
     with _LOCK:
         reader, _problem, _seconds = _native.build(SOURCE, "the native table reader", "dl_gather", _ARGTYPES,
-                                                   ctypes.c_int64, CFLAGS, (), _BUILT, python_api=True)
+                                                   ctypes.py_object, CFLAGS, (), _BUILT, python_api=True)
     return reader
 
 
@@ -176,19 +208,13 @@ def read_group(reader: Any, params: list[torch.Tensor], states: MutableMapping[t
                names: Sequence[str], counts: bool) -> tuple[torch.dtype, array, list[torch.Tensor]] | None:
     """The group's rows as (dtype, column-major table, the parameters of the rows), or None when the
     reader does not take the group (the Python reading follows). ``states`` None: the rule keeps none."""
-    count = len(params)
-    meta = array("q", bytes(8 * count * (_codegen.META_FIXED + 2 + len(names))))
-    taken = array("q", bytes(8 * count))
-    kind = array("q", [0])
-    rows = reader(params, states, tuple(names), int(counts), torch.Tensor, torch.nn.Parameter,
-                  meta.buffer_info()[0], taken.buffer_info()[0], kind.buffer_info()[0])
-    if rows < 0:
+    read = reader(params, states, tuple(names), int(counts), torch.Tensor, torch.nn.Parameter)
+    if read is None:
         return None
-    if rows == count:
-        return _DTYPES.get(kind[0], torch.float32), meta, list(params)
-    stride = _codegen.META_FIXED + 2 + len(names)
-    return (_DTYPES.get(kind[0], torch.float32), meta[:rows * stride],
-            [params[index] for index in taken[:rows]])
+    kind, table, taken = read
+    meta = array("q")
+    meta.frombytes(table)
+    return _DTYPES.get(kind, torch.float32), meta, taken
 
 
 def gather_native(group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any] | None,
