@@ -27,7 +27,7 @@ class Marked(torch.nn.Parameter):
 
 
 def _reader() -> Any:
-    reader = _gather_native.function()
+    reader = _gather_native.reader()
     assert reader is not None, "the native reader did not build on this machine"
     return reader
 
@@ -193,3 +193,22 @@ def test_a_user_changing_tensors_between_steps_gets_torchs_numbers() -> None:
         assert dl.last_routes(a)[0].path == "fused", dl.last_routes(a)
     for p, q in zip(ours, theirs, strict=True):
         assert torch.equal(p, q)
+
+
+def test_the_layout_check_is_the_python_checks() -> None:
+    """``all_dense`` says True only where every gradient there is a plain strided tensor; a sparse or
+    subclass gradient is left to the Python check (which raises for sparse, as torch.optim does)."""
+    _reader()
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(3)]
+    params[0].grad = torch.randn(3)
+    assert _gather_native.all_dense(params) is True  # params[1:] have no gradient: nothing to check
+    params[1].grad = torch.randn(3).to_sparse()
+    assert _gather_native.all_dense(params) is None
+    params[1].grad = Marked(torch.randn(3))
+    assert _gather_native.all_dense(params) is None
+    params[1].grad = torch.randn(3).to_sparse()
+    opt = dl.Adam(params, lr=0.1)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))

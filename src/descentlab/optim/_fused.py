@@ -96,8 +96,10 @@ ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ct
 
 def _build(code: str) -> tuple[Any, str | None, float]:
     """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
-    return _native.build(code, "the fused kernel", "dl_fused_step", ARGTYPES, ctypes.c_int64, FLAGS, LDFLAGS,
-                         LIBRARY.built)
+    library, problem, seconds = _native.build(code, "the fused kernel", FLAGS, LDFLAGS, LIBRARY.built)
+    if library is None:
+        return None, problem, seconds
+    return _native.function(library, "dl_fused_step", ARGTYPES, ctypes.c_int64), None, seconds
 
 
 def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maximize: bool,

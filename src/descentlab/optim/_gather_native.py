@@ -25,6 +25,7 @@ import os
 import threading
 from array import array
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -157,6 +158,29 @@ PyObject* result(PyObject* params, int64_t rows, Py_ssize_t columns, const std::
 
 }  // namespace
 
+// 1: every gradient there is a plain strided tensor; -1: not known here (the Python check decides)
+extern "C" int64_t dl_all_dense(PyObject* params, PyObject* tensor_type) {
+  if (!PyList_CheckExact(params) || interned(&grad_name, "grad") == nullptr) {
+    PyErr_Clear();
+    return -1;
+  }
+  try {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); ++i) {
+      Ref grad{PyObject_GetAttr(PyList_GET_ITEM(params, i), grad_name)};
+      if (grad.object == Py_None) continue;
+      if (grad.object == nullptr || Py_TYPE(grad.object) != reinterpret_cast<PyTypeObject*>(tensor_type)
+          || THPVariable_Unpack(grad.object).layout() != c10::kStrided) {
+        PyErr_Clear();
+        return -1;
+      }
+    }
+  } catch (...) {
+    PyErr_Clear();
+    return -1;
+  }
+  return 1;
+}
+
 extern "C" PyObject* dl_gather(PyObject* params, PyObject* states, PyObject* names, int64_t counts,
                                PyObject* tensor_type, PyObject* parameter_type) {
   std::vector<int64_t> meta;
@@ -185,30 +209,59 @@ parameter, gradient, then one per buffer."""
 
 CFLAGS = ("-O2",)
 DISABLE_VAR = "DESCENTLAB_NATIVE_GATHER"
-_BUILT: dict[str, _native.Built] = {}
 _LOCK = threading.Lock()
-_ARGTYPES = [ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.c_int64, ctypes.py_object,
-             ctypes.py_object]
+_GATHER_ARGS = [ctypes.py_object, ctypes.py_object, ctypes.py_object, ctypes.c_int64, ctypes.py_object,
+                ctypes.py_object]
 _DTYPES = {1: torch.float32, 2: torch.float64}
 
 
-def function() -> Any:
+@dataclass(frozen=True)
+class Reader:
+    """The library's two functions: the group's table, and the gradients' layout check."""
+
+    gather: Any
+    all_dense: Any
+
+
+_READER: list[Reader | None] = []
+"""This process's reader, once built or found unbuildable."""
+
+
+def _off() -> bool:
+    return os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no")
+
+
+def reader() -> Reader | None:
     """The loaded reader (built on first use), or None where it is off or cannot be built."""
-    if os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no"):
+    if _off():
         return None
-    if _BUILT:  # built (or failed) already in this process
-        return next(iter(_BUILT.values()))[0]
+    if _READER:
+        return _READER[0]
     with _LOCK:
-        reader, _problem, _seconds = _native.build(SOURCE, "the native table reader", "dl_gather", _ARGTYPES,
-                                                   ctypes.py_object, CFLAGS, (), _BUILT, python_api=True)
-    return reader
+        if not _READER:
+            library, _problem, _seconds = _native.build(SOURCE, "the native table reader", CFLAGS, (), {},
+                                                        python_api=True)
+            _READER.append(None if library is None else Reader(
+                _native.function(library, "dl_gather", _GATHER_ARGS, ctypes.py_object),
+                _native.function(library, "dl_all_dense", [ctypes.py_object, ctypes.py_object], ctypes.c_int64)))
+    return _READER[0]
 
 
-def read_group(reader: Any, params: list[torch.Tensor], states: MutableMapping[torch.Tensor, Any] | None,
+def all_dense(params: list[torch.Tensor]) -> bool | None:
+    """True when every gradient of ``params`` there is a plain strided tensor; None when not known here
+    (no reader built yet — this check never builds it: only a fused step does —, or a gradient of another
+    layout or type: the caller's Python check decides)."""
+    native = _READER[0] if _READER and not _off() else None
+    if native is None:
+        return None
+    return True if native.all_dense(params, torch.Tensor) == 1 else None
+
+
+def read_group(native: Reader, params: list[torch.Tensor], states: MutableMapping[torch.Tensor, Any] | None,
                names: Sequence[str], counts: bool) -> tuple[torch.dtype, array, list[torch.Tensor]] | None:
     """The group's rows as (dtype, column-major table, the parameters of the rows), or None when the
     reader does not take the group (the Python reading follows). ``states`` None: the rule keeps none."""
-    read = reader(params, states, tuple(names), int(counts), torch.Tensor, torch.nn.Parameter)
+    read = native.gather(params, states, tuple(names), int(counts), torch.Tensor, torch.nn.Parameter)
     if read is None:
         return None
     kind, table, taken = read
@@ -220,7 +273,7 @@ def read_group(reader: Any, params: list[torch.Tensor], states: MutableMapping[t
 def gather_native(group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any] | None,
                   names: Sequence[str], counts: bool) -> tuple[torch.dtype, array, list[torch.Tensor]] | None:
     """:func:`read_group` with the process's reader; None where there is none or it does not take the group."""
-    reader = function()
-    if reader is None:
+    native = reader()
+    if native is None:
         return None
-    return read_group(reader, group["params"], states, names, counts)
+    return read_group(native, group["params"], states, names, counts)

@@ -19,7 +19,7 @@ import torch
 from . import _codegen
 
 Built = tuple[Any, str | None, float]
-"""(the loaded C function or None, why it could not be built or None, seconds the build or load took)."""
+"""(the loaded library or None, why it could not be built or None, seconds the build or load took)."""
 
 
 def cpu_key() -> str:
@@ -53,14 +53,21 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
-def build(code: str, what: str, symbol: str, argtypes: Sequence[Any], restype: Any,
-          cflags: Sequence[str], ldflags: Sequence[str], cache: MutableMapping[str, Built],
+def function(library: Any, symbol: str, argtypes: Sequence[Any], restype: Any) -> Any:
+    """``library``'s C function ``symbol`` with its argument and result types declared."""
+    bound = getattr(library, symbol)
+    bound.argtypes = list(argtypes)
+    bound.restype = restype
+    return bound
+
+
+def build(code: str, what: str, cflags: Sequence[str], ldflags: Sequence[str], cache: MutableMapping[str, Built],
           python_api: bool = False) -> Built:
-    """Compile ``code`` (or load it from torch's extension cache) and return its function ``symbol``.
+    """Compile ``code`` (or load it from torch's extension cache) and load the library.
 
     ``cache``: this process's builds by name (the name is a digest of the source, the flags, the machine
     and torch's version). ``python_api``: the function uses the Python C API (loaded with
-    ``ctypes.PyDLL``: called holding the GIL). Any failure (no compiler, no ninja, a build error) is
+    ``ctypes.PyDLL``: its functions are called holding the GIL). Any failure (no compiler, no ninja, a build error) is
     returned as the problem ``f"building {what} failed (...)"``, never raised."""
     name = _codegen.name_of(code, [*cflags, *ldflags, cpu_key(), torch.__version__])
     known = cache.get(name)
@@ -84,10 +91,7 @@ def build(code: str, what: str, symbol: str, argtypes: Sequence[Any], restype: A
                                build_directory=directory, is_python_module=False, verbose=False)
             _write_atomically(built, name)  # only after a complete build: the library is whole
         loader = ctypes.PyDLL if python_api else ctypes.CDLL
-        function = getattr(loader(os.path.join(directory, f"{name}.so")), symbol)
-        function.restype = restype
-        function.argtypes = list(argtypes)
-        result: Built = (function, None, time.perf_counter() - start)
+        result: Built = (loader(os.path.join(directory, f"{name}.so")), None, time.perf_counter() - start)
     except Exception as error:  # the caller's slower path runs, with the reason
         message = " ".join(str(error).split())[:200]
         result = (None, f"building {what} failed ({type(error).__name__}: {message})", time.perf_counter() - start)

@@ -47,6 +47,7 @@ import torch
 from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._fused import fused_route
+from ._gather_native import all_dense
 from ._pieces import eager_piece, step_pieces, take
 from .hyper import capturable_problem
 from .probe import shape_problem
@@ -137,7 +138,10 @@ _not_none = partial(is_not, None)
 
 
 def _all_dense(params: list[torch.Tensor]) -> bool:
-    """Whether every gradient of ``params`` there is strided (one C-level pass; ``check_dense`` passes)."""
+    """Whether every gradient of ``params`` there is strided (``check_dense`` passes): in C where the native
+    reader is built and every gradient is a plain tensor, else one C-level ``map`` pass."""
+    if all_dense(params):
+        return True
     return set(map(_layout, filter(_not_none, map(_grad, params)))) <= {torch.strided}
 
 
