@@ -19,7 +19,11 @@ member's loss depends on its own weights only, and only the losses of members st
 backpropagated.
 
 Results agree with the single-run loop within float32 rounding, not bitwise: a batched matmul
-rounds differently from k small ones, and ``γ·u/v`` is one product more than ``addcdiv``'s.
+rounds differently from k small ones (the update is the per-run update's bits where the fused kernel
+runs, :mod:`descentlab.optim._fused_stacked`). A member's numbers do not depend on which or how many
+other members share its stack, nor on when they leave it (``tests/test_batched_composition.py``):
+buffers keep their layout when members leave, and the validation split is cut as the single-run loop
+cuts it, whatever k.
 ``wall_s`` of a member is its share of the batch's time: the shared forward, backward and
 evaluations split evenly over the members training, plus its optimizer's update split over that
 optimizer's members.
