@@ -84,10 +84,27 @@ class StackedRule:
             apply_update(self.rule, param, grad, state, self.names, {**self.math, "lr": column}, step)
 
     def keep(self, index: torch.Tensor) -> None:
-        """Keep only the configurations at ``index`` (a 1-d index tensor), in that order."""
+        """Keep only the configurations at ``index`` (a 1-d index tensor), in that order, each buffer in
+        the layout it had (:func:`rows_in_layout`)."""
         for state in self.state:
             for name, value in state.items():
-                state[name] = value.index_select(0, index.to(value.device))
+                state[name] = rows_in_layout(value, index)
+
+
+def rows_in_layout(value: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``value``'s rows at ``index`` (no more than it has), stored in ``value``'s own layout.
+
+    ``index_select`` returns the default layout, while a buffer is made like its parameter
+    (``zeros_like``), which for a batched-matmul weight is transposed inside each configuration's block.
+    A buffer whose layout is not its parameter's cannot be stepped by the fused kernel
+    (:func:`._fused_stacked.blocks_of`), so once a run left the stack its batchmates' weights would be
+    stepped by the rule's update on the stacks instead: other bits than before it left, so a run's
+    numbers would depend on when its batchmates stop (docs/batched.md, "Run-to-run variation")."""
+    rows = value.index_select(0, index.to(value.device))
+    if rows.stride() == value.stride() or value.dim() < 2 or len(rows) == 0:
+        return rows
+    kept = torch.empty_like(value.narrow(0, 0, len(rows)), memory_format=torch.preserve_format)
+    return kept.copy_(rows)
 
 
 def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:

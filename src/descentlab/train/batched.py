@@ -19,7 +19,11 @@ member's loss depends on its own weights only, and only the losses of members st
 backpropagated.
 
 Results agree with the single-run loop within float32 rounding, not bitwise: a batched matmul
-rounds differently from k small ones, and ``γ·u/v`` is one product more than ``addcdiv``'s.
+rounds differently from k small ones (the update is the per-run update's bits where the fused kernel
+runs, :mod:`descentlab.optim._fused_stacked`). A member's numbers do not depend on which or how many
+other members share its stack, nor on when they leave it (``tests/test_batched_composition.py``):
+buffers keep their layout when members leave, and the validation split is cut as the single-run loop
+cuts it, whatever k.
 ``wall_s`` of a member is its share of the batch's time: the shared forward, backward and
 evaluations split evenly over the members training, plus its optimizer's update split over that
 optimizer's members.
@@ -301,20 +305,25 @@ class _BatchedRun:
 def evaluate_stacked(model: StackedModel, x: torch.Tensor, y: torch.Tensor, loss_fn: Any,
                      classification: bool) -> list[tuple[float, float | None]]:
     """Every copy's mean loss (and accuracy) on one split, in eval mode, as
-    :func:`descentlab.train.evaluate.evaluate` computes it for one model."""
+    :func:`descentlab.train.evaluate.evaluate` computes it for one model: in its chunks of
+    :data:`EVAL_CHUNK` examples, whatever k is (the chunks' float32 means are summed, so cutting the
+    split by k made a copy's validation loss depend on how many copies shared its stack), a few copies
+    at a time (about :data:`EVAL_CHUNK` example-copies a pass, the memory the old cut took)."""
     model.train(False)
     try:
         k, n = model.k, len(x)
-        chunk = max(1, EVAL_CHUNK // k)
+        group = max(1, EVAL_CHUNK // max(1, min(n, EVAL_CHUNK)))
         loss_sum = torch.zeros(k, dtype=torch.float64)
         correct = torch.zeros(k, dtype=torch.long)
         per_copy = vmap(loss_fn, in_dims=(0, None))
-        for start in range(0, n, chunk):
-            xc, yc = x[start:start + chunk], y[start:start + chunk]
-            output = model.outputs(xc, shared=True)
-            loss_sum += per_copy(output, yc).double().cpu() * len(xc)
-            if classification:
-                correct += (output.argmax(dim=-1) == yc).sum(dim=1).cpu()
+        for first in range(0, k, group):
+            copies = slice(first, min(k, first + group))
+            for start in range(0, n, EVAL_CHUNK):
+                xc, yc = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+                output = model.outputs(xc, shared=True, copies=copies)
+                loss_sum[copies] += per_copy(output, yc).double().cpu() * len(xc)
+                if classification:
+                    correct[copies] += (output.argmax(dim=-1) == yc).sum(dim=1).cpu()
     finally:
         model.train(True)
     losses = (loss_sum / n).tolist()

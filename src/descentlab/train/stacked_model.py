@@ -108,20 +108,23 @@ class StackedModel:
     def _call(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (dict(zip(self.names, params, strict=True)), self.buffers), (x,))
 
-    def outputs(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """``[k, B, ...]``: copy i on ``x[i]`` (``shared``: every copy on the same batch ``x``)."""
+    def outputs(self, x: torch.Tensor, shared: bool, copies: slice | None = None) -> torch.Tensor:
+        """``[k, B, ...]``: copy i on ``x[i]`` (``shared``: every copy on the same batch ``x``). ``copies``:
+        only those copies (``[len, B, ...]``; each copy's outputs are the same bits either way)."""
+        params = self.params if copies is None else [param[copies] for param in self.params]
         if self.layers is not None and self.direct:
-            return self._direct(x, shared)
-        return vmap(self._call, in_dims=(0, None if shared else 0), randomness="error")(self.params, x)
+            return self._direct(x, shared, params)
+        return vmap(self._call, in_dims=(0, None if shared else 0), randomness="error")(params, x)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, shared: bool) -> torch.Tensor:
         """``[k]``: each copy's loss on its batch."""
         return stacked_loss(loss_fn, self.outputs(x, shared), y, shared, self.direct)
 
-    def _direct(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """The direct form of a plain stack of layers (see the module docstring)."""
+    def _direct(self, x: torch.Tensor, shared: bool, stacked: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The direct form of a plain stack of layers (see the module docstring), with the parameters ``stacked``."""
         assert self.layers is not None
-        params = iter(self.params)
+        k = stacked[0].shape[0]
+        params = iter(stacked)
         h = x
         for layer in self.layers:
             if isinstance(layer, nn.Linear):
@@ -135,7 +138,7 @@ class StackedModel:
             else:  # an elementwise activation, or Flatten on the batch all copies share
                 h = layer(h)
         if shared:  # no Linear: every copy computes the same
-            h = h.expand(self.k, *h.shape)
+            h = h.expand(k, *h.shape)
         return h
 
     def train(self, mode: bool) -> None:
