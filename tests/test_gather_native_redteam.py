@@ -29,8 +29,8 @@ IDS = ["adam", "adam-amsgrad-max-wd", "adamw-amsgrad", "sgd-nesterov", "adagrad"
 
 def _bits(tensor: Any) -> torch.Tensor:
     """A tensor's bits (NaN payloads included: torch.equal says NaN != NaN)."""
-    tensor = torch.as_tensor(tensor).detach().resolve_neg()
-    return tensor.contiguous().view(torch.uint8) if tensor.dim() else tensor.reshape(1).view(torch.uint8)
+    tensor = torch.as_tensor(tensor).detach()
+    return torch.zeros(tensor.numel(), dtype=tensor.dtype).copy_(tensor.reshape(-1)).view(torch.uint8)
 
 
 def _same(opt: torch.optim.Optimizer, ours: list[torch.Tensor], ref: torch.optim.Optimizer,
