@@ -213,6 +213,14 @@ _numel, _dim = torch.Tensor.numel, torch.Tensor.dim
 _PLAIN = frozenset((torch.Tensor, torch.nn.Parameter))
 _TENSOR = frozenset((torch.Tensor,))
 _STEP_KINDS = {torch.float32: 1, torch.float64: 2}
+_is_neg = torch.Tensor.is_neg
+
+
+def _as_stored(tensor: torch.Tensor) -> bool:
+    """Whether the tensor's memory holds its values, as the kernel reads them: no negative bit (its memory
+    holds minus its values: ``z.conj().imag``) and an address where it has elements (an efficient zero
+    tensor has none)."""
+    return not _is_neg(tensor) and (_address(tensor) != 0 or _numel(tensor) == 0)
 
 
 def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
@@ -281,7 +289,8 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
     if (set(map(_dtype, params)) != dtypes or set(map(_dtype, grads)) != dtypes
             or not all(map(_is_cpu, params)) or not all(map(_is_cpu, grads))
             or not all(map(_contiguous, params)) or not all(map(_contiguous, grads))
-            or not all(map(eq, map(_shape, params), map(_shape, grads)))):
+            or not all(map(eq, map(_shape, params), map(_shape, grads)))
+            or not all(map(_as_stored, params)) or not all(map(_as_stored, grads))):
         return False
     states_of: list[Any] = []
     if states is not None:
@@ -292,7 +301,8 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
         if counts:
             steps = list(map(_step, states_of))
             kinds = set(map(_dtype, steps)) if set(map(type, steps)) == _TENSOR else set()
-            if len(kinds) != 1 or not all(map(_is_cpu, steps)) or any(map(_dim, steps)):
+            if (len(kinds) != 1 or not all(map(_is_cpu, steps)) or any(map(_dim, steps))
+                    or not all(map(_as_stored, steps))):
                 return False
             kind = _STEP_KINDS.get(kinds.pop(), 0)
             if kind == 0:
@@ -308,7 +318,7 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
     for column in buffers:
         if (set(map(type, column)) != _TENSOR or set(map(_dtype, column)) != dtypes
                 or not all(map(_is_cpu, column)) or not all(map(_contiguous, column))
-                or not all(map(eq, map(_shape, params), map(_shape, column)))):
+                or not all(map(eq, map(_shape, params), map(_shape, column))) or not all(map(_as_stored, column))):
             return False
     columns[0] += map(_numel, params)
     columns[3] += [0] * count  # hyper-parameter row 0
@@ -341,7 +351,7 @@ def _gather_rows(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
         if (dtype not in DTYPES or type(grad) is not tensor
                 or (type(param) is not parameter and type(param) is not tensor) or grad.dtype is not dtype
                 or not param.is_cpu or not grad.is_cpu or not contiguous(param) or not contiguous(grad)
-                or grad.shape != shape):
+                or grad.shape != shape or not _as_stored(param) or not _as_stored(grad)):
             leftover.append(param)
             continue
         state = states[param] if stateful else no_state
@@ -351,14 +361,14 @@ def _gather_rows(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
         if counts:
             step = state["step"]
             kind = _STEP_KINDS.get(step.dtype, 0) if type(step) is tensor else 0
-            if kind == 0 or not step.is_cpu or step.dim() != 0:
+            if kind == 0 or not step.is_cpu or step.dim() != 0 or not _as_stored(step):
                 leftover.append(param)
                 continue
             row[1], row[2] = address(step), kind
         for name in names:
             buffer = state.get(name)
             if (type(buffer) is not tensor or buffer.dtype is not dtype or not buffer.is_cpu or not contiguous(buffer)
-                    or buffer.shape != shape):
+                    or buffer.shape != shape or not _as_stored(buffer)):
                 break
             row.append(address(buffer))
         else:

@@ -48,10 +48,16 @@ int kind_of(c10::ScalarType type) {
   return type == c10::ScalarType::Float ? 1 : type == c10::ScalarType::Double ? 2 : 0;
 }
 
+// memory that holds the tensor's values: no negative bit (its memory holds minus its values) and an
+// address where it has elements (an efficient zero tensor has none)
+bool as_stored(const at::Tensor& t) {
+  return !t.is_neg() && !t.is_conj() && (t.data_ptr() != nullptr || t.numel() == 0);
+}
+
 // a dense contiguous CPU tensor of this dtype and shape (the tests the Python reading makes)
 bool plain(const at::Tensor& t, c10::ScalarType type, c10::IntArrayRef shape) {
   return t.layout() == c10::kStrided && t.scalar_type() == type && t.is_cpu() && t.is_contiguous()
-         && t.sizes().equals(shape);
+         && t.sizes().equals(shape) && as_stored(t);
 }
 
 PyObject* interned(PyObject** slot, const char* text) {
@@ -112,7 +118,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         if (step == nullptr || Py_TYPE(step) != tensor_type) return -1;
         const at::Tensor& s = THPVariable_Unpack(step);
         step_kind = s.layout() == c10::kStrided ? kind_of(s.scalar_type()) : 0;
-        if (step_kind == 0 || !s.is_cpu() || s.dim() != 0) return -1;
+        if (step_kind == 0 || !s.is_cpu() || s.dim() != 0 || !as_stored(s)) return -1;
         step_address = reinterpret_cast<int64_t>(s.data_ptr());
       }
       for (Py_ssize_t k = 0; k < slots; ++k) {
