@@ -110,8 +110,6 @@ BAD_PARAMS = [
                  id="single-tensor"),
     pytest.param(lambda: {torch.zeros(2, requires_grad=True)}, TypeError,
                  "params must be an ordered iterable, got a set", id="set"),
-    pytest.param(lambda: [{"params": [torch.zeros(2, requires_grad=True)]}, {"params": []}], ValueError,
-                 "param group 1 has an empty 'params' list", id="empty-group"),
 ]
 
 

@@ -131,9 +131,8 @@ def _check_params_argument(params: Any, owner: str) -> list[Any]:
 
 def _check_tensors(params: list[Any], owner: str, group_index: int, differentiable: bool = False) -> None:
     """Each parameter a tensor, listed once, and a leaf (or retaining its grad) unless the optimizer is
-    ``differentiable``, as torch.optim checks."""
-    if not params:
-        raise ValueError(f"{owner}: param group {group_index} has an empty 'params' list")
+    ``differentiable``, as torch.optim checks. A group may be empty, as in torch.optim (a "no decay" group
+    that a model happens not to fill)."""
     seen: set[int] = set()
     for index, p in enumerate(params):
         if not isinstance(p, torch.Tensor):

@@ -78,13 +78,17 @@ def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: Mut
         given = {name: (None if value is None else value.clone()) for name, value in current.items()}
     new_param, new_state = rule.update(inputs, as_real(grad), given, step=step, **hypers)
     check_result(rule, target, new_param, new_state, current, grad.dtype)
+    # a lazy buffer's first value is copied before the parameter is written, as torch clones its first
+    # momentum buffer before the update (it may read the parameter's memory: a gradient that is the
+    # parameter itself)
+    lazy = {name: value.detach().clone(memory_format=torch.preserve_format)
+            for name, value in new_state.items() if current[name] is None}
     if new_param is not target:
         target.copy_(new_param)
     for name, value in new_state.items():
         existing = current[name]
         if existing is None:  # a lazy buffer starts detached, as torch's first momentum buffer does
-            owned = value.detach().clone(memory_format=torch.preserve_format)
-            state[name] = torch.view_as_complex(owned) if torch.is_complex(param) else owned
+            state[name] = torch.view_as_complex(lazy[name]) if torch.is_complex(param) else lazy[name]
         elif value is not existing:
             existing.copy_(value)
 

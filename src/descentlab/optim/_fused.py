@@ -37,6 +37,7 @@ from operator import attrgetter, eq, itemgetter
 from typing import Any
 
 import torch
+from torch.autograd.graph import increment_version
 
 from . import _codegen, _native
 from ._eager import eager_step
@@ -236,11 +237,30 @@ def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Te
     if native is not None:
         dtype, meta, taken = native
         return ({dtype: Table(meta, taken)} if taken else {}), []
+    tables: dict[torch.dtype, Table] | None = None
+    leftover: list[torch.Tensor] = []
     if len(group["params"]) >= COLUMNS_FROM:
-        uniform = _gather_uniform(rule, group, states, names)
-        if uniform is not None:
-            return uniform, []
-    return _gather_rows(rule, group, states, names)
+        tables = _gather_uniform(rule, group, states, names)
+    if tables is None:
+        tables, leftover = _gather_rows(rule, group, states, names)
+    _mark_written(rule, tables, states, names)
+    return tables, leftover
+
+
+def _mark_written(rule: Rule, tables: Mapping[torch.dtype, Table], states: MutableMapping[torch.Tensor, Any],
+                  names: Sequence[str]) -> None:
+    """Bump the version counter of every tensor the kernel will write (the parameter, its buffers and
+    step), as torch's in-place ops do (``torch.autograd.graph.increment_version``, the documented call for
+    a kernel that writes through ``data_ptr``): a graph that saved one of them refuses ``backward`` after
+    the step, and an inference tensor outside InferenceMode raises torch's error, before anything moved.
+    (The native reader does the same in C.)"""
+    keys = [*names, "step"] if rule.counts_steps else list(names)
+    for table in tables.values():
+        for param in table.params:
+            increment_version(param)
+            state = states[param] if keys else {}
+            for key in keys:
+                increment_version(state[key])
 
 
 COLUMNS_FROM = 16

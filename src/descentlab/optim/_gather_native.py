@@ -71,15 +71,34 @@ struct Ref {
   ~Ref() { Py_XDECREF(object); }
 };
 
+// new references to the tensors the kernel will write (parameters, buffers, steps), released at the end
+struct Written {
+  std::vector<PyObject*> objects;
+  void add(PyObject* tensor) {
+    Py_INCREF(tensor);
+    objects.push_back(tensor);
+  }
+  // what torch's in-place ops do (torch.autograd.graph.increment_version): a graph that saved one of
+  // these tensors before the step refuses backward after it; an inference tensor outside
+  // InferenceMode raises (caught: the Python reading raises torch's error)
+  void bump() const {
+    for (PyObject* tensor : objects) THPVariable_Unpack(tensor).unsafeGetTensorImpl()->bump_version();
+  }
+  ~Written() {
+    for (PyObject* tensor : objects) Py_DECREF(tensor);
+  }
+};
+
 PyObject* grad_name = nullptr;
 PyObject* step_name = nullptr;
 
 // -1: not taken (the Python reading follows); else the number of rows written to meta (columns of n rows)
+// params: a tuple (a snapshot of the group's list: Python code run by states[p] cannot change it)
 int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts, PyTypeObject* tensor_type,
              PyTypeObject* parameter_type, std::vector<int64_t>& meta, std::vector<Py_ssize_t>& taken,
              int* kind_out) {
-  if (!PyList_CheckExact(params) || !PyTuple_CheckExact(names)) return -1;
-  const Py_ssize_t n = PyList_GET_SIZE(params);
+  if (!PyTuple_CheckExact(params) || !PyTuple_CheckExact(names)) return -1;
+  const Py_ssize_t n = PyTuple_GET_SIZE(params);
   const Py_ssize_t slots = PyTuple_GET_SIZE(names);
   const Py_ssize_t complete = slots + (counts ? 1 : 0);
   const bool stateful = states != Py_None;
@@ -91,8 +110,9 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
   meta.assign(n * (fixed + slots), 0);
   taken.assign(n, 0);
   int64_t rows = 0;
+  Written written;
   for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* param = PyList_GET_ITEM(params, i);
+    PyObject* param = PyTuple_GET_ITEM(params, i);
     if (Py_TYPE(param) != tensor_type && Py_TYPE(param) != parameter_type) return -1;
     Ref grad{PyObject_GetAttr(param, grad_key)};
     if (grad.object == nullptr) return -1;
@@ -120,6 +140,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         step_kind = s.layout() == c10::kStrided ? kind_of(s.scalar_type()) : 0;
         if (step_kind == 0 || !s.is_cpu() || s.dim() != 0 || !as_stored(s)) return -1;
         step_address = reinterpret_cast<int64_t>(s.data_ptr());
+        written.add(step);
       }
       for (Py_ssize_t k = 0; k < slots; ++k) {
         PyObject* buffer = PyDict_GetItemWithError(state, PyTuple_GET_ITEM(names, k));
@@ -127,6 +148,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         const at::Tensor& b = THPVariable_Unpack(buffer);
         if (!plain(b, dtype, p.sizes())) return -1;
         meta[(fixed + k) * n + row] = reinterpret_cast<int64_t>(b.data_ptr());
+        written.add(buffer);
       }
     }
     meta[0 * n + row] = p.numel();
@@ -136,8 +158,10 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
     meta[4 * n + row] = reinterpret_cast<int64_t>(p.data_ptr());
     meta[5 * n + row] = reinterpret_cast<int64_t>(g.data_ptr());
     taken[row] = i;
+    written.add(param);
     rows += 1;
   }
+  written.bump();  // only once every row is taken: a group given up changes nothing
   if (rows < n) {  // columns of n rows -> columns of `rows` rows (moving down: memmove in column order)
     for (Py_ssize_t c = 1; c < fixed + slots; ++c) {
       std::memmove(meta.data() + c * rows, meta.data() + c * n, rows * sizeof(int64_t));
@@ -155,7 +179,7 @@ PyObject* result(PyObject* params, int64_t rows, Py_ssize_t columns, const std::
   Ref rows_params{PyList_New(rows)};
   if (table.object == nullptr || rows_params.object == nullptr) return nullptr;
   for (int64_t r = 0; r < rows; ++r) {
-    PyObject* param = PyList_GET_ITEM(params, taken[r]);
+    PyObject* param = PyTuple_GET_ITEM(params, taken[r]);
     Py_INCREF(param);
     PyList_SET_ITEM(rows_params.object, r, param);
   }
@@ -172,7 +196,10 @@ extern "C" int64_t dl_all_dense(PyObject* params, PyObject* tensor_type) {
   }
   try {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(params); ++i) {
-      Ref grad{PyObject_GetAttr(PyList_GET_ITEM(params, i), grad_name)};
+      PyObject* param = PyList_GET_ITEM(params, i);
+      Py_INCREF(param);  // held while its attribute is read (Python code could change the list)
+      Ref held{param};
+      Ref grad{PyObject_GetAttr(param, grad_name)};
       if (grad.object == Py_None) continue;
       if (grad.object == nullptr || Py_TYPE(grad.object) != reinterpret_cast<PyTypeObject*>(tensor_type)
           || THPVariable_Unpack(grad.object).layout() != c10::kStrided) {
@@ -194,9 +221,11 @@ extern "C" PyObject* dl_gather(PyObject* params, PyObject* states, PyObject* nam
   int kind = 0;
   PyObject* out = nullptr;
   try {
-    const int64_t rows = read(params, states, names, counts, reinterpret_cast<PyTypeObject*>(tensor_type),
-                              reinterpret_cast<PyTypeObject*>(parameter_type), meta, taken, &kind);
-    if (rows >= 0) out = result(params, rows, fixed + PyTuple_GET_SIZE(names), meta, taken, kind);
+    Ref snapshot{PyList_CheckExact(params) ? PyList_AsTuple(params) : nullptr};
+    const int64_t rows = snapshot.object == nullptr ? -1 : read(
+        snapshot.object, states, names, counts, reinterpret_cast<PyTypeObject*>(tensor_type),
+        reinterpret_cast<PyTypeObject*>(parameter_type), meta, taken, &kind);
+    if (rows >= 0) out = result(snapshot.object, rows, fixed + PyTuple_GET_SIZE(names), meta, taken, kind);
   } catch (...) {  // any C++ error: not taken, the Python reading decides
     Py_XDECREF(out);
     out = nullptr;
