@@ -183,8 +183,9 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
 
 def disabled() -> str | None:
     """Why the fused path is off in this process, or None."""
-    if os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no"):
-        return f"{DISABLE_VAR}={os.environ[DISABLE_VAR]}"
+    value = os.environ.get(DISABLE_VAR)
+    if value is not None and value.strip().lower() in ("0", "off", "false", "no"):
+        return f"{DISABLE_VAR}={value}"
     return None
 
 
