@@ -146,11 +146,9 @@ def _build(code: str) -> tuple[Any, str | None, float]:
                                is_python_module=False, verbose=False)
             _write_atomically(built, name)  # only after a complete build: the library is whole
         library = ctypes.CDLL(os.path.join(directory, f"{name}.so"))
-        function = library.dl_fused_step
+        function = library.dl_fused_call  # (int64 arguments of dl_fused_step, fixed_t): see call()
         function.restype = ctypes.c_int64
-        function.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                             ctypes.c_double, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
+        function.argtypes = [ctypes.c_void_p, ctypes.c_double]
         result: tuple[Any, str | None, float] = (function, None, time.perf_counter() - start)
     except Exception as error:  # no compiler, no ninja, a build error: the core runs, with the reason
         message = " ".join(str(error).split())[:200]
@@ -220,10 +218,11 @@ def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int
     reject = array("b", bytes(rows))
     if rows == 0:
         return reject
-    kernel.function(rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else None,
-                    nh, fixed_t, DTYPES[dtype], reject.buffer_info()[0], int(check_overlap),
-                    roots[0] or None, roots[1] or None, VML_MODE,
-                    torch.get_num_threads() if threads is None else threads, GRAIN if grain is None else grain)
+    arguments = array("q", (rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else 0,
+                            nh, DTYPES[dtype], reject.buffer_info()[0], 1 if check_overlap else 0, roots[0] or 0,
+                            roots[1] or 0, VML_MODE, torch.get_num_threads() if threads is None else threads,
+                            GRAIN if grain is None else grain))
+    kernel.function(arguments.buffer_info()[0], fixed_t)  # dl_fused_step's 13 integers in one array
     return reject
 
 
