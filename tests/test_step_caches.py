@@ -172,3 +172,29 @@ def test_a_fresh_process_value_equals_a_cached_one(value) -> None:
     for other in [0.0, -0.0, 1, True]:
         shape_problem(sign_reader, {"lr": 0.01, "decay": other, "maximize": False})
     assert shape_problem(sign_reader, {"lr": 0.01, "decay": value, "maximize": False}) == fresh
+
+
+def test_values_changed_in_place_between_steps_are_torchs_bits() -> None:
+    ours, theirs, a, b = _pair(lr=1e-3)
+    for opt in (a, b):
+        opt.param_groups[0]["betas"] = [0.9, 0.999]
+    _steps(ours, theirs, a, b, 2, seed=1)
+    assert dl.last_routes(a)[0].path == "fused"
+    for opt in (a, b):
+        opt.param_groups[0]["betas"][0] = 0.5  # the same list object, another value
+    _steps(ours, theirs, a, b, 2, seed=2)
+    for opt in (a, b):
+        opt.param_groups[0]["lr"] = torch.tensor(1e-2)
+    _steps(ours, theirs, a, b, 1, seed=3)
+    for opt in (a, b):
+        opt.param_groups[0]["lr"].fill_(3e-2)  # a tensor changed in place
+    _steps(ours, theirs, a, b, 2, seed=4)
+
+
+def test_two_optimizers_of_one_rule_with_other_values_in_turn_are_torchs_bits() -> None:
+    first, second = _pair(lr=1e-3, betas=(0.9, 0.999)), _pair(lr=1e-2, betas=(0.5, 0.6), weight_decay=-0.0)
+    third = _pair(lr=1e-2, betas=(0.5, 0.6), weight_decay=0.0, maximize=True)
+    for round_ in range(4):
+        for index, pair in enumerate((first, second, third)):
+            _steps(*pair, 1, seed=100 * round_ + index)
+            assert dl.last_routes(pair[2])[0].path == "fused"

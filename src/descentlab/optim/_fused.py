@@ -36,7 +36,7 @@ import time
 from array import array
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, eq, itemgetter
+from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
 
 import torch
@@ -47,6 +47,7 @@ from ._pieces import _aliased
 from ._selfcheck import BITWISE, IEEE_SQRT, check
 from ._state import init_state, needs_state
 from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
+from .probe import is_immutable
 from .rule import Rule, buffer_names
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp")
@@ -474,17 +475,16 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
     params = group["params"]
     if params and not params[0].is_cpu:  # GPU: no fused kernel (docs/engine.md); the other paths take it
         raise Unsupported(f"the fused kernel is CPU-only (parameters on {params[0].device.type})")
-    hypers = {name: group[name] for name in rule.math_names}
+    values = tuple(map(group.__getitem__, rule.math_names))
+    hypers = dict(zip(rule.math_names, values, strict=True))
     maximize = bool(group["maximize"])
-    numbers, key = flatten_hypers(hypers)
-    kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)
+    numbers, hyper_row, kernel = _plan(rule, values, hypers, names, maximize)
     if kernel.function is None:
         raise Unsupported(kernel.problem or "no fused kernel")
     tables, leftover = gather(rule, group, states, names)
     stride = _codegen.META_FIXED + 2 + len(names)
     done = 0
     notes: list[str] = []
-    hyper_row = array("d", numbers)
     for dtype, table in tables.items():
         problem, promise, roots = verify(kernel, rule, names, hypers, maximize, numbers, dtype, ieee)
         if problem:
@@ -500,3 +500,25 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
             leftover.extend(p for p, flag in zip(table.params, reject, strict=True) if flag)
         done += rows - rejected
     return leftover, done, notes
+
+
+def _plan(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any], names: Sequence[str],
+          maximize: bool) -> tuple[list[float], array, Kernel]:
+    """The hyper-parameters as the kernel's numbers (and their row for the C call), and the kernel.
+    Per rule, the last answer is kept with the values it was made from when each is an immutable
+    object (a float, int, bool, str, None or a tuple of those; held, so no other object takes its
+    identity): the very same objects, buffers and ``maximize`` again give the same answer, without
+    flattening and looking up again (a few us a step). Anything else is worked out afresh."""
+    last = _PLANS.get(id(rule))
+    if (last is not None and last[0] is rule and last[2] is maximize and last[3] == names
+            and all(map(is_, values, last[1]))):
+        return last[4]
+    numbers, key = flatten_hypers(hypers)
+    kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)
+    plan = (numbers, array("d", numbers), kernel)
+    if all(map(is_immutable, values)):
+        _PLANS[id(rule)] = (rule, values, maximize, list(names), plan)
+    return plan
+
+
+_PLANS: dict[int, tuple[Rule, tuple[Any, ...], bool, list[str], tuple[list[float], array, Kernel]]] = {}

@@ -72,7 +72,7 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     known = _PROBED.get((id(rule), key))
     if known is None or known[0] is not rule:
         known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers)))
-    if all(map(_immutable, values)):
+    if all(map(is_immutable, values)):
         _LAST[id(rule)] = (rule, values, known[1])
     return known[1]
 
@@ -127,11 +127,11 @@ def exact_key(value: Any) -> Any:
     return None
 
 
-def _immutable(value: Any) -> bool:
+def is_immutable(value: Any) -> bool:
     """Whether ``value`` can never hold another value: a plain number, flag, string or None, or a tuple
     of those."""
     kind = type(value)
-    return kind is float or kind in _SIMPLE or (kind is tuple and all(map(_immutable, value)))
+    return kind is float or kind in _SIMPLE or (kind is tuple and all(map(is_immutable, value)))
 
 
 def _probe_hypers(rule: Rule, hypers: Mapping[str, Any]) -> dict[str, Any]:
