@@ -104,12 +104,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grad_mode = bool(self.defaults.get("differentiable", False))  # True: autograd on, as torch.optim's step
-        if torch.is_grad_enabled() is grad_mode:
-            step_all(self)  # already in that mode: no context to enter and leave (a few us a step)
-        else:
-            with torch.set_grad_enabled(grad_mode):
-                step_all(self)
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            step_all(self)  # differentiable=True: with autograd on, as torch.optim's step
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
