@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -335,6 +335,13 @@ def source(program: Program, slots: int) -> str:
         "                    threads, grain)",
         "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode,",
         "                   threads, grain);",
+        "}",
+        "// the same call with its integer arguments in one array (ctypes converts 2 arguments, not 14)",
+        'extern "C" int64_t dl_fused_call(const int64_t* a, double fixed_t) {',
+        "  return dl_fused_step(a[0], a[1], reinterpret_cast<const int64_t*>(a[2]),",
+        "      reinterpret_cast<const double*>(a[3]), a[4], fixed_t, static_cast<int32_t>(a[5]),",
+        "      reinterpret_cast<int8_t*>(a[6]), static_cast<int32_t>(a[7]), reinterpret_cast<void*>(a[8]),",
+        "      reinterpret_cast<void*>(a[9]), static_cast<unsigned long long>(a[10]), a[11], a[12]);",
         "}",
         "",
     ])

@@ -33,7 +33,7 @@ import threading
 from array import array
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, eq, itemgetter
+from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from ._pieces import _aliased
 from ._selfcheck import BITWISE, IEEE_SQRT, check
 from ._state import init_state, needs_state
 from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
+from .probe import is_immutable
 from .rule import Rule, buffer_names
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp")
@@ -89,10 +90,9 @@ class _Library:
 LIBRARY = _Library()
 
 
-ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
-            ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64,
-            ctypes.c_int64, ctypes.c_int64]
-"""The generated ``dl_fused_step``'s arguments (:func:`call`)."""
+ARGTYPES = [ctypes.c_void_p, ctypes.c_double]
+"""The generated ``dl_fused_call``'s arguments: the packed int64 arguments of ``dl_fused_step`` and
+``fixed_t`` (:func:`call`)."""
 
 
 def _build(code: str) -> tuple[Any, str | None, float]:
@@ -100,7 +100,8 @@ def _build(code: str) -> tuple[Any, str | None, float]:
     library, problem, seconds = _native.build(code, "the fused kernel", FLAGS, LDFLAGS, LIBRARY.built)
     if library is None:
         return None, problem, seconds
-    return _native.function(library, "dl_fused_step", ARGTYPES, ctypes.c_int64), None, seconds
+    # (int64 arguments of dl_fused_step, fixed_t): see call()
+    return _native.function(library, "dl_fused_call", ARGTYPES, ctypes.c_int64), None, seconds
 
 
 def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maximize: bool,
@@ -126,8 +127,9 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
 
 def disabled() -> str | None:
     """Why the fused path is off in this process, or None."""
-    if os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no"):
-        return f"{DISABLE_VAR}={os.environ[DISABLE_VAR]}"
+    value = os.environ.get(DISABLE_VAR)
+    if value is not None and value.strip().lower() in ("0", "off", "false", "no"):
+        return f"{DISABLE_VAR}={value}"
     return None
 
 
@@ -162,10 +164,11 @@ def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int
     reject = array("b", bytes(rows))
     if rows == 0:
         return reject
-    kernel.function(rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else None,
-                    nh, fixed_t, DTYPES[dtype], reject.buffer_info()[0], int(check_overlap),
-                    roots[0] or None, roots[1] or None, VML_MODE,
-                    torch.get_num_threads() if threads is None else threads, GRAIN if grain is None else grain)
+    arguments = array("q", (rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else 0,
+                            nh, DTYPES[dtype], reject.buffer_info()[0], 1 if check_overlap else 0, roots[0] or 0,
+                            roots[1] or 0, VML_MODE, torch.get_num_threads() if threads is None else threads,
+                            GRAIN if grain is None else grain))
+    kernel.function(arguments.buffer_info()[0], fixed_t)  # dl_fused_step's 13 integers in one array
     return reject
 
 
@@ -452,17 +455,16 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
     params = group["params"]
     if params and not params[0].is_cpu:  # GPU: no fused kernel (docs/engine.md); the other paths take it
         raise Unsupported(f"the fused kernel is CPU-only (parameters on {params[0].device.type})")
-    hypers = {name: group[name] for name in rule.math_names}
+    values = tuple(map(group.__getitem__, rule.math_names))
+    hypers = dict(zip(rule.math_names, values, strict=True))
     maximize = bool(group["maximize"])
-    numbers, key = flatten_hypers(hypers)
-    kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)
+    numbers, hyper_row, kernel = _plan(rule, values, hypers, names, maximize)
     if kernel.function is None:
         raise Unsupported(kernel.problem or "no fused kernel")
     tables, leftover = gather(rule, group, states, names)
     stride = _codegen.META_FIXED + 2 + len(names)
     done = 0
     notes: list[str] = []
-    hyper_row = array("d", numbers)
     for dtype, table in tables.items():
         problem, promise, roots = verify(kernel, rule, names, hypers, maximize, numbers, dtype, ieee)
         if problem:
@@ -478,3 +480,25 @@ def _fused_group(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
             leftover.extend(p for p, flag in zip(table.params, reject, strict=True) if flag)
         done += rows - rejected
     return leftover, done, notes
+
+
+def _plan(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any], names: Sequence[str],
+          maximize: bool) -> tuple[list[float], array, Kernel]:
+    """The hyper-parameters as the kernel's numbers (and their row for the C call), and the kernel.
+    Per rule, the last answer is kept with the values it was made from when each is an immutable
+    object (a float, int, bool, str, None or a tuple of those; held, so no other object takes its
+    identity): the very same objects, buffers and ``maximize`` again give the same answer, without
+    flattening and looking up again (a few us a step). Anything else is worked out afresh."""
+    last = _PLANS.get(id(rule))
+    if (last is not None and last[0] is rule and last[2] is maximize and last[3] == names
+            and all(map(is_, values, last[1]))):
+        return last[4]
+    numbers, key = flatten_hypers(hypers)
+    kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)
+    plan = (numbers, array("d", numbers), kernel)
+    if all(map(is_immutable, values)):
+        _PLANS[id(rule)] = (rule, values, maximize, list(names), plan)
+    return plan
+
+
+_PLANS: dict[int, tuple[Rule, tuple[Any, ...], bool, list[str], tuple[list[float], array, Kernel]]] = {}

@@ -402,6 +402,18 @@ def flatten_hypers(hypers: Mapping[str, Any]) -> tuple[list[float], tuple[Any, .
     numbers: list[float] = []
     key: list[Any] = []
     for name, value in hypers.items():
+        kind = type(value)  # the usual types first, each exactly as the general tests below take it
+        if kind is float:
+            numbers.append(value)
+            key.append((name, "number"))
+            continue
+        if kind is bool or value is None:
+            key.append((name, value))
+            continue
+        if kind is tuple and len(value) == 2 and type(value[0]) is float and type(value[1]) is float:
+            numbers += value
+            key.append((name, "numbers", 2))
+            continue
         if isinstance(value, torch.Tensor):
             raise Unsupported(f"hyper-parameter {name} is a tensor")
         if _is_number(value):

@@ -27,6 +27,7 @@ asks this one function.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from operator import is_
 from typing import Any
 
 import torch
@@ -60,18 +61,77 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     a rule declared ``elementwise=False`` is refused without probing."""
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
-    values = _probe_hypers(rule, hypers)
-    try:
-        key = (id(rule), repr(sorted((k, v) for k, v in values.items() if k not in rule.tensor_names)))
-    except Exception:  # an unprintable value: probe every time
-        return _probe(rule, values)
-    known = _PROBED.get(key)
+    names, defaults = _keyed(rule)
+    values = tuple(map(hypers.get, names, defaults))
+    last = _LAST.get(id(rule))
+    if last is not None and last[0] is rule and all(map(is_, values, last[1])):
+        return last[2]  # the very same immutable objects as the last call: the same values
+    key = exact_key(values)
+    if key is None:  # a value without an exact key: probe every time
+        return _probe(rule, _probe_hypers(rule, hypers))
+    known = _PROBED.get((id(rule), key))
     if known is None or known[0] is not rule:
-        known = _PROBED[key] = (rule, _probe(rule, values))
+        known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers)))
+    if all(map(is_immutable, values)):
+        _LAST[id(rule)] = (rule, values, known[1])
     return known[1]
 
 
-_PROBED: dict[tuple[int, str], tuple[Rule, str | None]] = {}
+_PROBED: dict[tuple[int, Any], tuple[Rule, str | None]] = {}
+_LAST: dict[int, tuple[Rule, tuple[Any, ...], str | None]] = {}
+"""Per rule, the values of its last probe's key, when each is an immutable object (held, so its identity
+is not reused), and the outcome: the same objects again skip building the key."""
+_KEYED: dict[int, tuple[Rule, tuple[str, ...], tuple[Any, ...]]] = {}
+
+
+def _keyed(rule: Rule) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The names (sorted) and defaults of the hyper-parameters in the probe's key: all but lr."""
+    known = _KEYED.get(id(rule))
+    if known is None or known[0] is not rule:
+        defaults = rule.defaults
+        names = tuple(sorted(name for name in defaults if name not in rule.tensor_names))
+        known = _KEYED[id(rule)] = (rule, names, tuple(defaults[name] for name in names))
+    return known[1], known[2]
+
+
+_SIMPLE = frozenset((bool, int, str, type(None)))
+_MAX_KEYED_NUMEL = 64
+
+
+def exact_key(value: Any) -> Any:
+    """A hashable key equal for two values exactly when they are the same value of the same type (so
+    -0.0 and 0.0, True and 1, 1 and 1.0, a float and a 0-dim tensor, (0.9, 0.999) and [0.9, 0.999] all
+    differ; every NaN is one), or None for a value without one (an object of another type)."""
+    kind = type(value)
+    if kind is float:
+        return float, value.hex()
+    if kind in _SIMPLE:
+        return kind, value
+    if kind is tuple or kind is list:
+        items = tuple(map(exact_key, value))
+        return None if None in items else (kind, items)
+    if isinstance(value, torch.Tensor):
+        if value.numel() > _MAX_KEYED_NUMEL or value.is_complex() or type(value) not in (torch.Tensor,
+                                                                                        torch.nn.Parameter):
+            return None
+        try:
+            items = tuple(map(exact_key, value.detach().cpu().reshape(-1).tolist()))
+        except Exception:  # a meta tensor, ...: no values to key
+            return None
+        return None if None in items else (kind, value.dtype, value.device, tuple(value.shape),
+                                           value.requires_grad, items)
+    if isinstance(value, float):  # a subclass (numpy.float64): its type and its value
+        return kind, float(value).hex()
+    if isinstance(value, int):
+        return kind, int(value)
+    return None
+
+
+def is_immutable(value: Any) -> bool:
+    """Whether ``value`` can never hold another value: a plain number, flag, string or None, or a tuple
+    of those."""
+    kind = type(value)
+    return kind is float or kind in _SIMPLE or (kind is tuple and all(map(is_immutable, value)))
 
 
 def _probe_hypers(rule: Rule, hypers: Mapping[str, Any]) -> dict[str, Any]:

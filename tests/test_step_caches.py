@@ -1,0 +1,200 @@
+"""The per-step caches of the engine (issue 26: the MLP step's fixed Python cost) are keyed on exact values:
+a hyper-parameter changed between steps, to -0.0 from 0.0, to a tensor from a number, to 1 from True,
+or mutated in place, gets the new numbers (torch.optim's, bit for bit) and the new shape probe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import descentlab.optim as dl
+from descentlab.optim import probe
+from descentlab.optim._trace import flatten_hypers
+from descentlab.optim.probe import exact_key, shape_problem
+
+
+def test_exact_key_tells_apart_what_equality_does_not() -> None:
+    pairs = [(0.0, -0.0), (True, 1), (1, 1.0), (False, 0), (0.5, torch.tensor(0.5)),
+             ((0.9, 0.999), [0.9, 0.999]), ((0.9, 0.999), (0.9, torch.tensor(0.999))),
+             (torch.tensor(0.0), torch.tensor(-0.0)), (torch.tensor(0.5), torch.tensor(0.5, dtype=torch.float64)),
+             (torch.tensor(0.5), torch.tensor([0.5])), (None, 0), ("1", 1), (1e-8, 1.0000000000000002e-8)]
+    for a, b in pairs:
+        assert exact_key(a) is not None and exact_key(b) is not None
+        assert exact_key(a) != exact_key(b), (a, b)
+    for value in [0.1, -0.0, True, 3, "x", None, (0.9, [0.1, -0.0]), torch.tensor([1.0, -0.0]), float("nan")]:
+        twin = value.clone() if isinstance(value, torch.Tensor) else value
+        assert exact_key(value) == exact_key(twin) and hash(exact_key(value)) == hash(exact_key(twin))
+    assert exact_key(float("nan")) == exact_key(-float("nan") * 0.0 + float("nan"))  # every NaN is one key
+    assert exact_key(object()) is None and exact_key((0.1, object())) is None
+
+
+@dl.define_rule(hypers={"lr": 0.01, "decay": 0.0})
+def sign_reader(param, grad, state, *, step, lr, decay):
+    """Reads the shape only for a decay of -0.0, a decay that is True (not 1), or a tensor decay."""
+    odd = (isinstance(decay, torch.Tensor) or decay is True
+           or (type(decay) is float and math.copysign(1.0, decay) < 0))
+    return param.add(grad, alpha=-(0.1 if odd and param.dim() == 4 else 1.0) * lr), {}
+
+
+def test_the_shape_probe_cache_tells_values_apart_exactly() -> None:
+    problem = "gives other numbers on a tensor of shape (4, 3, 2, 2)"
+
+    def probed(decay):
+        return shape_problem(sign_reader, {"lr": 0.01, "decay": decay, "maximize": False})
+
+    for _ in range(2):  # alternating values, each time against the last one's cached outcome
+        assert probed(0.0) is None
+        assert problem in probed(-0.0)
+        assert probed(1) is None
+        assert problem in probed(True)
+        assert probed(0.0) is None
+        assert problem in probed(torch.tensor(0.0))
+    decay = torch.tensor(0.0)
+    assert problem in probed(decay)
+    decay.neg_()  # changed in place: the same object, another value (still a tensor: still a problem)
+    assert problem in probed(decay)
+
+
+@dl.define_rule(hypers={"lr": 0.01, "pair": (0.5, 0.5)})
+def list_reader(param, grad, state, *, step, lr, pair):
+    """Reads the shape only when the first of ``pair`` is negative."""
+    return param.add(grad, alpha=-(0.1 if pair[0] < 0 and param.dim() == 4 else 1.0) * lr), {}
+
+
+def test_a_list_changed_in_place_is_probed_again() -> None:
+    pair = [0.5, 0.5]
+    hypers = {"lr": 0.01, "pair": pair, "maximize": False}
+    assert shape_problem(list_reader, hypers) is None
+    pair[0] = -0.5
+    assert shape_problem(list_reader, hypers) is not None
+    pair[0] = 0.5
+    assert shape_problem(list_reader, hypers) is None
+
+
+def test_a_group_edit_to_minus_zero_changes_the_route() -> None:
+    params = [torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(5, requires_grad=True)]
+    opt = sign_reader.optimizer(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    before = params[0].detach().clone()
+    opt.step()
+    assert dl.last_routes(opt)[0].path == "fused"
+    assert torch.equal(params[0], before - 0.1)
+    opt.param_groups[0]["decay"] = -0.0
+    before = params[0].detach().clone()
+    opt.step()
+    assert dl.last_routes(opt)[0].path == "eager" and "(4, 3, 2, 2)" in dl.last_routes(opt)[0].reason
+    assert torch.equal(params[0], before - 0.1 * (0.1 * 1.0))
+    opt.param_groups[0]["decay"] = 0.0
+    opt.step()
+    assert dl.last_routes(opt)[0].path == "fused"
+
+
+def test_flatten_hypers_fast_path_is_the_general_one() -> None:
+    hypers = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": -0.0, "amsgrad": False,
+              "flag": None, "n": 3, "pair": [0.5, 2], "mode": "x", "t": (0.1, 1)}
+    numbers, key = flatten_hypers(hypers)
+    assert numbers == [1e-3, 0.9, 0.999, 1e-8, -0.0, 3.0, 0.5, 2.0, 0.1, 1.0]
+    assert [math.copysign(1.0, n) for n in numbers][4] == -1.0
+    assert all(type(n) is float for n in numbers)
+    assert key == (("lr", "number"), ("betas", "numbers", 2), ("eps", "number"), ("weight_decay", "number"),
+                   ("amsgrad", False), ("flag", None), ("n", "number"), ("pair", "numbers", 2), ("mode", "x"),
+                   ("t", "numbers", 2))
+
+
+def _pair(**kwargs):
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(s, generator=gen).requires_grad_() for s in [(3, 4), (17,), (), (33, 5)]]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    return ours, theirs, dl.Adam(ours, **kwargs), torch.optim.Adam(theirs, **kwargs)
+
+
+def _steps(ours, theirs, a, b, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+        for name, value in b.state[q].items():
+            assert torch.equal(a.state[p][name], value), name
+
+
+EDITS = [
+    {"weight_decay": -0.0}, {"weight_decay": 0.1}, {"weight_decay": 0.0}, {"lr": torch.tensor(1e-2)},
+    {"lr": 1e-2}, {"lr": 3e-3}, {"maximize": 1}, {"maximize": True}, {"maximize": False}, {"amsgrad": 1},
+    {"amsgrad": True}, {"betas": [0.5, 0.7]}, {"betas": (0.5, 0.7)}, {"betas": (0.9, torch.tensor(0.99))},
+    {"betas": (0.9, 0.99)}, {"eps": 1}, {"eps": 1e-8}, {"weight_decay": 1}, {"weight_decay": 0}, {"weight_decay": -0.0},
+    {"decoupled_weight_decay": 1}, {"decoupled_weight_decay": False},
+]
+
+
+def test_every_group_edit_between_steps_is_torchs_bits() -> None:
+    ours, theirs, a, b = _pair(lr=1e-3, amsgrad=True)
+    _steps(ours, theirs, a, b, 2, seed=1)
+    routes = set()
+    for index, edit in enumerate(EDITS):
+        for opt in (a, b):
+            opt.param_groups[0].update(edit)
+        _steps(ours, theirs, a, b, 2, seed=10 + index)
+        routes.add(dl.last_routes(a)[0].path)
+    assert "fused" in routes
+
+
+def test_the_grad_mode_is_the_callers_after_a_step() -> None:
+    p = torch.randn(5, requires_grad=True)
+    p.grad = torch.ones(5)
+    opt = dl.Adam([p])
+    with torch.no_grad():
+        opt.step()
+        assert not torch.is_grad_enabled()
+    opt.step()
+    assert torch.is_grad_enabled()
+    assert dl.last_routes(opt)[0].path == "fused"
+
+
+def test_the_probe_keys_hold_the_rule() -> None:
+    shape_problem(sign_reader, {"lr": 0.01, "decay": 0.0, "maximize": False})
+    assert any(rule is sign_reader for rule, *_ in probe._LAST.values())
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1, True])
+def test_a_fresh_process_value_equals_a_cached_one(value) -> None:
+    """The outcome does not depend on what was probed before (a cache holds only exact equals)."""
+    probe._LAST.clear()
+    probe._PROBED.clear()
+    fresh = shape_problem(sign_reader, {"lr": 0.01, "decay": value, "maximize": False})
+    for other in [0.0, -0.0, 1, True]:
+        shape_problem(sign_reader, {"lr": 0.01, "decay": other, "maximize": False})
+    assert shape_problem(sign_reader, {"lr": 0.01, "decay": value, "maximize": False}) == fresh
+
+
+def test_values_changed_in_place_between_steps_are_torchs_bits() -> None:
+    ours, theirs, a, b = _pair(lr=1e-3)
+    for opt in (a, b):
+        opt.param_groups[0]["betas"] = [0.9, 0.999]
+    _steps(ours, theirs, a, b, 2, seed=1)
+    assert dl.last_routes(a)[0].path == "fused"
+    for opt in (a, b):
+        opt.param_groups[0]["betas"][0] = 0.5  # the same list object, another value
+    _steps(ours, theirs, a, b, 2, seed=2)
+    for opt in (a, b):
+        opt.param_groups[0]["lr"] = torch.tensor(1e-2)
+    _steps(ours, theirs, a, b, 1, seed=3)
+    for opt in (a, b):
+        opt.param_groups[0]["lr"].fill_(3e-2)  # a tensor changed in place
+    _steps(ours, theirs, a, b, 2, seed=4)
+
+
+def test_two_optimizers_of_one_rule_with_other_values_in_turn_are_torchs_bits() -> None:
+    first, second = _pair(lr=1e-3, betas=(0.9, 0.999)), _pair(lr=1e-2, betas=(0.5, 0.6), weight_decay=-0.0)
+    third = _pair(lr=1e-2, betas=(0.5, 0.6), weight_decay=0.0, maximize=True)
+    for round_ in range(4):
+        for index, pair in enumerate((first, second, third)):
+            _steps(*pair, 1, seed=100 * round_ + index)
+            assert dl.last_routes(pair[2])[0].path == "fused"
