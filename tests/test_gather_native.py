@@ -212,3 +212,54 @@ def test_the_layout_check_is_the_python_checks() -> None:
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
+
+
+def test_an_inference_tensor_is_refused_as_torch_refuses_it() -> None:
+    """A parameter made under ``torch.inference_mode()`` and stepped outside it: torch's in-place update
+    raises; the fused path must not write it behind torch's back (the core raises torch's error)."""
+    with torch.inference_mode():
+        ours = [torch.randn(4)]
+        theirs = [ours[0].clone()]
+    for p in (*ours, *theirs):
+        p.grad = torch.ones(4)
+    for opt in (dl.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)):
+        with pytest.raises(RuntimeError, match=r"[Ii]nference"):
+            opt.step()
+    assert torch.equal(ours[0], theirs[0])
+
+
+def test_a_keyboard_interrupt_during_the_read_is_raised() -> None:
+    """Python code the read runs (a state mapping's ``__missing__``) may be interrupted: the reader
+    gives the KeyboardInterrupt back instead of swallowing it."""
+
+    class Interrupting(dict):
+        def __missing__(self, key: object) -> None:
+            raise KeyboardInterrupt
+
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.randn(3)
+    opt = dl.Adam(params, lr=0.1)
+    opt.step()
+    states = Interrupting(opt.state)
+    del states[params[1]]
+    with pytest.raises(KeyboardInterrupt):
+        _gather_native.read_group(_reader(), params, states, buffer_names(opt.rule, opt.param_groups[0]), True)
+
+
+def test_a_step_compiled_with_fullgraph_traces_through_the_sparse_check() -> None:
+    """``torch.compile(opt.step, fullgraph=True)``: the sparse check is a loop torch.compile can trace
+    (no ctypes call inside the graph); the traced step is the core's, within float32 rounding of torch."""
+    _reader()  # built: the check would take the C path outside tracing
+    gen = torch.Generator().manual_seed(7)
+    ours = [torch.nn.Parameter(torch.randn(5, generator=gen))]
+    theirs = [torch.nn.Parameter(ours[0].detach().clone())]
+    a, b = dl.Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1)
+    step = torch.compile(a.step, fullgraph=True)
+    for _ in range(2):
+        ours[0].grad = torch.randn(5, generator=gen)
+        theirs[0].grad = ours[0].grad.clone()
+        step()
+        b.step()
+    assert dl.last_routes(a)[0].reason.startswith("traced by torch.compile")
+    torch.testing.assert_close(ours[0].detach(), theirs[0].detach())

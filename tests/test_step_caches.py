@@ -198,3 +198,14 @@ def test_two_optimizers_of_one_rule_with_other_values_in_turn_are_torchs_bits() 
         for index, pair in enumerate((first, second, third)):
             _steps(*pair, 1, seed=100 * round_ + index)
             assert dl.last_routes(pair[2])[0].path == "fused"
+
+
+def test_a_beta_schedule_keeps_the_probe_cache_bounded() -> None:
+    """OneCycleLR-style betas, new every step: each is probed (exact key), but the outcomes kept are capped."""
+    params = [torch.nn.Parameter(torch.randn(4))]
+    opt = dl.Adam(params, lr=1e-2)
+    for t in range(probe.PROBED_MAX + 20):
+        params[0].grad = torch.randn(4)
+        opt.param_groups[0]["betas"] = (0.85 + t * 1e-5, 0.999)
+        opt.step()
+    assert len(probe._PROBED) <= probe.PROBED_MAX

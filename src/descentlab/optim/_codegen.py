@@ -347,7 +347,7 @@ def source(program: Program, slots: int) -> str:
     ])
 
 
-def name_of(code: str, flags: Sequence[str]) -> str:
+def name_of(code: str, flags: Sequence[str], prefix: str = "descentlab_fused") -> str:
     """The extension's name: a digest of its source, its flags and the code generator's version."""
     digest = hashlib.sha256("\n".join([str(ABI_VERSION), code, *flags]).encode()).hexdigest()[:20]
-    return f"descentlab_fused_{digest}"
+    return f"{prefix}_{digest}"

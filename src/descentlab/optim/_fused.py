@@ -31,7 +31,7 @@ import functools
 import os
 import threading
 from array import array
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
@@ -227,15 +227,24 @@ def _as_stored(tensor: torch.Tensor) -> bool:
     return not _is_neg(tensor) and (_address(tensor) != 0 or _numel(tensor) == 0)
 
 
+_is_inference = torch.Tensor.is_inference
+
+
+def _writable(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether the step may write every one of ``tensors``: not an inference tensor outside InferenceMode
+    (torch's in-place op raises there; the core, stepping it, raises torch's error)."""
+    return torch.is_inference_mode_enabled() or not any(map(_is_inference, tensors))
+
+
 def gather(rule: Rule, group: Mapping[str, Any], states: MutableMapping[torch.Tensor, Any],
            names: Sequence[str]) -> tuple[dict[torch.dtype, Table], list[torch.Tensor]]:
     """Read the group afresh: one table per dtype of the rows the kernel can take (dense contiguous
     float32/float64 CPU tensors of the parameter's shape and dtype, plain ``torch.Tensor``s, every buffer
-    there), and the rest. The usual group (each parameter without a gradient or with one the kernel
-    takes, one dtype, every buffer made) is read in C where the native reader is built
-    (:mod:`._gather_native`); otherwise, if every parameter has a gradient, a column at a time
-    (:func:`_gather_uniform`: each check and address one C-level ``map`` over the group); anything else,
-    row by row (:func:`_gather_rows`)."""
+    there, none an inference tensor outside InferenceMode), and the rest. The usual group (each parameter
+    without a gradient or with one the kernel takes, one dtype, every buffer made) is read in C where the
+    native reader is built (:mod:`._gather_native`); otherwise, a group of at least :data:`COLUMNS_FROM`
+    parameters that all have a gradient a column at a time (:func:`_gather_uniform`: each check and
+    address one C-level ``map`` over the group); anything else, row by row (:func:`_gather_rows`)."""
     native = gather_native(group, states if needs_state(rule, group) else None, names, rule.counts_steps)
     if native is not None:
         dtype, meta, taken = native
@@ -313,7 +322,7 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
             or not all(map(_is_cpu, params)) or not all(map(_is_cpu, grads))
             or not all(map(_contiguous, params)) or not all(map(_contiguous, grads))
             or not all(map(eq, map(_shape, params), map(_shape, grads)))
-            or not all(map(_as_stored, params)) or not all(map(_as_stored, grads))):
+            or not all(map(_as_stored, params)) or not all(map(_as_stored, grads)) or not _writable(params)):
         return False
     states_of: list[Any] = []
     if states is not None:
@@ -325,7 +334,7 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
             steps = list(map(_step, states_of))
             kinds = set(map(_dtype, steps)) if set(map(type, steps)) == _TENSOR else set()
             if (len(kinds) != 1 or not all(map(_is_cpu, steps)) or any(map(_dim, steps))
-                    or not all(map(_as_stored, steps))):
+                    or not all(map(_as_stored, steps)) or not _writable(steps)):
                 return False
             kind = _STEP_KINDS.get(kinds.pop(), 0)
             if kind == 0:
@@ -341,7 +350,8 @@ def _uniform_chunk(params: list[torch.Tensor], dtype: torch.dtype, states: Mutab
     for column in buffers:
         if (set(map(type, column)) != _TENSOR or set(map(_dtype, column)) != dtypes
                 or not all(map(_is_cpu, column)) or not all(map(_contiguous, column))
-                or not all(map(eq, map(_shape, params), map(_shape, column))) or not all(map(_as_stored, column))):
+                or not all(map(eq, map(_shape, params), map(_shape, column))) or not all(map(_as_stored, column))
+                or not _writable(column)):
             return False
     columns[0] += map(_numel, params)
     columns[3] += [0] * count  # hyper-parameter row 0
@@ -374,7 +384,7 @@ def _gather_rows(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
         if (dtype not in DTYPES or type(grad) is not tensor
                 or (type(param) is not parameter and type(param) is not tensor) or grad.dtype is not dtype
                 or not param.is_cpu or not grad.is_cpu or not contiguous(param) or not contiguous(grad)
-                or grad.shape != shape or not _as_stored(param) or not _as_stored(grad)):
+                or grad.shape != shape or not _as_stored(param) or not _as_stored(grad) or not _writable((param,))):
             leftover.append(param)
             continue
         state = states[param] if stateful else no_state
@@ -384,14 +394,14 @@ def _gather_rows(rule: Rule, group: Mapping[str, Any], states: MutableMapping[to
         if counts:
             step = state["step"]
             kind = _STEP_KINDS.get(step.dtype, 0) if type(step) is tensor else 0
-            if kind == 0 or not step.is_cpu or step.dim() != 0 or not _as_stored(step):
+            if kind == 0 or not step.is_cpu or step.dim() != 0 or not _as_stored(step) or not _writable((step,)):
                 leftover.append(param)
                 continue
             row[1], row[2] = address(step), kind
         for name in names:
             buffer = state.get(name)
             if (type(buffer) is not tensor or buffer.dtype is not dtype or not buffer.is_cpu or not contiguous(buffer)
-                    or buffer.shape != shape or not _as_stored(buffer)):
+                    or buffer.shape != shape or not _as_stored(buffer) or not _writable((buffer,))):
                 break
             row.append(address(buffer))
         else:

@@ -9,12 +9,14 @@ parameter either without a gradient (skipped, as the Python reading skips it) or
 ``torch.Tensor``/``Parameter`` of one float dtype, dense, contiguous, on the CPU, with a plain gradient
 and every buffer of its shape and dtype already in its state (and a 0-d CPU float ``step`` where the rule
 counts steps). Anything else — a subclass, another dtype, a buffer still to make or replaced by a strided
-view, a state that is not a ``dict``, an exception from any call — returns "not taken", and the Python
-reading (:func:`._fused._gather_rows`) reads the group instead, with its own outcome. So this reader
+view, a state that is not a ``dict``, an inference tensor outside InferenceMode, an exception from any
+call — returns "not taken", and the Python reading (:func:`._fused.gather`: column by column or row by
+row) reads the group instead, with its own outcome; a ``KeyboardInterrupt`` raised by Python code the
+read runs (``Tensor.__hash__``, a state mapping's ``__missing__``) is raised, not swallowed. So this reader
 changes the time of a step, never what it computes; a test compares its tables with the Python
 reading's on groups built to hit every test.
 
-Built once per machine and torch version (about 20 s: the extension headers); if it cannot be built, the
+Built once per machine, torch version and Python ABI (about 20 s: the extension headers); if it cannot be built, the
 Python reading serves every group, with the same numbers. ``DESCENTLAB_NATIVE_GATHER=0`` turns it off.
 """
 
@@ -54,6 +56,12 @@ bool as_stored(const at::Tensor& t) {
   return !t.is_neg() && !t.is_conj() && (t.data_ptr() != nullptr || t.numel() == 0);
 }
 
+// a tensor the step may write: an inference tensor outside InferenceMode is not (torch's in-place op
+// raises; the Python reading leaves it to the core, which raises torch's error)
+bool writable(const at::Tensor& t) {
+  return !t.is_inference() || c10::InferenceMode::is_enabled();
+}
+
 // a dense contiguous CPU tensor of this dtype and shape (the tests the Python reading makes)
 bool plain(const at::Tensor& t, c10::ScalarType type, c10::IntArrayRef shape) {
   return t.layout() == c10::kStrided && t.scalar_type() == type && t.is_cpu() && t.is_contiguous()
@@ -79,8 +87,7 @@ struct Written {
     objects.push_back(tensor);
   }
   // what torch's in-place ops do (torch.autograd.graph.increment_version): a graph that saved one of
-  // these tensors before the step refuses backward after it; an inference tensor outside
-  // InferenceMode raises (caught: the Python reading raises torch's error)
+  // these tensors before the step refuses backward after it (every one is writable(): no error here)
   void bump() const {
     for (PyObject* tensor : objects) THPVariable_Unpack(tensor).unsafeGetTensorImpl()->bump_version();
   }
@@ -124,7 +131,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
       dtype = p.scalar_type();
       if (kind_of(dtype) == 0) return -1;
     }
-    if (!plain(p, dtype, p.sizes()) || !plain(g, dtype, p.sizes())) return -1;
+    if (!plain(p, dtype, p.sizes()) || !plain(g, dtype, p.sizes()) || !writable(p)) return -1;
     int64_t step_address = 0, step_kind = 0;
     const int64_t row = rows;
     if (stateful) {
@@ -138,7 +145,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         if (step == nullptr || Py_TYPE(step) != tensor_type) return -1;
         const at::Tensor& s = THPVariable_Unpack(step);
         step_kind = s.layout() == c10::kStrided ? kind_of(s.scalar_type()) : 0;
-        if (step_kind == 0 || !s.is_cpu() || s.dim() != 0 || !as_stored(s)) return -1;
+        if (step_kind == 0 || !s.is_cpu() || s.dim() != 0 || !as_stored(s) || !writable(s)) return -1;
         step_address = reinterpret_cast<int64_t>(s.data_ptr());
         written.add(step);
       }
@@ -146,7 +153,7 @@ int64_t read(PyObject* params, PyObject* states, PyObject* names, int64_t counts
         PyObject* buffer = PyDict_GetItemWithError(state, PyTuple_GET_ITEM(names, k));
         if (buffer == nullptr || Py_TYPE(buffer) != tensor_type) return -1;
         const at::Tensor& b = THPVariable_Unpack(buffer);
-        if (!plain(b, dtype, p.sizes())) return -1;
+        if (!plain(b, dtype, p.sizes()) || !writable(b)) return -1;
         meta[(fixed + k) * n + row] = reinterpret_cast<int64_t>(b.data_ptr());
         written.add(buffer);
       }
@@ -188,10 +195,16 @@ PyObject* result(PyObject* params, int64_t rows, Py_ssize_t columns, const std::
 
 }  // namespace
 
+// an ordinary error is cleared (the caller's Python check meets it again); KeyboardInterrupt and the
+// like stay set, and ctypes (PyDLL) raises them after the call
+void clear_ordinary_error() {
+  if (PyErr_Occurred() != nullptr && PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();
+}
+
 // 1: every gradient there is a plain strided tensor; -1: not known here (the Python check decides)
 extern "C" int64_t dl_all_dense(PyObject* params, PyObject* tensor_type) {
   if (!PyList_CheckExact(params) || interned(&grad_name, "grad") == nullptr) {
-    PyErr_Clear();
+    clear_ordinary_error();
     return -1;
   }
   try {
@@ -203,12 +216,12 @@ extern "C" int64_t dl_all_dense(PyObject* params, PyObject* tensor_type) {
       if (grad.object == Py_None) continue;
       if (grad.object == nullptr || Py_TYPE(grad.object) != reinterpret_cast<PyTypeObject*>(tensor_type)
           || THPVariable_Unpack(grad.object).layout() != c10::kStrided) {
-        PyErr_Clear();
+        clear_ordinary_error();
         return -1;
       }
     }
   } catch (...) {
-    PyErr_Clear();
+    clear_ordinary_error();
     return -1;
   }
   return 1;
@@ -231,7 +244,10 @@ extern "C" PyObject* dl_gather(PyObject* params, PyObject* states, PyObject* nam
     out = nullptr;
   }
   if (out == nullptr) {
-    PyErr_Clear();
+    if (PyErr_Occurred() != nullptr && !PyErr_ExceptionMatches(PyExc_Exception)) {
+      return nullptr;  // KeyboardInterrupt, SystemExit: raised (ctypes raises what is set)
+    }
+    PyErr_Clear();  // an ordinary error: not taken, the Python reading meets it again
     Py_INCREF(Py_None);
     out = Py_None;
   }
@@ -275,7 +291,7 @@ def reader() -> Reader | None:
     with _LOCK:
         if not _READER:
             library, _problem, _seconds = _native.build(SOURCE, "the native table reader", CFLAGS, (), {},
-                                                        python_api=True)
+                                                        python_api=True, prefix="descentlab_reader")
             _READER.append(None if library is None else Reader(
                 _native.function(library, "dl_gather", _GATHER_ARGS, ctypes.py_object),
                 _native.function(library, "dl_all_dense", [ctypes.py_object, ctypes.py_object], ctypes.c_int64)))

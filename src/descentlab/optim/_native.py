@@ -10,6 +10,8 @@ import ctypes
 import os
 import platform
 import shutil
+import sys
+import sysconfig
 import time
 from collections.abc import MutableMapping, Sequence
 from typing import Any
@@ -62,14 +64,16 @@ def function(library: Any, symbol: str, argtypes: Sequence[Any], restype: Any) -
 
 
 def build(code: str, what: str, cflags: Sequence[str], ldflags: Sequence[str], cache: MutableMapping[str, Built],
-          python_api: bool = False) -> Built:
+          python_api: bool = False, prefix: str = "descentlab_fused") -> Built:
     """Compile ``code`` (or load it from torch's extension cache) and load the library.
 
-    ``cache``: this process's builds by name (the name is a digest of the source, the flags, the machine
-    and torch's version). ``python_api``: the function uses the Python C API (loaded with
-    ``ctypes.PyDLL``: its functions are called holding the GIL). Any failure (no compiler, no ninja, a build error) is
-    returned as the problem ``f"building {what} failed (...)"``, never raised."""
-    name = _codegen.name_of(code, [*cflags, *ldflags, cpu_key(), torch.__version__])
+    ``cache``: this process's builds by name (``prefix`` and a digest of the source, the flags, the
+    machine and torch's version). ``python_api``: the library uses the Python C API (loaded with
+    ``ctypes.PyDLL``: its functions are called holding the GIL; the name then also carries the
+    interpreter's ABI, since the code inlines CPython's macros). Any failure (no compiler, no ninja, a
+    build error) is returned as the problem ``f"building {what} failed (...)"``, never raised."""
+    interpreter = [sys.implementation.cache_tag or "", str(sysconfig.get_config_var("SOABI"))] if python_api else []
+    name = _codegen.name_of(code, [*cflags, *ldflags, cpu_key(), torch.__version__, *interpreter], prefix)
     known = cache.get(name)
     if known is not None:
         return known

@@ -140,6 +140,8 @@ _not_none = partial(is_not, None)
 def _all_dense(params: list[torch.Tensor]) -> bool:
     """Whether every gradient of ``params`` there is strided (``check_dense`` passes): in C where the native
     reader is built and every gradient is a plain tensor, else one C-level ``map`` pass."""
+    if torch.compiler.is_compiling():  # a loop torch.compile can trace (no ctypes call, no attrgetter)
+        return all(p.grad is None or p.grad.layout == torch.strided for p in params)
     if all_dense(params):
         return True
     return set(map(_layout, filter(_not_none, map(_grad, params)))) <= {torch.strided}

@@ -72,12 +72,17 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     known = _PROBED.get((id(rule), key))
     if known is None or known[0] is not rule:
         known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers)))
+        while len(_PROBED) > PROBED_MAX:  # a schedule of betas (OneCycleLR) makes a new key every step
+            del _PROBED[next(iter(_PROBED))]
     if all(map(is_immutable, values)):
         _LAST[id(rule)] = (rule, values, known[1])
     return known[1]
 
 
 _PROBED: dict[tuple[int, Any], tuple[Rule, str | None]] = {}
+PROBED_MAX = 256
+"""Probe outcomes kept (the oldest dropped first): a scheduler that moves a keyed value every step
+(OneCycleLR cycles Adam's betas) would otherwise keep one per step."""
 _LAST: dict[int, tuple[Rule, tuple[Any, ...], str | None]] = {}
 """Per rule, the values of its last probe's key, when each is an immutable object (held, so its identity
 is not reused), and the outcome: the same objects again skip building the key."""
