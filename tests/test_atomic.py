@@ -42,3 +42,13 @@ def test_json_has_no_nan_and_append_adds_lines(tmp_path):
     append_line(log, "a", fsync=True)
     append_line(log, "b\n")
     assert log.read_text() == "a\nb\n"
+
+
+@pytest.mark.parametrize("stem", ["a" * 250, "é" * 125])
+def test_a_name_at_the_file_systems_limit_is_written(tmp_path, stem: str) -> None:
+    """The temp file beside the target is named from a clipped stem: a target whose name uses the whole
+    limit (255 bytes here) is still written atomically (the CLI's path check accepts such a name)."""
+    target = tmp_path / f"{stem}.html"
+    atomic_write_text(target, "page")
+    assert target.read_text() == "page"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]

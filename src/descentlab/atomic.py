@@ -40,12 +40,22 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes in the file system's encoding (whole characters): a temp
+    name must fit the file system's name limit even beside a target name that uses all of it; the
+    suffix (a writer such as ``savefig`` reads the format from it) is kept whole when it fits."""
+    while len(os.fsencode(text)) > limit:
+        text = text[:-1]
+    return text
+
+
 def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Produce ``path`` atomically through ``write(tmp_path)`` (e.g. ``fig.savefig``): the writer fills
     a temp file in the same directory, which is fsynced, given normal permissions and renamed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_clipped(target.stem, 64)}.", suffix=_clipped(target.suffix, 16) or ".tmp",
+                               dir=target.parent)
     os.close(fd)
     try:
         write(Path(tmp))
