@@ -21,7 +21,7 @@ chromium:
 	@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --durations=15
 
 race: $(STAMP)
 	$(VENV)/bin/descentlab race

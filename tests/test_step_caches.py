@@ -200,8 +200,9 @@ def test_two_optimizers_of_one_rule_with_other_values_in_turn_are_torchs_bits() 
             assert dl.last_routes(pair[2])[0].path == "fused"
 
 
-def test_a_beta_schedule_keeps_the_probe_cache_bounded() -> None:
+def test_a_beta_schedule_keeps_the_probe_cache_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """OneCycleLR-style betas, new every step: each is probed (exact key), but the outcomes kept are capped."""
+    monkeypatch.setattr(probe, "PROBED_MAX", len(probe._PROBED) + 8)
     params = [torch.nn.Parameter(torch.randn(4))]
     opt = dl.Adam(params, lr=1e-2)
     for t in range(probe.PROBED_MAX + 20):
