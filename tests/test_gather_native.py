@@ -225,7 +225,7 @@ def test_an_inference_tensor_is_refused_as_torch_refuses_it() -> None:
     for opt in (dl.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)):
         with pytest.raises(RuntimeError, match=r"[Ii]nference"):
             opt.step()
-    assert torch.equal(ours[0], theirs[0])
+    torch.testing.assert_close(ours[0].detach(), theirs[0].detach())
 
 
 def test_a_keyboard_interrupt_during_the_read_is_raised() -> None:
@@ -249,13 +249,15 @@ def test_a_keyboard_interrupt_during_the_read_is_raised() -> None:
 
 def test_a_step_compiled_with_fullgraph_traces_through_the_sparse_check() -> None:
     """``torch.compile(opt.step, fullgraph=True)``: the sparse check is a loop torch.compile can trace
-    (no ctypes call inside the graph); the traced step is the core's, within float32 rounding of torch."""
+    (no ctypes call inside the graph). Dynamo's ``eager`` backend (Inductor would only add seconds of
+    compiling); the traced step is the core's, within float32 rounding of torch (the scalars are traced
+    as dynamo computes them, not bitwise)."""
     _reader()  # built: the check would take the C path outside tracing
     gen = torch.Generator().manual_seed(7)
     ours = [torch.nn.Parameter(torch.randn(5, generator=gen))]
     theirs = [torch.nn.Parameter(ours[0].detach().clone())]
     a, b = dl.Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1)
-    step = torch.compile(a.step, fullgraph=True)
+    step = torch.compile(a.step, fullgraph=True, backend="eager")
     for _ in range(2):
         ours[0].grad = torch.randn(5, generator=gen)
         theirs[0].grad = ours[0].grad.clone()
