@@ -127,10 +127,7 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
 
 def disabled() -> str | None:
     """Why the fused path is off in this process, or None."""
-    value = os.environ.get(DISABLE_VAR)
-    if value is not None and value.strip().lower() in ("0", "off", "false", "no"):
-        return f"{DISABLE_VAR}={value}"
-    return None
+    return _native.switched_off(DISABLE_VAR)
 
 
 VML_MODE = 0x2 | 0x140000 | 0x100
@@ -264,8 +261,8 @@ def _mark_written(rule: Rule, tables: Mapping[torch.dtype, Table], states: Mutab
     """Bump the version counter of every tensor the kernel will write (the parameter, its buffers and
     step), as torch's in-place ops do (``torch.autograd.graph.increment_version``, the documented call for
     a kernel that writes through ``data_ptr``): a graph that saved one of them refuses ``backward`` after
-    the step, and an inference tensor outside InferenceMode raises torch's error, before anything moved.
-    (The native reader does the same in C.)"""
+    the step. (Inference tensors outside InferenceMode, which it would skip, are never in a table:
+    :func:`_writable`. The native reader bumps in C.)"""
     keys = [*names, "step"] if rule.counts_steps else list(names)
     for table in tables.values():
         for param in table.params:

@@ -16,14 +16,13 @@ read runs (``Tensor.__hash__``, a state mapping's ``__missing__``) is raised, no
 changes the time of a step, never what it computes; a test compares its tables with the Python
 reading's on groups built to hit every test.
 
-Built once per machine, torch version and Python ABI (about 20 s: the extension headers); if it cannot be built, the
-Python reading serves every group, with the same numbers. ``DESCENTLAB_NATIVE_GATHER=0`` turns it off.
+Built once per machine, torch version and Python ABI (about 20 s: the extension headers); if it cannot
+be built, the Python reading serves every group, with the same numbers. ``DESCENTLAB_NATIVE_GATHER=0`` turns it off.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from array import array
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -278,13 +277,9 @@ _READER: list[Reader | None] = []
 """This process's reader, once built or found unbuildable."""
 
 
-def _off() -> bool:
-    return os.environ.get(DISABLE_VAR, "1").strip().lower() in ("0", "off", "false", "no")
-
-
 def reader() -> Reader | None:
     """The loaded reader (built on first use), or None where it is off or cannot be built."""
-    if _off():
+    if _native.switched_off(DISABLE_VAR):
         return None
     if _READER:
         return _READER[0]
@@ -302,7 +297,7 @@ def all_dense(params: list[torch.Tensor]) -> bool | None:
     """True when every gradient of ``params`` there is a plain strided tensor; None when not known here
     (no reader built yet — this check never builds it: only a fused step does —, or a gradient of another
     layout or type: the caller's Python check decides)."""
-    native = _READER[0] if _READER and not _off() else None
+    native = _READER[0] if _READER and not _native.switched_off(DISABLE_VAR) else None
     if native is None:
         return None
     return True if native.all_dense(params, torch.Tensor) == 1 else None

@@ -55,6 +55,15 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
+def switched_off(variable: str) -> str | None:
+    """``variable=value`` when the environment switches a native piece off (0, off, false, no), else None.
+    Read at each call, so a change made while running is honoured."""
+    value = os.environ.get(variable)
+    if value is not None and value.strip().lower() in ("0", "off", "false", "no"):
+        return f"{variable}={value}"
+    return None
+
+
 def function(library: Any, symbol: str, argtypes: Sequence[Any], restype: Any) -> Any:
     """``library``'s C function ``symbol`` with its argument and result types declared."""
     bound = getattr(library, symbol)
