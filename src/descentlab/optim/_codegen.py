@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -51,6 +51,10 @@ PRELUDE = r"""
 #include <cstdint>
 #include <vector>
 #include <algorithm>
+#include <type_traits>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -62,8 +66,67 @@ template <typename T> inline T dl_sign(T a) { return static_cast<T>(T(0) < a) - 
 
 constexpr int64_t BLOCK = 512;
 
+constexpr unsigned long long EMULATE_ROOT = 1ull << 40;
+
+#if defined(__AVX__)
+// MKL's float32 high-accuracy vector root on its SSE/AVX code paths (the one torch's sqrt runs where MKL
+// does not take its AVX2 path, e.g. on AMD CPUs): y = rsqrt(x) (the hardware estimate), s = x*y, h = y/2,
+// r = 1/2 - s*h, s' = s + s*r, h' = h + h*r, d = x - s'*s', root = s' + d*h' -- one Newton step on the
+// root and its half-reciprocal, then one correction, every product and sum rounded to float32 apart
+// (no fused multiply-add). Not correctly rounded (up to 1 ulp); the same bits as MKL's, checked over
+// every float32 of [1, 4) against torch.sqrt before it is used (_selfcheck.root_problem).
+inline __m256 emulated_root8(__m256 x) {
+  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 y = _mm256_rsqrt_ps(x);
+  __m256 s = _mm256_mul_ps(x, y);
+  __m256 h = _mm256_mul_ps(y, half);
+  const __m256 r = _mm256_sub_ps(half, _mm256_mul_ps(s, h));
+  s = _mm256_add_ps(_mm256_mul_ps(s, r), s);
+  h = _mm256_add_ps(_mm256_mul_ps(h, r), h);
+  const __m256 d = _mm256_sub_ps(x, _mm256_mul_ps(s, s));
+  return _mm256_add_ps(_mm256_mul_ps(d, h), s);
+}
+
+// Lanes outside [2^-96, 2^126): zero, subnormal, negative, huge, infinite, NaN. There the intermediates
+// could underflow (and a flush-to-zero mode would change them) or overflow: such a block goes to MKL.
+inline __m256i outside_root_range(__m256 x) {
+  const __m256i low = _mm256_set1_epi32(0x0f800000 - 1), high = _mm256_set1_epi32(0x7e7fffff);
+  const __m256i bits = _mm256_castps_si256(x);
+  return _mm256_or_si256(_mm256_cmpgt_epi32(low, bits), _mm256_cmpgt_epi32(bits, high));
+}
+
+// The roots of in[0..m) into out; false (out then unspecified) when any input is outside the range.
+inline bool emulated_root(int m, const float* in, float* out) {
+  __m256i outside = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= m; i += 8) {
+    const __m256 x = _mm256_loadu_ps(in + i);
+    outside = _mm256_or_si256(outside, outside_root_range(x));
+    _mm256_storeu_ps(out + i, emulated_root8(x));
+  }
+  if (i < m) {  // the tail, padded with ones (each lane's root is its own)
+    alignas(32) float a[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8];
+    for (int k = 0; i + k < m; ++k) a[k] = in[i + k];
+    const __m256 x = _mm256_load_ps(a);
+    outside = _mm256_or_si256(outside, outside_root_range(x));
+    _mm256_store_ps(b, emulated_root8(x));
+    for (int k = 0; i + k < m; ++k) out[i + k] = b[k];
+  }
+  return _mm256_testz_si256(outside, outside);
+}
+#endif
+
+// Square roots of one block: torch's vector function fn (MKL's, called with torch's mode), its float32
+// emulation (mode has EMULATE_ROOT; a block with an input outside its range goes to fn), or, with no
+// fn, the IEEE root.
 template <typename T>
 inline void block_sqrt(int m, const T* in, T* out, void* fn, unsigned long long mode) {
+#if defined(__AVX__)
+  if constexpr (std::is_same<T, float>::value) {
+    if ((mode & EMULATE_ROOT) && emulated_root(m, in, out)) return;
+  }
+#endif
+  mode &= ~EMULATE_ROOT;
   if (fn != nullptr) {
     reinterpret_cast<void (*)(int, const T*, T*, unsigned long long)>(fn)(m, in, out, mode);
   } else {
@@ -335,6 +398,11 @@ def source(program: Program, slots: int) -> str:
         "                    threads, grain)",
         "      : run<float>(n, stride, meta, rows, nh, fixed_t, reject, check_overlap, sqrt_float, mode,",
         "                   threads, grain);",
+        "}",
+        "// the float32 square roots block_sqrt computes with this fn and mode, block by block (the self-check's)",
+        'extern "C" void dl_float_roots(int64_t n, const float* in, float* out, void* fn, unsigned long long mode) {',
+        "  for (int64_t a = 0; a < n; a += BLOCK)",
+        "    block_sqrt<float>(static_cast<int>(std::min<int64_t>(BLOCK, n - a)), in + a, out + a, fn, mode);",
         "}",
         "// the same call with its integer arguments in one array (ctypes converts 2 arguments, not 14)",
         'extern "C" int64_t dl_fused_call(const int64_t* a, double fixed_t) {',

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
 
+import numpy as np
 import torch
 from torch.autograd.graph import increment_version
 
@@ -43,7 +44,7 @@ from . import _codegen, _native
 from ._eager import eager_step
 from ._gather_native import gather_native
 from ._pieces import _aliased
-from ._selfcheck import BITWISE, IEEE_SQRT, check
+from ._selfcheck import BITWISE, IEEE_SQRT, check, root_problem
 from ._state import init_state, needs_state
 from ._trace import Program, Unsupported, flatten_hypers, guards_hold, trace
 from .probe import is_immutable
@@ -70,9 +71,11 @@ class Kernel:
     program: Program
     function: Any = None
     problem: str | None = None
-    checked: dict[tuple[torch.dtype, bool], tuple[str | None, str, tuple[int, int]]] = field(default_factory=dict)
+    checked: dict[tuple[torch.dtype, bool], tuple[str | None, str, Roots]] = field(default_factory=dict)
     """Per (dtype, IEEE square root asked for): the self-check's outcome (:func:`verify`)."""
     build_seconds: float = 0.0
+    float_roots: Any = None
+    """The library's ``dl_float_roots`` (the float32 square roots its loops compute; for the root check)."""
 
 
 @dataclass
@@ -90,18 +93,22 @@ class _Library:
 LIBRARY = _Library()
 
 
+ROOTS_ARGTYPES = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ulonglong]
+"""``dl_float_roots(n, in, out, fn, mode)``: the float32 roots the kernel's loops compute with ``fn``, ``mode``."""
 ARGTYPES = [ctypes.c_void_p, ctypes.c_double]
 """The generated ``dl_fused_call``'s arguments: the packed int64 arguments of ``dl_fused_step`` and
 ``fixed_t`` (:func:`call`)."""
 
 
-def _build(code: str) -> tuple[Any, str | None, float]:
-    """Compile ``code`` (or load it from torch's extension cache) -> (C function, problem, seconds)."""
+def _build(code: str, program: Program) -> Kernel:
+    """Compile ``code`` (or load it from torch's extension cache) into the kernel of ``program``."""
     library, problem, seconds = _native.build(code, "the fused kernel", FLAGS, LDFLAGS, LIBRARY.built)
     if library is None:
-        return None, problem, seconds
+        return Kernel(program, None, problem, build_seconds=seconds)
     # (int64 arguments of dl_fused_step, fixed_t): see call()
-    return _native.function(library, "dl_fused_call", ARGTYPES, ctypes.c_int64), None, seconds
+    return Kernel(program, _native.function(library, "dl_fused_call", ARGTYPES, ctypes.c_int64), None,
+                  build_seconds=seconds,
+                  float_roots=_native.function(library, "dl_float_roots", ROOTS_ARGTYPES, None))
 
 
 def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maximize: bool,
@@ -119,8 +126,7 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
                 LIBRARY.last[variant] = (values, kernel)
                 return kernel
         program = trace(rule.update, hypers, names, maximize, step)
-        function, problem, seconds = _build(_codegen.source(program, 2 + len(names)))
-        kernel = Kernel(program, function, problem, build_seconds=seconds)
+        kernel = _build(_codegen.source(program, 2 + len(names)), program)
         kernels.append(kernel)
         return kernel
 
@@ -133,6 +139,13 @@ def disabled() -> str | None:
 VML_MODE = 0x2 | 0x140000 | 0x100
 """``VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE``: the mode torch's ``ATen/cpu/vml.h`` calls MKL's vector
 square root with."""
+EMULATE_ROOT = 1 << 40
+"""A bit of the mode passed to the kernel, never to MKL: compute float32 roots with the kernel's inline
+emulation of MKL's (:data:`._codegen.PRELUDE`'s ``emulated_root``), blocks with an input outside its range
+by MKL's function."""
+Roots = tuple[int, int, int]
+"""The square roots a kernel runs with: float32 and float64 vector functions (0: the IEEE root inline)
+and the mode (:func:`call`)."""
 
 
 @functools.cache
@@ -151,7 +164,7 @@ def torch_sqrt() -> tuple[int, int]:
 
 
 def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int, hyper_rows: array, nh: int,
-         fixed_t: float, check_overlap: bool, roots: tuple[int, int], threads: int | None = None,
+         fixed_t: float, check_overlap: bool, roots: Roots, threads: int | None = None,
          grain: int | None = None) -> array:
     """Run the kernel over a table of ``rows`` rows with these square roots; the rejected-row flags.
 
@@ -163,30 +176,52 @@ def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int
         return reject
     arguments = array("q", (rows, stride, meta.buffer_info()[0], hyper_rows.buffer_info()[0] if len(hyper_rows) else 0,
                             nh, DTYPES[dtype], reject.buffer_info()[0], 1 if check_overlap else 0, roots[0] or 0,
-                            roots[1] or 0, VML_MODE, torch.get_num_threads() if threads is None else threads,
+                            roots[1] or 0, roots[2], torch.get_num_threads() if threads is None else threads,
                             GRAIN if grain is None else grain))
     kernel.function(arguments.buffer_info()[0], fixed_t)  # dl_fused_step's 13 integers in one array
     return reject
 
 
+def _torch_roots(kernel: Kernel, dtype: torch.dtype) -> list[Roots]:
+    """The ways this kernel can compute torch's own square roots for ``dtype``, fastest first: in float32,
+    the IEEE root inline where torch's root is it (MKL's AVX2 path), else the kernel's emulation of MKL's
+    root where it equals torch's over every float32 of [1, 4) and the rest of the root check
+    (:func:`._selfcheck.root_problem`, run once per process); always, torch's own vector function."""
+    functions = torch_sqrt()
+    tries: list[Roots] = []
+    if dtype == torch.float32 and kernel.float_roots is not None:
+        def emulated(values: np.ndarray) -> np.ndarray:
+            out = np.empty_like(values)
+            kernel.float_roots(values.size, values.ctypes.data, out.ctypes.data, functions[0],
+                               VML_MODE | EMULATE_ROOT)
+            return out
+
+        if root_problem("ieee", np.sqrt) is None:
+            tries.append((0, 0, VML_MODE))
+        elif functions[0] and root_problem("emulated", emulated) is None:
+            tries.append((*functions, VML_MODE | EMULATE_ROOT))
+    return [*tries, (*functions, VML_MODE)]
+
+
 def verify(kernel: Kernel, rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool,
-           numbers: Sequence[float], dtype: torch.dtype, ieee: bool) -> tuple[str | None, str, tuple[int, int]]:
+           numbers: Sequence[float], dtype: torch.dtype, ieee: bool) -> tuple[str | None, str, Roots]:
     """The kernel's self-check for ``dtype`` (:mod:`._selfcheck`), once per kernel, dtype and ``ieee`` per
-    process: (None, what it promises, the square roots to run it with) or (why it is not used, "", (0, 0)).
+    process: (None, what it promises, the square roots to run it with) or (why it is not used, "", no roots).
     ``ieee``: the IEEE square root (fast), bitwise only for rules without one, else within 1 ulp of each
-    root; otherwise torch's own, and bitwise or not used at all."""
+    root; otherwise torch's own (:func:`_torch_roots`), and bitwise or not used at all."""
     if (dtype, ieee) not in kernel.checked:
         hyper_row = array("d", numbers)
-        outcome: tuple[str | None, str, tuple[int, int]] = ("", "", (0, 0))
+        outcome: tuple[str | None, str, Roots] = ("", "", (0, 0, VML_MODE))
         # fused (what auto takes) promises torch's bits or is not used: a build whose square root the kernel
         # cannot reproduce steps on the core; only fused-ieee, asked for by name, accepts the IEEE root
-        tries = ((BITWISE, (0, 0)), (IEEE_SQRT, (0, 0))) if ieee else ((BITWISE, torch_sqrt()),)
+        tries = ([(BITWISE, (0, 0, VML_MODE)), (IEEE_SQRT, (0, 0, VML_MODE))] if ieee
+                 else [(BITWISE, roots) for roots in _torch_roots(kernel, dtype)])
         for promise, roots in tries:
-            def run(meta: array, roots: tuple[int, int] = roots) -> None:
+            def run(meta: array, roots: Roots = roots) -> None:
                 call(kernel, dtype, meta, 1, len(meta), hyper_row, len(numbers), 0.0, True, roots)
 
             problem = check(run, rule, names, hypers, maximize, dtype, promise)
-            outcome = (problem, "", (0, 0)) if problem else (None, promise, roots)
+            outcome = (problem, "", (0, 0, VML_MODE)) if problem else (None, promise, roots)
             if not problem:
                 break
         kernel.checked[dtype, ieee] = outcome

@@ -21,7 +21,7 @@ Anything else (a kernel that differs from both) is refused with the reason, and 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,45 @@ class IEEESqrt(TorchFunctionMode):
                 return source.copy_(value)
             return value
         return func(*args, **(kwargs or {}))
+
+
+ROOT_CHUNK = 1 << 20
+_ROOT_PROBLEMS: dict[str, str | None] = {}
+
+
+def _root_inputs() -> Iterator[np.ndarray]:
+    """The float32 inputs of the root check, a chunk at a time: every float32 in [1, 4) (a root's bits
+    repeat with each factor of 4 where nothing under- or overflows: the same mantissa and exponent
+    parity), 2^20 consecutive floats on each side of the emulation's range ends (2^-96 and 2^126) and of
+    the smallest normal, 2^20 random bit patterns (every exponent, sign, subnormal, infinity, NaN), and
+    the special values."""
+    one, four = 0x3F800000, 0x40800000
+    for start in range(one, four, ROOT_CHUNK):
+        yield np.arange(start, start + ROOT_CHUNK, dtype=np.uint32).view(np.float32)
+    for edge in (0x0F800000, 0x7E800000, 0x00800000):
+        yield np.arange(edge - ROOT_CHUNK // 2, edge + ROOT_CHUNK // 2, dtype=np.uint32).view(np.float32)
+    yield np.random.default_rng(1234).integers(0, 1 << 32, ROOT_CHUNK, dtype=np.uint32).view(np.float32)
+    yield np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0, 1e-45, 1.1754942e-38, 1.1754944e-38,
+                    3.4028235e38, 2.0 ** -96, 2.0 ** 126, 1.0, 4.0], dtype=np.float32)
+
+
+def root_problem(name: str, root: Callable[[np.ndarray], np.ndarray]) -> str | None:
+    """None when ``root`` (float32 array -> its square roots) gives torch.sqrt's bits (NaN for NaN) on
+    every input of :func:`_root_inputs`, else the first input where it does not. Once per ``name`` per
+    process (about 0.1 s): the candidates are the IEEE root and the fused kernels' emulation of MKL's,
+    whose code is the same in every kernel."""
+    if name not in _ROOT_PROBLEMS:
+        problem = None
+        for values in _root_inputs():
+            ours, theirs = root(values), torch.sqrt(torch.from_numpy(values)).numpy()
+            differ = (ours.view(np.uint32) != theirs.view(np.uint32)) & ~(np.isnan(ours) & np.isnan(theirs))
+            if differ.any():
+                x = values[np.flatnonzero(differ)[0]]
+                problem = (f"the {name} square root differs from torch.sqrt at {float(x)!r} "
+                           f"({float(root(np.array([x]))[0])!r} against {float(torch.sqrt(torch.tensor(x)))!r})")
+                break
+        _ROOT_PROBLEMS[name] = problem
+    return _ROOT_PROBLEMS[name]
 
 
 def check(run: RunKernel, rule: Rule, names: Sequence[str], hypers: Mapping[str, Any], maximize: bool,
