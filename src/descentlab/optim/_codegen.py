@@ -192,11 +192,13 @@ def _scalar_code(program: Program) -> list[str]:
     return lines
 
 
-def _stages(program: Program, staged: bool) -> tuple[dict[int, int], set[int]]:
-    """Each element node's stage and the nodes kept in a block buffer. A square root is computed between
-    stages, by one call over the block (torch's own vector ``sqrt``, see the module docstring), so a
-    node's stage is that of its latest input, plus one after a square root; a node read in a later stage
-    (or by a square root, or stored from an earlier stage) lives in a buffer of one block."""
+def _stages(program: Program, staged: bool) -> tuple[dict[int, int], set[int], dict[int, int]]:
+    """Each element node's stage, the nodes kept in a block buffer, and the stage each output slot is
+    written in. A square root is computed between stages, by one call over the block (torch's own vector
+    ``sqrt``, see the module docstring), so a node's stage is that of its latest input, plus one after a
+    square root; a node read in a later stage (or by a square root, or stored from an earlier stage)
+    lives in a buffer of one block. An output is written in the stage that computes it unless a later
+    stage still reads the slot's old value (then in the last): fewer buffers for the last stage."""
     ops = program.element_ops
     stage: dict[int, int] = {}
     for j, (op, args) in enumerate(ops):
@@ -211,10 +213,19 @@ def _stages(program: Program, staged: bool) -> tuple[dict[int, int], set[int]]:
         for kind, d in args:
             if kind == "e" and ops[d][0] != "input" and (stage[d] < stage[j] or (op == "sqrt" and staged)):
                 buffered.add(d)
-    for node in program.outputs.values():
-        if ops[node][0] != "input" and stage[node] < last:
+    read_until: dict[int, int] = {}  # slot -> the last stage that reads its old value
+    for j, (op, args) in enumerate(ops):
+        for kind, d in args if op != "input" else []:
+            if kind == "e" and ops[d][0] == "input":
+                slot = ops[d][1][0]
+                read_until[slot] = max(read_until.get(slot, 0), stage[j])
+    stores: dict[int, int] = {}
+    for slot, node in program.outputs.items():
+        early = stage[node] if ops[node][0] != "input" else last
+        stores[slot] = early if read_until.get(slot, 0) <= early else last
+        if ops[node][0] != "input" and stage[node] < stores[slot]:
             buffered.add(node)
-    return stage, buffered
+    return stage, buffered, stores
 
 
 def _expression(op: str, a: list[str], j: int, hoisted: dict[str, str]) -> str:
@@ -249,7 +260,7 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
     function between stages) or ``ieee_loop<T>`` (one loop, ``std::sqrt`` inline): the element program
     over one tensor."""
     ops = program.element_ops
-    stage, buffered = _stages(program, staged)
+    stage, buffered, stores = _stages(program, staged)
     last = max(stage.values(), default=0)
     hoisted: dict[str, str] = {}
 
@@ -289,8 +300,8 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
             body.append(f"      const T e{j} = {_expression(op, [ref(a) for a in args], j, hoisted)};")
             if j in buffered:
                 body.append(f"      b{j}[i] = e{j};")
-        if level == last:
-            body += [f"      y{slot}[i] = {ref(('e', node))};" for slot, node in sorted(program.outputs.items())]
+        body += [f"      y{slot}[i] = {ref(('e', node))};" for slot, node in sorted(program.outputs.items())
+                 if stores[slot] == level]
         if body:
             lines += ["#pragma GCC ivdep", "    for (int i = 0; i < m; ++i) {", *loads.values(), *body, "    }"]
     lines.append("  }")
