@@ -8,7 +8,8 @@ probe of ``optim/probe.py``, the fused kernel's) must not redo per-value work fo
 Layouts: six small tensors, and a small MLP (784-128-64-10). Default engine (``auto``); ``fixed`` steps the
 same optimizer under OneCycleLR with ``cycle_momentum=False`` (the lr still moves). Median over repeats of
 the mean ms per step of ``--steps`` steps, gradients set once (the step alone is timed), each run with the
-probe's caches emptied (as in a fresh process); also how many shape probes a cycled run ran.
+probe's caches emptied (as in a fresh process); also how many shape probes ran in a cycled run's timed steps
+(its warm-up steps probe the first values).
 """
 
 from __future__ import annotations
@@ -83,14 +84,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, "
           f"median of {args.repeats}")
     print(f"{'optimizer':20} {'layout':16} {'fixed betas ms':>15} {'cycled betas ms':>16} {'ratio':>6} "
-          f"{'probes (cycled)':>16}")
+          f"{'probes timed':>13}")
     for layout in ("6 small tensors", "MLP 784-128-64-10"):
         for name in OPTIMIZERS:
             fixed = statistics.median(measure(name, layout, False, args.steps)[0] for _ in range(args.repeats))
             cycled_runs = [measure(name, layout, True, args.steps) for _ in range(args.repeats)]
             cycled = statistics.median(ms for ms, _ in cycled_runs)
             print(f"{name:20} {layout:16} {fixed:15.3f} {cycled:16.3f} {cycled / fixed:6.2f} "
-                  f"{max(runs for _, runs in cycled_runs):16d}")
+                  f"{max(runs for _, runs in cycled_runs):13d}")
 
 
 if __name__ == "__main__":

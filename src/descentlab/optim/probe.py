@@ -61,31 +61,32 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
 
     ``hypers`` is a param group (or a registry entry's defaults). Checks the declaration too: a rule
     declared ``elementwise=False`` is refused without probing. The outcome is cached, keyed on what the
-    update's code depends on, not on the values themselves, so a schedule that moves betas or momentum
-    every step (OneCycleLR) probes once, not once a step:
+    update's code depends on rather than on the values, so a schedule that sets new betas or momentum
+    every step (OneCycleLR with ``cycle_momentum``) probes once, not once a step:
 
-    * **by class** (:func:`_class_problem`), when the rule's ``update`` can be traced (:mod:`._trace`,
-      as for the fused kernel) with these values: values share an outcome when they have the same
-      *signature* (every flag, string and None exactly; each number's type (a float, an int) and IEEE
-      class (sign, zero, subnormal, normal, infinite, NaN); tuple or list; the buffers that exist) and
-      the traced program's scalar arithmetic takes the same outcome at every comparison it made (its
-      guards: ``weight_decay != 0``, ``momentum > 0``) and raises nowhere (no division by zero, no
-      overflow, no complex power) at the probe's steps. Why that is sound: the trace gives the update
-      stand-ins that record arithmetic and comparisons and refuse every other look at a number
-      (``float()``, ``int()``, ``math.*``, hashing, printing, an unknown attribute) and at a tensor
-      (its shape, size, values, an op that is not elementwise); every Python decision the update takes on
-      a hyper-parameter is one of those comparisons, made by the same float arithmetic as in the probe.
-      Two values of one class therefore run the same code down the same branches: the same tensor ops
-      in the same order, only their scalar operands differ, and those ops are elementwise for any
-      scalar. What the stand-in cannot see — a value's type, its sign of zero, NaN, infinity
-      (``math.copysign`` behind a ``type(x) is float``) — is in the signature. The one thing left
-      out is a rule that tests a value's type and then, behind that test, compares the value with
-      numbers the stand-in never meets: the fused kernel (the same trace, the same guards) assumes no
-      rule does, and so does this cache. ``lr`` is a number of the program like any other (the probe
-      runs at the group's lr); a tensor lr is probed at its default.
-    * **exactly** (:func:`_exact_problem`), for a rule or values the trace cannot take (a tensor
-      hyper-parameter but lr, a rule that branches on the step, converts a hyper-parameter to a number or
-      reads a shape): keyed on :func:`exact_key` of every value but lr (probed at its default).
+    * **By class**, where the rule's ``update`` can be traced with these values (:mod:`._trace`, the fused
+      kernel's trace). Two sets of values share an outcome when they have the same *signature* (every flag,
+      string and None exactly; each number's type and IEEE class: sign, zero, subnormal, normal, infinite,
+      NaN; tuple or list; the buffers that exist) and belong to the same traced program
+      (:func:`._trace.membership`): its scalar arithmetic, run in Python floats as the update runs it,
+      gives every comparison the rule made (its guards: ``weight_decay != 0``, ``1 - beta < 0.3``) the
+      recorded outcome and raises nowhere (a division by zero, an overflow, a complex power) at each of
+      the probe's steps. Why that is sound: the trace hands the update stand-ins that record arithmetic
+      and comparisons and refuse any other look at a number (``float()``, ``int()``, ``math.*``, hashing,
+      an unknown attribute) or at a tensor (its shape, size or values, an op that is not elementwise).
+      So every decision the update takes on a hyper-parameter is one of the recorded comparisons,
+      computed by the same float operations as in the probe; values of one class run the update down the
+      same branches, calling the same elementwise tensor ops with other scalars, and no scalar can make an
+      elementwise op read a shape. What a stand-in does not show — a value's type, its sign of zero, NaN,
+      infinity (``math.copysign`` behind ``type(x) is float``) — is in the signature. Left out: an update
+      that tests a value's type and, behind that test, compares the value with numbers a stand-in never
+      meets (``type(b) is float and b > 0.7``). The fused kernel (the same trace, the same guards)
+      assumes no rule does that; so does this cache. lr is a number of the program like the others (probed
+      at the group's lr); a tensor lr is probed at its default.
+    * **Exactly** otherwise (a tensor hyper-parameter but lr, a rule the trace refuses for these values:
+      it reads a shape, branches on the step, converts a hyper-parameter to a number): keyed on
+      :func:`exact_key` of every value but lr, lr probed at its default (so an untraced rule whose shape
+      reading depends on lr is probed at its default lr, as before).
     """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
