@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import is_
 from typing import Any
 
@@ -239,7 +239,7 @@ def _class_problem(rule: Rule, layout: _Layout, values: tuple[Any, ...], moving:
 
 def _still_in(rule: Rule, layout: _Layout, last: _Last, values: tuple[Any, ...], moving: tuple[Any, ...]) -> bool:
     """Whether values that differ from ``last``'s only in numbers of the same signature stay in its class
-    (then ``last`` is updated to them): the class's check on the new numbers, without tracing or keying."""
+    (then they replace ``last``): the class's check on the new numbers, without tracing or keying."""
     numbers = last.numbers
     for index, (new, old) in enumerate(zip((*values, *moving), (*last.values, *last.moving), strict=True)):
         if new is old:
@@ -264,7 +264,7 @@ def _still_in(rule: Rule, layout: _Layout, last: _Last, values: tuple[Any, ...],
     full, _ = _probed_values(layout, values, moving)
     if tuple(buffer_names(rule, full)) != last.buffers or not last.member.belongs(numbers):  # type: ignore[union-attr]
         return False
-    last.values, last.moving, last.numbers = values, moving, numbers
+    _LAST[id(rule)] = replace(last, values=values, moving=moving, numbers=numbers)  # (a new entry: never half-updated)
     return True
 
 
