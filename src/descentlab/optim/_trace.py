@@ -496,12 +496,71 @@ def guard_inputs(program: Program) -> frozenset[int]:
 
 
 def guards_hold(program: Program, numbers: Sequence[float]) -> bool:
-    """Whether every comparison of the trace has the same outcome for these hyper-parameter values."""
+    """Whether every comparison of the trace has the same outcome for these hyper-parameter values (the
+    guard nodes in Python doubles, as :func:`evaluate_scalars` computes them: NaN where an op raises)."""
     if not program.guards:
         return True
-    values = evaluate_scalars(program, numbers, step=None, only=guard_nodes(program))
-    return all(COMPARISONS[op](values[left], values[right]) == outcome
-               for left, op, right, outcome in program.guards)
+    check = getattr(program, "_guards_hold", None)
+    if check is None:
+        check = _scalar_function(program, guard_nodes(program), None)
+        object.__setattr__(program, "_guards_hold", check)
+    return check(numbers)
+
+
+def membership(program: Program, steps: Sequence[float]) -> Callable[[Sequence[float]], bool]:
+    """A function of hyper-parameter numbers (:func:`flatten_hypers`'s): whether the program's whole scalar
+    arithmetic, run in Python doubles as the rule runs it, raises nowhere (no division by zero, no overflow,
+    no complex power) at each step count in ``steps`` (once, without a step, when empty), and every guard
+    has its recorded outcome. The values for which it is true run the rule's ``update`` down the path this
+    trace recorded (the shape probe's classes, :mod:`.probe`)."""
+    return _scalar_function(program, frozenset(range(len(program.scalar_ops))), tuple(steps))
+
+
+def _scalar_function(program: Program, nodes: frozenset[int], steps: tuple[float, ...] | None
+                     ) -> Callable[[Sequence[float]], bool]:
+    """Straight-line Python for ``nodes`` of the scalar program and its guards (a few microseconds a call,
+    against tens for :func:`evaluate_scalars`' loop). ``steps`` None: :func:`guards_hold`'s check (NaN where
+    an op raises, no step nodes); else :func:`membership`'s (False where any op raises)."""
+    names: dict[str, Any] = {"_float": float, "_nan": float("nan"), "_steps": steps}
+    fixed: list[str] = []
+    stepped: list[str] = []
+    for index, ((op, args), steps_on) in enumerate(zip(program.scalar_ops, program.scalar_steps, strict=True)):
+        if index not in nodes:
+            continue
+        if op == "hyper":
+            line = f"s{index} = n[{args[0]}]"
+        elif op == "const":
+            names[f"c{index}"] = float(args[0])
+            line = f"s{index} = c{index}"
+        elif op == "step":
+            line = f"s{index} = t"
+        elif op == "neg":
+            line = f"s{index} = -s{args[0]}"
+        elif op == "abs":
+            line = f"s{index} = abs(s{args[0]})"
+        else:
+            left, right = f"s{args[0]}", f"s{args[1]}"
+            value = {"add": f"{left} + {right}", "sub": f"{left} - {right}", "mul": f"{left} * {right}",
+                     "div": f"{left} / {right}", "pow": f"_float({left} ** {right})"}[op]
+            if steps is None and op in ("div", "pow"):  # as evaluate_scalars: NaN where it raises
+                line = (f"try:\n    s{index} = {value}\nexcept (ZeroDivisionError, OverflowError, ValueError):\n"
+                        f"    s{index} = _nan")
+            else:
+                line = f"s{index} = {value}"
+        (stepped if steps_on else fixed).append(line)
+    symbols = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+    verdict = " and ".join(f"(s{left} {symbols[op]} s{right}) is {outcome}"
+                           for left, op, right, outcome in program.guards) or "True"
+    body = fixed
+    if steps is not None:
+        if steps and stepped:
+            body = [*fixed, "for t in _steps:", *("    " + line for line in "\n".join(stepped).split("\n"))]
+        body = ["try:", *("    " + line for line in "\n".join(body).split("\n")),
+                "except Exception:", "    return False"]
+    source = "def check(n):\n" + "".join(f"    {line}\n" for line in "\n".join(body).split("\n") if line) + \
+        f"    return {verdict}\n"
+    exec(source, names)  # generated from the program's own op names and node numbers only
+    return names["check"]
 
 
 def evaluate_scalars(program: Program, numbers: Sequence[float], step: float | None,

@@ -26,13 +26,17 @@ asks this one function.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from operator import is_
 from typing import Any
 
 import torch
 
 from ._eager import apply_update
+from ._trace import Program, Unsupported, flatten_hypers, membership, trace
 from .rule import Rule, buffer_names
 
 SHAPES: tuple[tuple[int, ...], ...] = ((), (7,), (3, 5), (2, 3, 4), (4, 3, 2, 2), (2, 1, 3, 2, 2))
@@ -55,48 +59,262 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     """Why ``rule`` with these hyper-parameters gives other numbers on a reshaped, sliced,
     concatenated or stacked tensor than on the tensor itself, or None when it gives the same.
 
-    ``hypers`` is a param group (or a registry entry's defaults). The hyper-parameters that move every
-    step (``Hyper.tensor_ok``: lr) are probed at their declared default and are not part of the
-    cache key; the result is cached per rule and the values of the others. Checks the declaration too:
-    a rule declared ``elementwise=False`` is refused without probing."""
+    ``hypers`` is a param group (or a registry entry's defaults). Checks the declaration too: a rule
+    declared ``elementwise=False`` is refused without probing. The outcome is cached, keyed on what the
+    update's code depends on rather than on the values, so a schedule that sets new betas or momentum
+    every step (OneCycleLR with ``cycle_momentum``) probes once, not once a step:
+
+    * **By class**, where the rule's ``update`` can be traced with these values (:mod:`._trace`, the fused
+      kernel's trace). Two sets of values share an outcome when they have the same *signature* (every flag,
+      string and None exactly; each number's type and IEEE class: sign, zero, subnormal, normal, infinite,
+      NaN; tuple or list; the buffers that exist) and belong to the same traced program
+      (:func:`._trace.membership`): its scalar arithmetic, run in Python floats as the update runs it,
+      gives every comparison the rule made (its guards: ``weight_decay != 0``, ``1 - beta < 0.3``) the
+      recorded outcome and raises nowhere (a division by zero, an overflow, a complex power) at each of
+      the probe's steps. Why that is sound: the trace hands the update stand-ins that record arithmetic
+      and comparisons and refuse any other look at a number (``float()``, ``int()``, ``math.*``, hashing,
+      an unknown attribute) or at a tensor (its shape, size or values, an op that is not elementwise).
+      So every decision the update takes on a hyper-parameter is one of the recorded comparisons,
+      computed by the same float operations as in the probe; values of one class run the update down the
+      same branches, calling the same elementwise tensor ops with other scalars, and no scalar can make an
+      elementwise op read a shape. What a stand-in does not show — a value's type, its sign of zero, NaN,
+      infinity (``math.copysign`` behind ``type(x) is float``) — is in the signature. Left out: an update
+      that tests a value's type and, behind that test, compares the value with numbers a stand-in never
+      meets (``type(b) is float and b > 0.7``). The fused kernel (the same trace, the same guards)
+      assumes no rule does that; so does this cache. lr is a number of the program like the others (probed
+      at the group's lr); a tensor lr is probed at its default.
+    * **Exactly** otherwise (a tensor hyper-parameter but lr, a rule the trace refuses for these values:
+      it reads a shape, branches on the step, converts a hyper-parameter to a number): keyed on
+      :func:`exact_key` of every value but lr, lr probed at its default (so an untraced rule whose shape
+      reading depends on lr is probed at its default lr, as before).
+    """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
-    names, defaults = _keyed(rule)
-    values = tuple(map(hypers.get, names, defaults))
+    layout = _layout(rule)
+    values = tuple(map(hypers.get, layout.names, layout.defaults))
+    moving = tuple(map(hypers.get, layout.moving, layout.moving_defaults))
     last = _LAST.get(id(rule))
-    if last is not None and last[0] is rule and all(map(is_, values, last[1])):
-        return last[2]  # the very same immutable objects as the last call: the same values
+    if last is not None and last.rule is rule:
+        if all(map(is_, values, last.values)):  # the very same immutable objects: the same values
+            if last.member is None or all(map(is_, moving, last.moving)):
+                return last.answer  # (an exact outcome does not depend on lr)
+        if last.member is not None and _still_in(rule, layout, last, values, moving):
+            return last.answer
+    found = _class_problem(rule, layout, values, moving)
+    if found is None:
+        return _exact_problem(rule, values, hypers)
+    if all(map(is_immutable, values)):
+        _LAST[id(rule)] = found
+    return found.answer
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A rule's hyper-parameter names and defaults, the lr-like ones (``Hyper.tensor_ok``) apart."""
+
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    moving: tuple[str, ...]
+    moving_defaults: tuple[Any, ...]
+    probed_at: tuple[Any, ...]
+    """The value each lr-like hyper-parameter is probed at when it is not a number (a tensor lr)."""
+
+
+def _layout(rule: Rule) -> _Layout:
+    known = _KEYED.get(id(rule))
+    if known is None or known[0] is not rule:
+        defaults = rule.defaults
+        names = tuple(name for name in defaults if name not in rule.tensor_names)
+        moving = tuple(name for name in defaults if name in rule.tensor_names)
+        known = _KEYED[id(rule)] = (rule, _Layout(
+            names, tuple(defaults[name] for name in names), moving, tuple(defaults[name] for name in moving),
+            tuple(defaults[name] or 1e-2 for name in moving)))
+    return known[1]
+
+
+@dataclass
+class _Class:
+    """Values that share one probe outcome (see :func:`shape_problem`): the check that numbers belong
+    (:func:`._trace.membership` of their traced program) and the outcome."""
+
+    program: Program
+    belongs: Callable[[Sequence[float]], bool]
+    answer: str | None
+
+
+@dataclass
+class _Signature:
+    """Per rule and signature: the classes found so far, and whether tracing failed for it."""
+
+    rule: Rule
+    classes: list[_Class] = field(default_factory=list)
+    untraceable: bool = False
+
+
+@dataclass
+class _Last:
+    """Per rule, its last outcome and what it was found from (:data:`_LAST`)."""
+
+    rule: Rule
+    values: tuple[Any, ...]
+    moving: tuple[Any, ...]
+    answer: str | None
+    member: _Class | None = None
+    """None for an exact outcome."""
+    numbers: list[float] = field(default_factory=list)
+    signatures: tuple[Any, ...] = ()
+    slots: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Where each numeric hyper-parameter's numbers sit in ``numbers`` (start, count)."""
+    buffers: tuple[str, ...] = ()
+
+
+def _exact_problem(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any]) -> str | None:
+    """The probe's outcome cached per rule and :func:`exact_key` of every value but lr's."""
     key = exact_key(values)
     if key is None:  # a value without an exact key: probe every time
         return _probe(rule, _probe_hypers(rule, hypers))
     known = _PROBED.get((id(rule), key))
     if known is None or known[0] is not rule:
         known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers)))
-        while len(_PROBED) > PROBED_MAX:  # a schedule of betas (OneCycleLR) makes a new key every step
+        while len(_PROBED) > PROBED_MAX:
             del _PROBED[next(iter(_PROBED))]
     if all(map(is_immutable, values)):
-        _LAST[id(rule)] = (rule, values, known[1])
+        _LAST[id(rule)] = _Last(rule, values, (), known[1])
     return known[1]
 
 
+def _probed_values(layout: _Layout, values: tuple[Any, ...], moving: tuple[Any, ...]
+                   ) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The values the probe runs at (a tensor lr replaced by its probe value), and the signatures of the
+    lr-like ones."""
+    full = dict(zip(layout.names, values, strict=True))
+    signatures = []
+    for name, value, probed_at in zip(layout.moving, moving, layout.probed_at, strict=True):
+        if type(value) in (float, int):
+            full[name] = value
+            signatures.append(_signature(value))
+        else:
+            full[name] = probed_at
+            signatures.append(("probed at", type(value)))
+    return full, tuple(signatures)
+
+
+def _class_problem(rule: Rule, layout: _Layout, values: tuple[Any, ...], moving: tuple[Any, ...]) -> _Last | None:
+    """The probe's outcome by class (:func:`shape_problem`); None where the values or the rule cannot
+    be traced (the caller keys exactly)."""
+    try:
+        full, moving_signatures = _probed_values(layout, values, moving)
+        signatures = (*map(_signature, values), *moving_signatures)
+        if None in signatures:
+            return None
+        math_hypers = {name: full[name] for name in rule.math_names}
+        numbers, flat = flatten_hypers(math_hypers)
+        buffers = tuple(buffer_names(rule, full))
+        key = (id(rule), flat, buffers, signatures)
+        entry = _CLASSES.get(key)
+    except Exception:  # Unsupported (a tensor hyper-parameter), an odd value: key exactly
+        return None
+    if entry is None or entry.rule is not rule:
+        entry = _CLASSES[key] = _Signature(rule)
+        while len(_CLASSES) > PROBED_MAX:
+            del _CLASSES[next(iter(_CLASSES))]
+    found = next((member for member in entry.classes if member.belongs(numbers)), None)
+    if found is None:
+        if entry.untraceable:  # (also when the first values' own arithmetic raised: keyed exactly, as before)
+            return None
+        try:
+            program = trace(rule.update, math_hypers, buffers, bool(full["maximize"]),
+                            1.0 if rule.counts_steps else None)
+        except Unsupported:
+            entry.untraceable = True
+            return None
+        belongs = membership(program, tuple(map(float, range(1, PROBE_STEPS + 1))) if rule.counts_steps else ())
+        if not belongs(numbers):  # its arithmetic raises at a later probe step: key these values exactly
+            return None
+        found = _Class(program, belongs, _probe(rule, full))
+        entry.classes.append(found)
+        del entry.classes[:-CLASSES_MAX]
+    return _Last(rule, values, moving, found.answer, found, numbers, signatures, _slots(flat), buffers)
+
+
+def _still_in(rule: Rule, layout: _Layout, last: _Last, values: tuple[Any, ...], moving: tuple[Any, ...]) -> bool:
+    """Whether values that differ from ``last``'s only in numbers of the same signature stay in its class
+    (then they replace ``last``): the class's check on the new numbers, without tracing or keying."""
+    numbers = last.numbers
+    for index, (new, old) in enumerate(zip((*values, *moving), (*last.values, *last.moving), strict=True)):
+        if new is old:
+            continue
+        is_moving = index >= len(values)
+        if not is_moving and not is_immutable(new):
+            return False
+        signature = (_signature(new) if not is_moving or type(new) in (float, int)
+                     else ("probed at", type(new)))
+        if signature is None or signature != last.signatures[index]:
+            return False
+        name = layout.moving[index - len(values)] if is_moving else layout.names[index]
+        slot = last.slots.get(name)
+        if slot is not None and signature[0] != "probed at":  # (a tensor lr's slot holds its probe value)
+            if numbers is last.numbers:
+                numbers = list(numbers)
+            start, count = slot
+            if count == 1:
+                numbers[start] = float(new)
+            else:
+                numbers[start:start + count] = map(float, new)
+    full, _ = _probed_values(layout, values, moving)
+    if tuple(buffer_names(rule, full)) != last.buffers or not last.member.belongs(numbers):  # type: ignore[union-attr]
+        return False
+    _LAST[id(rule)] = replace(last, values=values, moving=moving, numbers=numbers)  # (a new entry: never half-updated)
+    return True
+
+
+def _slots(flat: tuple[Any, ...]) -> dict[str, tuple[int, int]]:
+    """Where each numeric hyper-parameter's numbers sit in :func:`._trace.flatten_hypers`'s list."""
+    slots, index = {}, 0
+    for item in flat:
+        if item[1] == "number":
+            slots[item[0]] = (index, 1)
+            index += 1
+        elif item[1] == "numbers":
+            slots[item[0]] = (index, item[2])
+            index += item[2]
+    return slots
+
+
+def _signature(value: Any) -> Any:
+    """What the trace's stand-ins do not show of a value (see :func:`shape_problem`): a flag, string or
+    None exactly; a number's type and IEEE class; a tuple's or list's type and its items'. None for any
+    other value (the caller keys it exactly)."""
+    kind = type(value)
+    if kind is float or (kind is int and -_INT_MAX <= value <= _INT_MAX):
+        if value != value:
+            return kind, "nan", math.copysign(1.0, value) < 0
+        if value == 0:
+            return kind, "zero", math.copysign(1.0, value) < 0
+        size = abs(value)
+        return kind, "inf" if size == math.inf else "subnormal" if size < _TINY else "normal", value < 0
+    if kind is bool or kind is str or value is None:
+        return kind, value
+    if kind is tuple or kind is list:
+        items = tuple(map(_signature, value))
+        return None if None in items else (kind, items)
+    return None
+
+
+_INT_MAX = 1 << 53
+_TINY = sys.float_info.min
+_CLASSES: dict[tuple[Any, ...], _Signature] = {}
+CLASSES_MAX = 16
+"""Classes kept per signature (the oldest dropped first); signatures kept: :data:`PROBED_MAX`."""
 _PROBED: dict[tuple[int, Any], tuple[Rule, str | None]] = {}
 PROBED_MAX = 256
-"""Probe outcomes kept (the oldest dropped first): a scheduler that moves a keyed value every step
-(OneCycleLR cycles Adam's betas) would otherwise keep one per step."""
-_LAST: dict[int, tuple[Rule, tuple[Any, ...], str | None]] = {}
-"""Per rule, the values of its last probe's key, when each is an immutable object (held, so its identity
-is not reused), and the outcome: the same objects again skip building the key."""
-_KEYED: dict[int, tuple[Rule, tuple[str, ...], tuple[Any, ...]]] = {}
-
-
-def _keyed(rule: Rule) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The names (sorted) and defaults of the hyper-parameters in the probe's key: all but lr."""
-    known = _KEYED.get(id(rule))
-    if known is None or known[0] is not rule:
-        defaults = rule.defaults
-        names = tuple(sorted(name for name in defaults if name not in rule.tensor_names))
-        known = _KEYED[id(rule)] = (rule, names, tuple(defaults[name] for name in names))
-    return known[1], known[2]
+"""Exact outcomes kept, and signatures kept (the oldest dropped first): values that cannot be traced and
+move every step would otherwise keep one per step."""
+_LAST: dict[int, _Last] = {}
+"""Per rule, its last outcome, with the values it was found for when each is an immutable object (held,
+so its identity is not reused; a tensor lr, probed at its default, may be any object): the same objects
+again give it without building a key; values moved within their class, after the class's check."""
+_KEYED: dict[int, tuple[Rule, _Layout]] = {}
 
 
 _SIMPLE = frozenset((bool, int, str, type(None)))
