@@ -61,9 +61,9 @@ class Batching:
     reasons: tuple[str, ...] = field(default=())
     gather: int = GATHER
 
-    def plan(self, specs: list[RunSpec]) -> list[Job]:
+    def plan(self, specs: list[RunSpec], workers: int | None = None) -> list[Job]:
         """``specs`` as jobs: batches of stackable runs sharing a batch size (largest first), then one
-        job per other run."""
+        job per other run; each group cut for ``workers`` worker processes (default: the race's)."""
         alone: list[Job] = [(s,) for s in specs if s.optimizer not in self.stackable]
         groups: dict[int | None, list[RunSpec]] = {}
         for spec in specs:
@@ -71,7 +71,7 @@ class Batching:
                 groups.setdefault(spec.batch_size, []).append(spec)
         batches: list[Job] = []
         for group in groups.values():
-            batches += _cut(group, self.max_configs, self.jobs)
+            batches += _cut(group, self.max_configs, self.jobs if workers is None else max(1, workers))
         return sorted(batches, key=len, reverse=True) + alone
 
 

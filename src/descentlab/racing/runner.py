@@ -35,8 +35,8 @@ from .record import FINAL, RunRecord, RunSpec
 
 Job = tuple[RunSpec, ...]
 """Runs that train together: one run, or a batch for the batched engine (:mod:`.batching`)."""
-Plan = Callable[[list[RunSpec]], list[Job]]
-"""Turns runs to make into jobs; the default makes one job per run."""
+Plan = Callable[[list[RunSpec], int], list[Job]]
+"""Turns runs to make into jobs for as many workers (the second argument); the default makes one job per run."""
 
 RunFn = Callable[..., RunResult]
 """``run_fn(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device,
@@ -120,7 +120,7 @@ def run_job(job: Job, context: RaceContext) -> list[tuple[RunSpec, RunRecord]]:
     return [run_one(spec, context) for spec in job]
 
 
-def one_job_per_run(specs: list[RunSpec]) -> list[Job]:
+def one_job_per_run(specs: list[RunSpec], workers: int = 1) -> list[Job]:
     return [(spec,) for spec in specs]
 
 
@@ -169,9 +169,11 @@ def run_all(specs: Iterable[RunSpec], context: RaceContext, jobs: int,
             gather: int = 1) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Yield ``(spec, record)`` for every spec as runs finish. ``more(spec, record)`` may return runs
     to add once a run finished (the next stage of an arm); ``plan`` groups runs into jobs (each job
-    trains in one worker). Added runs wait until ``gather`` of them are waiting or no job is left in
-    flight, so that a batching ``plan`` sees them together."""
-    queue: deque[tuple[Job, int]] = deque((job, 0) for job in plan(list(specs)))
+    trains in one worker). Added runs wait until ``gather`` of them are waiting, no job is left in
+    flight, or a worker would otherwise be idle (nothing queued), so that a batching ``plan`` sees them
+    together; for an idle worker they are planned for the free workers only (one batch on one free core
+    rather than two, one of which would wait for the busy core)."""
+    queue: deque[tuple[Job, int]] = deque((job, 0) for job in plan(list(specs), jobs))
     if jobs <= 1:
         yield from _run_inline(queue, context, more, plan, gather)
         return
@@ -198,8 +200,10 @@ def run_all(specs: Iterable[RunSpec], context: RaceContext, jobs: int,
                 for spec, record in finished:
                     yield spec, record
                     waiting += more(spec, record) if more else []
-            if waiting and (len(waiting) >= gather or not busy):
-                queue.extend((job, 0) for job in plan(waiting))
+            free = jobs - len(busy)
+            if waiting and (len(waiting) >= gather or not busy or (free > 0 and not queue)):
+                workers = jobs if len(waiting) >= gather or not busy else free
+                queue.extend((job, 0) for job in plan(waiting, workers))
                 waiting = []
     finally:  # finished, interrupted (Ctrl-C, an error) or the consumer stopped: no worker outlives the race
         for worker in busy.values():
@@ -244,7 +248,7 @@ def _run_inline(queue: deque[tuple[Job, int]], context: RaceContext,
                 yield spec, record
                 waiting += more(spec, record) if more else []
             if waiting and (len(waiting) >= gather or not queue):
-                queue.extend((job, 0) for job in plan(waiting))
+                queue.extend((job, 0) for job in plan(waiting, 1))
                 waiting = []
     finally:
         torch.set_num_threads(threads)
