@@ -124,14 +124,34 @@ def one_job_per_run(specs: list[RunSpec], workers: int = 1) -> list[Job]:
     return [(spec,) for spec in specs]
 
 
-def _preload() -> None:
-    """Import what every run would otherwise import on its first optimizer: torch.optim's first
-    ``add_param_group`` imports ``torch._dynamo`` (seconds). Done once in the parent, forked workers
-    inherit it instead of each paying for it."""
+def _preload(specs: list[RunSpec], context: RaceContext) -> None:
+    """Do once in the parent what every worker would otherwise do on its first step, so that forked
+    workers inherit it: torch.optim's first ``add_param_group`` imports ``torch._dynamo`` (seconds), and
+    each optimizer's fused kernel is loaded and self-checked for the task's dtype (:mod:`descentlab.optim._fused`:
+    0.2-0.5 s per process, paid by every worker — once per run on the per-run engine)."""
     try:
+        import torch
         import torch._dynamo  # noqa: F401
+
+        from ..optim import resolve
     except Exception:  # an optimisation only
-        pass
+        return
+    x = getattr(context.task, "x_train", None)
+    dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else torch.get_default_dtype()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for optimizer, hypers in dict.fromkeys((spec.optimizer, spec.hypers) for spec in specs):
+            try:
+                param = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
+                opt = resolve(optimizer).create([param], lr=1e-3, **dict(hypers))
+                for _ in range(2):
+                    param.grad = torch.full_like(param, 1e-3)
+                    opt.step()
+            except Exception:  # an optimisation only: the worker finds out (and records) what goes wrong
+                pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 def signal_name(exitcode: int | None) -> str:
@@ -177,7 +197,7 @@ def run_all(specs: Iterable[RunSpec], context: RaceContext, jobs: int,
     if jobs <= 1:
         yield from _run_inline(queue, context, more, plan, gather)
         return
-    _preload()
+    _preload([spec for job in queue for spec in job[0]], context)
     fork = multiprocessing.get_context("fork")
     busy: dict[Connection, _Worker] = {}
     waiting: list[RunSpec] = []
