@@ -120,7 +120,8 @@ def _layout_key(params: Sequence[torch.Tensor], states: Sequence[Mapping[str, to
             return tensor is None
         return (type(tensor), tensor.dtype, tensor.is_cpu, tensor.data_ptr(), tensor.shape, tensor.stride())
 
-    return tuple((of(param), *(of(state.get(name)) for name in names)) for param, state in zip(params, states))
+    return tuple((of(param), *(of(state.get(name)) for name in names))
+                 for param, state in zip(params, states, strict=True))
 
 
 def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
@@ -202,7 +203,7 @@ def _step_cached(cache: StepCache, kernel: Any, params: Sequence[torch.Tensor],
     gradient has its parameter's layout as before (None: rebuild the table)."""
     assert cache.tables is not None
     key, pattern, left, metas, checked, slots, blocks, stride, k = cache.tables
-    if len(grads) != len(pattern) or any((grad is None) is not was for grad, was in zip(grads, pattern)):
+    if len(grads) != len(pattern) or any((grad is None) is not was for grad, was in zip(grads, pattern, strict=True)):
         return None
     for js in slots.values():
         for j in js:
@@ -217,7 +218,7 @@ def _step_cached(cache: StepCache, kernel: Any, params: Sequence[torch.Tensor],
         meta = metas[dtype]
         rows = len(js) * k
         position = column * rows
-        for j, block in zip(js, blocks[dtype]):
+        for j, block in zip(js, blocks[dtype], strict=True):
             address = grads[j].data_ptr()  # type: ignore[union-attr]
             meta[position:position + k] = array("q", range(address, address + k * block, block))
             position += k

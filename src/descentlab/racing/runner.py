@@ -131,7 +131,7 @@ def _preload(specs: list[RunSpec], context: RaceContext) -> None:
     0.2-0.5 s per process, paid by every worker — once per run on the per-run engine)."""
     try:
         import torch
-        import torch._dynamo  # noqa: F401
+        import torch._dynamo
 
         from ..optim import resolve
     except Exception:  # an optimisation only
