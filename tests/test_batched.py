@@ -410,7 +410,7 @@ def test_confirmation_runs_are_gathered_before_they_are_planned(gather, planned)
 
     calls = []
 
-    def plan(specs):
+    def plan(specs, workers):
         calls.append(len(specs))
         return [tuple(specs[i:i + 2]) for i in range(0, len(specs), 2)]
 

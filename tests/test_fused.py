@@ -374,3 +374,36 @@ def test_a_big_group_read_column_by_column_is_torch_bit_for_bit() -> None:
         b.step()
         assert dl.last_routes(a)[0].path == "fused", dl.last_routes(a)
     _assert_bitwise(ours, theirs, a, b)
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_the_stacked_steps_cache_gives_the_bits_of_a_fresh_step(name: str) -> None:
+    """The stacked step keeps its address table and hyper rows between steps (:class:`StepCache`); every
+    step on them is bitwise a step that built them afresh, the gradients new tensors at every step, the
+    stack cut (``keep``) on the way."""
+    from descentlab.optim._fused_stacked import StepCache
+
+    rule = getattr(dl, name).rule
+    extra = {"momentum": 0.9} if name == "SGD" else {}
+    hypers = dict(getattr(dl, name)([torch.zeros(1, requires_grad=True)], **extra).defaults)
+    gen = torch.Generator().manual_seed(1)
+    lrs = torch.tensor([1e-2, 3e-3, 1e-1, 3e-2], dtype=torch.float64)
+    shapes = ((7, 5), (9,))
+    cached = [torch.randn(len(lrs), *shape, generator=gen) for shape in shapes]
+    fresh = [t.clone() for t in cached]
+    a, b = StackedRule(rule, hypers, cached), StackedRule(rule, hypers, fresh)
+    for step in range(6):
+        if step == 3:  # a configuration leaves the stack
+            index = torch.tensor([0, 2, 3])
+            cached[:] = [t.index_select(0, index) for t in cached]
+            fresh[:] = [t.index_select(0, index) for t in fresh]
+            a.keep(index)
+            b.keep(index)
+            lrs = lrs.index_select(0, index)
+        grads = [torch.randn(t.shape, generator=gen) for t in cached]
+        b.cache = StepCache()
+        a.step(cached, [g.clone() for g in grads], lrs)
+        b.step(fresh, [g.clone() for g in grads], lrs)
+        assert a.cache.tables is not None or step == 0
+        for mine, theirs in zip(cached, fresh, strict=True):
+            assert torch.equal(mine, theirs)

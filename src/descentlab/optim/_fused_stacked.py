@@ -78,16 +78,24 @@ def _hyper_rows(numbers: list[float], key: tuple[Any, ...], lrs: Sequence[float]
     return rows
 
 
-def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
-                 params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                 states: Sequence[Mapping[str, torch.Tensor]], lrs: Sequence[float], step: float | None
-                 ) -> list[int] | None:
-    """Step the tensors of one stacked group (``params[j]``: ``[k, ...]``; ``lrs``: k numbers) in one
-    fused call. Returns the indices ``j`` with a gradient left to the caller, or None when the kernel
-    cannot be used at all (nothing moved)."""
-    if disabled():
-        return None
-    k = len(lrs)
+class StepCache:
+    """What :func:`stacked_step` worked out at one step that the next step of the same group reads again:
+    the kernel and hyper-parameter rows for the same lrs, and the address table for the same parameters
+    and buffers (the same addresses, shapes, strides and dtypes), whose gradient column alone is
+    rewritten each step (autograd hands over new gradient tensors). Per step, the checks that decide the
+    route are still made (the switch, each gradient's layout); what comes out of the cache is what the
+    same inputs would rebuild, so the kernel gets the same table and rows, and computes the same bits."""
+
+    def __init__(self) -> None:
+        self.hyper: tuple[Any, ...] | None = None
+        """(math, lrs, plan) of the last step: plan = (kernel, numbers, hyper rows array) or None (no kernel)."""
+        self.tables: tuple[Any, ...] | None = None
+        """(key, grad pattern, left, tables, checked, grad slots) of the last step without lazy buffers."""
+
+
+def _hyper_plan(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool, lrs: Sequence[float],
+                step: float | None) -> tuple[Any, list[float], array] | None:
+    """The kernel and the hyper-parameter rows (one per configuration) for these lrs; None: no kernel."""
     try:
         numbers, key = flatten_hypers({**math, "lr": lrs[0]})
         kernel = kernel_for(rule, {**math, "lr": lrs[0]}, names, maximize, numbers, key, step)
@@ -100,7 +108,49 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
     distinct = {tuple(row[i] for i in inputs): row for row in rows_numbers}
     if kernel.function is None or not all(guards_hold(kernel.program, row) for row in distinct.values()):
         return None
+    return kernel, numbers, array("d", [value for row in rows_numbers for value in row])
+
+
+def _layout_key(params: Sequence[torch.Tensor], states: Sequence[Mapping[str, torch.Tensor]],
+                names: Sequence[str]) -> tuple[Any, ...]:
+    """What the address table depends on besides the gradients: every parameter's and buffer's type,
+    dtype, device, address, shape and strides."""
+    def of(tensor: Any) -> Any:
+        if not isinstance(tensor, torch.Tensor):
+            return tensor is None
+        return (type(tensor), tensor.dtype, tensor.is_cpu, tensor.data_ptr(), tensor.shape, tensor.stride())
+
+    return tuple((of(param), *(of(state.get(name)) for name in names))
+                 for param, state in zip(params, states, strict=True))
+
+
+def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,
+                 params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                 states: Sequence[Mapping[str, torch.Tensor]], lrs: Sequence[float], step: float | None,
+                 cache: StepCache | None = None) -> list[int] | None:
+    """Step the tensors of one stacked group (``params[j]``: ``[k, ...]``; ``lrs``: k numbers) in one
+    fused call. Returns the indices ``j`` with a gradient left to the caller, or None when the kernel
+    cannot be used at all (nothing moved). ``cache``: kept by the caller between steps of one group
+    (:class:`StepCache`)."""
+    if disabled():
+        return None
+    k = len(lrs)
+    lrs_key = tuple(lrs)
+    if cache is not None and cache.hyper is not None and cache.hyper[0] is math and cache.hyper[1] == lrs_key:
+        plan = cache.hyper[2]
+    else:
+        plan = _hyper_plan(rule, math, names, maximize, lrs, step)
+        if cache is not None:
+            cache.hyper = (math, lrs_key, plan)
+    if plan is None:
+        return None
+    kernel, numbers, hyper_rows = plan
+    if cache is not None and cache.tables is not None:
+        done = _step_cached(cache, kernel, params, grads, states, names, hyper_rows, len(numbers), step)
+        if done is not None:
+            return done
     tables: dict[torch.dtype, list[list[int]]] = {}
+    slots: dict[torch.dtype, list[int]] = {}
     left: list[int] = []
     lazy: list[int] = []
     for j, (param, grad, state) in enumerate(zip(params, grads, states, strict=True)):
@@ -117,9 +167,9 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         block = param.numel() // k * param.element_size()
         addresses = [t.data_ptr() for t in (param, grad, *buffers)]  # type: ignore[union-attr]
         table = tables.setdefault(param.dtype, [])
+        slots.setdefault(param.dtype, []).append(j)
         for i in range(k):
             table.append([param.numel() // k, 0, 0, i, *(a + i * block for a in addresses)])
-    hyper_rows = array("d", [value for row in rows_numbers for value in row])
     stride = _codegen.META_FIXED + 2 + len(names)
     checked = {dtype: verify(kernel, rule, names, {**math, "lr": lrs[0]}, maximize, numbers, dtype, False)
                for dtype in tables}
@@ -128,14 +178,56 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
     if lazy:
         _rows_one_at_a_time(rule, math, names, maximize, [params[j] for j in lazy], [grads[j] for j in lazy],
                             [states[j] for j in lazy], lrs, step)
+    metas = {dtype: columns_of(table, stride) for dtype, table in tables.items()}
     for dtype, table in tables.items():
         roots = checked[dtype][2]
-        reject = call(kernel, dtype, columns_of(table, stride), len(table), stride, hyper_rows, len(numbers),
+        reject = call(kernel, dtype, metas[dtype], len(table), stride, hyper_rows, len(numbers),
                       float(step or 0.0), True, roots)
         if reject.count(0) != len(table):  # stacks sharing memory: not something a race makes; refuse loudly
             raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
+    if cache is not None:
+        cache.tables = None
+        if not lazy:  # the buffers exist: the next step reads the same table, its gradient column rewritten
+            pattern = tuple(grad is None for grad in grads)
+            blocks = {dtype: [params[j].numel() // k * params[j].element_size() for j in js]
+                      for dtype, js in slots.items()}
+            cache.tables = (_layout_key(params, states, names), pattern, tuple(left), metas, checked, slots, blocks,
+                            stride, k)
     return left
 
+
+def _step_cached(cache: StepCache, kernel: Any, params: Sequence[torch.Tensor],
+                 grads: Sequence[torch.Tensor | None], states: Sequence[Mapping[str, torch.Tensor]],
+                 names: Sequence[str], hyper_rows: array, nh: int, step: float | None) -> list[int] | None:
+    """The step on the last step's table when the parameters and buffers are where they were and every
+    gradient has its parameter's layout as before (None: rebuild the table)."""
+    assert cache.tables is not None
+    key, pattern, left, metas, checked, slots, blocks, stride, k = cache.tables
+    if len(grads) != len(pattern) or any((grad is None) is not was for grad, was in zip(grads, pattern, strict=True)):
+        return None
+    for js in slots.values():
+        for j in js:
+            if not _like(grads[j], params[j]):  # type: ignore[arg-type]
+                return None
+    if any(grads[j] is not None and _like(grads[j], params[j]) for j in left):  # type: ignore[arg-type]
+        return None  # a tensor left to the caller might take the kernel now: decide afresh
+    if _layout_key(params, states, names) != key:
+        return None
+    column = _codegen.META_FIXED + 1  # the gradient's address (column-major: column c of row r at c * rows + r)
+    for dtype, js in slots.items():
+        meta = metas[dtype]
+        rows = len(js) * k
+        position = column * rows
+        for j, block in zip(js, blocks[dtype], strict=True):
+            address = grads[j].data_ptr()  # type: ignore[union-attr]
+            meta[position:position + k] = array("q", range(address, address + k * block, block))
+            position += k
+    for dtype, meta in metas.items():
+        rows = len(slots[dtype]) * k
+        reject = call(kernel, dtype, meta, rows, stride, hyper_rows, nh, float(step or 0.0), True, checked[dtype][2])
+        if reject.count(0) != rows:
+            raise RuntimeError("descentlab: stacked tensors of one race overlap in memory")
+    return list(left)
 
 
 def _rows_one_at_a_time(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maximize: bool,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
-from ._fused_stacked import stacked_step
+from ._fused_stacked import StepCache, stacked_step
 from .probe import shape_problem
 from .rule import Rule, buffer_names
 
@@ -49,6 +49,8 @@ class StackedRule:
         self.math = {name: self.hypers[name] for name in rule.math_names}
         self.names = buffer_names(rule, self.hypers)
         self.step_count = 0
+        self.cache = StepCache()
+        """What the fused step reads again at the next step (:class:`._fused_stacked.StepCache`)."""
         self.state: list[dict[str, torch.Tensor]] = []
         for param in params:
             state = {}
@@ -71,7 +73,7 @@ class StackedRule:
         left = None
         if self.fused and isinstance(lr, torch.Tensor) and lr.dim() == 1:  # one pass, each row its own lr
             left = stacked_step(self.rule, self.math, self.names, bool(self.hypers.get("maximize")), params, grads,
-                                self.state, lr.tolist(), step)
+                                self.state, lr.tolist(), step, self.cache)
         for j, (param, grad, state) in enumerate(zip(params, grads, self.state, strict=True)):
             if grad is None or (left is not None and j not in left):
                 continue
@@ -86,6 +88,7 @@ class StackedRule:
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the configurations at ``index`` (a 1-d index tensor), in that order, each buffer in
         the layout it had (:func:`rows_in_layout`)."""
+        self.cache = StepCache()
         for state in self.state:
             for name, value in state.items():
                 state[name] = rows_in_layout(value, index)

@@ -17,9 +17,10 @@ Sizes: a batch is at most :data:`MAX_CONFIGS` runs and at most :data:`MEMORY_BUD
 parameters, gradients, optimizer state and best-point copies (about 8 copies of the model per
 run); each group of runs is cut into at least as many batches as there are workers (each at least
 :data:`MIN_BATCH` runs), so both cores of a 2-core machine are busy. Confirmation runs are gathered
-(:data:`GATHER`) so that the seeds of optimizers whose tuning ended in different batches train together:
-the larger the batch, the more of each step's fixed cost its runs share (ms per run-step in
-``benchmarks/batched_race.py``: 0.34 at k = 23, 0.80 at k = 8, about 1-1.5 for a run alone).
+(:data:`GATHER`, unless a worker would idle) so that the seeds of optimizers whose tuning ended in
+different batches train together: the larger the batch, the more of each step's fixed cost its runs
+share (ms per run-step in ``benchmarks/batched_race.py``: 0.34 at k = 23, 0.80 at k = 8, about 1-1.5
+for a run alone).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ ENGINES = ("batched", "per-run")
 MAX_CONFIGS = 64
 MIN_BATCH = 4
 GATHER = 8
-"""Confirmation runs wait for this many (or for no batch left in flight) before they are planned: the
-runs of optimizers whose tuning ended in different batches then share batches."""
+"""Confirmation runs wait for this many (or for no batch left in flight, or a free worker with nothing
+queued) before they are planned: the runs of optimizers whose tuning ended in different batches then
+share batches."""
 MEMORY_BUDGET = 1 << 30
 COPIES_PER_RUN = 8
 """Parameters, gradient, up to three buffers, the best point's copy and update temporaries."""
@@ -61,9 +63,9 @@ class Batching:
     reasons: tuple[str, ...] = field(default=())
     gather: int = GATHER
 
-    def plan(self, specs: list[RunSpec]) -> list[Job]:
+    def plan(self, specs: list[RunSpec], workers: int | None = None) -> list[Job]:
         """``specs`` as jobs: batches of stackable runs sharing a batch size (largest first), then one
-        job per other run."""
+        job per other run; each group cut for ``workers`` worker processes (default: the race's)."""
         alone: list[Job] = [(s,) for s in specs if s.optimizer not in self.stackable]
         groups: dict[int | None, list[RunSpec]] = {}
         for spec in specs:
@@ -71,7 +73,7 @@ class Batching:
                 groups.setdefault(spec.batch_size, []).append(spec)
         batches: list[Job] = []
         for group in groups.values():
-            batches += _cut(group, self.max_configs, self.jobs)
+            batches += _cut(group, self.max_configs, self.jobs if workers is None else max(1, workers))
         return sorted(batches, key=len, reverse=True) + alone
 
 

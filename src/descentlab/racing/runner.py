@@ -35,8 +35,8 @@ from .record import FINAL, RunRecord, RunSpec
 
 Job = tuple[RunSpec, ...]
 """Runs that train together: one run, or a batch for the batched engine (:mod:`.batching`)."""
-Plan = Callable[[list[RunSpec]], list[Job]]
-"""Turns runs to make into jobs; the default makes one job per run."""
+Plan = Callable[[list[RunSpec], int], list[Job]]
+"""Turns runs to make into jobs for as many workers (the second argument); the default makes one job per run."""
 
 RunFn = Callable[..., RunResult]
 """``run_fn(task, *, model, optimizer, schedule, lr, batch_size, epochs, seed, evaluate_test, device,
@@ -120,18 +120,38 @@ def run_job(job: Job, context: RaceContext) -> list[tuple[RunSpec, RunRecord]]:
     return [run_one(spec, context) for spec in job]
 
 
-def one_job_per_run(specs: list[RunSpec]) -> list[Job]:
+def one_job_per_run(specs: list[RunSpec], workers: int = 1) -> list[Job]:
     return [(spec,) for spec in specs]
 
 
-def _preload() -> None:
-    """Import what every run would otherwise import on its first optimizer: torch.optim's first
-    ``add_param_group`` imports ``torch._dynamo`` (seconds). Done once in the parent, forked workers
-    inherit it instead of each paying for it."""
+def _preload(specs: list[RunSpec], context: RaceContext) -> None:
+    """Do once in the parent what every worker would otherwise do on its first step, so that forked
+    workers inherit it: torch.optim's first ``add_param_group`` imports ``torch._dynamo`` (seconds), and
+    each optimizer's fused kernel is loaded and self-checked for the task's dtype (:mod:`descentlab.optim._fused`:
+    0.2-0.5 s per process, paid by every worker — once per run on the per-run engine)."""
     try:
-        import torch._dynamo  # noqa: F401
+        import torch
+        import torch._dynamo
+
+        from ..optim import resolve
     except Exception:  # an optimisation only
-        pass
+        return
+    x = getattr(context.task, "x_train", None)
+    dtype = x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else torch.get_default_dtype()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for optimizer, hypers in dict.fromkeys((spec.optimizer, spec.hypers) for spec in specs):
+            try:
+                param = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
+                opt = resolve(optimizer).create([param], lr=1e-3, **dict(hypers))
+                for _ in range(2):
+                    param.grad = torch.full_like(param, 1e-3)
+                    opt.step()
+            except Exception:  # an optimisation only: the worker finds out (and records) what goes wrong
+                pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 def signal_name(exitcode: int | None) -> str:
@@ -169,13 +189,15 @@ def run_all(specs: Iterable[RunSpec], context: RaceContext, jobs: int,
             gather: int = 1) -> Iterator[tuple[RunSpec, RunRecord]]:
     """Yield ``(spec, record)`` for every spec as runs finish. ``more(spec, record)`` may return runs
     to add once a run finished (the next stage of an arm); ``plan`` groups runs into jobs (each job
-    trains in one worker). Added runs wait until ``gather`` of them are waiting or no job is left in
-    flight, so that a batching ``plan`` sees them together."""
-    queue: deque[tuple[Job, int]] = deque((job, 0) for job in plan(list(specs)))
+    trains in one worker). Added runs wait until ``gather`` of them are waiting, no job is left in
+    flight, or a worker would otherwise be idle (nothing queued), so that a batching ``plan`` sees them
+    together; for an idle worker they are planned for the free workers only (one batch on one free core
+    rather than two, one of which would wait for the busy core)."""
+    queue: deque[tuple[Job, int]] = deque((job, 0) for job in plan(list(specs), jobs))
     if jobs <= 1:
         yield from _run_inline(queue, context, more, plan, gather)
         return
-    _preload()
+    _preload([spec for job in queue for spec in job[0]], context)
     fork = multiprocessing.get_context("fork")
     busy: dict[Connection, _Worker] = {}
     waiting: list[RunSpec] = []
@@ -198,8 +220,10 @@ def run_all(specs: Iterable[RunSpec], context: RaceContext, jobs: int,
                 for spec, record in finished:
                     yield spec, record
                     waiting += more(spec, record) if more else []
-            if waiting and (len(waiting) >= gather or not busy):
-                queue.extend((job, 0) for job in plan(waiting))
+            free = jobs - len(busy)
+            if waiting and (len(waiting) >= gather or not busy or (free > 0 and not queue)):
+                workers = jobs if len(waiting) >= gather or not busy else free
+                queue.extend((job, 0) for job in plan(waiting, workers))
                 waiting = []
     finally:  # finished, interrupted (Ctrl-C, an error) or the consumer stopped: no worker outlives the race
         for worker in busy.values():
@@ -244,7 +268,7 @@ def _run_inline(queue: deque[tuple[Job, int]], context: RaceContext,
                 yield spec, record
                 waiting += more(spec, record) if more else []
             if waiting and (len(waiting) >= gather or not queue):
-                queue.extend((job, 0) for job in plan(waiting))
+                queue.extend((job, 0) for job in plan(waiting, 1))
                 waiting = []
     finally:
         torch.set_num_threads(threads)
