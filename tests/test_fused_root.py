@@ -67,7 +67,7 @@ def test_the_root_the_kernel_takes_is_the_fastest_that_reproduces_torch(monkeypa
     fn_float, _, mode = _kernel_roots()
     mkl = _fused.torch_sqrt()[0]
     if _selfcheck.root_problem("ieee", np.sqrt) is None:
-        assert fn_float == 0
+        assert (fn_float == mkl and mode & _fused.IEEE_ROOT) if mkl else fn_float == 0
     elif mkl and _selfcheck._ROOT_PROBLEMS.get("emulated", "unchecked") is None:
         assert fn_float == mkl and mode & _fused.EMULATE_ROOT
     else:
@@ -158,3 +158,48 @@ def test_a_rule_reading_a_buffers_old_value_after_the_root_is_fused_bitwise() ->
         core.step()
     assert dl.last_routes(fused)[0].path == "fused", dl.last_routes(fused)
     assert torch.equal(p, q) and torch.equal(fused.state[p]["v"], core.state[q]["v"])
+
+
+@pytest.mark.parametrize("flush_denormal", [False, True])
+def test_the_kernels_vector_roots_send_blocks_outside_their_range_to_torchs_function(flush_denormal: bool) -> None:
+    """``dl_float_roots`` (what the kernel's loops compute): with IEEE_ROOT, blocks of normal inputs get the
+    IEEE root and a block with a subnormal, zero or negative input gets torch's vector function for the
+    whole block (as torch computes it, also in flush-denormal mode, which MKL's call sets aside); with
+    EMULATE_ROOT, torch's bits where the root check accepted the emulation."""
+    mkl = _fused.torch_sqrt()[0]
+    if not mkl:
+        pytest.skip("this torch build has no vector square root to fall back to")
+    p = torch.nn.Parameter(torch.rand(64))
+    opt = dl.Adam([p])
+    p.grad = torch.randn(64)
+    opt.step()
+    kernel = next(k for v in _fused.LIBRARY.variants.values() for k in v if k.float_roots is not None)
+    rng = np.random.default_rng(0)
+    values = rng.random(128 * 6).astype(np.float32) * 10 + 0.01
+    values[128 * 1 + 5] = np.float32(1e-40)  # subnormal
+    values[128 * 3 + 127] = np.float32(0.0)
+    values[128 * 4 + 64] = np.float32(-2.0)
+
+    def roots(mode: int) -> np.ndarray:
+        out = np.empty_like(values)
+        kernel.float_roots(values.size, values.ctypes.data, out.ctypes.data, mkl, mode)
+        return out
+
+    torch.set_flush_denormal(flush_denormal)
+    try:
+        ieee = roots(_fused.VML_MODE | _fused.IEEE_ROOT)
+        emulated = roots(_fused.VML_MODE | _fused.EMULATE_ROOT)
+    finally:
+        torch.set_flush_denormal(False)
+    theirs = _torch_root(values)
+    same = (ieee.view(np.uint32) == theirs.view(np.uint32)) | (np.isnan(ieee) & np.isnan(theirs))
+    for block in (1, 3, 4):  # the blocks with an input outside the range: torch's function, every bit
+        assert same[128 * block:128 * (block + 1)].all(), block
+    normal = np.ones(values.size, bool)
+    for block in (1, 3, 4):
+        normal[128 * block:128 * (block + 1)] = False
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(ieee[normal].view(np.uint32), np.sqrt(values[normal]).view(np.uint32))
+    assert ieee[128 * 1 + 5] > 0  # the subnormal's root, not a flushed zero
+    if _selfcheck._ROOT_PROBLEMS.get("emulated", "unchecked") is None:  # the root check accepted it here
+        assert ((emulated.view(np.uint32) == theirs.view(np.uint32)) | (np.isnan(emulated) & np.isnan(theirs))).all()

@@ -66,7 +66,7 @@ template <typename T> inline T dl_sign(T a) { return static_cast<T>(T(0) < a) - 
 
 constexpr int64_t BLOCK = 512, EMULATED_BLOCK = 128;
 
-constexpr unsigned long long EMULATE_ROOT = 1ull << 40;
+constexpr unsigned long long EMULATE_ROOT = 1ull << 40, IEEE_ROOT = 1ull << 41;
 
 #if defined(__AVX__)
 // MKL's float32 high-accuracy vector root on its SSE/AVX code paths (the one torch's sqrt runs where MKL
@@ -87,46 +87,51 @@ inline __m256 emulated_root8(__m256 x) {
   return _mm256_add_ps(_mm256_mul_ps(d, h), s);
 }
 
-// Lanes outside [2^-96, 2^126): zero, subnormal, negative, huge, infinite, NaN. There the intermediates
-// could underflow (and a flush-to-zero mode would change them) or overflow: such a block goes to MKL.
+// Lanes outside [2^-96, 2^126): zero, subnormal, negative, huge, infinite, NaN. There the emulation's
+// intermediates could underflow (and a flush-to-zero mode would change them) or overflow, and a
+// denormals-are-zero mode would change even the IEEE root (MKL's function sets its own mode): such a
+// block goes to MKL.
 inline __m256i outside_root_range(__m256 x) {
   const __m256i low = _mm256_set1_epi32(0x0f800000 - 1), high = _mm256_set1_epi32(0x7e7fffff);
   const __m256i bits = _mm256_castps_si256(x);
   return _mm256_or_si256(_mm256_cmpgt_epi32(low, bits), _mm256_cmpgt_epi32(bits, high));
 }
 
-// The roots of in[0..m) into out; false (out then unspecified) when any input is outside the range.
-inline bool emulated_root(int m, const float* in, float* out) {
+inline __m256 root8(__m256 x, bool emulate) { return emulate ? emulated_root8(x) : _mm256_sqrt_ps(x); }
+
+// The roots of in[0..m) into out, emulated or IEEE; false (out then unspecified) when any input is
+// outside the range.
+inline bool vector_root(int m, const float* in, float* out, bool emulate) {
   __m256i outside = _mm256_setzero_si256();
   int i = 0;
   for (; i + 8 <= m; i += 8) {
     const __m256 x = _mm256_loadu_ps(in + i);
     outside = _mm256_or_si256(outside, outside_root_range(x));
-    _mm256_storeu_ps(out + i, emulated_root8(x));
+    _mm256_storeu_ps(out + i, root8(x, emulate));
   }
   if (i < m) {  // the tail, padded with ones (each lane's root is its own)
     alignas(32) float a[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8];
     for (int k = 0; i + k < m; ++k) a[k] = in[i + k];
     const __m256 x = _mm256_load_ps(a);
     outside = _mm256_or_si256(outside, outside_root_range(x));
-    _mm256_store_ps(b, emulated_root8(x));
+    _mm256_store_ps(b, root8(x, emulate));
     for (int k = 0; i + k < m; ++k) out[i + k] = b[k];
   }
   return _mm256_testz_si256(outside, outside);
 }
 #endif
 
-// Square roots of one block: torch's vector function fn (MKL's, called with torch's mode), its float32
-// emulation (mode has EMULATE_ROOT; a block with an input outside its range goes to fn), or, with no
-// fn, the IEEE root.
+// Square roots of one block: torch's vector function fn (MKL's, called with torch's mode), in float32
+// its emulation (mode has EMULATE_ROOT) or the IEEE root where that is torch's (IEEE_ROOT) -- a block
+// with an input outside their range goes to fn -- or, with no fn, the IEEE root.
 template <typename T>
 inline void block_sqrt(int m, const T* in, T* out, void* fn, unsigned long long mode) {
 #if defined(__AVX__)
   if constexpr (std::is_same<T, float>::value) {
-    if ((mode & EMULATE_ROOT) && emulated_root(m, in, out)) return;
+    if ((mode & (EMULATE_ROOT | IEEE_ROOT)) && vector_root(m, in, out, mode & EMULATE_ROOT)) return;
   }
 #endif
-  mode &= ~EMULATE_ROOT;
+  mode &= ~(EMULATE_ROOT | IEEE_ROOT);
   if (fn != nullptr) {
     reinterpret_cast<void (*)(int, const T*, T*, unsigned long long)>(fn)(m, in, out, mode);
   } else {
@@ -271,7 +276,7 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
     lines = [f"  alignas(64) T b{j}[BLOCK];" for j in sorted(buffered)]
     lines += (["  // the emulated root takes blocks of EMULATED_BLOCK: its compute between two stages then overlaps",
                "  // their memory traffic better (measured: a one-tensor Adam step 0.65x -> 0.88x torch fused)",
-               "  const int64_t block = (mode & EMULATE_ROOT) ? EMULATED_BLOCK : BLOCK;"] if staged
+               "  const int64_t block = (mode & (EMULATE_ROOT | IEEE_ROOT)) ? EMULATED_BLOCK : BLOCK;"] if staged
               else ["  const int64_t block = BLOCK;"])
     lines += ["  for (int64_t base = 0; base < n; base += block) {",
               "    const int m = static_cast<int>(std::min<int64_t>(block, n - base));",
@@ -416,8 +421,9 @@ def source(program: Program, slots: int) -> str:
         "}",
         "// the float32 square roots block_sqrt computes with this fn and mode, block by block (the self-check's)",
         'extern "C" void dl_float_roots(int64_t n, const float* in, float* out, void* fn, unsigned long long mode) {',
-        "  for (int64_t a = 0; a < n; a += BLOCK)",
-        "    block_sqrt<float>(static_cast<int>(std::min<int64_t>(BLOCK, n - a)), in + a, out + a, fn, mode);",
+        "  const int64_t block = (mode & (EMULATE_ROOT | IEEE_ROOT)) ? EMULATED_BLOCK : BLOCK;",
+        "  for (int64_t a = 0; a < n; a += block)",
+        "    block_sqrt<float>(static_cast<int>(std::min<int64_t>(block, n - a)), in + a, out + a, fn, mode);",
         "}",
         "// the same call with its integer arguments in one array (ctypes converts 2 arguments, not 14)",
         'extern "C" int64_t dl_fused_call(const int64_t* a, double fixed_t) {',

@@ -139,10 +139,11 @@ def disabled() -> str | None:
 VML_MODE = 0x2 | 0x140000 | 0x100
 """``VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE``: the mode torch's ``ATen/cpu/vml.h`` calls MKL's vector
 square root with."""
-EMULATE_ROOT = 1 << 40
-"""A bit of the mode passed to the kernel, never to MKL: compute float32 roots with the kernel's inline
-emulation of MKL's (:data:`._codegen.PRELUDE`'s ``emulated_root``), blocks with an input outside its range
-by MKL's function."""
+EMULATE_ROOT, IEEE_ROOT = 1 << 40, 1 << 41
+"""Bits of the mode passed to the kernel, never to MKL: compute float32 roots with the kernel's inline
+emulation of MKL's (:data:`._codegen.PRELUDE`'s ``emulated_root8``), or with the IEEE root where that is
+torch's; blocks with an input outside their range (subnormals among them, which a denormals-are-zero mode
+would change, while MKL sets its own) by MKL's function."""
 Roots = tuple[int, int, int]
 """The square roots a kernel runs with: float32 and float64 vector functions (0: the IEEE root inline)
 and the mode (:func:`call`)."""
@@ -184,8 +185,9 @@ def call(kernel: Kernel, dtype: torch.dtype, meta: array, rows: int, stride: int
 
 def _torch_roots(kernel: Kernel, dtype: torch.dtype) -> list[Roots]:
     """The ways this kernel can compute torch's own square roots for ``dtype``, fastest first: in float32,
-    the IEEE root inline where torch's root is it (MKL's AVX2 path), else the kernel's emulation of MKL's
-    root where it equals torch's over every float32 of [1, 4) and the rest of the root check
+    the IEEE root inline where torch's root is it (MKL's AVX2 path; blocks with an input outside the
+    normal range by MKL's function, as with the emulation), else the kernel's emulation of MKL's root where
+    it equals torch's over every float32 of [1, 4) and the rest of the root check
     (:func:`._selfcheck.root_problem`, run once per process); always, torch's own vector function."""
     functions = torch_sqrt()
     tries: list[Roots] = []
@@ -197,7 +199,7 @@ def _torch_roots(kernel: Kernel, dtype: torch.dtype) -> list[Roots]:
             return out
 
         if root_problem("ieee", np.sqrt) is None:
-            tries.append((0, 0, VML_MODE))
+            tries.append((*functions, VML_MODE | IEEE_ROOT) if functions[0] else (0, 0, VML_MODE))
         elif functions[0] and root_problem("emulated", emulated) is None:
             tries.append((*functions, VML_MODE | EMULATE_ROOT))
     return [*tries, (*functions, VML_MODE)]
