@@ -203,3 +203,41 @@ def test_the_kernels_vector_roots_send_blocks_outside_their_range_to_torchs_func
     assert ieee[128 * 1 + 5] > 0  # the subnormal's root, not a flushed zero
     if _selfcheck._ROOT_PROBLEMS.get("emulated", "unchecked") is None:  # the root check accepted it here
         assert ((emulated.view(np.uint32) == theirs.view(np.uint32)) | (np.isnan(emulated) & np.isnan(theirs))).all()
+
+
+def test_a_rule_branching_on_a_values_type_steps_on_the_core_with_its_numbers() -> None:
+    """``type(beta) is float and beta > 0.5``: on the trace's stand-ins the type test is False, so the
+    comparison behind it is never recorded and no guard would see beta cross 0.5. Such an update is not
+    traced (the reason names the builtin) and steps on the core: its numbers as beta moves across."""
+    from descentlab.optim import define_rule
+    from descentlab.optim._type_checks import type_inspection
+
+    def scale_of(beta):
+        return 0.1 if isinstance(beta, float) and beta > 0.5 else 1.0
+
+    @define_rule(name="TypeBranch", hypers={"lr": 0.1, "beta": 0.4}, buffers=["avg"])
+    def type_branch(param, grad, state, *, step, lr, beta):
+        scale = 0.1 if type(beta) is float and beta > 0.5 else 1.0
+        avg = state["avg"].mul(beta).add(grad)
+        return param.add(avg, alpha=-lr * scale), {"avg": avg}
+
+    @define_rule(name="TypeBranchInHelper", hypers={"lr": 0.1, "beta": 0.4}, buffers=["avg"])
+    def helper_branch(param, grad, state, *, step, lr, beta):
+        avg = state["avg"].mul(beta).add(grad)
+        return param.add(avg, alpha=-lr * scale_of(beta)), {"avg": avg}
+
+    assert "calls type()" in (type_inspection(type_branch.update) or "")
+    assert "scale_of calls isinstance()" in (type_inspection(helper_branch.update) or "")
+    for rule in (type_branch, helper_branch):
+        p, q = torch.nn.Parameter(torch.ones(8)), torch.nn.Parameter(torch.ones(8))
+        ours, core = rule.optimizer([p]), rule.optimizer([q])
+        dl.set_engine(core, "eager")
+        for beta in (0.4, 0.6, 0.4):
+            for opt in (ours, core):
+                opt.param_groups[0]["beta"] = beta
+            p.grad, q.grad = torch.ones(8), torch.ones(8)
+            ours.step()
+            core.step()
+            assert torch.equal(p, q), (rule.name, beta, p[0].item(), q[0].item())
+        route = dl.last_routes(ours)[0]
+        assert route.path != "fused" and "type" in route.reason, route

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from ._type_checks import type_inspection
+
 
 class Unsupported(Exception):
     """The rule does something the fused path cannot record; the message says what."""
@@ -433,6 +435,9 @@ def trace(update: Callable[..., Any], hypers: Mapping[str, Any], buffers: Sequen
           step: float | None) -> Program:
     """Record ``update`` for a group with these hyper-parameters and (present) buffers; ``step`` is
     the step count the guards see (None for a rule that counts none)."""
+    inspected = type_inspection(update)
+    if inspected:
+        raise Unsupported(f"the update reads a value's type ({inspected}); a trace cannot follow that branch")
     program = Program()
     numbers, _ = flatten_hypers(hypers)
     leaves = iter(program.scalar("hyper", (k,), value, False) for k, value in enumerate(numbers))
