@@ -241,3 +241,4 @@ def test_a_rule_branching_on_a_values_type_steps_on_the_core_with_its_numbers() 
             assert torch.equal(p, q), (rule.name, beta, p[0].item(), q[0].item())
         route = dl.last_routes(ours)[0]
         assert route.path != "fused" and "type" in route.reason, route
+

@@ -80,7 +80,10 @@ def test_a_group_edit_to_minus_zero_changes_the_route() -> None:
         p.grad = torch.ones_like(p)
     before = params[0].detach().clone()
     opt.step()
-    assert dl.last_routes(opt)[0].path == "fused"
+    # the rule tests types (isinstance, type()): never traced, so never fused (docs/engine.md); the probe
+    # still tells -0.0 from 0.0, which the route's reason shows
+    type_reason = "reads a value's type"
+    assert dl.last_routes(opt)[0].path == "eager" and type_reason in dl.last_routes(opt)[0].reason
     assert torch.equal(params[0], before - 0.1)
     opt.param_groups[0]["decay"] = -0.0
     before = params[0].detach().clone()
@@ -89,7 +92,7 @@ def test_a_group_edit_to_minus_zero_changes_the_route() -> None:
     assert torch.equal(params[0], before - 0.1 * (0.1 * 1.0))
     opt.param_groups[0]["decay"] = 0.0
     opt.step()
-    assert dl.last_routes(opt)[0].path == "fused"
+    assert dl.last_routes(opt)[0].path == "eager" and type_reason in dl.last_routes(opt)[0].reason
 
 
 def test_flatten_hypers_fast_path_is_the_general_one() -> None:

@@ -6,6 +6,7 @@ Shared by the fused kernels (:mod:`._fused`) and the native table reader (:mod:`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -13,12 +14,17 @@ import shutil
 import sys
 import sysconfig
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import torch
 
 from . import _codegen
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 Built = tuple[Any, str | None, float]
 """(the loaded library or None, why it could not be built or None, seconds the build or load took)."""
@@ -64,6 +70,40 @@ def switched_off(variable: str) -> str | None:
     return None
 
 
+BUILDER_WAIT_S = 600.0
+"""Longest wait for another process's build of the same library (a cold build takes about 20 s)."""
+
+
+@contextlib.contextmanager
+def _builder_lock(directory: str, name: str) -> Iterator[None]:
+    """Hold the one builder's lock of ``directory``: an ``flock`` the kernel drops when its holder exits,
+    however it exits. ``cpp_extension.load`` keeps its own lock as a file (``lock``) that a process killed
+    mid-build leaves behind, after which every later build of that library waits for it forever; holding
+    this lock, no live descentlab process is building, so such a file is stale and removed. Waits at most
+    :data:`BUILDER_WAIT_S` for a live builder, then raises ``TimeoutError`` (the caller's slower path runs)."""
+    if fcntl is None:  # no flock on this platform: cpp_extension's own lock only
+        yield
+        return
+    with open(os.path.join(directory, f"{name}.builder"), "a+") as handle:
+        deadline = time.monotonic() + BUILDER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process has been building {name} for {BUILDER_WAIT_S:.0f} s") \
+                        from None
+                time.sleep(0.1)
+        try:
+            stale = os.path.join(directory, "lock")
+            if os.path.exists(stale):
+                os.remove(stale)
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def function(library: Any, symbol: str, argtypes: Sequence[Any], restype: Any) -> Any:
     """``library``'s C function ``symbol`` with its argument and result types declared."""
     bound = getattr(library, symbol)
@@ -97,12 +137,14 @@ def build(code: str, what: str, cflags: Sequence[str], ldflags: Sequence[str], c
         built = os.path.join(directory, f"{name}.built")
         if not os.path.exists(built):  # a warm start skips the build tools (ninja, compiler checks) entirely
             os.makedirs(directory, exist_ok=True)
-            path = os.path.join(directory, f"{name}.cpp")
-            if not os.path.exists(path):  # the name is the source's digest: an existing file is this source
-                _write_atomically(path, code)  # (rewriting it would make ninja relink a library in use)
-            cpp_extension.load(name, [path], extra_cflags=list(cflags), extra_ldflags=list(ldflags),
-                               build_directory=directory, is_python_module=False, verbose=False)
-            _write_atomically(built, name)  # only after a complete build: the library is whole
+            with _builder_lock(directory, name):
+                if not os.path.exists(built):  # another process may have built it while this one waited
+                    path = os.path.join(directory, f"{name}.cpp")
+                    if not os.path.exists(path):  # the name is the source's digest: an existing file is this
+                        _write_atomically(path, code)  # source (rewriting it would make ninja relink a library in use)
+                    cpp_extension.load(name, [path], extra_cflags=list(cflags), extra_ldflags=list(ldflags),
+                                       build_directory=directory, is_python_module=False, verbose=False)
+                    _write_atomically(built, name)  # only after a complete build: the library is whole
         loader = ctypes.PyDLL if python_api else ctypes.CDLL
         result: Built = (loader(os.path.join(directory, f"{name}.so")), None, time.perf_counter() - start)
     except Exception as error:  # the caller's slower path runs, with the reason
