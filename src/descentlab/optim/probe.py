@@ -78,11 +78,10 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
       computed by the same float operations as in the probe; values of one class run the update down the
       same branches, calling the same elementwise tensor ops with other scalars, and no scalar can make an
       elementwise op read a shape. What a stand-in does not show — a value's type, its sign of zero, NaN,
-      infinity (``math.copysign`` behind ``type(x) is float``) — is in the signature. Left out: an update
-      that tests a value's type and, behind that test, compares the value with numbers a stand-in never
-      meets (``type(b) is float and b > 0.7``). The fused kernel (the same trace, the same guards)
-      assumes no rule does that; so does this cache. lr is a number of the program like the others (probed
-      at the group's lr); a tensor lr is probed at its default.
+      infinity (``math.copysign`` behind ``type(x) is float``) — is in the signature. An update that tests a
+      value's type (``type(b) is float and b > 0.7``: the comparison behind the test never meets a
+      stand-in) is not traced at all (:mod:`._type_checks`), so it is keyed exactly. lr is a number of the
+      program like the others (probed at the group's lr); a tensor lr is probed at its default.
     * **Exactly** otherwise (a tensor hyper-parameter but lr, a rule the trace refuses for these values:
       it reads a shape, branches on the step, converts a hyper-parameter to a number): keyed on
       :func:`exact_key` of every value but lr, lr probed at its default (so an untraced rule whose shape
