@@ -184,6 +184,20 @@ class ScalarProxy:
 
     __int__ = __index__ = __float__
 
+    def __getattr__(self, name: str) -> Any:  # (not AttributeError: ``hasattr`` must not answer False)
+        raise Unsupported(f"the rule reads .{name} of a hyper-parameter")
+
+    def __format__(self, spec: str) -> str:
+        raise Unsupported("the rule turns a hyper-parameter into text")
+
+    def __repr__(self) -> str:
+        raise Unsupported("the rule turns a hyper-parameter into text")
+
+    __str__ = __repr__
+
+    def __dir__(self) -> list[str]:
+        raise Unsupported("the rule lists a hyper-parameter's attributes")
+
 
 class TensorProxy:
     """A tensor of the element program: every torch op on it is recorded (see :data:`TENSOR_OPS`)."""

@@ -151,7 +151,9 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
                 choice: EngineChoice) -> Route:
     path, reason = _path(rule, group, choice.mode)
     if path != "eager":  # every accelerator hands the rule flat slices, concatenations or flat memory
-        problem = shape_problem(rule, group)
+        # (the fused path traces the update at the group's values, lr included, and refuses a shape read:
+        # an untraceable rule is not fused, so before it the probe may take lr at its default, once)
+        problem = shape_problem(rule, group, lr_as_given=path in SLICING)
         if problem is not None:
             path, reason = "eager", f"{problem}: stepped on the per-tensor core"
     if path in ("fused", "fused-ieee"):
@@ -160,6 +162,9 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
             return Route(path, taken)
         path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", f"{path} asked for")
         reason = f"{reason}; not fused: {why_not}"
+        problem = shape_problem(rule, group, lr_as_given=True) if path in SLICING else None
+        if problem is not None:
+            path, reason = "eager", f"{problem}: stepped on the per-tensor core"
     if path == "eager":
         eager_step(rule, group, states, owner)
         return Route(path, reason)
@@ -178,6 +183,10 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
         eager_step(rule, group, states, owner, params=leftover)
         reason += f"; {len(leftover)} parameter(s) on the core"
     return Route(path, reason)
+
+
+SLICING = ("flat", "compiled")
+"""The paths that hand the rule slices of tensors (their probe takes the group's lr, not its default)."""
 
 
 def _big_and_sliceable(member: Any) -> bool:

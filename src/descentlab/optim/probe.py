@@ -55,7 +55,7 @@ Stepper = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor | None]],
 Form = Callable[[Stepper, Tensors, Tensors, States, Tensors, Tensors, States], tuple[Tensors, States]]
 
 
-def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
+def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = True) -> str | None:
     """Why ``rule`` with these hyper-parameters gives other numbers on a reshaped, sliced,
     concatenated or stacked tensor than on the tensor itself, or None when it gives the same.
 
@@ -84,8 +84,10 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
       program like the others (probed at the group's lr); a tensor lr is probed at its default.
     * **Exactly** otherwise (a tensor hyper-parameter but lr, a rule the trace refuses for these values:
       it reads a shape, branches on the step, converts a hyper-parameter to a number): keyed on
-      :func:`exact_key` of every value but lr, lr probed at its default (so an untraced rule whose shape
-      reading depends on lr is probed at its default lr, as before).
+      :func:`exact_key` of every value, lr included and probed at the group's value where it is a number
+      (``lr_as_given``, the default); with ``lr_as_given=False`` (the engine, before the fused path, whose
+      trace refuses such a rule anyway) lr is left out of the key and probed at its default, so an lr
+      schedule does not probe every step.
     """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
@@ -95,13 +97,14 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     last = _LAST.get(id(rule))
     if last is not None and last.rule is rule:
         if all(map(is_, values, last.values)):  # the very same immutable objects: the same values
-            if last.member is None or all(map(is_, moving, last.moving)):
+            if (last.member is None and not lr_as_given) or (last.member is not None
+                                                              and all(map(is_, moving, last.moving))):
                 return last.answer  # (an exact outcome does not depend on lr)
         if last.member is not None and _still_in(rule, layout, last, values, moving):
             return last.answer
     found = _class_problem(rule, layout, values, moving)
     if found is None:
-        return _exact_problem(rule, values, hypers)
+        return _exact_problem(rule, values, hypers, moving if lr_as_given else None)
     if all(map(is_immutable, values)):
         _LAST[id(rule)] = found
     return found.answer
@@ -167,18 +170,22 @@ class _Last:
     buffers: tuple[str, ...] = ()
 
 
-def _exact_problem(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any]) -> str | None:
+def _exact_problem(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any],
+                   moving: tuple[Any, ...] | None = None) -> str | None:
     """The probe's outcome cached per rule and :func:`exact_key` of every value but lr's."""
+    if moving is not None:  # probed at the group's lr where it is a number, which is then part of the key
+        values = (*values, *(value if type(value) in (float, int) else "at its default" for value in moving))
     key = exact_key(values)
     if key is None:  # a value without an exact key: probe every time
-        return _probe(rule, _probe_hypers(rule, hypers))
+        return _probe(rule, _probe_hypers(rule, hypers, moving is not None))
     known = _PROBED.get((id(rule), key))
     if known is None or known[0] is not rule:
-        known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers)))
+        known = _PROBED[id(rule), key] = (rule, _probe(rule, _probe_hypers(rule, hypers, moving is not None)))
         while len(_PROBED) > PROBED_MAX:
             del _PROBED[next(iter(_PROBED))]
     if all(map(is_immutable, values)):
-        _LAST[id(rule)] = _Last(rule, values, (), known[1])
+        if moving is None:  # (an outcome probed at the group's lr is not one for any lr)
+            _LAST[id(rule)] = _Last(rule, values, (), known[1])
     return known[1]
 
 
@@ -356,11 +363,15 @@ def is_immutable(value: Any) -> bool:
     return kind is float or kind in _SIMPLE or (kind is tuple and all(map(is_immutable, value)))
 
 
-def _probe_hypers(rule: Rule, hypers: Mapping[str, Any]) -> dict[str, Any]:
+def _probe_hypers(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = False) -> dict[str, Any]:
+    """The values the probe runs with: the group's, lr-like ones at their default (or, ``lr_as_given``,
+    the group's where it is a number: a tensor lr is probed at its default)."""
     values = {name: hypers.get(name, default) for name, default in rule.defaults.items()}
     for name in rule.tensor_names:
         default = rule.hyper(name).default
-        values[name] = default if default else 1e-2
+        given = values[name]
+        if not (lr_as_given and type(given) in (float, int)):
+            values[name] = default if default else 1e-2
     return values
 
 
