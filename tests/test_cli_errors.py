@@ -87,6 +87,13 @@ def test_a_results_file_that_is_a_directory_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
 
 
+def test_a_guide_study_name_longer_than_the_file_system_takes_is_one_line(tmp_path, capsys):
+    """Found by the CLI property test: ``Path.is_dir`` raises ENAMETOOLONG instead of answering False."""
+    out = tmp_path / "guide.html"
+    assert main(["guide", "--study", "a" * 300, "--out", str(out)]) == 2
+    assert "--study 'aaaa" in _one_error_line(capsys, "guide") and not out.exists()
+
+
 def test_a_run_config_that_is_a_directory_is_one_line(tmp_path, capsys):
     (tmp_path / "config.json").mkdir()
     assert main(["train", "--task", "lstsq", "--steps", "1", "--out", str(tmp_path), "--quiet"]) == 2

@@ -70,10 +70,15 @@ def load_claim(study: str | os.PathLike[str] | None) -> dict[str, Any]:
     if study is None:
         return {**SHIPPED, "note": ""}
     folder = Path(study)
-    if not folder.is_dir():
+    try:
+        is_dir = folder.is_dir()
+        path = folder / "claim.json"
+        has_claim = is_dir and path.exists()
+    except OSError as error:  # e.g. a name longer than the file system takes
+        raise ValueError(f"--study {str(study)!r}: cannot be used ({os.strerror(error.errno or 0)})") from None
+    if not is_dir:
         raise ValueError(f"--study must be a study's output directory, got {str(study)!r}")
-    path = folder / "claim.json"
-    if not path.exists():
+    if not has_claim:
         return {**SHIPPED, "note": f"{folder} has no claim.json (a study from before it was written): "
                                    "the shipped numbers are shown instead."}
     try:
