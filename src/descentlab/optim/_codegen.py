@@ -275,7 +275,7 @@ def _loop_code(program: Program, slots: int, staged: bool) -> list[str]:
 
     lines = [f"  alignas(64) T b{j}[BLOCK];" for j in sorted(buffered)]
     lines += (["  // the emulated root takes blocks of EMULATED_BLOCK: its compute between two stages then overlaps",
-               "  // their memory traffic better (measured: a one-tensor Adam step 0.65x -> 0.88x torch fused)",
+               "  // their memory traffic better (docs/performance.md, benchmarks/one_tensor_step.py)",
                "  const int64_t block = (mode & (EMULATE_ROOT | IEEE_ROOT)) ? EMULATED_BLOCK : BLOCK;"] if staged
               else ["  const int64_t block = BLOCK;"])
     lines += ["  for (int64_t base = 0; base < n; base += block) {",

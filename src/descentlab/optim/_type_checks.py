@@ -6,14 +6,14 @@ The trace runs the update on stand-ins that record every comparison it makes on 
 look at its type: ``type(beta)``, ``isinstance(beta, float)``, ``issubclass``, ``beta.__class__``, a
 ``match`` class pattern answer differently on a stand-in than on the real number, so the traced program
 can follow another branch than the update takes, and a comparison behind such a test (``type(beta) is
-float and beta > 0.5``) is never recorded: no guard would notice the value crossing it (found by a red
-team: the fused step gave -0.20 where the core gives -0.11). So an update that looks at a type is not
-traced, and its groups step on the core, with the reason. This module reads the bytecode of the update,
-of the functions nested in it, and of what it reaches by a global or enclosing name, a default argument
-or a ``functools.partial`` (a few levels deep): a type builtin under any name (an alias is the same
-object), ``__class__``, a class pattern. Callees reached through an attribute of a module or object are
-not read; descentlab's own ``optim`` helpers (:mod:`.ops`), which test only whether an argument is a
-tensor, are trusted.
+float and beta > 0.5``) is never recorded: no guard would notice the value crossing it (the fused step
+gave -0.20 where the core gives -0.11; a red team then found seven more spellings of such a look). So an
+update that looks at a type is not traced, and its groups step on the core, with the reason. This module
+reads the bytecode of the update, of the functions nested in it, and of what it reaches by a global or
+enclosing name, a default argument or a ``functools.partial`` (a few levels deep): a type builtin under
+any name (an alias is the same object), ``__class__``, a class pattern. Callees reached through an
+attribute of a module or object are not read; descentlab's own ``optim`` helpers (:mod:`.ops`), which
+test only whether an argument is a tensor, are trusted.
 """
 
 from __future__ import annotations

@@ -149,22 +149,13 @@ def _all_dense(params: list[torch.Tensor]) -> bool:
 
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
-    path, reason = _path(rule, group, choice.mode)
-    if path != "eager":  # every accelerator hands the rule flat slices, concatenations or flat memory
-        # (the fused path traces the update at the group's values, lr included, and refuses a shape read:
-        # an untraceable rule is not fused, so before it the probe may take lr at its default, once)
-        problem = shape_problem(rule, group, lr_as_given=path in SLICING)
-        if problem is not None:
-            path, reason = "eager", f"{problem}: stepped on the per-tensor core"
+    path, reason = _probed(rule, group, *_path(rule, group, choice.mode))
     if path in ("fused", "fused-ieee"):
         taken, why_not = fused_route(rule, group, states, owner, reason, ieee=path == "fused-ieee")
         if taken is not None:
             return Route(path, taken)
         path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", f"{path} asked for")
-        reason = f"{reason}; not fused: {why_not}"
-        problem = shape_problem(rule, group, lr_as_given=True) if path in SLICING else None
-        if problem is not None:
-            path, reason = "eager", f"{problem}: stepped on the per-tensor core"
+        path, reason = _probed(rule, group, path, f"{reason}; not fused: {why_not}")
     if path == "eager":
         eager_step(rule, group, states, owner)
         return Route(path, reason)
@@ -187,6 +178,18 @@ def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.
 
 SLICING = ("flat", "compiled")
 """The paths that hand the rule slices of tensors (their probe takes the group's lr, not its default)."""
+
+
+def _probed(rule: Rule, group: dict[str, Any], path: str, reason: str) -> tuple[str, str]:
+    """``path`` unless the shape probe finds the rule unfit for what every accelerator hands it (flat
+    slices, concatenations, flat memory): then the per-tensor core, with the probe's reason. The fused
+    path traces the update at the group's values, lr included, and refuses a shape read, so before it the
+    probe may take lr at its default (once, not once per step of an lr schedule); before a slicing path it
+    takes the group's lr."""
+    if path == "eager":
+        return path, reason
+    problem = shape_problem(rule, group, lr_as_given=path in SLICING)
+    return ("eager", f"{problem}: stepped on the per-tensor core") if problem is not None else (path, reason)
 
 
 def _big_and_sliceable(member: Any) -> bool:
