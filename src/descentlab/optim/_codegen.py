@@ -52,7 +52,7 @@ PRELUDE = r"""
 #include <vector>
 #include <algorithm>
 #include <type_traits>
-#if defined(__AVX__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -68,7 +68,7 @@ constexpr int64_t BLOCK = 512, EMULATED_BLOCK = 128;
 
 constexpr unsigned long long EMULATE_ROOT = 1ull << 40, IEEE_ROOT = 1ull << 41;
 
-#if defined(__AVX__)
+#if defined(__AVX2__)
 // MKL's float32 high-accuracy vector root on its SSE/AVX code paths (the one torch's sqrt runs where MKL
 // does not take its AVX2 path, e.g. on AMD CPUs): y = rsqrt(x) (the hardware estimate), s = x*y, h = y/2,
 // r = 1/2 - s*h, s' = s + s*r, h' = h + h*r, d = x - s'*s', root = s' + d*h' -- one Newton step on the
@@ -126,7 +126,7 @@ inline bool vector_root(int m, const float* in, float* out, bool emulate) {
 // with an input outside their range goes to fn -- or, with no fn, the IEEE root.
 template <typename T>
 inline void block_sqrt(int m, const T* in, T* out, void* fn, unsigned long long mode) {
-#if defined(__AVX__)
+#if defined(__AVX2__)
   if constexpr (std::is_same<T, float>::value) {
     if ((mode & (EMULATE_ROOT | IEEE_ROOT)) && vector_root(m, in, out, mode & EMULATE_ROOT)) return;
   }
