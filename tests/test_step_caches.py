@@ -162,7 +162,10 @@ def test_the_grad_mode_is_the_callers_after_a_step() -> None:
 
 
 def test_the_probe_keys_hold_the_rule() -> None:
-    shape_problem(sign_reader, {"lr": 0.01, "decay": 0.0, "maximize": False})
+    """Each cache keyed by a rule's id holds the rule itself (so no other rule can take its id). At the
+    default lr, so that the last outcome is kept too (one probed at a given lr is not)."""
+    shape_problem(sign_reader, {"lr": 0.01, "decay": 0.0, "maximize": False}, lr_as_given=False)
+    assert probe._OUTSIDE[id(sign_reader)][0] is sign_reader
     assert any(last.rule is sign_reader for last in probe._LAST.values())
     assert any(entry.rule is sign_reader for entry in probe._CLASSES.values())
 

@@ -43,6 +43,7 @@ from torch.autograd.graph import increment_version
 from . import _codegen, _native
 from ._eager import eager_step
 from ._gather_native import gather_native
+from ._outside import changed
 from ._pieces import _aliased
 from ._selfcheck import BITWISE, IEEE_SQRT, check, root_problem
 from ._state import init_state, needs_state
@@ -118,17 +119,27 @@ def kernel_for(rule: Rule, hypers: Mapping[str, Any], names: Sequence[str], maxi
     values = tuple(numbers)
     last = LIBRARY.last.get(variant)
     if last is not None and last[0] == values:  # the same values as the last step: the same kernel
-        return last[1]
+        return current(last[1])
     with LIBRARY.lock:
         kernels = LIBRARY.variants.setdefault(variant, [])
         for kernel in kernels:
             if guards_hold(kernel.program, numbers):
                 LIBRARY.last[variant] = (values, kernel)
-                return kernel
+                return current(kernel)
         program = trace(rule.update, hypers, names, maximize, step)
         kernel = _build(_codegen.source(program, 2 + len(names)), program)
         kernels.append(kernel)
         return kernel
+
+
+def current(kernel: Kernel) -> Kernel:
+    """``kernel``, while every value its trace read from outside the rule is still in place
+    (:mod:`._outside`); else Unsupported: the group steps on the core, which reads the new value."""
+    moved = changed(kernel.program.outside) if kernel.program.outside else None
+    if moved is not None:
+        raise Unsupported(f"{moved}, which the update reads from outside the rule, changed after the kernel "
+                          "was traced (pass it as a hyper-parameter to keep the fused path)")
+    return kernel
 
 
 def disabled() -> str | None:
@@ -536,6 +547,7 @@ def _plan(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any], names:
     last = _PLANS.get(id(rule))
     if (last is not None and last[0] is rule and last[2] is maximize and last[3] == names
             and all(map(is_, values, last[1]))):
+        current(last[4][2])
         return last[4]
     numbers, key = flatten_hypers(hypers)
     kernel = kernel_for(rule, hypers, names, maximize, numbers, key, 1.0 if rule.counts_steps else None)

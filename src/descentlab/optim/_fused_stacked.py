@@ -25,6 +25,7 @@ import torch
 from . import _codegen
 from ._eager import apply_update
 from ._fused import DTYPES, call, columns_of, disabled, kernel_for, verify
+from ._outside import changed
 from ._trace import Unsupported, flatten_hypers, guard_inputs, guards_hold
 from .rule import Rule
 
@@ -142,7 +143,7 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         plan = _hyper_plan(rule, math, names, maximize, lrs, step)
         if cache is not None:
             cache.hyper = (math, lrs_key, plan)
-    if plan is None:
+    if plan is None or (plan[0].program.outside and changed(plan[0].program.outside)):
         return None
     kernel, numbers, hyper_rows = plan
     if cache is not None and cache.tables is not None:

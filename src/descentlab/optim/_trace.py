@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ._outside import outside_reads, snapshot
 from ._type_checks import type_inspection
 
 
@@ -55,6 +56,9 @@ class Program:
     """Input slot -> element node written back into it (only slots that change)."""
     guards: list[tuple[int, str, int, bool]] = field(default_factory=list)
     """``(scalar node, comparison, scalar node, outcome)``."""
+    outside: tuple[tuple[Any, Any], ...] = ()
+    """The values from outside the rule the trace read, with where they live (:mod:`._outside`): the
+    program holds while each place holds the same object."""
 
     def scalar(self, op: str, args: tuple[Any, ...], value: float, steps: bool) -> ScalarProxy:
         self.scalar_ops.append((op, args))
@@ -452,7 +456,11 @@ def trace(update: Callable[..., Any], hypers: Mapping[str, Any], buffers: Sequen
     inspected = type_inspection(update)
     if inspected:
         raise Unsupported(f"the update reads a value's type ({inspected}); a trace cannot follow that branch")
-    program = Program()
+    locations, mutable = outside_reads(update)
+    if mutable:
+        raise Unsupported(f"the update reads an object from outside the rule ({mutable}) that can change "
+                          "in place; a trace would keep what it saw (pass it as a hyper-parameter)")
+    program = Program(outside=snapshot(locations))
     numbers, _ = flatten_hypers(hypers)
     leaves = iter(program.scalar("hyper", (k,), value, False) for k, value in enumerate(numbers))
     inputs: dict[str, Any] = {}

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
+from ._outside import values_now
 from ._trace import Program, Unsupported, flatten_hypers, membership, trace
 from .rule import Rule, buffer_names
 
@@ -91,6 +92,7 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = Tru
     """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
+    _forget_if_outside_changed(rule)
     layout = _layout(rule)
     values = tuple(map(hypers.get, layout.names, layout.defaults))
     moving = tuple(map(hypers.get, layout.moving, layout.moving_defaults))
@@ -168,6 +170,22 @@ class _Last:
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Where each numeric hyper-parameter's numbers sit in ``numbers`` (start, count)."""
     buffers: tuple[str, ...] = ()
+
+
+def _forget_if_outside_changed(rule: Rule) -> None:
+    """Drop every outcome kept for ``rule`` when a value it reads from outside the rule (a module global,
+    a closure variable: :mod:`._outside`) is no longer the object it was: the update may now read a
+    shape where it did not. (An object changed in place cannot be seen; docs/engine.md.)"""
+    now = values_now(rule.update)
+    seen = _OUTSIDE.get(id(rule))
+    if seen is not None and seen[0] is rule and len(seen[1]) == len(now) and all(map(is_, now, seen[1])):
+        return
+    if seen is not None:
+        _LAST.pop(id(rule), None)
+        for cache in (_CLASSES, _PROBED):
+            for key in [key for key in cache if key[0] == id(rule)]:
+                del cache[key]
+    _OUTSIDE[id(rule)] = (rule, now)
 
 
 def _exact_problem(rule: Rule, values: tuple[Any, ...], hypers: Mapping[str, Any],
@@ -309,6 +327,8 @@ def _signature(value: Any) -> Any:
 
 _INT_MAX = 1 << 53
 _TINY = sys.float_info.min
+_OUTSIDE: dict[int, tuple[Rule, tuple[Any, ...]]] = {}
+"""Per rule, the values from outside it that its kept outcomes were found with."""
 _CLASSES: dict[tuple[Any, ...], _Signature] = {}
 CLASSES_MAX = 16
 """Classes kept per signature (the oldest dropped first); signatures kept: :data:`PROBED_MAX`."""

@@ -1,0 +1,130 @@
+"""The functions a rule's update reaches, for the screens that read its bytecode before a trace.
+
+A trace (:mod:`._trace`) runs the update once, on stand-ins, and keeps what it computed; two things it
+cannot see from inside: a look at a value's type (:mod:`._type_checks`) and a value read from outside
+the rule — a module global, a closure variable, a module's attribute — that may change after the trace
+(:mod:`._outside`). Both read the bytecode of the same functions: the update, the functions nested in
+it, and what it reaches by a global or enclosing name, a default argument, a ``functools.partial`` or a
+bound method, :data:`DEPTH` calls deep. descentlab's own ``optim`` helpers (:mod:`.ops`) are trusted
+below the top. Callees reached through an attribute of a module or object are not read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import functools
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+NAME_OPCODES = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF"})
+ATTRIBUTE_OPCODES = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+DEPTH = 3
+"""How many calls deep functions reached by name are read."""
+TRUSTED_PREFIX = "descentlab.optim"
+_EMPTY = object()
+
+
+@dataclass(frozen=True)
+class NameLoad:
+    """One load of a name in a reached function's bytecode: its value now and where it lives."""
+
+    where: str
+    """The function's qualified name."""
+    name: str
+    value: Any
+    holder: Any
+    """The function's globals (a dict), the closure cell, or None for a builtin."""
+    attributes: tuple[str, ...]
+    """The attribute names read right after it (``module.NAME``: ``("NAME",)``)."""
+
+
+@dataclass(frozen=True)
+class Reached:
+    """One function the walk reads."""
+
+    target: types.FunctionType
+    where: str
+    level: int
+    defaults: tuple[Any, ...]
+    instructions: tuple[dis.Instruction, ...]
+    loads: tuple[NameLoad, ...]
+
+
+def callees(value: Any) -> list[Any]:
+    """The Python functions behind ``value``: itself, a ``functools.partial``'s function and arguments, a
+    bound method's function."""
+    if isinstance(value, functools.partial):
+        return [value.func, *value.args, *value.keywords.values()]
+    if isinstance(value, types.MethodType):
+        return [value.__func__]
+    return [value] if isinstance(value, types.FunctionType) else []
+
+
+def _code_objects(code: types.CodeType) -> list[types.CodeType]:
+    found = [code]
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            found.extend(_code_objects(constant))
+    return found
+
+
+def _loads(target: types.FunctionType, instructions: list[dis.Instruction]) -> list[NameLoad]:
+    """The name loads of ``instructions``, resolved as the function resolves them (a closure cell, then
+    its globals, then the builtins)."""
+    code = target.__code__
+    cells = dict(zip(code.co_freevars, target.__closure__ or (), strict=False))
+    global_names = target.__globals__
+    loads = []
+    for index, instruction in enumerate(instructions):
+        if instruction.opname not in NAME_OPCODES:
+            continue
+        name = instruction.argval
+        holder: Any = None
+        value: Any = _EMPTY
+        if name in cells:
+            holder = cells[name]
+            try:
+                value = holder.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        elif instruction.opname in ("LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF"):
+            continue  # a cell of a nested function, filled at run time: not a value from outside
+        elif name in global_names:
+            holder, value = global_names, global_names[name]
+        elif hasattr(builtins, name):
+            value = getattr(builtins, name)
+        else:
+            continue
+        attributes = []
+        for following in instructions[index + 1:]:
+            if following.opname not in ATTRIBUTE_OPCODES:
+                break
+            attributes.append(following.argval)
+        loads.append(NameLoad(getattr(target, "__qualname__", "an update"), name, value, holder, tuple(attributes)))
+    return loads
+
+
+def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reached]:
+    """The update and the functions it reaches (module docstring), each once, outermost first."""
+    seen: set[int] = set()
+    pending: list[tuple[Any, int]] = [(function, 0)]
+    while pending:
+        value, level = pending.pop(0)
+        for target in callees(value):
+            code = getattr(target, "__code__", None)
+            if not isinstance(code, types.CodeType) or id(code) in seen:
+                continue
+            seen.add(id(code))
+            if level > 0 and (getattr(target, "__module__", "") or "").startswith(TRUSTED_PREFIX):
+                continue
+            instructions = [i for each in _code_objects(code) for i in dis.get_instructions(each)]
+            defaults = (*(target.__defaults__ or ()), *(target.__kwdefaults__ or {}).values())
+            loads = _loads(target, instructions)
+            yield Reached(target, getattr(target, "__qualname__", "an update"), level, defaults,
+                          tuple(instructions), tuple(loads))
+            if level < depth:
+                pending.extend((load.value, level + 1) for load in loads)
+                pending.extend((default, level + 1) for default in defaults)

@@ -1,0 +1,191 @@
+"""A rule that reads a value from outside itself (a module global, a closure variable, a module's
+attribute, an object's attribute): the fused kernel is a trace, and must not keep a value the core would
+read afresh (``optim/_outside.py``). Every engine gives the core's numbers at every step, the value
+changed between steps."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+import descentlab.optim as dl
+from descentlab.optim import define_rule, registry
+from descentlab.optim._outside import outside_reads
+from descentlab.optim.ops import add_scaled
+from descentlab.optim.probe import shape_problem
+from descentlab.optim.stacked import StackedRule
+
+SCALE = 1.0
+SETTINGS = types.ModuleType("settings")
+SETTINGS.CLIP = 1.0
+
+
+class Config:
+    def __init__(self) -> None:
+        self.factor = 1.0
+
+
+CONFIG = Config()
+
+
+@define_rule(name="ScaledByGlobal", hypers={"lr": 0.1}, buffers=["exp_avg"])
+def scaled_by_global(param, grad, state, *, step, lr):
+    momentum = state["exp_avg"].mul(0.5).add(grad)
+    return add_scaled(param, momentum, -lr * SCALE), {"exp_avg": momentum}
+
+
+@define_rule(name="ScaledByModuleAttribute", hypers={"lr": 0.1}, buffers=[])
+def scaled_by_module_attribute(param, grad, state, *, step, lr):
+    return param.add(grad, alpha=-lr * SETTINGS.CLIP), {}
+
+
+@define_rule(name="ScaledByObject", hypers={"lr": 0.1}, buffers=[])
+def scaled_by_object(param, grad, state, *, step, lr):
+    return param.add(grad, alpha=-lr * CONFIG.factor), {}
+
+
+def _closure_rule():
+    factor = 1.0
+
+    def set_factor(value: float) -> None:
+        nonlocal factor
+        factor = value
+
+    @define_rule(name="ScaledByClosure", hypers={"lr": 0.1}, buffers=[])
+    def scaled_by_closure(param, grad, state, *, step, lr):
+        return param.add(grad, alpha=-lr * factor), {}
+
+    return scaled_by_closure, set_factor
+
+
+def _set_global(value: float) -> None:
+    global SCALE
+    SCALE = value
+
+
+def _set_object(value: float) -> None:
+    CONFIG.factor = value
+
+
+def _set_module_attribute(value: float) -> None:
+    SETTINGS.CLIP = value
+
+
+CASES = {
+    "module global": (scaled_by_global, _set_global),
+    "module attribute": (scaled_by_module_attribute, _set_module_attribute),
+    "object attribute": (scaled_by_object, _set_object),
+}
+
+
+@pytest.mark.parametrize("case", [*CASES, "closure variable"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "flat"])
+def test_a_value_read_from_outside_the_rule_and_changed_between_steps_moves_every_engine_as_the_core(
+        case: str, engine: str) -> None:
+    """The fused step used to keep the value its trace saw (-0.2 where the core gives -1.1)."""
+    rule, set_value = _closure_rule() if case == "closure variable" else CASES[case]
+    try:
+        set_value(1.0)
+        gen = torch.Generator().manual_seed(0)
+        start = torch.randn(4000, generator=gen)
+        ours, core = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+        optimizer, reference = rule.optimizer([ours], lr=0.1), rule.optimizer([core], lr=0.1)
+        dl.set_engine(optimizer, engine)
+        dl.set_engine(reference, "eager")
+        for step, value in enumerate([1.0, 1.0, 10.0, 10.0, 0.5]):
+            set_value(value)
+            grad = torch.randn(4000, generator=gen)
+            ours.grad, core.grad = grad.clone(), grad.clone()
+            optimizer.step()
+            reference.step()
+            assert torch.equal(ours, core), (case, engine, step)
+    finally:
+        set_value(1.0)
+    route = dl.last_routes(optimizer)[0]
+    if engine != "flat":
+        assert route.path == "eager", route
+        assert "outside the rule" in route.reason, route
+
+
+def test_a_changed_global_is_named_and_an_unchanged_one_keeps_the_fused_path() -> None:
+    param = torch.nn.Parameter(torch.zeros(100))
+    optimizer = scaled_by_global.optimizer([param], lr=0.1)
+    for _ in range(3):
+        param.grad = torch.ones(100)
+        optimizer.step()
+        assert dl.last_routes(optimizer)[0].path == "fused"
+    try:
+        _set_global(2.0)
+        param.grad = torch.ones(100)
+        optimizer.step()
+    finally:
+        _set_global(1.0)
+    route = dl.last_routes(optimizer)[0]
+    assert route.path == "eager" and "SCALE" in route.reason, route
+
+
+def test_an_object_read_from_outside_is_never_traced_and_the_reason_names_it() -> None:
+    _, problem = outside_reads(scaled_by_object.update)
+    assert problem is not None and "CONFIG" in problem and "Config" in problem
+    param = torch.nn.Parameter(torch.zeros(100))
+    param.grad = torch.ones(100)
+    optimizer = scaled_by_object.optimizer([param], lr=0.1)
+    optimizer.step()
+    route = dl.last_routes(optimizer)[0]
+    assert route.path == "eager" and "CONFIG" in route.reason, route
+
+
+def test_every_shipped_rule_reads_nothing_from_outside_and_stays_fused() -> None:
+    for name in registry.names():
+        rule = registry.rule_of(name)
+        assert rule is not None, name
+        assert outside_reads(rule.update) == ((), None), name
+
+
+def test_the_stacked_step_gives_each_configurations_core_numbers_after_a_global_changed() -> None:
+    """The batched race's stacked step keeps its plan between steps (StepCache): a changed global must
+    leave it for the rule's own update, which reads the new value."""
+    rule = scaled_by_global
+    lrs = [0.1, 0.03]
+    gen = torch.Generator().manual_seed(2)
+    stacked = [torch.randn(len(lrs), 64, 3, generator=gen)]
+    alone = [[s[i].clone() for s in stacked] for i in range(len(lrs))]
+    hypers = {"lr": 0.1, "maximize": False}
+    together = StackedRule(rule, hypers, stacked)
+    single = [StackedRule(rule, {**hypers, "lr": lr}, alone[i], fused=False) for i, lr in enumerate(lrs)]
+    try:
+        for value in (1.0, 1.0, 3.0, 3.0):
+            _set_global(value)
+            grads = [torch.randn(s.shape, generator=gen) for s in stacked]
+            together.step(stacked, grads, torch.tensor(lrs, dtype=torch.float64))
+            for i, lr in enumerate(lrs):
+                single[i].step(alone[i], [g[i] for g in grads], lr)
+            for i in range(len(lrs)):
+                assert torch.allclose(stacked[0][i], alone[i][0], rtol=0, atol=1e-6), value
+    finally:
+        _set_global(1.0)
+
+
+SHAPED = False
+
+
+@define_rule(name="ShapedByGlobal", hypers={"lr": 0.1}, buffers=[])
+def shaped_by_global(param, grad, state, *, step, lr):
+    scale = 0.1 if SHAPED and param.dim() == 2 else 1.0
+    return param.add(grad, alpha=-lr * scale), {}
+
+
+def test_the_shape_probe_looks_again_when_a_global_the_rule_reads_changed() -> None:
+    """The probe keeps its outcome per rule and class of values; a rule that reads a shape only when a
+    global flag is set must be found out once the flag is set (else the flat path moves it 10x)."""
+    global SHAPED
+    hypers = {"lr": 0.1, "maximize": False}
+    assert shape_problem(shaped_by_global, hypers) is None
+    try:
+        SHAPED = True
+        assert "shape" in (shape_problem(shaped_by_global, hypers) or "")
+    finally:
+        SHAPED = False
+    assert shape_problem(shaped_by_global, hypers) is None
