@@ -189,3 +189,61 @@ def test_the_shape_probe_looks_again_when_a_global_the_rule_reads_changed() -> N
     finally:
         SHAPED = False
     assert shape_problem(shaped_by_global, hypers) is None
+
+
+FACTOR = 1.0
+HELPERS = types.ModuleType("helpers")
+
+
+def _factor() -> float:
+    return FACTOR
+
+
+def _looks_like_a_float(value) -> bool:
+    return isinstance(value, float)
+
+
+HELPERS.factor = _factor
+HELPERS.looks_like_a_float = _looks_like_a_float
+
+
+@define_rule(name="ScaledByHelper", hypers={"lr": 0.1}, buffers=[])
+def scaled_by_helper(param, grad, state, *, step, lr):
+    return param.add(grad, alpha=-lr * HELPERS.factor()), {}
+
+
+@define_rule(name="TypeTestInHelper", hypers={"lr": 0.1}, buffers=[])
+def type_test_in_helper(param, grad, state, *, step, lr):
+    scale = 0.1 if HELPERS.looks_like_a_float(lr) and lr > 0.5 else 1.0
+    return param.add(grad, alpha=-lr * scale), {}
+
+
+def test_a_helper_reached_through_a_module_attribute_is_read_too() -> None:
+    """``helpers.factor()`` reads a global of its own module; ``helpers.looks_like_a_float(lr)`` tests a
+    type: both are in functions the update reaches through a module's attribute."""
+    global FACTOR
+    param, core = torch.nn.Parameter(torch.zeros(100)), torch.nn.Parameter(torch.zeros(100))
+    optimizer, reference = scaled_by_helper.optimizer([param], lr=0.1), scaled_by_helper.optimizer([core], lr=0.1)
+    dl.set_engine(reference, "eager")
+    try:
+        for value in (1.0, 10.0):
+            FACTOR = value
+            param.grad, core.grad = torch.ones(100), torch.ones(100)
+            optimizer.step()
+            reference.step()
+            assert torch.equal(param, core), value
+    finally:
+        FACTOR = 1.0
+    assert "FACTOR" in dl.last_routes(optimizer)[0].reason
+    ours, theirs = torch.nn.Parameter(torch.zeros(100)), torch.nn.Parameter(torch.zeros(100))
+    optimizer = type_test_in_helper.optimizer([ours], lr=0.4)
+    reference = type_test_in_helper.optimizer([theirs], lr=0.4)
+    dl.set_engine(reference, "eager")
+    for lr in (0.4, 0.6):
+        for opt in (optimizer, reference):
+            opt.param_groups[0]["lr"] = lr
+        ours.grad, theirs.grad = torch.ones(100), torch.ones(100)
+        optimizer.step()
+        reference.step()
+        assert torch.equal(ours, theirs), lr
+    assert "isinstance" in dl.last_routes(optimizer)[0].reason

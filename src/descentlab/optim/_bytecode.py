@@ -5,8 +5,10 @@ cannot see from inside: a look at a value's type (:mod:`._type_checks`) and a va
 the rule — a module global, a closure variable, a module's attribute — that may change after the trace
 (:mod:`._outside`). Both read the bytecode of the same functions: the update, the functions nested in
 it, and what it reaches by a global or enclosing name, a default argument, a ``functools.partial`` or a
-bound method, :data:`DEPTH` calls deep. descentlab's own ``optim`` helpers (:mod:`.ops`) are trusted
-below the top. Callees reached through an attribute of a module or object are not read.
+bound method — also through a module's or class's attribute (``helpers.scale(lr)``) — :data:`DEPTH`
+calls deep. Functions of descentlab's ``optim`` (:mod:`.ops`), torch and numpy are trusted below the
+top. Callees reached through an attribute of an object are not read (the outside screen refuses an
+update that reads an object at all).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ NAME_OPCODES = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSUR
 ATTRIBUTE_OPCODES = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 DEPTH = 3
 """How many calls deep functions reached by name are read."""
-TRUSTED_PREFIX = "descentlab.optim"
+TRUSTED_PREFIXES = ("descentlab.optim", "torch", "numpy", "math")
+"""Functions of these packages are not read below the top: descentlab's own helpers (:mod:`.ops`) and
+the libraries a rule computes with (whose own globals are their configuration, not the rule's)."""
 _EMPTY = object()
 
 
@@ -61,6 +65,17 @@ def callees(value: Any) -> list[Any]:
     if isinstance(value, types.MethodType):
         return [value.__func__]
     return [value] if isinstance(value, types.FunctionType) else []
+
+
+def resolved(load: NameLoad) -> Any:
+    """What ``load`` reads through its attribute chain where the chain goes through modules and classes
+    (``helpers.scale``, ``Settings.CLIP``): the attribute's value; else the loaded value itself."""
+    value = load.value
+    for attribute in load.attributes:
+        if not isinstance(value, (types.ModuleType, type)):
+            break
+        value = getattr(value, attribute, None)
+    return value
 
 
 def _code_objects(code: types.CodeType) -> list[types.CodeType]:
@@ -118,7 +133,7 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
             if not isinstance(code, types.CodeType) or id(code) in seen:
                 continue
             seen.add(id(code))
-            if level > 0 and (getattr(target, "__module__", "") or "").startswith(TRUSTED_PREFIX):
+            if level > 0 and (getattr(target, "__module__", "") or "").startswith(TRUSTED_PREFIXES):
                 continue
             instructions = [i for each in _code_objects(code) for i in dis.get_instructions(each)]
             defaults = (*(target.__defaults__ or ()), *(target.__kwdefaults__ or {}).values())
@@ -126,5 +141,5 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
             yield Reached(target, getattr(target, "__qualname__", "an update"), level, defaults,
                           tuple(instructions), tuple(loads))
             if level < depth:
-                pending.extend((load.value, level + 1) for load in loads)
+                pending.extend((value, level + 1) for load in loads for value in (load.value, resolved(load)))
                 pending.extend((default, level + 1) for default in defaults)

@@ -9,10 +9,10 @@ can follow another branch than the update takes, and a comparison behind such a 
 float and beta > 0.5``) is never recorded: no guard would notice the value crossing it (the fused step
 gave -0.20 where the core gives -0.11; a red team then found seven more spellings of such a look). So an
 update that looks at a type is not traced, and its groups step on the core, with the reason. This module
-reads the bytecode of the functions the update reaches (:mod:`._bytecode`) for a type builtin under any
-name (an alias is the same object; also as a default argument or inside a ``functools.partial``),
-``__class__`` and a class pattern. descentlab's own ``optim`` helpers (:mod:`.ops`), which test only
-whether an argument is a tensor, are trusted.
+reads the bytecode of the functions the update reaches (:mod:`._bytecode`, a module's helper function
+included) for a type builtin under any name (an alias is the same object; also as a default argument or
+inside a ``functools.partial``), ``__class__`` and a class pattern. descentlab's own ``optim`` helpers
+(:mod:`.ops`), which test only whether an argument is a tensor, are trusted.
 """
 
 from __future__ import annotations
