@@ -28,7 +28,8 @@ DEPTH = 3
 TRUSTED_PREFIXES = ("descentlab.optim", "torch", "numpy", "math")
 """Functions of these packages are not read below the top: descentlab's own helpers (:mod:`.ops`) and
 the libraries a rule computes with (whose own globals are their configuration, not the rule's)."""
-_EMPTY = object()
+MISSING = object()
+"""What a place that holds nothing reads as."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,28 @@ def callees(value: Any) -> list[Any]:
     return [value] if isinstance(value, types.FunctionType) else []
 
 
-def resolved(load: NameLoad) -> Any:
+@dataclass(frozen=True)
+class Resolved:
+    """What a name load reads in the end (:func:`resolve`)."""
+
+    value: Any
+    owner: Any
+    """The module or class whose attribute it is, or None: the name itself."""
+    attribute: str
+    dotted: str
+    """``helpers.scale``."""
+
+
+def resolve(load: NameLoad) -> Resolved:
     """What ``load`` reads through its attribute chain where the chain goes through modules and classes
-    (``helpers.scale``, ``Settings.CLIP``): the attribute's value; else the loaded value itself."""
-    value = load.value
+    (``helpers.scale``, ``Settings.CLIP``): that attribute (``MISSING`` where absent); else the name."""
+    found = Resolved(load.value, None, load.name, load.name)
     for attribute in load.attributes:
-        if not isinstance(value, (types.ModuleType, type)):
+        if not isinstance(found.value, (types.ModuleType, type)):
             break
-        value = getattr(value, attribute, None)
-    return value
+        found = Resolved(getattr(found.value, attribute, MISSING), found.value, attribute,
+                         f"{found.dotted}.{attribute}")
+    return found
 
 
 def _code_objects(code: types.CodeType) -> list[types.CodeType]:
@@ -98,7 +112,7 @@ def _loads(target: types.FunctionType, instructions: list[dis.Instruction]) -> l
             continue
         name = instruction.argval
         holder: Any = None
-        value: Any = _EMPTY
+        value: Any = MISSING
         if name in cells:
             holder = cells[name]
             try:
@@ -141,5 +155,5 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
             yield Reached(target, getattr(target, "__qualname__", "an update"), level, defaults,
                           tuple(instructions), tuple(loads))
             if level < depth:
-                pending.extend((value, level + 1) for load in loads for value in (load.value, resolved(load)))
+                pending.extend((value, level + 1) for load in loads for value in (load.value, resolve(load).value))
                 pending.extend((default, level + 1) for default in defaults)

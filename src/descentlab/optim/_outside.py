@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
-from ._bytecode import DEPTH, callees, reached
+from ._bytecode import DEPTH, MISSING, callees, reached, resolve
 
 Location = tuple[Any, str, str]
 """(holder, name, kind): kind "item" (a globals dict's entry), "cell" (a closure cell) or "attribute"."""
-_MISSING = object()
 _CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
          functools.partial, types.MethodDescriptorType, types.WrapperDescriptorType, types.MethodWrapperType,
          types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)
@@ -48,13 +47,13 @@ def value_at(location: Location) -> Any:
     """What ``location`` holds now (a private marker where it holds nothing)."""
     holder, name, kind = location
     if kind == "item":
-        return holder.get(name, _MISSING)
+        return holder.get(name, MISSING)
     if kind == "cell":
         try:
             return holder.cell_contents
         except ValueError:
-            return _MISSING
-    return getattr(holder, name, _MISSING)
+            return MISSING
+    return getattr(holder, name, MISSING)
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,18 +65,15 @@ def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> tuple[tup
         for load in function_read.loads:
             if load.holder is None:  # a builtin
                 continue
-            kind = "cell" if isinstance(load.holder, types.CellType) else "item"
-            location: Location = (load.holder, load.name, kind)
-            value, dotted = load.value, load.name
-            for attribute in load.attributes:  # module.NAME, Class.NAME: the attribute is what is read
-                if not isinstance(value, (types.ModuleType, type)):
-                    break
-                location, value = (value, attribute, "attribute"), getattr(value, attribute, _MISSING)
-                dotted = f"{dotted}.{attribute}"
-            if value is _MISSING or (isinstance(value, _CODE) and not _frozen(value)) or callees(value):
+            found = resolve(load)  # module.NAME, Class.NAME: the attribute is what is read
+            value = found.value
+            location: Location = ((found.owner, found.attribute, "attribute") if found.owner is not None
+                                  else (load.holder, load.name,
+                                        "cell" if isinstance(load.holder, types.CellType) else "item"))
+            if value is MISSING or (isinstance(value, _CODE) and not _frozen(value)) or callees(value):
                 continue
             if not _frozen(value):
-                return (), f"{function_read.where} reads {dotted}, a {type(value).__name__}"
+                return (), f"{function_read.where} reads {found.dotted}, a {type(value).__name__}"
             locations.setdefault((id(location[0]), location[1]), location)
     return tuple(locations.values()), None
 
