@@ -6,9 +6,9 @@ the rule — a module global, a closure variable, a module's attribute — that 
 (:mod:`._outside`). Both read the bytecode of the same functions: the update, the functions nested in
 it, and what it reaches by a global or enclosing name, a default argument, a ``functools.partial`` or a
 bound method — also through a module's or class's attribute (``helpers.scale(lr)``) — :data:`DEPTH`
-calls deep. Functions of descentlab's ``optim`` (:mod:`.ops`), torch and numpy are trusted below the
-top. Callees reached through an attribute of an object are not read (the outside screen refuses an
-update that reads an object at all).
+calls deep (a function deeper than that is reported, not trusted). Python functions of descentlab's
+``optim`` (:mod:`.ops`) and of torch are trusted below the top. Callees reached through an attribute of
+an object are not read (the outside screen refuses an update that reads an object at all).
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ import dis
 import functools
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 NAME_OPCODES = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF"})
 ATTRIBUTE_OPCODES = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 DEPTH = 3
 """How many calls deep functions reached by name are read."""
-TRUSTED_PREFIXES = ("descentlab.optim", "torch", "numpy", "math")
-"""Functions of these packages are not read below the top: descentlab's own helpers (:mod:`.ops`) and
-the libraries a rule computes with (whose own globals are their configuration, not the rule's)."""
+TRUSTED_PACKAGES = ("descentlab.optim", "torch")
+"""Python functions of these packages (matched by whole name) are not read below the top: descentlab's
+own helpers (:mod:`.ops`) and torch's (whose own globals are its configuration, not the rule's). Their
+C functions are screened by name (:mod:`._outside`)."""
 MISSING = object()
 """What a place that holds nothing reads as."""
 
@@ -41,7 +42,7 @@ class NameLoad:
     name: str
     value: Any
     holder: Any
-    """The function's globals (a dict), the closure cell, or None for a builtin."""
+    """The function's globals (a dict), the closure cell, or the builtins' dict."""
     attributes: tuple[str, ...]
     """The attribute names read right after it (``module.NAME``: ``("NAME",)``)."""
 
@@ -56,6 +57,8 @@ class Reached:
     defaults: tuple[Any, ...]
     instructions: tuple[dis.Instruction, ...]
     loads: tuple[NameLoad, ...]
+    beyond: tuple[str, ...] = ()
+    """Functions it calls that lie deeper than the walk reads (a screen refuses rather than trusts them)."""
 
 
 def callees(value: Any) -> list[Any]:
@@ -78,18 +81,26 @@ class Resolved:
     attribute: str
     dotted: str
     """``helpers.scale``."""
+    rest: tuple[str, ...] = ()
+    """Attributes read after it, of a value that is neither a module nor a class (``fn.factor``)."""
 
 
 def resolve(load: NameLoad) -> Resolved:
     """What ``load`` reads through its attribute chain where the chain goes through modules and classes
     (``helpers.scale``, ``Settings.CLIP``): that attribute (``MISSING`` where absent); else the name."""
     found = Resolved(load.value, None, load.name, load.name)
-    for attribute in load.attributes:
+    for index, attribute in enumerate(load.attributes):
         if not isinstance(found.value, (types.ModuleType, type)):
-            break
+            return replace(found, rest=load.attributes[index:])
         found = Resolved(getattr(found.value, attribute, MISSING), found.value, attribute,
                          f"{found.dotted}.{attribute}")
     return found
+
+
+def trusted(target: Any) -> bool:
+    """Whether ``target`` belongs to a package of :data:`TRUSTED_PACKAGES` (by whole name)."""
+    module = getattr(target, "__module__", "") or ""
+    return any(module == package or module.startswith(package + ".") for package in TRUSTED_PACKAGES)
 
 
 def _code_objects(code: types.CodeType) -> list[types.CodeType]:
@@ -124,7 +135,7 @@ def _loads(target: types.FunctionType, instructions: list[dis.Instruction]) -> l
         elif name in global_names:
             holder, value = global_names, global_names[name]
         elif hasattr(builtins, name):
-            value = getattr(builtins, name)
+            holder, value = vars(builtins), getattr(builtins, name)
         else:
             continue
         attributes = []
@@ -147,13 +158,16 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
             if not isinstance(code, types.CodeType) or id(code) in seen:
                 continue
             seen.add(id(code))
-            if level > 0 and (getattr(target, "__module__", "") or "").startswith(TRUSTED_PREFIXES):
+            if level > 0 and trusted(target):
                 continue
             instructions = [i for each in _code_objects(code) for i in dis.get_instructions(each)]
             defaults = (*(target.__defaults__ or ()), *(target.__kwdefaults__ or {}).values())
             loads = _loads(target, instructions)
+            further = [value for load in loads for value in (load.value, resolve(load).value)] + list(defaults)
+            beyond = () if level < depth else tuple(
+                getattr(c, "__qualname__", "?") for value in further for c in callees(value)
+                if isinstance(c, types.FunctionType) and not trusted(c) and id(c.__code__) not in seen)
             yield Reached(target, getattr(target, "__qualname__", "an update"), level, defaults,
-                          tuple(instructions), tuple(loads))
+                          tuple(instructions), tuple(loads), beyond)
             if level < depth:
-                pending.extend((value, level + 1) for load in loads for value in (load.value, resolve(load).value))
-                pending.extend((default, level + 1) for default in defaults)
+                pending.extend((value, level + 1) for value in further)

@@ -1,50 +1,207 @@
-"""Values a rule's update reads from outside the rule, which a traced kernel would keep.
+"""What a rule's update reads from outside itself, which a traced kernel would keep — and what it does
+that no trace or probe may repeat.
 
 A fused kernel is the update traced once: a number the update reads from a module global
-(``lr * SCALE``), a closure variable or a module's attribute (``config_module.CLIP``) is baked into the
-kernel as a constant, while the core reads it at every step. Set ``SCALE = 10`` between two steps and the
-fused step kept moving by the old value (-0.2 where the core gives -1.1). So before a trace this module
-lists, from the bytecode of the functions the update reaches (:mod:`._bytecode`), every name it loads
-that holds data rather than code:
+(``lr * SCALE``), a closure variable or a module's attribute (``config_module.CLIP``), or gets from a
+helper function, is baked into the kernel as a constant, while the core reads it at every step. Set
+``SCALE = 10`` between two steps and the fused step kept moving by the old value (-0.2 where the core
+gives -1.1). So this module reads the bytecode of the functions the update reaches
+(:mod:`._bytecode`) and lists every name they load from outside:
 
-- an immutable value (a number, a string, ``None``, a dtype, an enum member, a tuple of such) is
-  recorded with where it lives (a globals dict, a closure cell, a module's or class's attribute); the
-  kernel is used only while each place still holds the same object (:func:`changed`, a few lookups a
-  step), and a group whose value changed steps on the core from then on, with the reason;
-- any other object (an instance whose attributes the update reads, a list, a dict, a tensor) is mutable
-  in place where no lookup can tell: such an update is not traced at all (its groups step on the core).
+- a place whose object identifies what is read — an immutable value (a number of an exact builtin or
+  numpy type, a string, ``None``, a dtype, an enum member, a tuple of such), a function (a notebook cell
+  that redefines a helper rebinds its name), a module, a class — is recorded; the kernel is used only
+  while every place still holds the same object (:func:`changed`, a few lookups a step), and a group
+  whose place changed steps on the core from then on, with its name;
+- everything it cannot watch so makes the update unfit for a trace (:attr:`Screen.problem`: the fused
+  path refuses it, the slicing paths, which call the real update, still take it): an object that
+  can change in place (an instance whose attribute it reads, a list, a dict, a tensor, a mutable default
+  or ``partial`` argument, a function's attribute), an update that is not a plain function (a bound
+  method reads through ``self``, a callable object's body is not read), a read by a name the bytecode does
+  not show (``globals()``, ``getattr``, an ``import`` inside the rule), a C function that reads state
+  (``torch.get_default_dtype()``, ``time.time()``, ``random.random()``: any outside :data:`PURE_C_MODULES`
+  and torch's recorded tensor ops), an assignment to a global or an enclosing variable, and a helper
+  deeper than the walk reads. The last kinds but the depth (:attr:`Screen.effect`) may give another
+  value or change state at each call, so every path but the core, which calls the update once a tensor,
+  would differ: the engine steps such an update on the core in every mode, without probing it.
 
 Hyper-parameters are the way to give a rule a number that changes: they are inputs of the kernel.
 """
 
 from __future__ import annotations
 
+import builtins
 import enum
 import functools
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-from ._bytecode import DEPTH, MISSING, callees, reached, resolve
+from ._bytecode import DEPTH, MISSING, Reached, Resolved, callees, reached, resolve
+from ._op_names import ALIASES, TENSOR_OP_NAMES
 
 Location = tuple[Any, str, str]
 """(holder, name, kind): kind "item" (a globals dict's entry), "cell" (a closure cell) or "attribute"."""
-_CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, type,
-         functools.partial, types.MethodDescriptorType, types.WrapperDescriptorType, types.MethodWrapperType,
-         types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType)
-_FROZEN = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, enum.Enum, range)
+_C_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType, types.WrapperDescriptorType,
+                types.MethodWrapperType, types.ClassMethodDescriptorType)
+_FROZEN_TYPES = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, range)
+PURE_C_MODULES = frozenset({"builtins", "math", "cmath", "operator", "_operator"})
+"""Modules whose C functions compute from their arguments alone (less :data:`READS_BY_NAME`)."""
+READS_BY_NAME = (getattr, setattr, delattr, hasattr, globals, vars, locals, eval, exec, __import__, compile,
+                 id, hash, input, open, breakpoint)
+"""Builtins that read or write state by a name or an identity the bytecode does not show."""
+DERIVED_ATTRIBUTES = {complex: ("real", "imag"), float: ("real", "imag"), int: ("real", "imag")}
 
 
 def _frozen(value: Any) -> bool:
-    if isinstance(value, (tuple, frozenset)):
+    """An immutable value whose identity fixes what the update can read of it."""
+    if isinstance(value, tuple) or type(value) is frozenset:
         return all(_frozen(v) for v in value)
-    return isinstance(value, _FROZEN)
+    return (type(value) in _FROZEN_TYPES or isinstance(value, (enum.Enum, np.number, np.bool_)))
+
+
+def _attribute_fixed(value: Any, attribute: str) -> bool:
+    """Whether ``value.attribute`` is fixed by the (frozen) value: a named tuple's field, an enum member's
+    ``name``/``value``, a number's ``real``/``imag``."""
+    if isinstance(value, tuple) and attribute in getattr(type(value), "_fields", ()):
+        return True
+    if isinstance(value, enum.Enum):
+        return attribute in ("name", "value")
+    return attribute in DERIVED_ATTRIBUTES.get(type(value), ())
+
+
+def _pure_c(value: Any) -> bool:
+    """A C function that computes from its arguments alone: one of :data:`PURE_C_MODULES`, or torch's
+    tensor op of a name the trace records (it takes the stand-ins; any other torch C function, such as
+    ``torch.get_default_dtype``, reads state)."""
+    owner = getattr(value, "__self__", None)
+    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+        return False  # a method bound to an object (random.random: a Random instance's state)
+    objclass = getattr(value, "__objclass__", None)
+    module = (owner.__name__ if isinstance(owner, types.ModuleType)
+              else getattr(objclass, "__module__", None) if objclass is not None
+              else getattr(value, "__module__", None)) or ""
+    if module in PURE_C_MODULES:
+        return not any(value is builtin for builtin in READS_BY_NAME)
+    if module == "torch" or module.startswith("torch."):
+        name = getattr(value, "__name__", "").rstrip("_")
+        return name in TENSOR_OP_NAMES or name in ALIASES
+    return False
+
+
+def _top_problem(update: Any) -> str | None:
+    """Why the update itself cannot be read: only a function (or a partial of one) has a body to read."""
+    if isinstance(update, types.MethodType):
+        return f"the update is a method bound to a {type(update.__self__).__name__}, read through self"
+    if isinstance(update, functools.partial):
+        return _top_problem(update.func) or _arguments_problem("the update's partial", update)
+    if not isinstance(update, types.FunctionType):
+        return f"the update is a {type(update).__name__}, not a function: its body cannot be read"
+    return None
+
+
+def _arguments_problem(where: str, value: Any) -> str | None:
+    """A mutable default argument, or a partial's mutable argument: changed in place, unseen."""
+    values = ([*value.args, *value.keywords.values()] if isinstance(value, functools.partial)
+              else [*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()])
+    for argument in values:
+        if not (_frozen(argument) or callees(argument) or isinstance(argument, (types.ModuleType, type))):
+            return f"{where} has a mutable argument ({type(argument).__name__}) bound to it"
+    return None
+
+
+def _import_problem(function_read: Reached) -> str | None:
+    for instruction in function_read.instructions:
+        if instruction.opname in ("IMPORT_NAME", "IMPORT_FROM"):
+            return f"{function_read.where} imports {instruction.argval} inside the rule"
+    return None
+
+
+def _assignment_effect(function_read: Reached) -> str | None:
+    own_cells = set(function_read.target.__code__.co_freevars)
+    for instruction in function_read.instructions:
+        name = instruction.opname
+        if name in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            return f"{function_read.where} assigns the global {instruction.argval}"
+        if name in ("STORE_DEREF", "DELETE_DEREF") and instruction.argval in own_cells:
+            return f"{function_read.where} assigns the enclosing variable {instruction.argval}"
+    return None
+
+
+def _value_problem(where: str, found: Resolved) -> str | None:
+    """Why reading ``found`` cannot be watched by an identity check of its place, or None."""
+    value = found.value
+    if value is MISSING:
+        return None
+    if found.rest and not (_frozen(value) and _attribute_fixed(value, found.rest[0])):
+        return f"{where} reads {found.dotted}.{found.rest[0]}, an attribute of a {type(value).__name__}"
+    if any(value is builtin for builtin in READS_BY_NAME):
+        return f"{where} calls {found.dotted}(), which reads by a name or an identity"
+    if isinstance(value, types.MethodType):
+        return f"{where} calls {found.dotted}, a method bound to a {type(value.__self__).__name__}"
+    if isinstance(value, functools.partial):
+        return _top_problem(value.func) or _arguments_problem(f"{where}'s {found.dotted}", value)
+    if isinstance(value, _C_CALLABLES):
+        return None if _pure_c(value) else f"{where} calls {found.dotted}(), which reads or changes state"
+    if isinstance(value, (types.FunctionType, types.ModuleType, type)) or _frozen(value):
+        return None
+    return f"{where} reads {found.dotted}, a {type(value).__name__}"
+
+
+class Screen(NamedTuple):
+    """What :func:`outside_reads` found."""
+
+    locations: tuple[Location, ...]
+    """The places read from outside, each checked before a kernel is used."""
+    problem: str | None
+    """The first thing that cannot be watched so ("<function> <what it does>"): not traced, not probed
+    by class."""
+    effect: str | None
+    """Where that thing changes or reads state outside the rule at each call (an assignment to a global or
+    an enclosing variable, a C function outside :data:`PURE_C_MODULES` and torch's tensor ops): every path
+    but the core would call the update a different number of times (a probe, a trace, slices)."""
+
+
+@functools.lru_cache(maxsize=256)
+def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> Screen:
+    """What the functions ``function`` reaches read from outside it (data, and the functions and modules
+    they call), and what of it cannot be watched. See the module docstring."""
+    top = _top_problem(function)
+    if top is not None:
+        return Screen((), top, None)
+    locations: dict[tuple[int, str], Location] = {}
+    for function_read in reached(function, depth):
+        where = function_read.where
+        if function_read.beyond:
+            return Screen((), f"{where} calls {function_read.beyond[0]}, deeper than the {depth} calls the screen "
+                              "reads", None)
+        effect = _assignment_effect(function_read)
+        if effect is not None:
+            return Screen((), effect, effect)
+        problem = _import_problem(function_read) or _arguments_problem(where, function_read.target)
+        if problem is not None:
+            return Screen((), problem, None)
+        for load in function_read.loads:
+            found = resolve(load)
+            problem = _value_problem(where, found)
+            if problem is not None:
+                stateful = isinstance(found.value, _C_CALLABLES) and not _pure_c(found.value)
+                return Screen((), problem, problem if stateful else None)
+            if found.value is MISSING or (load.holder is vars(builtins) and found.owner is None
+                                          and not _frozen(found.value)):
+                continue  # a builtin function: nothing to watch
+            location: Location = ((found.owner, found.attribute, "attribute") if found.owner is not None
+                                  else (load.holder, load.name,
+                                        "cell" if isinstance(load.holder, types.CellType) else "item"))
+            locations.setdefault((id(location[0]), location[1]), location)
+    return Screen(tuple(locations.values()), None, None)
 
 
 def value_at(location: Location) -> Any:
-    """What ``location`` holds now (a private marker where it holds nothing)."""
+    """What ``location`` holds now (``MISSING`` where it holds nothing)."""
     holder, name, kind = location
     if kind == "item":
         return holder.get(name, MISSING)
@@ -54,28 +211,6 @@ def value_at(location: Location) -> Any:
         except ValueError:
             return MISSING
     return getattr(holder, name, MISSING)
-
-
-@functools.lru_cache(maxsize=256)
-def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> tuple[tuple[Location, ...], str | None]:
-    """Where the functions ``function`` reaches read immutable data from outside it, and the first mutable
-    object they read from outside ("<function> reads <name>, a <type>"), or None."""
-    locations: dict[tuple[int, str], Location] = {}
-    for function_read in reached(function, depth):
-        for load in function_read.loads:
-            if load.holder is None:  # a builtin
-                continue
-            found = resolve(load)  # module.NAME, Class.NAME: the attribute is what is read
-            value = found.value
-            location: Location = ((found.owner, found.attribute, "attribute") if found.owner is not None
-                                  else (load.holder, load.name,
-                                        "cell" if isinstance(load.holder, types.CellType) else "item"))
-            if value is MISSING or (isinstance(value, _CODE) and not _frozen(value)) or callees(value):
-                continue
-            if not _frozen(value):
-                return (), f"{function_read.where} reads {found.dotted}, a {type(value).__name__}"
-            locations.setdefault((id(location[0]), location[1]), location)
-    return tuple(locations.values()), None
 
 
 def snapshot(locations: Sequence[Location]) -> tuple[tuple[Location, Any], ...]:

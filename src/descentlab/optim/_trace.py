@@ -25,18 +25,33 @@ a conversion to ``float`` — raises :class:`Unsupported` with the reason, and t
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ._op_names import ALIASES
 from ._outside import outside_reads, snapshot
 from ._type_checks import type_inspection
 
 
 class Unsupported(Exception):
-    """The rule does something the fused path cannot record; the message says what."""
+    """The rule does something the fused path cannot record; the message says what. Raised while an update
+    runs on the stand-ins, it is also noted (:data:`_REFUSED`): an update whose own ``except`` swallows it
+    (``try: float(beta) except Exception: ...``) took a branch the real values would not, and its trace is
+    refused all the same."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        noted = getattr(_REFUSED, "messages", None)
+        if noted is not None:
+            noted.append(str(self))
+
+
+_REFUSED = threading.local()
+"""Per thread, while :func:`trace` runs an update: the refusals raised so far."""
 
 
 @dataclass
@@ -410,11 +425,6 @@ TENSOR_OPS: dict[str, Callable[[Program, list[Any], dict[str, Any]], TensorProxy
     "pow": _op_pow,
     "clamp": _op_clamp,
 }
-ALIASES = {"true_divide": "div", "negative": "neg", "subtract": "sub", "multiply": "mul", "clip": "clamp",
-           "absolute": "abs", "__add__": "add", "__mul__": "mul", "__sub__": "sub", "__truediv__": "div",
-           "__radd__": "add", "__rmul__": "mul", "__rsub__": "rsub", "__rtruediv__": "rdiv", "__neg__": "neg",
-           "__pow__": "pow", "__abs__": "abs"}
-
 
 def flatten_hypers(hypers: Mapping[str, Any]) -> tuple[list[float], tuple[Any, ...]]:
     """The numeric hyper-parameters as one list of floats (the program's inputs, betas as two), and the
@@ -449,18 +459,26 @@ def flatten_hypers(hypers: Mapping[str, Any]) -> tuple[list[float], tuple[Any, .
     return numbers, tuple(key)
 
 
+def trace_problem(update: Callable[..., Any]) -> str | None:
+    """Why ``update`` cannot be traced for any values, from its bytecode (:mod:`._type_checks`,
+    :mod:`._outside`), or None."""
+    inspected = type_inspection(update)
+    if inspected:
+        return f"the update reads a value's type ({inspected}); a trace cannot follow that branch"
+    problem = outside_reads(update).problem
+    if problem:
+        return f"{problem}: a trace would keep what it saw"
+    return None
+
+
 def trace(update: Callable[..., Any], hypers: Mapping[str, Any], buffers: Sequence[str], maximize: bool,
           step: float | None) -> Program:
     """Record ``update`` for a group with these hyper-parameters and (present) buffers; ``step`` is
     the step count the guards see (None for a rule that counts none)."""
-    inspected = type_inspection(update)
-    if inspected:
-        raise Unsupported(f"the update reads a value's type ({inspected}); a trace cannot follow that branch")
-    locations, mutable = outside_reads(update)
-    if mutable:
-        raise Unsupported(f"the update reads an object from outside the rule ({mutable}) that can change "
-                          "in place; a trace would keep what it saw (pass it as a hyper-parameter)")
-    program = Program(outside=snapshot(locations))
+    problem = trace_problem(update)
+    if problem is not None:
+        raise Unsupported(problem)
+    program = Program(outside=snapshot(outside_reads(update).locations))
     numbers, _ = flatten_hypers(hypers)
     leaves = iter(program.scalar("hyper", (k,), value, False) for k, value in enumerate(numbers))
     inputs: dict[str, Any] = {}
@@ -478,12 +496,17 @@ def trace(update: Callable[..., Any], hypers: Mapping[str, Any], buffers: Sequen
         grad = _new(program, "neg", ("e", grad.node))
     state = {name: TensorProxy(program, program.element("input", (2 + i,))) for i, name in enumerate(buffers)}
     originals = {name: proxy.node for name, proxy in state.items()}
+    _REFUSED.messages = []
     try:
         result = update(param, grad, dict(state), step=step_proxy, **inputs)
     except Unsupported:
         raise
     except Exception as error:  # the rule did something a stand-in cannot do (e.g. a torch.* factory)
         raise Unsupported(f"tracing failed ({type(error).__name__}: {str(error)[:120]})") from None
+    finally:
+        refused, _REFUSED.messages = _REFUSED.messages, None
+    if refused:
+        raise Unsupported(f"{refused[0]} (the update caught the refusal and went on)")
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], TensorProxy)
             and isinstance(result[1], Mapping)):
         raise Unsupported("update did not return (tensor, dict of tensors) on the stand-ins")

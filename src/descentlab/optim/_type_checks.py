@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, callees, reached
+from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, callees, reached, resolve
 
 TYPE_BUILTINS = (type, isinstance, issubclass)
 """The builtins that look at a type, recognised by identity (an alias is the same object)."""
@@ -52,8 +52,9 @@ def type_inspection(function: Callable[..., Any], depth: int = DEPTH) -> str | N
             if instruction.opname in ATTRIBUTE_OPCODES and instruction.argval in TYPE_ATTRIBUTES:
                 return f"{where} reads {instruction.argval}"
         for load in function_read.loads:
-            builtin = _type_builtin_in(load.value)
-            if builtin is load.value:
+            value = resolve(load).value  # builtins.isinstance is isinstance
+            builtin = _type_builtin_in(value)
+            if builtin is value:
                 return f"{where} calls {builtin.__name__}()"
             if builtin is not None:
                 return f"{where} is given {builtin.__name__}()"

@@ -48,6 +48,7 @@ from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._fused import fused_route
 from ._gather_native import all_dense
+from ._outside import outside_reads
 from ._pieces import eager_piece, step_pieces, take
 from .hyper import capturable_problem
 from .probe import shape_problem
@@ -201,6 +202,9 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "asked for"
     if not rule.elementwise:
         return "eager", f"rule {rule.name!r} is not elementwise"
+    effect = outside_reads(rule.update).effect
+    if effect is not None:  # before any probe or trace: they would call the update where the core does not
+        return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"
     if group.get("fused") is False or group.get("foreach") is False or group.get("differentiable"):
         return "eager", "the group asks for the per-tensor path (foreach=False, fused=False or differentiable)"
     if torch.compiler.is_compiling():
