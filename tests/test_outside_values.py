@@ -287,3 +287,11 @@ def test_an_update_that_assigns_a_global_is_called_as_the_core_calls_it_in_every
     assert CALLS == 6
     route = dl.last_routes(optimizer)[0]
     assert route.path == "eager" and "assigns the global CALLS" in route.reason, route
+
+
+def test_the_screens_list_of_recorded_ops_is_the_traces() -> None:
+    """``_op_names`` repeats the trace's op names for the outside screen (which the trace imports)."""
+    from descentlab.optim import _op_names, _trace
+
+    assert set(_trace.TENSOR_OPS) == _op_names.TENSOR_OP_NAMES
+    assert _trace.ALIASES is _op_names.ALIASES

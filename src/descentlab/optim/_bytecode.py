@@ -97,10 +97,14 @@ def resolve(load: NameLoad) -> Resolved:
     return found
 
 
-def trusted(target: Any) -> bool:
-    """Whether ``target`` belongs to a package of :data:`TRUSTED_PACKAGES` (by whole name)."""
-    module = getattr(target, "__module__", "") or ""
+def trusted_module(module: str) -> bool:
+    """Whether the module named ``module`` is in a package of :data:`TRUSTED_PACKAGES` (by whole name)."""
     return any(module == package or module.startswith(package + ".") for package in TRUSTED_PACKAGES)
+
+
+def trusted(target: Any) -> bool:
+    """Whether ``target`` (a function, a class) belongs to a package of :data:`TRUSTED_PACKAGES`."""
+    return trusted_module(getattr(target, "__module__", "") or "")
 
 
 def _code_objects(code: types.CodeType) -> list[types.CodeType]:
@@ -155,9 +159,9 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
         value, level = pending.pop(0)
         for target in callees(value):
             code = getattr(target, "__code__", None)
-            if not isinstance(code, types.CodeType) or id(code) in seen:
-                continue
-            seen.add(id(code))
+            if not isinstance(code, types.CodeType) or id(target) in seen:
+                continue  # (each function once; two closures of one code object are two functions)
+            seen.add(id(target))
             if level > 0 and trusted(target):
                 continue
             instructions = [i for each in _code_objects(code) for i in dis.get_instructions(each)]
@@ -166,7 +170,7 @@ def reached(function: Callable[..., Any], depth: int = DEPTH) -> Iterator[Reache
             further = [value for load in loads for value in (load.value, resolve(load).value)] + list(defaults)
             beyond = () if level < depth else tuple(
                 getattr(c, "__qualname__", "?") for value in further for c in callees(value)
-                if isinstance(c, types.FunctionType) and not trusted(c) and id(c.__code__) not in seen)
+                if isinstance(c, types.FunctionType) and not trusted(c) and id(c) not in seen)
             yield Reached(target, getattr(target, "__qualname__", "an update"), level, defaults,
                           tuple(instructions), tuple(loads), beyond)
             if level < depth:

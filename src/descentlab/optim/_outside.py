@@ -33,6 +33,7 @@ from __future__ import annotations
 import builtins
 import enum
 import functools
+import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -40,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._bytecode import DEPTH, MISSING, Reached, Resolved, callees, reached, resolve
+from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, MISSING, Reached, Resolved, callees, reached, resolve, trusted_module
 from ._op_names import ALIASES, TENSOR_OP_NAMES
 
 Location = tuple[Any, str, str]
@@ -54,13 +55,38 @@ READS_BY_NAME = (getattr, setattr, delattr, hasattr, globals, vars, locals, eval
                  id, hash, input, open, breakpoint)
 """Builtins that read or write state by a name or an identity the bytecode does not show."""
 DERIVED_ATTRIBUTES = {complex: ("real", "imag"), float: ("real", "imag"), int: ("real", "imag")}
+NUMPY_SCALARS = frozenset({np.float16, np.float32, np.float64, np.longdouble, np.int8, np.int16, np.int32,
+                           np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_, np.complex64,
+                           np.complex128})
+LIBRARY_PACKAGES = frozenset({"builtins", "numpy", "torch"})
+"""Whose modules and classes an update may hold whole (``torch.Tensor``, ``float``, ``np.float32``)."""
+RANDOM_NAMES = frozenset({"rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm",
+                          "normal", "normal_", "uniform_", "bernoulli", "bernoulli_", "multinomial", "poisson",
+                          "random_", "exponential_", "geometric_", "cauchy_", "log_normal_", "dropout",
+                          "dropout_", "rrelu", "rrelu_", "manual_seed", "seed", "set_rng_state", "empty",
+                          "empty_like", "empty_strided"})
+"""Names of torch functions and tensor methods that draw random numbers (or give uninitialised memory):
+called more often than the core calls them (per slice, in a probe), they give other numbers."""
+
+
+def _plain_named_tuple(kind: type) -> bool:
+    """A class made by ``collections.namedtuple`` and nothing added: its items and fields are the tuple's."""
+    return (kind.__bases__ == (tuple,) and isinstance(getattr(kind, "_fields", None), tuple)
+            and all(name in ("_fields", "_field_defaults", "__doc__", "__slots__", "__module__", "__new__",
+                             "__repr__", "_asdict", "_replace", "_make", "__getnewargs__", "__match_args__")
+                    or (name in kind._fields and type(member).__name__ == "_tuplegetter")
+                    for name, member in vars(kind).items()))
 
 
 def _frozen(value: Any) -> bool:
-    """An immutable value whose identity fixes what the update can read of it."""
-    if isinstance(value, tuple) or type(value) is frozenset:
+    """An immutable value whose identity fixes everything the update can read of it: an exact builtin or
+    numpy number, a string, None, a dtype, a device, a tuple (or a plain named tuple) of such, an enum
+    member whose value is such."""
+    if type(value) in (tuple, frozenset) or (isinstance(value, tuple) and _plain_named_tuple(type(value))):
         return all(_frozen(v) for v in value)
-    return (type(value) in _FROZEN_TYPES or isinstance(value, (enum.Enum, np.number, np.bool_)))
+    if isinstance(value, enum.Enum):
+        return _frozen(value.value)
+    return type(value) in _FROZEN_TYPES or type(value) in NUMPY_SCALARS
 
 
 def _attribute_fixed(value: Any, attribute: str) -> bool:
@@ -92,6 +118,20 @@ def _pure_c(value: Any) -> bool:
     return False
 
 
+def _c_effect(value: Any) -> bool:
+    """Whether a C function that is not pure (:func:`_pure_c`) may give another value, or change state,
+    at every call: any outside torch (``time.time``, ``random.random``: a method bound to a generator),
+    and torch's random draws; other torch functions (``torch.where``, ``torch.get_default_dtype``) give
+    the same within a step, so only a trace, which would keep their result, must not take them."""
+    owner = getattr(value, "__self__", None)
+    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+        return True
+    module = (owner.__name__ if isinstance(owner, types.ModuleType) else getattr(value, "__module__", None)) or ""
+    if module == "torch" or module.startswith("torch."):
+        return getattr(value, "__name__", "") in RANDOM_NAMES
+    return True
+
+
 def _top_problem(update: Any) -> str | None:
     """Why the update itself cannot be read: only a function (or a partial of one) has a body to read."""
     if isinstance(update, types.MethodType):
@@ -108,8 +148,8 @@ def _arguments_problem(where: str, value: Any) -> str | None:
     values = ([*value.args, *value.keywords.values()] if isinstance(value, functools.partial)
               else [*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()])
     for argument in values:
-        if not (_frozen(argument) or callees(argument) or isinstance(argument, (types.ModuleType, type))):
-            return f"{where} has a mutable argument ({type(argument).__name__}) bound to it"
+        if not (_frozen(argument) or callees(argument)):
+            return f"{where} has a {type(argument).__name__} bound to it as an argument"
     return None
 
 
@@ -120,7 +160,9 @@ def _import_problem(function_read: Reached) -> str | None:
     return None
 
 
-def _assignment_effect(function_read: Reached) -> str | None:
+def _instruction_effect(function_read: Reached) -> str | None:
+    """An assignment to a global or an enclosing variable, or a random draw by name (``param.normal_()``,
+    ``torch.randn_like``)."""
     own_cells = set(function_read.target.__code__.co_freevars)
     for instruction in function_read.instructions:
         name = instruction.opname
@@ -128,7 +170,22 @@ def _assignment_effect(function_read: Reached) -> str | None:
             return f"{function_read.where} assigns the global {instruction.argval}"
         if name in ("STORE_DEREF", "DELETE_DEREF") and instruction.argval in own_cells:
             return f"{function_read.where} assigns the enclosing variable {instruction.argval}"
+        if name in ATTRIBUTE_OPCODES and instruction.argval in RANDOM_NAMES:
+            return f"{function_read.where} calls {instruction.argval}(), a random draw"
     return None
+
+
+def _function_places(function_read: Reached) -> list[Location]:
+    """A function's defaults and code, which can be replaced on the same function object."""
+    target = function_read.target
+    return [(target, name, "attribute") for name in ("__code__", "__defaults__", "__kwdefaults__")]
+
+
+def _library(value: Any) -> bool:
+    """A module or class of Python itself, numpy or a trusted package (:func:`._bytecode.trusted`)."""
+    name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", "") or ""
+    package = name.split(".")[0]
+    return package in LIBRARY_PACKAGES or package in sys.stdlib_module_names or trusted_module(name)
 
 
 def _value_problem(where: str, found: Resolved) -> str | None:
@@ -146,6 +203,10 @@ def _value_problem(where: str, found: Resolved) -> str | None:
         return _top_problem(value.func) or _arguments_problem(f"{where}'s {found.dotted}", value)
     if isinstance(value, _C_CALLABLES):
         return None if _pure_c(value) else f"{where} calls {found.dotted}(), which reads or changes state"
+    if isinstance(value, (types.ModuleType, type)) and not _library(value):
+        # held, not read through: an attribute read later (cfg = CFG; cfg.X, a helper's holder.X) has no
+        # place to watch
+        return f"{where} takes the {type(value).__name__} {found.dotted} itself, not one of its attributes"
     if isinstance(value, (types.FunctionType, types.ModuleType, type)) or _frozen(value):
         return None
     return f"{where} reads {found.dotted}, a {type(value).__name__}"
@@ -178,25 +239,27 @@ def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> Screen:
         if function_read.beyond:
             return Screen((), f"{where} calls {function_read.beyond[0]}, deeper than the {depth} calls the screen "
                               "reads", None)
-        effect = _assignment_effect(function_read)
+        effect = _instruction_effect(function_read)
         if effect is not None:
             return Screen((), effect, effect)
         problem = _import_problem(function_read) or _arguments_problem(where, function_read.target)
         if problem is not None:
             return Screen((), problem, None)
+        places = _function_places(function_read)
         for load in function_read.loads:
             found = resolve(load)
             problem = _value_problem(where, found)
             if problem is not None:
-                stateful = isinstance(found.value, _C_CALLABLES) and not _pure_c(found.value)
+                stateful = isinstance(found.value, _C_CALLABLES) and _c_effect(found.value)
                 return Screen((), problem, problem if stateful else None)
-            if found.value is MISSING or (load.holder is vars(builtins) and found.owner is None
-                                          and not _frozen(found.value)):
-                continue  # a builtin function: nothing to watch
-            location: Location = ((found.owner, found.attribute, "attribute") if found.owner is not None
-                                  else (load.holder, load.name,
-                                        "cell" if isinstance(load.holder, types.CellType) else "item"))
-            locations.setdefault((id(location[0]), location[1]), location)
+            if found.value is MISSING:
+                continue
+            if load.holder is vars(builtins):  # a global of that name would shadow it later (abs = ...)
+                places.append((function_read.target.__globals__, load.name, "item"))
+            places.append((found.owner, found.attribute, "attribute") if found.owner is not None
+                          else (load.holder, load.name, "cell" if isinstance(load.holder, types.CellType) else "item"))
+        for place in places:
+            locations.setdefault((id(place[0]), place[1]), place)
     return Screen(tuple(locations.values()), None, None)
 
 
