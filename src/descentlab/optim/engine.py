@@ -202,13 +202,13 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "asked for"
     if not rule.elementwise:
         return "eager", f"rule {rule.name!r} is not elementwise"
-    effect = outside_reads(rule.update).effect
-    if effect is not None:  # before any probe or trace: they would call the update where the core does not
-        return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"
     if group.get("fused") is False or group.get("foreach") is False or group.get("differentiable"):
         return "eager", "the group asks for the per-tensor path (foreach=False, fused=False or differentiable)"
     if torch.compiler.is_compiling():
         return "eager", "traced by torch.compile (the caller compiles the step)"
+    effect = outside_reads(rule.update).effect
+    if effect is not None:  # before any probe or trace: they would call the update where the core does not
+        return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"
     if mode != "auto":
         return mode, "asked for"
     return "fused", "auto: one fused pass per group"
