@@ -99,37 +99,44 @@ def _attribute_fixed(value: Any, attribute: str) -> bool:
     return attribute in DERIVED_ATTRIBUTES.get(type(value), ())
 
 
+def _c_module(value: Any) -> str | None:
+    """The module a C function belongs to; None for a method bound to an object (``random.random``: a
+    Random instance's state)."""
+    owner = getattr(value, "__self__", None)
+    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+        return None
+    objclass = getattr(value, "__objclass__", None)
+    return (owner.__name__ if isinstance(owner, types.ModuleType)
+            else getattr(objclass, "__module__", None) if objclass is not None
+            else getattr(value, "__module__", None)) or ""
+
+
+def _is_torch(module: str) -> bool:
+    return module == "torch" or module.startswith("torch.")
+
+
 def _pure_c(value: Any) -> bool:
     """A C function that computes from its arguments alone: one of :data:`PURE_C_MODULES`, or torch's
     tensor op of a name the trace records (it takes the stand-ins; any other torch C function, such as
-    ``torch.get_default_dtype``, reads state)."""
-    owner = getattr(value, "__self__", None)
-    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
-        return False  # a method bound to an object (random.random: a Random instance's state)
-    objclass = getattr(value, "__objclass__", None)
-    module = (owner.__name__ if isinstance(owner, types.ModuleType)
-              else getattr(objclass, "__module__", None) if objclass is not None
-              else getattr(value, "__module__", None)) or ""
+    ``torch.get_default_dtype``, reads state or is not recorded)."""
+    module = _c_module(value)
+    if module is None:
+        return False
     if module in PURE_C_MODULES:
         return not any(value is builtin for builtin in READS_BY_NAME)
-    if module == "torch" or module.startswith("torch."):
-        name = getattr(value, "__name__", "").rstrip("_")
-        return name in TENSOR_OP_NAMES or name in ALIASES
-    return False
+    name = getattr(value, "__name__", "").rstrip("_")
+    return _is_torch(module) and (name in TENSOR_OP_NAMES or name in ALIASES)
 
 
 def _c_effect(value: Any) -> bool:
     """Whether a C function that is not pure (:func:`_pure_c`) may give another value, or change state,
-    at every call: any outside torch (``time.time``, ``random.random``: a method bound to a generator),
-    and torch's random draws; other torch functions (``torch.where``, ``torch.get_default_dtype``) give
-    the same within a step, so only a trace, which would keep their result, must not take them."""
-    owner = getattr(value, "__self__", None)
-    if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+    at every call: a method bound to an object, any function outside torch (``time.time``), and torch's
+    random draws; other torch functions (``torch.where``, ``torch.get_default_dtype``) give the same within
+    a step, so only a trace, which would keep their result, must not take them."""
+    module = _c_module(value)
+    if module is None or not _is_torch(module):
         return True
-    module = (owner.__name__ if isinstance(owner, types.ModuleType) else getattr(value, "__module__", None)) or ""
-    if module == "torch" or module.startswith("torch."):
-        return getattr(value, "__name__", "") in RANDOM_NAMES
-    return True
+    return getattr(value, "__name__", "") in RANDOM_NAMES
 
 
 def _top_problem(update: Any) -> str | None:
