@@ -41,7 +41,8 @@ def rows_first(param, grad, state, *, step, lr):
     return param * decay - lr * grad, {}
 
 
-SHAPE_READERS = [(conv_scaled, "(4, 3, 2, 2)"), (size_scaled, "sliced"), (rows_first, "shape")]
+SHAPE_READERS = [(conv_scaled, "(4, 3, 2, 2)"), (size_scaled, "reads .numel"), (rows_first, "shape")]
+"""(A size read by name is refused from the bytecode, before a probe: `_outside.SIZE_NAMES`.)"""
 
 
 @pytest.mark.parametrize(("rule", "named"), SHAPE_READERS, ids=[r.name for r, _ in SHAPE_READERS])

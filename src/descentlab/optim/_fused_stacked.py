@@ -89,7 +89,8 @@ class StepCache:
 
     def __init__(self) -> None:
         self.hyper: tuple[Any, ...] | None = None
-        """(math, lrs, plan) of the last step: plan = (kernel, numbers, hyper rows array) or None (no kernel)."""
+        """(the hyper-parameters' text and maximize, lrs, plan) of the last step: plan = (kernel, numbers, hyper
+        rows array) or None (no kernel)."""
         self.tables: tuple[Any, ...] | None = None
         """(key, grad pattern, left, tables, checked, grad slots) of the last step without lazy buffers."""
 
@@ -137,12 +138,13 @@ def stacked_step(rule: Rule, math: Mapping[str, Any], names: Sequence[str], maxi
         return None
     k = len(lrs)
     lrs_key = tuple(lrs)
-    if cache is not None and cache.hyper is not None and cache.hyper[0] is math and cache.hyper[1] == lrs_key:
+    values_key = (repr(tuple(math.items())), maximize)  # (a dict edited in place is not another dict)
+    if cache is not None and cache.hyper is not None and cache.hyper[0] == values_key and cache.hyper[1] == lrs_key:
         plan = cache.hyper[2]
     else:
         plan = _hyper_plan(rule, math, names, maximize, lrs, step)
         if cache is not None:
-            cache.hyper = (math, lrs_key, plan)
+            cache.hyper = (values_key, lrs_key, plan)
     if plan is None or (plan[0].program.outside and changed(plan[0].program.outside)):
         return None
     kernel, numbers, hyper_rows = plan

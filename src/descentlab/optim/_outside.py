@@ -43,6 +43,7 @@ import torch
 
 from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, MISSING, Reached, Resolved, callees, reached, resolve, trusted_module
 from ._op_names import ALIASES, TENSOR_OP_NAMES
+from ._type_checks import type_inspection
 
 Location = tuple[Any, str, str]
 """(holder, name, kind): kind "item" (a globals dict's entry), "cell" (a closure cell) or "attribute"."""
@@ -219,6 +220,17 @@ def _value_problem(where: str, found: Resolved) -> str | None:
     return f"{where} reads {found.dotted}, a {type(value).__name__}"
 
 
+SIZE_NAMES = frozenset({"shape", "size", "numel", "nelement", "stride", "storage_offset", "is_contiguous",
+                        "data_ptr", "untyped_storage", "__len__"})
+"""Tensor attributes that tell a tensor's sizes or layout: an update that reads one may step a slice, a
+concatenation or a stack of runs otherwise than the tensor itself (the slicing paths, the batched race),
+at sizes no probe can try (``numel() >= 1e6``: the probe's tensors hold at most 48 elements, a slice
+262,144)."""
+RANK_NAMES = frozenset({"dim", "ndim", "ndimension"})
+"""A tensor's rank: the probe tries ranks 0 to 5, over its few steps; read in an update that also reads the
+step count (``step > 3 and param.dim() == 2``), past them."""
+
+
 class Screen(NamedTuple):
     """What :func:`outside_reads` found."""
 
@@ -231,12 +243,50 @@ class Screen(NamedTuple):
     """Where that thing changes or reads state outside the rule at each call (an assignment to a global or
     an enclosing variable, a C function outside :data:`PURE_C_MODULES` and torch's tensor ops): every path
     but the core would call the update a different number of times (a probe, a trace, slices)."""
+    type_look: str | None = None
+    """Where the update looks at a value's type (:func:`._type_checks.type_inspection`)."""
+    shape: str | None = None
+    """Where the update reads a tensor's shape where the probe cannot try it (:func:`_shape_read`): no
+    slicing path, no stacking, whatever a probe finds on its small tensors over a few steps."""
 
 
-@functools.lru_cache(maxsize=256)
 def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> Screen:
     """What the functions ``function`` reaches read from outside it (data, and the functions and modules
-    they call), and what of it cannot be watched. See the module docstring."""
+    they call), and what of it cannot be watched; see the module docstring. Kept per function while the
+    places it read still hold the same objects (a helper redefined is read again: what the new one reads,
+    draws or tests is screened before the next trace)."""
+    known = _SCREENS.get(id(function))
+    if known is not None and known[0] is function and known[1] == depth and changed(known[3]) is None:
+        return known[2]
+    screen = _screen(function, depth)
+    screen = screen._replace(type_look=type_inspection(function, depth), shape=_shape_read(function, depth))
+    _SCREENS[id(function)] = (function, depth, screen, snapshot(screen.locations))
+    while len(_SCREENS) > SCREENS_MAX:
+        _SCREENS.pop(next(iter(_SCREENS)), None)
+    return screen
+
+
+SCREENS_MAX = 256
+_SCREENS: dict[int, tuple[Callable[..., Any], int, Screen, tuple[tuple[Location, Any], ...]]] = {}
+
+
+def _shape_read(function: Callable[..., Any], depth: int) -> str | None:
+    """Where the update reads what the shape probe cannot try (:data:`SIZE_NAMES`, ``len``, or the rank in
+    an update that reads the step count), or None."""
+    functions = list(reached(function, depth))
+    reads_step = any(i.opname in ("LOAD_FAST", "LOAD_DEREF") and i.argval == "step"
+                     for i in functions[0].instructions) if functions else False
+    for function_read in functions:
+        for instruction in function_read.instructions:
+            name = instruction.argval
+            if instruction.opname in ATTRIBUTE_OPCODES and (name in SIZE_NAMES or (reads_step and name in RANK_NAMES)):
+                return f"{function_read.where} reads .{name}" + (" and the step count" if name in RANK_NAMES else "")
+        if any(load.value is len for load in function_read.loads):
+            return f"{function_read.where} calls len()"
+    return None
+
+
+def _screen(function: Callable[..., Any], depth: int) -> Screen:
     top = _top_problem(function)
     if top is not None:
         return Screen((), top, None)

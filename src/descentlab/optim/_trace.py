@@ -34,7 +34,6 @@ import torch
 
 from ._op_names import ALIASES
 from ._outside import outside_reads, snapshot
-from ._type_checks import type_inspection
 
 
 class Unsupported(Exception):
@@ -462,12 +461,11 @@ def flatten_hypers(hypers: Mapping[str, Any]) -> tuple[list[float], tuple[Any, .
 def trace_problem(update: Callable[..., Any]) -> str | None:
     """Why ``update`` cannot be traced for any values, from its bytecode (:mod:`._type_checks`,
     :mod:`._outside`), or None."""
-    inspected = type_inspection(update)
-    if inspected:
-        return f"the update reads a value's type ({inspected}); a trace cannot follow that branch"
-    problem = outside_reads(update).problem
-    if problem:
-        return f"{problem}: a trace would keep what it saw"
+    screen = outside_reads(update)
+    if screen.type_look:
+        return f"the update reads a value's type ({screen.type_look}); a trace cannot follow that branch"
+    if screen.problem:
+        return f"{screen.problem}: a trace would keep what it saw"
     return None
 
 

@@ -17,7 +17,6 @@ inside a ``functools.partial``), ``__class__`` and a class pattern. descentlab's
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,6 @@ def _type_builtin_in(value: Any) -> Any:
     return next((v for v in (value, *callees(value)) if any(v is b for b in TYPE_BUILTINS)), None)
 
 
-@functools.lru_cache(maxsize=256)
 def type_inspection(function: Callable[..., Any], depth: int = DEPTH) -> str | None:
     """Where ``function`` — or a function it reaches (:func:`._bytecode.reached`) — looks at a type: calls
     ``type``, ``isinstance`` or ``issubclass`` (under any name), reads ``__class__`` or matches a class

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
-from ._outside import values_now
+from ._outside import outside_reads, values_now
 from ._trace import Program, Unsupported, flatten_hypers, membership, trace
 from .rule import Rule, buffer_names
 
@@ -92,6 +92,11 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = Tru
     """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
+    screen = outside_reads(rule.update)
+    if screen.shape:  # whatever this probe finds on its small tensors over a few steps (numel() >= 1e6)
+        return f"rule {rule.name!r} reads a tensor's shape by name ({screen.shape})"
+    if screen.problem:  # reads what no lookup watches (an object changed in place): no outcome can be kept
+        return _probe(rule, _probe_hypers(rule, hypers, lr_as_given))
     _forget_if_outside_changed(rule)
     layout = _layout(rule)
     values = tuple(map(hypers.get, layout.names, layout.defaults))
@@ -183,8 +188,8 @@ def _forget_if_outside_changed(rule: Rule) -> None:
     if seen is not None:
         _LAST.pop(id(rule), None)
         for cache in (_CLASSES, _PROBED):
-            for key in [key for key in cache if key[0] == id(rule)]:
-                del cache[key]
+            for key in [key for key in list(cache) if key[0] == id(rule)]:  # (list(): one C call, no
+                cache.pop(key, None)  # other thread's insertion in between)
     _OUTSIDE[id(rule)] = (rule, now)
 
 

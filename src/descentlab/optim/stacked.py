@@ -18,6 +18,7 @@ computing updates torch.optim would not.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 
 from ._eager import apply_update
 from ._fused_stacked import StepCache, stacked_step
+from ._outside import values_now
 from .probe import shape_problem
 from .rule import Rule, buffer_names
 
@@ -49,6 +51,8 @@ class StackedRule:
         self.math = {name: self.hypers[name] for name in rule.math_names}
         self.names = buffer_names(rule, self.hypers)
         self.step_count = 0
+        self.outside: tuple[Any, ...] | None = values_now(rule.update)
+        """What the rule read from outside it when stacked (:mod:`._outside`); None once that moved."""
         self.cache = StepCache()
         """What the fused step reads again at the next step (:class:`._fused_stacked.StepCache`)."""
         self.state: list[dict[str, torch.Tensor]] = []
@@ -70,6 +74,9 @@ class StackedRule:
         if self.rule.counts_steps:
             self.step_count += 1
             step = float(self.step_count)
+        if isinstance(lr, torch.Tensor) and lr.dim() == 1 and self._outside_moved():
+            self._step_rows(params, grads, lr.tolist(), step)
+            return
         left = None
         if self.fused and isinstance(lr, torch.Tensor) and lr.dim() == 1:  # one pass, each row its own lr
             left = stacked_step(self.rule, self.math, self.names, bool(self.hypers.get("maximize")), params, grads,
@@ -84,6 +91,33 @@ class StackedRule:
                 extra = 1 if torch.is_complex(param) else 0  # the core views a complex tensor as real pairs
                 column = lr.to(param.real.dtype).view(-1, *([1] * (param.dim() - 1 + extra)))
             apply_update(self.rule, param, grad, state, self.names, {**self.math, "lr": column}, step)
+
+    def _outside_moved(self) -> bool:
+        """Whether a value the rule reads from outside it changed since it was stacked: the stacking check
+        (:func:`stacking_problem`) was made with the old one (a rule that reads ``param.dim()`` only when a
+        global flag is set), so from then on every configuration steps alone."""
+        if self.outside is not None:
+            now = values_now(self.rule.update)
+            if len(now) != len(self.outside) or not all(map(operator.is_, now, self.outside)):
+                self.outside = None
+        return self.outside is None
+
+    def _step_rows(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lrs: list[float],
+                   step: float | None) -> None:
+        """Each configuration's core step on its own rows, its lr a number: its per-run twin's update."""
+        for param, grad, state in zip(params, grads, self.state, strict=True):
+            if grad is None:
+                continue
+            if self.hypers.get("maximize"):
+                grad = -grad
+            rows = []
+            for i, lr in enumerate(lrs):
+                row = {name: value[i] for name, value in state.items()}
+                apply_update(self.rule, param[i], grad[i], row, self.names, {**self.math, "lr": lr}, step)
+                rows.append(row)
+            for name in self.names:  # a buffer made at this step (lazy): the rows' own, stacked
+                if name not in state and all(name in row for row in rows):
+                    state[name] = torch.stack([row[name] for row in rows])
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the configurations at ``index`` (a 1-d index tensor), in that order, each buffer in
@@ -126,13 +160,15 @@ def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
         key = (id(rule), tuple(sorted((k, repr(v)) for k, v in hypers.items())))
     except Exception:  # an unprintable value: probe every time
         return _probe(rule, dict(hypers)) or shape_problem(rule, hypers)
+    now = values_now(rule.update)
     known = _PROBED.get(key)
-    if known is None or known[0] is not rule:
-        known = _PROBED[key] = (rule, _probe(rule, dict(hypers)) or shape_problem(rule, hypers))
-    return known[1]
+    if known is None or known[0] is not rule or len(known[1]) != len(now) or not all(map(operator.is_, now, known[1])):
+        known = _PROBED[key] = (rule, now, _probe(rule, dict(hypers)) or shape_problem(rule, hypers))
+    return known[2]
 
 
-_PROBED: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Rule, str | None]] = {}
+_PROBED: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Rule, tuple[Any, ...], str | None]] = {}
+"""Per rule and hyper-parameters: the values it read from outside it (:mod:`._outside`) and the outcome."""
 
 
 def _probe(rule: Rule, hypers: dict[str, Any]) -> str | None:
