@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import descentlab.optim as dl
-from descentlab.optim import probe
+from descentlab.optim import engine, probe
 from descentlab.optim._trace import flatten_hypers
 from descentlab.optim.probe import exact_key, shape_problem
 
@@ -73,17 +73,18 @@ def test_a_list_changed_in_place_is_probed_again() -> None:
     assert shape_problem(list_reader, hypers) is None
 
 
-def test_a_group_edit_to_minus_zero_changes_the_route() -> None:
+def test_a_group_edit_to_minus_zero_changes_the_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule tests types (isinstance, type()): never traced, so never fused (docs/engine.md); auto then
+    takes the flat path for big tensors (every tensor counts as big here), whose probe tells -0.0 from 0.0."""
+    monkeypatch.setattr(engine, "FLAT_MIN_BYTES", 1)
     params = [torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(5, requires_grad=True)]
     opt = sign_reader.optimizer(params, lr=0.1)
     for p in params:
         p.grad = torch.ones_like(p)
     before = params[0].detach().clone()
     opt.step()
-    # the rule tests types (isinstance, type()): never traced, so never fused (docs/engine.md); the probe
-    # still tells -0.0 from 0.0, which the route's reason shows
     type_reason = "reads a value's type"
-    assert dl.last_routes(opt)[0].path == "eager" and type_reason in dl.last_routes(opt)[0].reason
+    assert dl.last_routes(opt)[0].path == "flat" and type_reason in dl.last_routes(opt)[0].reason
     assert torch.equal(params[0], before - 0.1)
     opt.param_groups[0]["decay"] = -0.0
     before = params[0].detach().clone()
@@ -92,7 +93,7 @@ def test_a_group_edit_to_minus_zero_changes_the_route() -> None:
     assert torch.equal(params[0], before - 0.1 * (0.1 * 1.0))
     opt.param_groups[0]["decay"] = 0.0
     opt.step()
-    assert dl.last_routes(opt)[0].path == "eager" and type_reason in dl.last_routes(opt)[0].reason
+    assert dl.last_routes(opt)[0].path == "flat" and type_reason in dl.last_routes(opt)[0].reason
 
 
 def test_flatten_hypers_fast_path_is_the_general_one() -> None:

@@ -50,6 +50,7 @@ from ._fused import fused_route
 from ._gather_native import all_dense
 from ._outside import outside_reads
 from ._pieces import eager_piece, step_pieces, take
+from ._trace import trace_problem
 from .hyper import capturable_problem
 from .probe import shape_problem
 from .rule import Rule, buffer_names
@@ -209,6 +210,12 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
     effect = outside_reads(rule.update).effect
     if effect is not None:  # before any probe or trace: they would call the update where the core does not
         return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"
+    untraceable = trace_problem(rule.update) if mode in ("auto", "fused", "fused-ieee") else None
+    if untraceable is not None:  # no probe for a path that will not be taken
+        if mode != "auto":
+            return "eager", f"{mode} asked for; not fused: {untraceable}"
+        path, reason = _auto_path(group)
+        return path, f"{reason}; not fused: {untraceable}"
     if mode != "auto":
         return mode, "asked for"
     return "fused", "auto: one fused pass per group"
