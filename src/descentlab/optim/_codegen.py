@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 from ._trace import Program
 
-ABI_VERSION = 9
+ABI_VERSION = 10
 """Bumped whenever the table layout or the generated code's meaning changes."""
 
 META_FIXED = 4
@@ -62,6 +62,10 @@ PRELUDE = r"""
 namespace {
 template <typename T> inline T dl_max(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a > b ? a : b)); }
 template <typename T> inline T dl_min(T a, T b) { return (a != a) ? a : ((b != b) ? b : (a < b ? a : b)); }
+// torch.clamp with one bound: a NaN bound gives NaN, a NaN stays, and an element equal to the bound is kept
+// (clamp(-0.0, min=0.0) is -0.0, where maximum would give the bound)
+template <typename T> inline T dl_clamp_min(T a, T low) { return (low != low) ? low : (a < low ? low : a); }
+template <typename T> inline T dl_clamp_max(T a, T high) { return (high != high) ? high : (a > high ? high : a); }
 template <typename T> inline T dl_sign(T a) { return static_cast<T>(T(0) < a) - static_cast<T>(a < T(0)); }
 
 constexpr int64_t BLOCK = 512, EMULATED_BLOCK = 128;
@@ -241,6 +245,8 @@ def _expression(op: str, a: list[str], j: int, hoisted: dict[str, str]) -> str:
         return f"{a[0]} {'*' if op == 'mul' else '/'} {a[1]}"
     if op == "rdiv":
         return f"(T(1) / {a[0]}) * {a[1]}"
+    if op in ("clamp_min", "clamp_max"):
+        return f"dl_{op}({a[0]}, {a[1]})"
     if op in ("maximum", "minimum"):
         return f"dl_{op[:3]}({a[0]}, {a[1]})"
     if op == "lerp":

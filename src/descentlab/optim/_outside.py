@@ -210,7 +210,11 @@ def _value_problem(where: str, found: Resolved) -> str | None:
     if isinstance(value, functools.partial):
         return _top_problem(value.func) or _arguments_problem(f"{where}'s {found.dotted}", value)
     if isinstance(value, _C_CALLABLES):
-        return None if _pure_c(value) else f"{where} calls {found.dotted}(), which reads or changes state"
+        if _pure_c(value):
+            return None
+        if _c_effect(value):
+            return f"{where} calls {found.dotted}(), which may give another value or change state at each call"
+        return f"{where} calls {found.dotted}(), a torch function the fused code generator does not record"
     if isinstance(value, (types.ModuleType, type)) and not _library(value):
         # held, not read through: an attribute read later (cfg = CFG; cfg.X, a helper's holder.X) has no
         # place to watch

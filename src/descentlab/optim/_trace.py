@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ._op_names import ALIASES
-from ._outside import outside_reads, snapshot
+from ._outside import Screen, outside_reads, snapshot
 
 
 class Unsupported(Exception):
@@ -392,9 +392,9 @@ def _op_clamp(program: Program, args: list[Any], kwargs: dict[str, Any]) -> Tens
     high = kwargs.get("max", args[2] if len(args) > 2 else None)
     node = _operand(program, args[0])
     if low is not None:
-        node = ("e", program.element("maximum", (node, _scalar_only(program, low, "clamp min"))))
+        node = ("e", program.element("clamp_min", (node, _scalar_only(program, low, "clamp min"))))
     if high is not None:
-        node = ("e", program.element("minimum", (node, _scalar_only(program, high, "clamp max"))))
+        node = ("e", program.element("clamp_max", (node, _scalar_only(program, high, "clamp max"))))
     if low is None and high is None:
         raise Unsupported("clamp without bounds")
     return TensorProxy(program, node[1])
@@ -458,10 +458,10 @@ def flatten_hypers(hypers: Mapping[str, Any]) -> tuple[list[float], tuple[Any, .
     return numbers, tuple(key)
 
 
-def trace_problem(update: Callable[..., Any]) -> str | None:
+def trace_problem(update: Callable[..., Any], screen: Screen | None = None) -> str | None:
     """Why ``update`` cannot be traced for any values, from its bytecode (:mod:`._type_checks`,
-    :mod:`._outside`), or None."""
-    screen = outside_reads(update)
+    :mod:`._outside`; ``screen``: its :func:`._outside.outside_reads`, where the caller has it), or None."""
+    screen = outside_reads(update) if screen is None else screen
     if screen.type_look:
         return f"the update reads a value's type ({screen.type_look}); a trace cannot follow that branch"
     if screen.problem:

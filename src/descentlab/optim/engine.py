@@ -207,10 +207,11 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "the group asks for the per-tensor path (foreach=False, fused=False or differentiable)"
     if torch.compiler.is_compiling():
         return "eager", "traced by torch.compile (the caller compiles the step)"
-    effect = outside_reads(rule.update).effect
+    screen = outside_reads(rule.update)
+    effect = screen.effect
     if effect is not None:  # before any probe or trace: they would call the update where the core does not
         return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"
-    untraceable = trace_problem(rule.update) if mode in ("auto", "fused", "fused-ieee") else None
+    untraceable = trace_problem(rule.update, screen) if mode in ("auto", "fused", "fused-ieee") else None
     if untraceable is not None:  # no probe for a path that will not be taken
         if mode != "auto":
             return "eager", f"{mode} asked for; not fused: {untraceable}"

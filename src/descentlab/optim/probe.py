@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from ._eager import apply_update
-from ._outside import outside_reads, values_now
+from ._outside import Screen, outside_reads, value_at
 from ._trace import Program, Unsupported, flatten_hypers, membership, trace
 from .rule import Rule, buffer_names
 
@@ -97,7 +97,7 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = Tru
         return f"rule {rule.name!r} reads a tensor's shape by name ({screen.shape})"
     if screen.problem:  # reads what no lookup watches (an object changed in place): no outcome can be kept
         return _probe(rule, _probe_hypers(rule, hypers, lr_as_given))
-    _forget_if_outside_changed(rule)
+    _forget_if_outside_changed(rule, screen)
     layout = _layout(rule)
     values = tuple(map(hypers.get, layout.names, layout.defaults))
     moving = tuple(map(hypers.get, layout.moving, layout.moving_defaults))
@@ -177,11 +177,11 @@ class _Last:
     buffers: tuple[str, ...] = ()
 
 
-def _forget_if_outside_changed(rule: Rule) -> None:
+def _forget_if_outside_changed(rule: Rule, screen: Screen) -> None:
     """Drop every outcome kept for ``rule`` when a value it reads from outside the rule (a module global,
     a closure variable: :mod:`._outside`) is no longer the object it was: the update may now read a
     shape where it did not. (An object changed in place cannot be seen; docs/engine.md.)"""
-    now = values_now(rule.update)
+    now = tuple(map(value_at, screen.locations))
     seen = _OUTSIDE.get(id(rule))
     if seen is not None and seen[0] is rule and len(seen[1]) == len(now) and all(map(is_, now, seen[1])):
         return
