@@ -48,7 +48,7 @@ from ._compiled import compiled_piece
 from ._eager import check_dense, eager_step
 from ._fused import fused_route
 from ._gather_native import all_dense
-from ._outside import outside_reads
+from ._outside import Screen, outside_reads
 from ._pieces import eager_piece, step_pieces, take
 from ._trace import trace_problem
 from .hyper import capturable_problem
@@ -151,13 +151,15 @@ def _all_dense(params: list[torch.Tensor]) -> bool:
 
 def _step_group(rule: Rule, group: dict[str, Any], states: MutableMapping[torch.Tensor, Any], owner: str,
                 choice: EngineChoice) -> Route:
-    path, reason = _probed(rule, group, *_path(rule, group, choice.mode))
+    reads = choice.mode != "eager" and not torch.compiler.is_compiling()  # (dynamo cannot trace the screen)
+    screen = outside_reads(rule.update) if reads else None
+    path, reason = _probed(rule, group, *_path(rule, group, choice.mode, screen), screen)
     if path in ("fused", "fused-ieee"):
         taken, why_not = fused_route(rule, group, states, owner, reason, ieee=path == "fused-ieee")
         if taken is not None:
             return Route(path, taken)
         path, reason = _auto_path(group) if choice.mode == "auto" else ("eager", f"{path} asked for")
-        path, reason = _probed(rule, group, path, f"{reason}; not fused: {why_not}")
+        path, reason = _probed(rule, group, path, f"{reason}; not fused: {why_not}", screen)
     if path == "eager":
         eager_step(rule, group, states, owner)
         return Route(path, reason)
@@ -182,7 +184,7 @@ SLICING = ("flat", "compiled")
 """The paths that hand the rule slices of tensors (their probe takes the group's lr, not its default)."""
 
 
-def _probed(rule: Rule, group: dict[str, Any], path: str, reason: str) -> tuple[str, str]:
+def _probed(rule: Rule, group: dict[str, Any], path: str, reason: str, screen: Screen | None) -> tuple[str, str]:
     """``path`` unless the shape probe finds the rule unfit for what every accelerator hands it (flat
     slices, concatenations, flat memory): then the per-tensor core, with the probe's reason. The fused
     path traces the update at the group's values, lr included, and refuses a shape read, so before it the
@@ -190,7 +192,7 @@ def _probed(rule: Rule, group: dict[str, Any], path: str, reason: str) -> tuple[
     takes the group's lr."""
     if path == "eager":
         return path, reason
-    problem = shape_problem(rule, group, lr_as_given=path in SLICING)
+    problem = shape_problem(rule, group, lr_as_given=path in SLICING, screen=screen)
     return ("eager", f"{problem}: stepped on the per-tensor core") if problem is not None else (path, reason)
 
 
@@ -198,7 +200,7 @@ def _big_and_sliceable(member: Any) -> bool:
     return member.numel * member.param.element_size() >= FLAT_MIN_BYTES and member.sliceable
 
 
-def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
+def _path(rule: Rule, group: dict[str, Any], mode: str, screen: Screen | None) -> tuple[str, str]:
     if mode == "eager":
         return "eager", "asked for"
     if not rule.elementwise:
@@ -207,7 +209,7 @@ def _path(rule: Rule, group: dict[str, Any], mode: str) -> tuple[str, str]:
         return "eager", "the group asks for the per-tensor path (foreach=False, fused=False or differentiable)"
     if torch.compiler.is_compiling():
         return "eager", "traced by torch.compile (the caller compiles the step)"
-    screen = outside_reads(rule.update)
+    screen = outside_reads(rule.update) if screen is None else screen
     effect = screen.effect
     if effect is not None:  # before any probe or trace: they would call the update where the core does not
         return "eager", f"{effect}: an update with effects outside the rule steps on the per-tensor core"

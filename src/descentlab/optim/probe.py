@@ -56,7 +56,8 @@ Stepper = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor | None]],
 Form = Callable[[Stepper, Tensors, Tensors, States, Tensors, Tensors, States], tuple[Tensors, States]]
 
 
-def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = True) -> str | None:
+def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = True,
+                  screen: Screen | None = None) -> str | None:
     """Why ``rule`` with these hyper-parameters gives other numbers on a reshaped, sliced,
     concatenated or stacked tensor than on the tensor itself, or None when it gives the same.
 
@@ -92,7 +93,7 @@ def shape_problem(rule: Rule, hypers: Mapping[str, Any], lr_as_given: bool = Tru
     """
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
-    screen = outside_reads(rule.update)
+    screen = outside_reads(rule.update) if screen is None else screen  # (the engine's, read this step)
     if screen.shape:  # whatever this probe finds on its small tensors over a few steps (numel() >= 1e6)
         return f"rule {rule.name!r} reads a tensor's shape by name ({screen.shape})"
     if screen.problem:  # reads what no lookup watches (an object changed in place): no outcome can be kept
