@@ -154,7 +154,11 @@ def test_hp_and_batch_size_grids_are_the_same_race_batched_and_per_run(tmp_path)
     batched = run_race(task, out=tmp_path / "b", engine="batched", **options)
     alone = run_race(task, out=tmp_path / "p", engine="per-run", **options)
     assert batched.selected == alone.selected
-    assert {r.engine for r in batched.records} == {"batched"} and {r.engine for r in alone.records} == {"per-run"}
+    # a run the planner hands a worker alone (a worker would otherwise idle: timing) trains per-run even in
+    # a batched race, so the batched race's records are batched and at times a few per-run
+    engines = {r.engine for r in batched.records}
+    assert "batched" in engines and engines <= {"batched", "per-run"}
+    assert {r.engine for r in alone.records} == {"per-run"}
     by_spec = {r.spec: r for r in alone.records}
     assert set(by_spec) == {r.spec for r in batched.records}
     for record in batched.records:
