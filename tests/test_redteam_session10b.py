@@ -18,30 +18,9 @@ import torch
 
 import descentlab.optim as dl
 from descentlab.optim import define_rule
+from engine_pairs import step_across_beta, step_while_a_value_changes
 
-VALUES = (1.0, 1.0, 10.0, 10.0)
-
-
-def _run(rule, set_value, values=VALUES) -> None:
-    """Step an auto and an eager optimizer of ``rule`` side by side, ``set_value(v)`` before each step;
-    assert bitwise-equal parameters after every step."""
-    gen = torch.Generator().manual_seed(0)
-    start = torch.randn(64, generator=gen)
-    ours, core = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
-    optimizer, reference = rule.optimizer([ours], lr=0.1), rule.optimizer([core], lr=0.1)
-    dl.set_engine(reference, "eager")
-    try:
-        for i, value in enumerate(values):
-            set_value(value)
-            grad = torch.randn(64, generator=gen)
-            ours.grad, core.grad = grad.clone(), grad.clone()
-            optimizer.step()
-            reference.step()
-            assert torch.equal(ours, core), (i, value, (ours - start)[0].item(), (core - start)[0].item(),
-                                             dl.last_routes(optimizer)[0])
-    finally:
-        set_value(values[0])
-
+_run, _run_beta = step_while_a_value_changes, step_across_beta
 
 # --- 1. a module or class that leaves the attribute chain: a local, a default, a helper's argument --------
 

@@ -10,6 +10,7 @@ import torch
 
 import descentlab.optim as dl
 from descentlab.optim import define_rule, shape_problem
+from engine_pairs import step_across_beta
 
 _isinstance = isinstance  # a module-level alias of the builtin: its name is not "isinstance"
 
@@ -87,17 +88,7 @@ def test_a_type_look_the_bytecode_scan_misses_gives_the_cores_numbers(how: str) 
     at its type too (an alias, a partial, a default argument, ``__class__``, a class pattern, ``hasattr``,
     its text) unlike the float, and the comparison behind it (``beta > 0.5``) is never recorded. The kernel
     traced at beta = 0.4 has no guard, so at 0.6 it serves the else branch: got 0.74, the core 0.884."""
-    rule = RULES[how]
-    p, q = torch.nn.Parameter(torch.ones(8)), torch.nn.Parameter(torch.ones(8))
-    ours, core = rule.optimizer([p]), rule.optimizer([q])
-    dl.set_engine(core, "eager")
-    for beta in (0.4, 0.6):
-        for opt in (ours, core):
-            opt.param_groups[0]["beta"] = beta
-        p.grad, q.grad = torch.ones(8), torch.ones(8)
-        ours.step()
-        core.step()
-        assert torch.equal(p, q), (how, beta, p[0].item(), q[0].item(), dl.last_routes(ours)[0])
+    step_across_beta(RULES[how], how)
 
 
 @define_rule(name="Red9LrShape", hypers={"lr": 0.1}, buffers=[])
