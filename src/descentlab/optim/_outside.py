@@ -262,8 +262,9 @@ def outside_reads(function: Callable[..., Any], depth: int = DEPTH) -> Screen:
     known = _SCREENS.get(id(function))
     if known is not None and known[0] is function and known[1] == depth and changed(known[3]) is None:
         return known[2]
-    screen = _screen(function, depth)
-    screen = screen._replace(type_look=type_inspection(function, depth), shape=_shape_read(function, depth))
+    functions = list(reached(function, depth))  # read once, for the three screens
+    screen = _screen(function, functions, depth)._replace(type_look=type_inspection(function, depth, functions),
+                                                          shape=_shape_read(functions))
     _SCREENS[id(function)] = (function, depth, screen, snapshot(screen.locations))
     while len(_SCREENS) > SCREENS_MAX:
         _SCREENS.pop(next(iter(_SCREENS)), None)
@@ -274,10 +275,9 @@ SCREENS_MAX = 256
 _SCREENS: dict[int, tuple[Callable[..., Any], int, Screen, tuple[tuple[Location, Any], ...]]] = {}
 
 
-def _shape_read(function: Callable[..., Any], depth: int) -> str | None:
-    """Where the update reads what the shape probe cannot try (:data:`SIZE_NAMES`, ``len``, or the rank in
-    an update that reads the step count), or None."""
-    functions = list(reached(function, depth))
+def _shape_read(functions: Sequence[Reached]) -> str | None:
+    """Where the update (``functions[0]``) or what it reaches reads what the shape probe cannot try
+    (:data:`SIZE_NAMES`, ``len``, or the rank in an update that reads the step count), or None."""
     reads_step = any(i.opname in ("LOAD_FAST", "LOAD_DEREF") and i.argval == "step"
                      for i in functions[0].instructions) if functions else False
     for function_read in functions:
@@ -290,12 +290,12 @@ def _shape_read(function: Callable[..., Any], depth: int) -> str | None:
     return None
 
 
-def _screen(function: Callable[..., Any], depth: int) -> Screen:
+def _screen(function: Callable[..., Any], functions: Sequence[Reached], depth: int) -> Screen:
     top = _top_problem(function)
     if top is not None:
         return Screen((), top, None)
     locations: dict[tuple[int, str], Location] = {}
-    for function_read in reached(function, depth):
+    for function_read in functions:
         where = function_read.where
         if function_read.beyond:
             return Screen((), f"{where} calls {function_read.beyond[0]}, deeper than the {depth} calls the screen "

@@ -17,10 +17,10 @@ inside a ``functools.partial``), ``__class__`` and a class pattern. descentlab's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, callees, reached, resolve
+from ._bytecode import ATTRIBUTE_OPCODES, DEPTH, Reached, callees, reached, resolve
 
 TYPE_BUILTINS = (type, isinstance, issubclass)
 """The builtins that look at a type, recognised by identity (an alias is the same object)."""
@@ -34,11 +34,12 @@ def _type_builtin_in(value: Any) -> Any:
     return next((v for v in (value, *callees(value)) if any(v is b for b in TYPE_BUILTINS)), None)
 
 
-def type_inspection(function: Callable[..., Any], depth: int = DEPTH) -> str | None:
+def type_inspection(function: Callable[..., Any], depth: int = DEPTH,
+                    functions: Sequence[Reached] | None = None) -> str | None:
     """Where ``function`` — or a function it reaches (:func:`._bytecode.reached`) — looks at a type: calls
     ``type``, ``isinstance`` or ``issubclass`` (under any name), reads ``__class__`` or matches a class
-    pattern. "<qualified name> <what it does>", else None."""
-    for function_read in reached(function, depth):
+    pattern. "<qualified name> <what it does>", else None. ``functions``: the walk, where the caller has it."""
+    for function_read in reached(function, depth) if functions is None else functions:
         where = function_read.where
         for value in function_read.defaults:
             builtin = _type_builtin_in(value)
