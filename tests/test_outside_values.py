@@ -295,3 +295,33 @@ def test_the_screens_list_of_recorded_ops_is_the_traces() -> None:
 
     assert set(_trace.TENSOR_OPS) == _op_names.TENSOR_OP_NAMES
     assert _trace.ALIASES is _op_names.ALIASES
+
+
+class StackingSwitch:
+    def __init__(self) -> None:
+        self.as_number = False
+
+
+SWITCH = StackingSwitch()
+
+
+@define_rule(name="LrAsNumberBySwitch", hypers={"lr": 0.1}, buffers=[])
+def lr_as_number_by_switch(param, grad, state, *, step, lr):
+    rate = float(lr) if SWITCH.as_number else lr
+    return param - rate * grad, {}
+
+
+def test_the_stacking_check_looks_again_for_a_rule_that_reads_an_object_changed_in_place() -> None:
+    """The race asks once per plan whether a rule can be stacked, and the check keeps its answer while
+    the places the rule reads hold the same objects. An object changed in place (``SWITCH.as_number``)
+    is not such a place: its answer must not be kept, or the batched race trains with a stale yes."""
+    from descentlab.optim.stacked import stacking_problem
+
+    hypers = {"lr": 0.1}
+    assert stacking_problem(lr_as_number_by_switch, hypers) is None
+    try:
+        SWITCH.as_number = True
+        assert "stacked" in (stacking_problem(lr_as_number_by_switch, hypers) or "")
+    finally:
+        SWITCH.as_number = False
+    assert stacking_problem(lr_as_number_by_switch, hypers) is None

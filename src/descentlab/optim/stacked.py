@@ -26,7 +26,7 @@ import torch
 
 from ._eager import apply_update
 from ._fused_stacked import StepCache, stacked_step
-from ._outside import values_now
+from ._outside import outside_reads, value_at, values_now
 from .probe import shape_problem
 from .rule import Rule, buffer_names
 
@@ -153,14 +153,19 @@ def stacking_problem(rule: Rule, hypers: Mapping[str, Any]) -> str | None:
     must agree within :data:`PROBE_TOLERANCE`. So a rule that starts a buffer from lr is found out too.
     Then :func:`.probe.shape_problem` (stacking turns a conv kernel ``[o, i, h, w]`` into
     ``[k, o, i, h, w]``): a rule that reads a tensor's shape (``param.dim()``) on any rank from 0 to 5
-    is found out. Cached per rule and hyper-parameters."""
+    is found out. Cached per rule and hyper-parameters while the places the rule reads from outside it
+    hold the same objects (:mod:`._outside`); a rule that reads what no place watches (an object changed
+    in place) is probed at every call (once per race plan)."""
     if not rule.elementwise:
         return f"rule {rule.name!r} is declared not elementwise"
     try:
         key = (id(rule), tuple(sorted((k, repr(v)) for k, v in hypers.items())))
     except Exception:  # an unprintable value: probe every time
         return _probe(rule, dict(hypers)) or shape_problem(rule, hypers)
-    now = values_now(rule.update)
+    screen = outside_reads(rule.update)
+    if screen.problem:  # reads what no lookup watches (an object changed in place): no outcome can be kept
+        return _probe(rule, dict(hypers)) or shape_problem(rule, hypers)
+    now = tuple(value_at(location) for location in screen.locations)
     known = _PROBED.get(key)
     if known is None or known[0] is not rule or len(known[1]) != len(now) or not all(map(operator.is_, now, known[1])):
         known = _PROBED[key] = (rule, now, _probe(rule, dict(hypers)) or shape_problem(rule, hypers))
