@@ -124,7 +124,7 @@ def test_a_users_own_task_is_reproduced_from_python_not_with_a_cli_task_it_does_
     # v3 binds a race to its data and model: the call, given the same task, binds to the same fingerprints
     again = make_config(task="toy", **kwargs)
     assert again.binding is None
-    assert dataclasses.replace(again, binding=binding.of(toy_task(), again.model)) == result.config
+    assert dataclasses.replace(again, binding=binding.of(toy_task(), again.model, again.optimizers)) == result.config
 
 
 def test_a_run_fn_returning_something_else_is_a_recorded_error(tmp_path):

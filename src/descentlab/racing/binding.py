@@ -11,14 +11,23 @@ task module now builds other data under the same ``module:attr``, the model grew
   architecture, not of initialisation), and of the loss function's name. Not covered: code inside a
   custom ``forward`` or a loss's closure — a change there is not seen;
 - ``n_train`` / ``n_val`` / ``n_test``: the split sizes the report states (one validation example is
-  ``1/n_val`` of accuracy: the resolution of every validation comparison).
+  ``1/n_val`` of accuracy: the resolution of every validation comparison);
+- ``optimizers_sha256``: per raced optimizer, SHA-256 of the source file that defines it (a descentlab
+  rule's update, a ``torch.optim`` class, a user's factory; ``functools.partial`` unwrapped, its
+  arguments' ``repr`` included) and of its preset hyper-parameters. A user who fixes their rule and
+  reruns the same command into the same ``--out`` is refused, not answered with the old rule's runs.
+  The whole file counts: an edit elsewhere in it refuses the resume too (use another ``--out``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
+from ..optim import registry
 from ..tasks import Task
 
 
@@ -31,8 +40,31 @@ def model_fingerprint(task: Task, model: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def of(task: Task, model: str) -> dict[str, Any]:
-    """The binding of a race on ``task``'s ``model`` (see the module docstring)."""
-    return {"data_sha256": task.fingerprint(), "model_sha256": model_fingerprint(task, model),
-            "n_train": task.size("train"), "n_val": task.size("val"),
-            "n_test": task.size("test") if task.has_test else 0}
+def optimizer_fingerprint(name: str) -> str:
+    """SHA-256 of the code behind optimizer ``name`` (see the module docstring)."""
+    entry = registry.resolve(name)
+    rule = registry.rule_of(name)
+    target: Any = rule.update if rule is not None else entry.cls
+    parts = [repr(sorted((k, repr(v)) for k, v in entry.preset.items()))]
+    while isinstance(target, functools.partial):
+        parts.append(repr((target.args, sorted(target.keywords.items()))))
+        target = target.func
+    target = inspect.unwrap(target)
+    parts.append(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}")
+    try:
+        source = inspect.getsourcefile(target)
+        with open(source or "", "rb") as file:
+            parts.append(hashlib.sha256(file.read()).hexdigest())
+    except (OSError, TypeError):  # defined in C, or in a notebook cell with no file: its name stands for it
+        pass
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def of(task: Task, model: str, optimizers: Sequence[str] = ()) -> dict[str, Any]:
+    """The binding of a race of ``optimizers`` on ``task``'s ``model`` (see the module docstring)."""
+    bound: dict[str, Any] = {"data_sha256": task.fingerprint(), "model_sha256": model_fingerprint(task, model),
+                             "n_train": task.size("train"), "n_val": task.size("val"),
+                             "n_test": task.size("test") if task.has_test else 0}
+    if optimizers:
+        bound["optimizers_sha256"] = {name: optimizer_fingerprint(name) for name in optimizers}
+    return bound

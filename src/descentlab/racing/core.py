@@ -146,7 +146,11 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
     if config.model not in task_obj.models:
         raise ValueError(f"model {config.model!r} is not a model of task {config.task!r}; known: "
                          f"{', '.join(task_obj.models)}")
-    config = replace(config, binding=binding.of(task_obj, config.model))  # the data fingerprint: once, here
+    if not task_obj.has_test:
+        raise ValueError(f"task {config.task!r} has no test split: a race measures each optimizer's selected "
+                         "setting on the test split (validation picks it); give the task test data "
+                         "(descentlab.tasks.from_tensors(..., x_test, y_test))")
+    config = replace(config, binding=binding.of(task_obj, config.model, config.optimizers))  # once, here
     check_store(out_path, config.to_json())  # a race on other data or another model is refused, untouched
     plan = None
     if backend == "local" and engine != "per-run":

@@ -74,7 +74,7 @@ class ResultsStore:
                                  "mixed with new runs, so it is left untouched: use another --out")
             differences = config_differences(stored, config)
             if differences and config.get("binding") is not None and stored.get("binding") != config["binding"]:
-                raise ValueError(f"--out {str(path)!r} holds a race on other data or another model ("
+                raise ValueError(f"--out {str(path)!r} holds a race on other data, another model or other optimizer code ("
                                  f"{_binding_change(stored.get('binding'), config['binding'])}): its runs cannot be "
                                  "mixed with new ones; use another --out, or restore the task as it was (a Dataset "
                                  "that draws random numbers in __getitem__ changes its data on every read: seed it)")
@@ -208,7 +208,12 @@ def _binding_change(stored: Any, wanted: dict[str, Any]) -> str:
              "n_train": "the training split's size", "n_val": "the validation split's size",
              "n_test": "the test split's size"}
     keys = sorted(set(stored) | set(wanted))
-    changed = [f"{names.get(k, k)} changed" for k in keys if stored.get(k) != wanted.get(k)]
+    changed = [f"{names.get(k, k)} changed" for k in keys if stored.get(k) != wanted.get(k)
+               and k != "optimizers_sha256"]
+    before, now = stored.get("optimizers_sha256") or {}, wanted.get("optimizers_sha256") or {}
+    changed += [f"the code of optimizer {name!r} changed" if name in before
+                else f"no fingerprint of optimizer {name!r}'s code was stored (an earlier descentlab wrote it)"
+                for name in sorted(now) if before.get(name) != now[name]]
     return ", ".join(changed)
 
 
