@@ -18,10 +18,11 @@ def race(task: Any = "mnist1d", *, report: bool = True, **options: Any) -> RaceR
     centres a shorter grid per optimizer on a range test, :mod:`descentlab.lrfind.auto`), then
     :func:`descentlab.report.write_report` unless ``report=False``. Imports torch on first call only."""
     from .lrfind.auto import for_race, is_auto
-    from .racing import run_race
+    from .racing import check_options, run_race
 
     auto = None
     if is_auto(options.get("lrs")):  # one range test per optimizer, then a grid centred on its suggestion
+        check_options(task, lrs_later=True, **options)  # every other option and --out, before the range tests
         auto = for_race(task, options)
         options = {**options, "lrs": auto.grids}
     result = run_race(task, **options)

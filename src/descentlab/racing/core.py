@@ -119,25 +119,11 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
              task_options: Mapping[str, Any] | None, run_fn: RunFn | None, backend: str, address: str | None,
              engine: str | None, hp: Any, patience: Any) -> _Setup:
     """Every check a race makes before it trains anything (ValueError naming the option and the value)."""
-    _check_backend(backend, address, task)
-    _check_engine(engine, backend)
-    torch_device = check_device(device)
-    task_name = task if isinstance(task, str) else _task_object_name(task)
-    task_obj = task if isinstance(task, Task) else None
-    chosen_model = model
-    if chosen_model is None:
-        chosen_model = task_obj.default_model if task_obj is not None else default_model_of(task_name)
-    if chosen_model is None:  # an import path (or an unknown name): the task itself says
-        task_obj = resolve_task(task_name, **dict(task_options or {}))
-        chosen_model = task_obj.default_model
-    config = make_config(task=task_name, model=chosen_model, optimizers=optimizers, lrs=lrs, seeds=seeds,
-                         epochs=epochs, batch_size=batch_size, quick=quick, task_options=task_options,
-                         schedules=schedules, device=str(torch_device), hp=hp, patience=patience)
-    if backend == "ray" and torch_device.index is not None:
-        raise ValueError(f"device {device!r}: with --backend ray use --device cuda (Ray gives each run its own GPU)")
-    n_jobs = check_jobs(jobs) if backend == "ray" else _check_jobs_for(jobs, torch_device.type)
-    out_path = Path(out) if out is not None else default_out()
-    check_store(out_path, config.to_json())  # refuse another race's directory before spending time on data
+    config, task_obj, n_jobs, out_path = _checked_options(
+        task, model=model, optimizers=optimizers, lrs=lrs, seeds=seeds, epochs=epochs, batch_size=batch_size,
+        schedules=schedules, device=device, jobs=jobs, quick=quick, out=out, task_options=task_options,
+        backend=backend, address=address, engine=engine, hp=hp, patience=patience)
+    task_name = config.task
     for name, combos in config.hp_skipped.items():
         shown = "; ".join(", ".join(f"{k}={v}" for k, v in sorted(combo.items())) for combo in combos)
         print(f"descentlab race: {name} cannot be built with {shown}: left out of its search", file=sys.stderr)
@@ -164,6 +150,54 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
                           run_batch=batching.run_batch if plan is not None else None)
     return _Setup(config, out_path, Runs(n_jobs, backend, address, TaskRef(config.task, config.task_options), plan),
                   context)
+
+
+def check_options(task: Task | str = "mnist1d", *, lrs_later: bool = False, **options: Any) -> None:
+    """The checks :func:`run_race` makes of its options and ``out`` before it loads the task's data
+    (ValueError naming the option and the value). ``lrs_later``: the lrs are not known yet (``race --lrs
+    auto`` checks everything else before its range tests), so the grid is not compared with the race
+    ``out`` may hold; :func:`run_race` compares it when it starts."""
+    known = {k: v for k, v in options.items() if k in _OPTION_DEFAULTS}  # not run_fn, progress: no check
+    if lrs_later:
+        known["lrs"] = None
+    _checked_options(task, **{**_OPTION_DEFAULTS, **known}, ignore=LR_FIELDS if lrs_later else ())
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "model": None, "optimizers": None, "lrs": None, "seeds": None, "epochs": None, "batch_size": 64,
+    "schedules": None, "device": "cpu", "jobs": None, "quick": False, "out": None, "task_options": None,
+    "backend": "local", "address": None, "engine": None, "hp": None, "patience": None}
+""":func:`run_race`'s options that :func:`check_options` checks, with run_race's defaults."""
+LR_FIELDS = ("lrs", "extra_lrs")
+"""The fields of ``race.json`` that hold the lr grids (``extra_lrs``: per-optimizer grids of ``--lrs auto``)."""
+
+
+def _checked_options(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, seeds: Any, epochs: Any,
+                     batch_size: Any, schedules: Any, device: str, jobs: Any, quick: bool, out: Any,
+                     task_options: Mapping[str, Any] | None, backend: str, address: str | None, engine: str | None,
+                     hp: Any, patience: Any, ignore: tuple[str, ...] = ()) -> tuple[RaceConfig, Task | None, int, Path]:
+    """The race's config, its task when resolving the model needed it, its jobs and its ``out``, with every
+    option checked, and ``out`` checked against the race it may hold (but for the fields ``ignore``)."""
+    _check_backend(backend, address, task)
+    _check_engine(engine, backend)
+    torch_device = check_device(device)
+    task_name = task if isinstance(task, str) else _task_object_name(task)
+    task_obj = task if isinstance(task, Task) else None
+    chosen_model = model
+    if chosen_model is None:
+        chosen_model = task_obj.default_model if task_obj is not None else default_model_of(task_name)
+    if chosen_model is None:  # an import path (or an unknown name): the task itself says
+        task_obj = resolve_task(task_name, **dict(task_options or {}))
+        chosen_model = task_obj.default_model
+    config = make_config(task=task_name, model=chosen_model, optimizers=optimizers, lrs=lrs, seeds=seeds,
+                         epochs=epochs, batch_size=batch_size, quick=quick, task_options=task_options,
+                         schedules=schedules, device=str(torch_device), hp=hp, patience=patience)
+    if backend == "ray" and torch_device.index is not None:
+        raise ValueError(f"device {device!r}: with --backend ray use --device cuda (Ray gives each run its own GPU)")
+    n_jobs = check_jobs(jobs) if backend == "ray" else _check_jobs_for(jobs, torch_device.type)
+    out_path = Path(out) if out is not None else default_out()
+    check_store(out_path, config.to_json(), ignore)  # refuse another race's directory before spending time on data
+    return config, task_obj, n_jobs, out_path
 
 
 def _task_object_name(task: Any) -> str:

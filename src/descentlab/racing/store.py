@@ -20,7 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,11 @@ LOCK = ".race.lock"
 REPORT = "report.html"
 """Written into the same directory at the end of a race (by :mod:`descentlab.report`)."""
 
-def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any], ignore: Collection[str] = ()) -> list[str]:
     """Human-readable ``key: stored -> wanted`` lines for every field that differs (``binding`` only when
-    ``wanted`` has one: it is known once the task is loaded, see :func:`check_binding`)."""
-    keys = sorted((set(stored) | set(wanted)) - (set() if wanted.get("binding") is not None else {"binding"}))
+    ``wanted`` has one: it is known once the task is loaded, see :func:`check_binding`), but ``ignore``."""
+    keys = sorted((set(stored) | set(wanted)) - (set() if wanted.get("binding") is not None else {"binding"})
+                  - set(ignore))
     return [f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys if stored.get(key) != wanted.get(key)]
 
 
@@ -59,8 +60,9 @@ class ResultsStore:
         return self.directory / RESULTS
 
     @classmethod
-    def check(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> None:
-        """Raise ValueError if ``directory`` cannot hold a race with ``config``; changes nothing."""
+    def check(cls, directory: str | os.PathLike[str], config: dict[str, Any], ignore: Collection[str] = ()) -> None:
+        """Raise ValueError if ``directory`` cannot hold a race with ``config``; changes nothing. ``ignore``:
+        fields of ``config`` not known yet (not compared; its results are then read at the full check)."""
         path = check_directory("--out", directory)  # can be created and written: not under a file, not /proc
         check_entries_are_files("--out", path, (CONFIG, RESULTS, LOCK))
         config_path = path / CONFIG
@@ -72,9 +74,10 @@ class ResultsStore:
                                  f"earlier descentlab (this one writes format {RESULTS_FORMAT}: settings tuned over "
                                  "seeds with early stopping, results bound to their data); it cannot be resumed or "
                                  "mixed with new runs, so it is left untouched: use another --out")
-            differences = config_differences(stored, config)
+            differences = config_differences(stored, config, ignore)
             if differences and config.get("binding") is not None and stored.get("binding") != config["binding"]:
-                raise ValueError(f"--out {str(path)!r} holds a race on other data, another model or other optimizer code ("
+                raise ValueError(f"--out {str(path)!r} holds a race on other data, another model or other "
+                                 "optimizer code ("
                                  f"{_binding_change(stored.get('binding'), config['binding'])}): its runs cannot be "
                                  "mixed with new ones; use another --out, or restore the task as it was (a Dataset "
                                  "that draws random numbers in __getitem__ changes its data on every read: seed it)")
@@ -86,7 +89,8 @@ class ResultsStore:
                 if (path / name).exists():
                     raise ValueError(f"--out {str(path)!r} holds a {name} without {CONFIG}; not a race this tool "
                                      "can resume (use another --out)")
-        _read_rows(path / RESULTS, config)
+        if not ignore:
+            _read_rows(path / RESULTS, config)
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], config: dict[str, Any]) -> ResultsStore:
