@@ -76,9 +76,15 @@ class ResultsStore:
                                  "mixed with new runs, so it is left untouched: use another --out")
             differences = config_differences(stored, config, ignore)
             if differences and config.get("binding") is not None and stored.get("binding") != config["binding"]:
-                raise ValueError(f"--out {str(path)!r} holds a race on other data, another model or other "
-                                 "optimizer code ("
-                                 f"{_binding_change(stored.get('binding'), config['binding'])}): its runs cannot be "
+                before, now = stored.get("binding"), config["binding"]
+                code_only = isinstance(before, dict) and all(before.get(k) == now.get(k) for k in now
+                                                             if k != OPTIMIZER_CODE)
+                if code_only:
+                    raise ValueError(f"--out {str(path)!r} holds a race run with other optimizer code "
+                                     f"({_binding_change(before, now)}): its runs cannot be mixed with new ones; use "
+                                     "another --out, or restore the optimizer as it was")
+                raise ValueError(f"--out {str(path)!r} holds a race on other data or another model "
+                                 f"({_binding_change(before, now)}): its runs cannot be "
                                  "mixed with new ones; use another --out, or restore the task as it was (a Dataset "
                                  "that draws random numbers in __getitem__ changes its data on every read: seed it)")
             if differences:
@@ -205,6 +211,10 @@ def _read_config(path: Path) -> dict[str, Any]:
     return value
 
 
+OPTIMIZER_CODE = "optimizers_sha256"
+"""The binding's field of the raced optimizers' code fingerprints (:func:`.binding.of`)."""
+
+
 def _binding_change(stored: Any, wanted: dict[str, Any]) -> str:
     if not isinstance(stored, dict):
         return "it holds no fingerprint"
@@ -213,8 +223,8 @@ def _binding_change(stored: Any, wanted: dict[str, Any]) -> str:
              "n_test": "the test split's size"}
     keys = sorted(set(stored) | set(wanted))
     changed = [f"{names.get(k, k)} changed" for k in keys if stored.get(k) != wanted.get(k)
-               and k != "optimizers_sha256"]
-    before, now = stored.get("optimizers_sha256") or {}, wanted.get("optimizers_sha256") or {}
+               and k != OPTIMIZER_CODE]
+    before, now = stored.get(OPTIMIZER_CODE) or {}, wanted.get(OPTIMIZER_CODE) or {}
     changed += [f"the code of optimizer {name!r} changed" if name in before
                 else f"no fingerprint of optimizer {name!r}'s code was stored (an earlier descentlab wrote it)"
                 for name in sorted(now) if before.get(name) != now[name]]

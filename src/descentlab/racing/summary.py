@@ -12,11 +12,17 @@ accuracy (classification) or test loss (regression), one value per seed. Per arm
   interval, and rliable's probability that the best arm beats it. An arm whose interval contains 0
   *cannot be told from the best*: a tie is an answer, and the report names every such arm (one whose
   interval lies below 0 did better on test than the validation winner, and the report says so);
+- its rank: first by how many of its confirmation seeds did *not* finish (diverged or failed: an
+  optimizer whose selected setting diverged on some seeds ranks after every one that finished them all,
+  however well its finished seeds did), then by its mean best-point validation metric; an exact tie
+  there (a saturated validation split) is broken by fewer epochs to the target (median over seeds),
+  then the earlier mean best epoch, then the arm's name — never by the order the optimizers were given;
 - a warning when its seeds disagree: a spread (max − min) above :data:`SPREAD_POINTS` points of
   accuracy, or a worst loss above :data:`SPREAD_LOSS_RATIO` x the best, naming the worst seed.
 
 Time-to-target: the target is ``TARGET_FRACTION`` (90 %) of the best mean best-point validation
-accuracy that any arm reached (regression: the best mean best-point validation loss / 0.9). A run's
+accuracy that any arm reached (regression: the best mean best-point validation loss L / 0.9, written
+L + |L|·(1/0.9 − 1) so a loss below zero, a log-likelihood's, gets a target above its best too). A run's
 time-to-target is the first evaluation meeting it, in epochs and steps (exact: the same on every
 machine, to the resolution of one evaluation) and in seconds (timing noise). A seed that never got there
 counts as never — it is not left out: the median over seeds is then "never" when half or more of them
@@ -130,6 +136,11 @@ class ArmSummary:
         return self.selected.lr if self.selected is not None else None
 
     @property
+    def unfinished(self) -> int:
+        """Confirmation seeds whose run diverged or failed (the headline is None)."""
+        return sum(value is None for value in self.per_seed.values())
+
+    @property
     def all_diverged(self) -> bool:
         """No setting to select: every tuning run diverged or failed (or tuning has not finished)."""
         return self.selected is None
@@ -192,13 +203,24 @@ class RaceSummary:
         validation*: the highest mean best-point validation accuracy of their confirmation runs (regression:
         the lowest validation loss). The winner is chosen on validation, like every other choice of the race;
         the test split only measures it."""
-        def key(s: ArmSummary) -> float:
+        def key(s: ArmSummary) -> tuple[int, float, float, float, str, str]:
             if self.classification:
-                return -(s.best_val_acc.mean if s.best_val_acc.mean is not None else -math.inf)
-            return s.best_val_loss.mean if s.best_val_loss.mean is not None else math.inf
+                value = -(s.best_val_acc.mean if s.best_val_acc.mean is not None else -math.inf)
+            else:
+                value = s.best_val_loss.mean if s.best_val_loss.mean is not None else math.inf
+            best_epoch = s.best_epoch.mean if s.best_epoch.mean is not None else math.inf
+            return (s.unfinished, value, s.median_target_epochs(), best_epoch, s.optimizer, s.schedule)
 
         scored = [s for s in self.arms if s.interval.mean is not None and (schedule is None or s.schedule == schedule)]
         return sorted(scored, key=key)
+
+    def tied_on_validation(self, arm: ArmSummary) -> list[ArmSummary]:
+        """The other ranked arms with ``arm``'s unfinished seeds and exactly its mean best-point validation
+        metric: validation cannot order them (the rank's later keys did)."""
+        metric = "best_val_acc" if self.classification else "best_val_loss"
+        value = getattr(arm, metric).mean
+        return [s for s in self.ranked() if s is not arm and s.unfinished == arm.unfinished
+                and getattr(s, metric).mean == value]
 
     def best(self) -> ArmSummary | None:
         ranked = self.ranked()
@@ -253,7 +275,10 @@ def _target(finals: Mapping[Arm, list[RunRecord]], classification: bool) -> floa
     means = [m for m in means if m is not None]
     if not means:
         return None
-    return TARGET_FRACTION * max(means) if classification else min(means) / TARGET_FRACTION
+    if classification:
+        return TARGET_FRACTION * max(means)
+    best = min(means)
+    return best + abs(best) * (1 / TARGET_FRACTION - 1)  # best / 0.9 for a positive loss; above a negative one
 
 
 def _spread_warning(per_seed: Mapping[int, float | None], classification: bool) -> str | None:
@@ -314,8 +339,7 @@ def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Seq
         end_test_acc=Stat.of(r.end_test_acc for r in ok), end_test_loss=Stat.of(r.end_test_loss for r in ok),
         best_val_acc=Stat.of(r.best_val_acc for r in ok), best_val_loss=Stat.of(r.best_val_loss for r in ok),
         best_epoch=Stat.of(r.best_epoch for r in ok), best_is_last=sum(bool(r.best_is_last) for r in ok),
-        per_seed=per_seed, interval=mean_interval(list(per_seed.values()), bounds=(0.0, 1.0) if classification
-                                                  else (0.0, math.inf)),
+        per_seed=per_seed, interval=mean_interval(list(per_seed.values()), bounds=_bounds(per_seed, classification)),
         target_epoch=Stat.of(t[0] for t in reached), target_seconds=Stat.of(t[1] for t in reached),
         target_steps={seed: (t[2] if t is not None else None) for seed, t in times.items()},
         target_epochs={seed: (t[0] if t is not None else None) for seed, t in times.items()},
@@ -328,6 +352,15 @@ def _arm(config: RaceConfig, arm: Arm, selection: Selection | None, records: Seq
                       "stopped_early_at": r.stopped_early_at} for r in tuning],
         warnings=[warning] if warning else [],
     )
+
+
+def _bounds(per_seed: Mapping[int, float | None], classification: bool) -> tuple[float, float]:
+    """The range a headline's interval is clipped to: [0, 1] for accuracy; [0, inf) for a loss whose seeds
+    are all at or above 0, else unbounded (a log-likelihood loss goes below 0)."""
+    if classification:
+        return 0.0, 1.0
+    finished = [v for v in per_seed.values() if v is not None and math.isfinite(v)]
+    return (0.0 if all(v >= 0 for v in finished) else -math.inf), math.inf
 
 
 def _tuning_order(record: RunRecord) -> tuple[float, float, str, int]:

@@ -1,7 +1,9 @@
 """The report's recommendation: plain sentences drawn from the summary's numbers, nothing else.
 
-- The winner is the arm (optimizer, schedule) with the best mean test accuracy at the best validation
-  point (regression: lowest test loss), with its 95 % interval over seeds. Every other arm is compared
+- The winner is the first arm (optimizer, schedule) of the summary's rank: chosen on validation, after
+  every arm whose confirmation seeds all finished (:meth:`RaceSummary.ranked`); its test score at the best
+  validation point is stated with its 95 % interval over seeds. An exact tie on validation is said, with
+  what broke it. Every other arm is compared
   with it paired by seed (:mod:`descentlab.racing.summary`): those whose interval of the difference
   contains 0 cannot be told from the winner and are named as equally good answers on this budget; a
   clear gap is stated with its interval.
@@ -96,10 +98,28 @@ def _winner(summary: RaceSummary, best: ArmSummary, epochs: int) -> str:
     setting = best.selected.describe() if best.selected is not None else "-"
     validation = (best.best_val_acc.format(percent=True) if summary.classification
                   else best.best_val_loss.format())
-    return (f"Use {best.optimizer}{schedule} with {setting}: it was best on validation ({validation} at the best "
-            f"point, mean over seeds), and its {what} at that point is {_score(best, summary.classification)} "
-            f"(mean [95 % interval]), within a budget of {epochs} epochs (best point at epoch "
-            f"{best.best_epoch.format()} on average).")
+    tied = summary.tied_on_validation(best)
+    if tied:
+        saturated = summary.classification and best.best_val_acc.mean == 1.0
+        why = (f"it tied on validation with {', '.join(arm_label(s, summary) for s in tied)} ({validation} at the "
+               "best point, mean over seeds" + ("; the validation split is saturated" if saturated else "") +
+               f"), and is named first because {_tie_break(best, tied, summary)}")
+    else:
+        why = f"it was best on validation ({validation} at the best point, mean over seeds)"
+    return (f"Use {best.optimizer}{schedule} with {setting}: {why}, and its {what} at that point is "
+            f"{_score(best, summary.classification)} (mean [95 % interval]), within a budget of {epochs} epochs "
+            f"(best point at epoch {best.best_epoch.format()} on average).")
+
+
+def _tie_break(best: ArmSummary, tied: Sequence[ArmSummary], summary: RaceSummary) -> str:
+    """Which of the rank's later keys put ``best`` before the arms it tied with on validation."""
+    fewest = best.median_target_epochs()
+    if math.isfinite(fewest) and all(fewest < s.median_target_epochs() for s in tied):
+        return f"it reached the target in fewer epochs ({fewest:g}, median over seeds)"
+    if best.best_epoch.mean is not None and all(s.best_epoch.mean is None or best.best_epoch.mean < s.best_epoch.mean
+                                                for s in tied):
+        return f"its best point came earlier (epoch {best.best_epoch.format()} on average)"
+    return "of its name (nothing else told them apart; the test comparison below says whether they differ)"
 
 
 def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
@@ -107,6 +127,9 @@ def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
     if not others:
         return []
     if best.interval.n < 2:
+        if best.seeds >= 2:
+            return [f"Only one of {_name(best, summary)}'s {best.seeds} confirmation seeds finished, so there is no "
+                    "spread over seeds and no gap here can be told from noise."]
         return ["With one finished seed there is no spread over seeds, so no gap here can be told from noise "
                 "(race with --seeds 3 or more to tell)."]
     out = []
@@ -264,6 +287,10 @@ def _unfinished(summary: RaceSummary, failures: list[str]) -> list[str]:
     ranked = summary.ranked()
     for s in summary.arms:
         name = arm_label(s, summary)
+        if s in ranked and s.unfinished:
+            out.append(f"{name}: its selected setting diverged or failed on {s.unfinished} of its {s.seeds} "
+                       f"confirmation seeds; its scores are over the {s.seeds - s.unfinished} that finished, and it "
+                       "ranks after every optimizer whose seeds all finished.")
         if s.all_diverged:
             out.append(f"{name}: {s.no_result_reason()}, so it has no result; it is listed, not dropped.")
         elif s not in ranked:
