@@ -135,3 +135,18 @@ def test_the_report_says_whether_a_schedule_changed_the_ranking():
     assert "The schedule changed the ranking" in page and "cosine: sgd &gt; adam" in page
     assert "sgd / cosine" in format_table(summary)
     assert recommendation(summary, epochs=1)[0].startswith("Use sgd and the cosine schedule with lr 0.1")
+
+
+def test_a_gap_of_one_test_example_on_every_seed_is_a_tie_not_a_finding():
+    """With identical per-seed gaps the t interval is a point; on a 40-example test split a gap of one example
+    (2.5 points) on both seeds is all the split can resolve, so it is not "beyond the seeds' noise". The same
+    runs on a 400-example split (one example = 0.25 points) are a clear gap."""
+    rows = rows_for({"momentum": [0.950, 0.925], "adam": [0.975, 0.950]})
+    small = dataclasses.replace(config_for("momentum,adam", seeds=2), binding={"n_train": 100, "n_val": 40,
+                                                                                "n_test": 40})
+    summary = summarize(small, rows)
+    assert summary.best().optimizer == "adam"
+    assert summary.tied_with_best() == [summary.by_arm("momentum")] and not summary.better_on_test()
+    assert not any("beyond the seeds' noise" in w for w in recommendation(summary, epochs=1))
+    large = dataclasses.replace(small, binding={"n_train": 100, "n_val": 40, "n_test": 400})
+    assert summarize(large, rows).tied_with_best() == []

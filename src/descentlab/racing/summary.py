@@ -9,7 +9,9 @@ accuracy (classification) or test loss (regression), one value per seed. Per arm
   best-point validation accuracy of its confirmation runs (regression: the lowest validation loss) —
   the paired test difference ``best_s − arm_s`` over the seeds both finished (accuracy; for loss
   ``arm_s − best_s``, so a positive difference always means "worse on test than the best") with its 95 %
-  interval, and rliable's probability that the best arm beats it. An arm whose interval contains 0
+  interval, and rliable's probability that the best arm beats it. An arm whose interval contains 0 —
+  or, in accuracy, whose mean gap is at most one test example (1/n_test: with identical gaps on every
+  seed the t interval is a point, and a gap the test split cannot resolve finer is not a finding) —
   *cannot be told from the best*: a tie is an answer, and the report names every such arm (one whose
   interval lies below 0 did better on test than the validation winner, and the report says so);
 - its rank: first by how many of its confirmation seeds did *not* finish (diverged or failed: an
@@ -84,7 +86,8 @@ class Comparison:
     """best − arm for accuracy, arm − best for loss, on test: > 0 means worse than the best."""
     p_best_better: float | None
     tied: bool
-    """The interval contains 0: this arm cannot be told from the best."""
+    """The interval contains 0, or the mean gap is at most one test example (classification): this arm
+    cannot be told from the best."""
 
 
 @dataclass
@@ -233,7 +236,8 @@ class RaceSummary:
 
     def better_on_test(self) -> list[ArmSummary]:
         """Arms whose test score beat the validation winner's beyond the seeds' noise (interval below 0)."""
-        return [s for s in self.ranked() if s.comparison is not None and s.comparison.shortfall.high < 0]
+        return [s for s in self.ranked() if s.comparison is not None and not s.comparison.tied
+                and s.comparison.shortfall.high < 0]
 
     def ranking_by_schedule(self) -> dict[str, list[str]]:
         """The optimizers in order, best first, under each schedule."""
@@ -375,6 +379,8 @@ def _compare(summary: RaceSummary, classification: bool) -> None:
     if best is None:
         return
     sign = 1.0 if classification else -1.0
+    n_test = summary.split_sizes.get("n_test", 0)
+    resolution = 1.0 / n_test if classification and n_test else 0.0
     for arm in summary.ranked():
         if arm is best:
             continue
@@ -383,7 +389,8 @@ def _compare(summary: RaceSummary, classification: bool) -> None:
                                       bounds=(-1.0, 1.0) if classification else (-math.inf, math.inf))
         p = probability_of_improvement({s: _signed(v, sign) for s, v in best.per_seed.items()},
                                        {s: _signed(v, sign) for s, v in arm.per_seed.items()})
-        arm.comparison = Comparison(shortfall, p, shortfall.contains(0.0))
+        within_one_example = shortfall.mean is not None and abs(shortfall.mean) <= resolution * (1 + 1e-9)
+        arm.comparison = Comparison(shortfall, p, shortfall.contains(0.0) or within_one_example)
 
 
 def _signed(value: float | None, sign: float) -> float | None:
