@@ -38,23 +38,30 @@ class Hyper:
     math: bool = True
     keyword_only: bool = False
     tensor_ok: bool = False
+    """lr-like: a one-element tensor is taken (squeezed to 0-dim, as torch's ``_to_scalar``) and may move
+    every step (:attr:`.rule.Rule.tensor_names`)."""
+    accepts_tensor: bool = False
+    """A one-element tensor is taken as it is, checked by its number (torch's Adam takes a tensor
+    ``weight_decay``, one that requires grad included), but is not lr-like."""
+    clean: Callable[[Any], Any] | None = None
+    """Applied to a valid value before it is kept (``betas``: one-element tensors squeezed)."""
 
     def validate(self, value: Any, owner: str) -> Any:
         """Return ``value`` (0-dim tensors squeezed for lr-like hypers) or raise a named error."""
-        if self.tensor_ok and isinstance(value, torch.Tensor):
+        if (self.tensor_ok or self.accepts_tensor) and isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise ValueError(
                     f"{owner}: {self.name} as a tensor must have exactly one element, got shape "
                     f"{tuple(value.shape)}"
                 )
-            if value.dim() != 0:
+            if value.dim() != 0 and self.tensor_ok:
                 value = value.squeeze()
             problem = self.check(self.name, float(value.detach()))
         else:
             problem = self.check(self.name, value)
         if problem is not None:
             raise type(problem)(f"{owner}: {problem}")
-        return value
+        return value if self.clean is None else self.clean(value)
 
 
 def _is_real(value: Any) -> bool:
@@ -133,7 +140,8 @@ def real_pair(
     high_open: bool = True,
     doc: str = "",
 ) -> Hyper:
-    """Two reals, each in ``[low, high)`` — Adam's ``betas``."""
+    """Two reals, each in ``[low, high)`` — Adam's ``betas``: two numbers, or two one-element tensors
+    (each squeezed to 0-dim, as torch's constructor does with ``tuple(map(_to_scalar, betas))``)."""
     element = _real_checker(low, high, False, high_open)
 
     def check(name: str, value: Any) -> Exception | None:
@@ -143,13 +151,21 @@ def real_pair(
             return ValueError(f"{name} must be either both floats or both Tensors, got {value!r}")
         for index, item in enumerate(value):
             if isinstance(item, torch.Tensor) and item.numel() == 1:
-                item = float(item)
+                item = float(item.detach())
             problem = element(f"{name}[{index}]", item)
             if problem is not None:
                 return problem
         return None
 
-    return Hyper(name, tuple(default), check, doc=doc)
+    return Hyper(name, tuple(default), check, doc=doc, clean=_squeezed)
+
+
+def _squeezed(value: Any) -> Any:
+    """torch's ``_to_scalar`` on each item: a one-element tensor of rank > 0 becomes 0-dim (and the pair a
+    tuple, as torch's constructor keeps it); anything else is kept as given."""
+    if not any(isinstance(item, torch.Tensor) and item.dim() != 0 for item in value):
+        return value
+    return tuple(item.squeeze() if isinstance(item, torch.Tensor) and item.dim() != 0 else item for item in value)
 
 
 def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool = True) -> Hyper:
