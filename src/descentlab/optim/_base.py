@@ -86,12 +86,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                 init_state(self.rule, p, added, self.state[p])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Also reached from ``load_state_dict``: fill hyper-parameters an older checkpoint lacks, and
-        turn a plain-number ``step`` (older torch checkpoints) into torch's 0-dim tensor."""
+        """Also reached from ``load_state_dict``: fill hyper-parameters an older checkpoint lacks, set the
+        rule's fixed ones whatever the checkpoint holds (an Adam checkpoint loaded into AdamW gets
+        ``decoupled_weight_decay=True``, as torch's ``AdamW.__setstate__`` forces), and turn a plain-number
+        ``step`` (older torch checkpoints) into torch's 0-dim tensor."""
         super().__setstate__(state)
         for group in self.param_groups:
             for name, value in self.rule.defaults.items():
                 group.setdefault(name, value)
+            group.update(self.rule.fixed)
         for param_state in self.state.values():
             step = param_state.get("step") if isinstance(param_state, dict) else None
             if step is not None and not torch.is_tensor(step):
