@@ -103,8 +103,10 @@ def real(
     doc: str = "",
     keyword_only: bool = False,
     tensor_ok: bool = False,
+    accepts_tensor: bool = False,
 ) -> Hyper:
-    """A finite real number in an interval (default ``[0, inf)``)."""
+    """A finite real number in an interval (default ``[0, inf)``); ``tensor_ok``/``accepts_tensor``: see
+    :class:`Hyper`."""
     return Hyper(
         name,
         default,
@@ -112,6 +114,7 @@ def real(
         doc=doc,
         keyword_only=keyword_only,
         tensor_ok=tensor_ok,
+        accepts_tensor=accepts_tensor,
     )
 
 
@@ -200,6 +203,43 @@ def engine_option_problem(values: Mapping[str, Any]) -> Exception | None:
             return RuntimeError("`fused` does not support `differentiable`")
         if values.get("foreach"):
             return RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    return None
+
+
+def tensors_refused_with_plain_foreach(*names: str) -> Callable[[Mapping[str, Any]], Exception | None]:
+    """A rule constraint: torch's Adam constructor refuses a tensor ``lr`` or beta when ``foreach=True`` and
+    ``capturable=False`` (its multi-tensor kernel reads them as numbers), with a ValueError naming the value
+    (``betas[0] as a Tensor ...``). ``names``: the hyper-parameters it checks, in torch's order; a pair is
+    checked item by item. (torch's SGD, Adagrad and RMSprop take a tensor lr with foreach: they do not
+    declare it.)"""
+
+    def check(values: Mapping[str, Any]) -> Exception | None:
+        if not values.get("foreach") or values.get("capturable"):
+            return None
+        for name in names:
+            value = values.get(name)
+            items = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
+            for index, item in items:
+                if isinstance(item, torch.Tensor):
+                    label = name if index is None else f"{name}[{index}]"
+                    return ValueError(f"{label} as a Tensor is not supported for capturable=False and foreach=True")
+        return None
+
+    return check
+
+
+FUSED_DEVICES = ("mps", "cuda", "xpu", "hpu", "cpu", "mtia", "privateuseone")
+"""Where torch 2.13's ``fused=True`` steps (``torch.utils._foreach_utils._get_fused_kernels_supported_devices``,
+copied, as :data:`CAPTURABLE_DEVICES`)."""
+
+
+def fused_problem(group: Mapping[str, Any], param: torch.Tensor) -> Exception | None:
+    """torch.optim's step-time check of ``fused=True`` (``_device_dtype_check_for_fused``): a parameter that
+    is not a floating-point tensor (a complex one) or lives elsewhere than on :data:`FUSED_DEVICES` is
+    refused with torch's RuntimeError and message. Where torch accepts it, ``fused`` changes nothing."""
+    if group.get("fused") and (param.device.type not in FUSED_DEVICES or not torch.is_floating_point(param)):
+        return RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                            f"devices: {list(FUSED_DEVICES)} but {param.dtype} and {param.device.type}")
     return None
 
 
