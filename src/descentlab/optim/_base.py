@@ -86,12 +86,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                 init_state(self.rule, p, added, self.state[p])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Also reached from ``load_state_dict``: fill hyper-parameters an older checkpoint lacks, and
-        turn a plain-number ``step`` (older torch checkpoints) into torch's 0-dim tensor."""
+        """Also reached from ``load_state_dict``: fill hyper-parameters an older checkpoint lacks, set the
+        rule's fixed ones whatever the checkpoint holds (an Adam checkpoint loaded into AdamW gets
+        ``decoupled_weight_decay=True``, as torch's ``AdamW.__setstate__`` forces), and turn a plain-number
+        ``step`` (older torch checkpoints) into torch's 0-dim tensor."""
         super().__setstate__(state)
         for group in self.param_groups:
             for name, value in self.rule.defaults.items():
                 group.setdefault(name, value)
+            group.update(self.rule.fixed)
         for param_state in self.state.values():
             step = param_state.get("step") if isinstance(param_state, dict) else None
             if step is not None and not torch.is_tensor(step):
@@ -111,6 +114,19 @@ class RuleOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         check_loaded_state(self.rule, self.param_groups, self.state, type(self).__name__)
+
+
+def share_memory(self: RuleOptimizer) -> None:
+    """``share_memory_()`` on every state buffer (not ``step``), as torch's ``Adagrad.share_memory()``: called
+    before forking Hogwild workers that step one optimizer, so each worker updates the same accumulators.
+    Given to the classes of rules whose state is made at construction (``Rule.eager_state``), where the
+    buffers exist before the first step."""
+    names = {buffer.name for buffer in self.rule.buffers}
+    for group in self.param_groups:
+        for p in group["params"]:
+            for name, value in self.state[p].items():
+                if name in names and isinstance(value, torch.Tensor):
+                    value.share_memory_()
 
 
 def _check_params_argument(params: Any, owner: str) -> list[Any]:
@@ -165,7 +181,9 @@ def optimizer_class(rule: Rule, class_name: str | None = None, doc: str | None =
                     module: str | None = None) -> type[RuleOptimizer]:
     """Build the ``torch.optim.Optimizer`` subclass for ``rule``."""
     name = class_name or rule.name
+    methods = {"share_memory": share_memory} if rule.eager_state else {}
     cls = type(name, (RuleOptimizer,), {
+        **methods,
         "rule": rule,
         "__doc__": doc or rule.doc or f"The {rule.name!r} rule as a torch.optim.Optimizer.",
         "__module__": module or __name__,

@@ -70,7 +70,8 @@ def apply_update(rule: Rule, param: torch.Tensor, grad: torch.Tensor, state: Mut
                  names: list[str] | tuple[str, ...], hypers: Mapping[str, Any], step: Any) -> None:
     """Call ``rule.update`` on (real views of) the tensors and write its results back."""
     as_real = torch.view_as_real if torch.is_complex(param) else _identity
-    current = {name: (as_real(state[name]) if name in state else None) for name in names}
+    # a lazy buffer is None until made: absent, or None as an old torch checkpoint holds it
+    current = {name: (None if (value := state.get(name)) is None else as_real(value)) for name in names}
     target = as_real(param)
     inputs, given = target, current
     if torch.is_grad_enabled():  # differentiable=True: autograd may save an input the write-back overwrites

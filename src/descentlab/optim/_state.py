@@ -39,7 +39,9 @@ def needs_state(rule: Rule, group: Mapping[str, Any]) -> bool:
 def check_loaded_state(rule: Rule, groups: list[dict[str, Any]], states: Mapping[torch.Tensor, Any],
                        owner: str) -> None:
     """After ``load_state_dict``: every buffer matches its parameter and no required one is
-    missing, so a mismatched checkpoint fails here with a clear message, not mid-step."""
+    missing, so a mismatched checkpoint fails here with a clear message, not mid-step. A lazy buffer
+    (``Buffer.init is None``) may be None: torch's SGD up to 2.2 saved ``momentum_buffer=None`` (with or
+    without momentum), and its step takes None as "not made yet"; so does descentlab's."""
     known = {b.name for b in rule.buffers} | ({"step"} if rule.counts_steps else set())
     for g_index, group in enumerate(groups):
         for p_index, param in enumerate(group["params"]):
@@ -61,6 +63,8 @@ def check_loaded_state(rule: Rule, groups: list[dict[str, Any]], states: Mapping
                         raise ValueError(f"{where} lacks {buffer.name!r} (the group's settings need it)")
                     continue
                 value = state[buffer.name]
+                if value is None and buffer.init is None:
+                    continue
                 if not isinstance(value, torch.Tensor) or value.shape != param.shape:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                     raise ValueError(

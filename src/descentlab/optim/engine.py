@@ -51,7 +51,7 @@ from ._gather_native import all_dense
 from ._outside import Screen, outside_reads
 from ._pieces import eager_piece, step_pieces, take
 from ._trace import trace_problem
-from .hyper import capturable_problem
+from .hyper import FUSED_DEVICES, capturable_problem, fused_problem
 from .probe import shape_problem
 from .rule import Rule, buffer_names
 
@@ -123,12 +123,16 @@ def step_all(optimizer: Any) -> None:
     owner = type(optimizer).__name__
     tracing = torch.compiler.is_compiling()
     for group in optimizer.param_groups:  # as torch.optim: a sparse gradient fails before anything moved
-        if (tracing or not group.get("capturable") or group.get("fused")) and _all_dense(group["params"]):
+        fused = bool(group.get("fused")) and not tracing and not _all_fusable(group["params"])
+        if (tracing or not group.get("capturable") or group.get("fused")) and not fused \
+                and _all_dense(group["params"]):
             continue  # nothing below would raise: skip its per-parameter Python loop
         for param in group["params"]:
             if param.grad is not None:
                 check_dense(param.grad, owner)
                 problem = None if tracing else capturable_problem(group, param.device)
+                if problem is None and fused and _unstepped(optimizer.rule, optimizer.state.get(param)):
+                    problem = fused_problem(group, param)
                 if problem is not None:
                     raise type(problem)(f"{owner}: {problem}")
     choice.routes = [_step_group(optimizer.rule, group, optimizer.state, owner, choice)
@@ -137,6 +141,24 @@ def step_all(optimizer: Any) -> None:
 
 _grad, _layout = attrgetter("grad"), attrgetter("layout")
 _not_none = partial(is_not, None)
+_dtype, _device_type = attrgetter("dtype"), attrgetter("device.type")
+
+
+def _all_fusable(params: list[torch.Tensor]) -> bool:
+    """Whether ``fused=True`` takes every parameter (:func:`.hyper.fused_problem` passes), in two C-level
+    ``map`` passes: the per-parameter loop runs only for a group that holds one it does not."""
+    return (all(map(torch.is_floating_point, params))
+            and set(map(_device_type, params)) <= set(FUSED_DEVICES))
+
+
+def _unstepped(rule: Rule, state: Any) -> bool:
+    """Whether a parameter has not been stepped yet (no state, or a step count of 0). torch checks a
+    ``fused=True`` parameter as it makes its first state (Adam), or at the optimizer's first step (SGD,
+    Adagrad): a complex parameter whose state was loaded from a checkpoint is stepped, as torch's Adam does."""
+    if not state:
+        return True
+    step = state.get("step") if rule.counts_steps else None
+    return step is None or float(step) == 0
 
 
 def _all_dense(params: list[torch.Tensor]) -> bool:

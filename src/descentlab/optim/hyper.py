@@ -38,23 +38,30 @@ class Hyper:
     math: bool = True
     keyword_only: bool = False
     tensor_ok: bool = False
+    """lr-like: a one-element tensor is taken (squeezed to 0-dim, as torch's ``_to_scalar``) and may move
+    every step (:attr:`.rule.Rule.tensor_names`)."""
+    accepts_tensor: bool = False
+    """A one-element tensor is taken as it is, checked by its number (torch's Adam takes a tensor
+    ``weight_decay``, one that requires grad included), but is not lr-like."""
+    clean: Callable[[Any], Any] | None = None
+    """Applied to a valid value before it is kept (``betas``: one-element tensors squeezed)."""
 
     def validate(self, value: Any, owner: str) -> Any:
         """Return ``value`` (0-dim tensors squeezed for lr-like hypers) or raise a named error."""
-        if self.tensor_ok and isinstance(value, torch.Tensor):
+        if (self.tensor_ok or self.accepts_tensor) and isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 raise ValueError(
                     f"{owner}: {self.name} as a tensor must have exactly one element, got shape "
                     f"{tuple(value.shape)}"
                 )
-            if value.dim() != 0:
+            if value.dim() != 0 and self.tensor_ok:
                 value = value.squeeze()
             problem = self.check(self.name, float(value.detach()))
         else:
             problem = self.check(self.name, value)
         if problem is not None:
             raise type(problem)(f"{owner}: {problem}")
-        return value
+        return value if self.clean is None else self.clean(value)
 
 
 def _is_real(value: Any) -> bool:
@@ -96,8 +103,10 @@ def real(
     doc: str = "",
     keyword_only: bool = False,
     tensor_ok: bool = False,
+    accepts_tensor: bool = False,
 ) -> Hyper:
-    """A finite real number in an interval (default ``[0, inf)``)."""
+    """A finite real number in an interval (default ``[0, inf)``); ``tensor_ok``/``accepts_tensor``: see
+    :class:`Hyper`."""
     return Hyper(
         name,
         default,
@@ -105,6 +114,7 @@ def real(
         doc=doc,
         keyword_only=keyword_only,
         tensor_ok=tensor_ok,
+        accepts_tensor=accepts_tensor,
     )
 
 
@@ -133,7 +143,8 @@ def real_pair(
     high_open: bool = True,
     doc: str = "",
 ) -> Hyper:
-    """Two reals, each in ``[low, high)`` — Adam's ``betas``."""
+    """Two reals, each in ``[low, high)`` — Adam's ``betas``: two numbers, or two one-element tensors
+    (each squeezed to 0-dim, as torch's constructor does with ``tuple(map(_to_scalar, betas))``)."""
     element = _real_checker(low, high, False, high_open)
 
     def check(name: str, value: Any) -> Exception | None:
@@ -143,13 +154,21 @@ def real_pair(
             return ValueError(f"{name} must be either both floats or both Tensors, got {value!r}")
         for index, item in enumerate(value):
             if isinstance(item, torch.Tensor) and item.numel() == 1:
-                item = float(item)
+                item = float(item.detach())
             problem = element(f"{name}[{index}]", item)
             if problem is not None:
                 return problem
         return None
 
-    return Hyper(name, tuple(default), check, doc=doc)
+    return Hyper(name, tuple(default), check, doc=doc, clean=_squeezed)
+
+
+def _squeezed(value: Any) -> Any:
+    """torch's ``_to_scalar`` on each item: a one-element tensor of rank > 0 becomes 0-dim (and the pair a
+    tuple, as torch's constructor keeps it); anything else is kept as given."""
+    if not any(isinstance(item, torch.Tensor) and item.dim() != 0 for item in value):
+        return value
+    return tuple(item.squeeze() if isinstance(item, torch.Tensor) and item.dim() != 0 else item for item in value)
 
 
 def engine_option(name: str, default: Any, doc: str = "", *, keyword_only: bool = True) -> Hyper:
@@ -184,6 +203,43 @@ def engine_option_problem(values: Mapping[str, Any]) -> Exception | None:
             return RuntimeError("`fused` does not support `differentiable`")
         if values.get("foreach"):
             return RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    return None
+
+
+def tensors_refused_with_plain_foreach(*names: str) -> Callable[[Mapping[str, Any]], Exception | None]:
+    """A rule constraint: torch's Adam constructor refuses a tensor ``lr`` or beta when ``foreach=True`` and
+    ``capturable=False`` (its multi-tensor kernel reads them as numbers), with a ValueError naming the value
+    (``betas[0] as a Tensor ...``). ``names``: the hyper-parameters it checks, in torch's order; a pair is
+    checked item by item. (torch's SGD, Adagrad and RMSprop take a tensor lr with foreach: they do not
+    declare it.)"""
+
+    def check(values: Mapping[str, Any]) -> Exception | None:
+        if not values.get("foreach") or values.get("capturable"):
+            return None
+        for name in names:
+            value = values.get(name)
+            items = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
+            for index, item in items:
+                if isinstance(item, torch.Tensor):
+                    label = name if index is None else f"{name}[{index}]"
+                    return ValueError(f"{label} as a Tensor is not supported for capturable=False and foreach=True")
+        return None
+
+    return check
+
+
+FUSED_DEVICES = ("mps", "cuda", "xpu", "hpu", "cpu", "mtia", "privateuseone")
+"""Where torch 2.13's ``fused=True`` steps (``torch.utils._foreach_utils._get_fused_kernels_supported_devices``,
+copied, as :data:`CAPTURABLE_DEVICES`)."""
+
+
+def fused_problem(group: Mapping[str, Any], param: torch.Tensor) -> Exception | None:
+    """torch.optim's step-time check of ``fused=True`` (``_device_dtype_check_for_fused``): a parameter that
+    is not a floating-point tensor (a complex one) or lives elsewhere than on :data:`FUSED_DEVICES` is
+    refused with torch's RuntimeError and message. Where torch accepts it, ``fused`` changes nothing."""
+    if group.get("fused") and (param.device.type not in FUSED_DEVICES or not torch.is_floating_point(param)):
+        return RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                            f"devices: {list(FUSED_DEVICES)} but {param.dtype} and {param.device.type}")
     return None
 
 
