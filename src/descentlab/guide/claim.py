@@ -3,7 +3,10 @@ study's ``claim.json`` when one is given, else the shipped numbers — never wor
 
 ``claim.json`` (written by ``descentlab study``): ``entries``, one per (workload, Adam lr, budget) with
 ``workload``, ``lr``, ``budget_epochs``, ``within_tolerance``, ``gap``, ``still_improving`` and ``verdict``
-∈ {within, behind, undecided}; an overall ``verdict``; the ``tolerance``. An entry is *undecided* when the
+∈ {within, behind, undecided}, and ``equal_compute`` (the entry the study's verdict counts for its workload
+and lr: a study judges each workload at two budgets); an overall ``verdict``; the ``tolerance``. The
+section counts one entry per workload and lr: the ``equal_compute`` one (a claim.json without the flag:
+the x1 entry, or every entry of one without budget multiples, as the shipped numbers). An entry is *undecided* when the
 paired interval over seeds straddles the tolerance, or Adam was behind but still improving when its budget
 ended (that gap may be budget, not Adam).
 """
@@ -58,7 +61,11 @@ def _entry(path: Path, i: int, raw: Any) -> dict[str, Any]:
     gap = raw.get("gap")
     if gap is not None and (isinstance(gap, bool) or not isinstance(gap, (int, float))):
         raise _fail(path, f"entry {i} has gap {gap!r}, not a number")
+    basis = raw.get("equal_compute")
+    multiple = raw.get("multiple")
     return {"workload": str(raw["workload"]), "lr": float(raw["lr"]), "budget_epochs": raw["budget_epochs"],
+            "equal_compute": basis if isinstance(basis, bool) else None,
+            "multiple": multiple if isinstance(multiple, int) and not isinstance(multiple, bool) else None,
             "within_tolerance": bool(raw.get("within_tolerance", raw["verdict"] == "within")),
             "gap": gap, "gap_text": str(raw["gap_text"]) if "gap_text" in raw else None,
             "still_improving": bool(raw.get("still_improving", False)), "verdict": raw["verdict"]}
@@ -89,9 +96,33 @@ def load_claim(study: str | os.PathLike[str] | None) -> dict[str, Any]:
         raise _fail(path, "has no list of entries")
     entries = [_entry(path, i, e) for i, e in enumerate(raw["entries"])]
     tolerance = raw.get("tolerance")
-    return {"source": f"the study in {folder}", "tolerance": tolerance if isinstance(tolerance, str) else
-            json.dumps(tolerance) if tolerance is not None else "the study's tolerance",
+    return {"source": f"the study in {folder}", "tolerance": _tolerance_words(tolerance),
             "verdict": str(raw.get("verdict", "")), "entries": entries, "note": ""}
+
+
+def _tolerance_words(tolerance: Any) -> str:
+    """claim.json's ``tolerance`` in words, as the shipped numbers say it ("1 point of test accuracy
+    (regression: 1.1x the test loss)")."""
+    if isinstance(tolerance, str):
+        return tolerance
+    words = []
+    if isinstance(tolerance, dict):
+        for kind, unit in (("classification", "point(s) of test accuracy"), ("regression", "x the test loss")):
+            gap = tolerance.get(kind, {}).get("max_gap") if isinstance(tolerance.get(kind), dict) else None
+            if isinstance(gap, (int, float)) and not isinstance(gap, bool) and math.isfinite(gap):
+                words.append(f"{gap:g}{unit}" if unit.startswith("x") else f"{gap:g} {unit}")
+    if not words:
+        return "the study's tolerance"
+    return words[0] if len(words) == 1 else f"{words[0]} (regression: {words[1]})"
+
+
+def counted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the section counts: one per workload (see the module docstring)."""
+    if any(e.get("equal_compute") is not None for e in entries):
+        return [e for e in entries if e.get("equal_compute")]
+    if any(e.get("multiple") is not None for e in entries):
+        return [e for e in entries if e.get("multiple") in (None, 1)]
+    return list(entries)
 
 
 def claim_sentences(claim: dict[str, Any]) -> list[str]:
@@ -99,7 +130,7 @@ def claim_sentences(claim: dict[str, Any]) -> list[str]:
     is within, 'does not hold' only when none is undecided; otherwise undecided on this evidence."""
     out = []
     by_lr: dict[float, list[dict[str, Any]]] = {}
-    for e in claim["entries"]:
+    for e in counted_entries(claim["entries"]):
         by_lr.setdefault(e["lr"], []).append(e)
     for lr, entries in sorted(by_lr.items(), reverse=True):
         counts = {v: sum(e["verdict"] == v for e in entries) for v in VERDICTS}
@@ -113,7 +144,7 @@ def claim_sentences(claim: dict[str, Any]) -> list[str]:
             sentence += (f"; undecided on {counts['undecided']}, where the seeds' interval straddles the tolerance "
                          "or Adam was still improving when its budget ended")
         out.append(sentence + ".")
-    verdicts = [e["verdict"] for e in claim["entries"]]
+    verdicts = [e["verdict"] for e in counted_entries(claim["entries"])]
     if all(v == "within" for v in verdicts):
         out.append("On these workloads and budgets the claim holds.")
     elif "undecided" in verdicts:

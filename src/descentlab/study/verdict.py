@@ -245,7 +245,10 @@ class Claim:
         return text
 
     def to_json(self) -> dict[str, Any]:
+        """``claim.json``; each entry says whether it is its (workload, lr)'s equal-compute entry (the verdict's
+        basis, one per workload: what the guide counts)."""
         eb, ec = equal_budget(self.entries), equal_compute(self.entries)
+        basis = {id(e) for lr in {e.lr for e in self.entries} for e in equal_compute(self.entries, lr)}
         by: dict[str, Any] = {}
         for e in self.entries:
             key = f"lr {e.lr:g} x{e.multiple}"
@@ -262,7 +265,7 @@ class Claim:
                                         "each run's best validation); when the extension gained, the race runs "
                                         "again at twice the budget"},
                 "budgets": list(self.budgets), "by_lr_and_budget": list(by.values()),
-                "entries": [e.to_json() for e in self.entries]}
+                "entries": [{**e.to_json(), "equal_compute": id(e) in basis} for e in self.entries]}
 
 
 def _is(verdict: str) -> str:
