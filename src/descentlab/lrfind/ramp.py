@@ -5,7 +5,13 @@ training loss watched as it goes.
 Step t = 0 .. n−1 trains one minibatch at ``lr_t = start · (end / start)^(t / (n − 1))`` and records that
 batch's loss ``ℓ_t`` (computed before the update, as fastai does). The smoothed loss is the bias-corrected
 exponential moving average ``a_t = β·a_{t−1} + (1 − β)·ℓ_t``, ``s_t = a_t / (1 − β^(t+1))``. The test stops
-early when ``s_t`` exceeds ``stop_factor`` times its lowest value so far, or a loss is not finite.
+early when ``s_t`` exceeds ``stop_factor`` times its lowest value b so far, or a loss is not finite. That
+rule reads 0 as the loss's floor; once a batch's loss is below zero (a log-likelihood's, a loss with a
+constant offset) there is none, and ``stop_factor·b`` would stop the ramp as soon as the smoothed loss
+neared or crossed zero. From then on it stops when ``s_t > b + (stop_factor − 1)·max(|b|, s_0 − b)``: a
+rise above the best of (stop_factor − 1) times the larger of its distance from zero and the drop from
+the first smoothed loss s_0 — the same test for a loss and that loss shifted by a constant, once the
+loss has fallen by more than its distance from zero.
 
 Suggestion rule (:func:`suggest`, fastai's ``minimum``): the lr where the smoothed loss was lowest,
 divided by ten; the first tenth of the ramp is left out of that search (Lightning's ``skip_begin``), where
@@ -137,6 +143,7 @@ def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer
     smoothed: list[float] = []
     beta = beta_for(steps)
     average, best, reason = 0.0, math.inf, f"ramp finished ({steps} steps)"
+    floor_at_zero = True  # no batch's loss below 0 so far: fastai's stop rule (module docstring)
     batches = None
     for t, lr in enumerate(schedule):
         if t % per_epoch == 0:
@@ -157,8 +164,12 @@ def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer
         losses.append(value)
         smoothed.append(current)
         best = min(best, current)
-        if current > stop_factor * best:
-            reason = f"smoothed loss above {stop_factor:g}x its best at lr {lr:.3g}"
+        floor_at_zero = floor_at_zero and value >= 0
+        scale = best if floor_at_zero else max(abs(best), smoothed[0] - best)
+        if current > best + (stop_factor - 1) * scale:
+            reason = (f"smoothed loss above {stop_factor:g}x its best at lr {lr:.3g}" if floor_at_zero else
+                      f"smoothed loss above its best by {stop_factor - 1:g}x its distance from zero or its drop "
+                      f"so far at lr {lr:.3g} (the loss goes below zero)")
             break
         loss.backward()
         opt.step()
