@@ -279,8 +279,20 @@ def test_training_runs_in_train_mode_and_evaluation_in_eval_mode_without_gradien
 
 
 def test_a_batch_larger_than_the_training_set_is_full_batch(lstsq):
-    result = train(lstsq, optimizer="gd", lr=0.5, batch_size=10 * lstsq.n_train, epochs=3, keep_model=True)
+    # sgd: gd itself refuses a minibatch size (it is the full batch by definition)
+    result = train(lstsq, optimizer="sgd", lr=0.5, batch_size=10 * lstsq.n_train, epochs=3, keep_model=True)
     assert (result.steps, result.examples) == (3, 3 * lstsq.n_train)
     assert all(t.dtype == torch.float64 for t in result.state_dict().values())  # lstsq is float64 end to end
     gd = train(lstsq, optimizer="gd", lr=0.5, batch_size=None, epochs=3, keep_model=True)
     assert same_weights(result, gd)
+
+
+def test_gd_trains_the_full_batch_by_default_and_refuses_a_minibatch_size(lstsq):
+    """GD is g over the whole training set (the registry's ``full_batch``): ``train``'s default batch size is
+    the full batch for it and 64 for SGD; a minibatch size given to GD is refused, naming both, rather than
+    training minibatch SGD under GD's name."""
+    gd = train(lstsq, optimizer="gd", lr=0.5, epochs=2)
+    sgd = train(lstsq, optimizer="sgd", lr=0.01, epochs=1)
+    assert gd.steps == 2 and sgd.steps == -(-lstsq.n_train // 64)
+    with pytest.raises(ValueError, match=r"batch size 64 .*'gd' is full-batch"):
+        train(lstsq, optimizer="gd", lr=0.5, batch_size=64, epochs=1)

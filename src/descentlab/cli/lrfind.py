@@ -35,7 +35,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--optimizer", default="adam", help="registry name or module:attr (default adam)")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="optimizer hyper-parameter, repeatable (e.g. --hp momentum=0.9)")
-    parser.add_argument("--batch-size", default="64", metavar="N|full", help="minibatch size or 'full' (default 64)")
+    parser.add_argument("--batch-size", default=None, metavar="N|full",
+                        help="minibatch size or 'full' (default 64; the full batch for gd)")
     parser.add_argument("--start-lr", default=str(LRFIND_START_LR), help=f"first lr (default {LRFIND_START_LR:g})")
     parser.add_argument("--end-lr", default=str(LRFIND_END_LR), help=f"last lr (default {LRFIND_END_LR:g})")
     parser.add_argument("--steps", default=str(LRFIND_STEPS), help=f"steps of the ramp (default {LRFIND_STEPS})")
@@ -52,15 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from ..lrfind.plot import save
     from ..tasks import resolve_task
     from ..train.device import check_device
-    from ..train.setup import check_optimizer
+    from ..train.setup import check_batch_size, check_optimizer, check_optimizer_options
 
     out = check_file("--out", args.out, suffix=".png")
     start = parse_number("--start-lr", args.start_lr, float)
     end = parse_number("--end-lr", args.end_lr, float)
     steps = parse_number("--steps", args.steps, int)
     seed = parse_number("--seed", args.seed, int)
-    batch_size = parse_number("--batch-size", args.batch_size, int, allow=("full",))
-    if batch_size is not None and batch_size < 1:
+    batch_size = ("auto" if args.batch_size is None
+                  else parse_number("--batch-size", args.batch_size, int, allow=("full",)))
+    if isinstance(batch_size, int) and batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer or 'full', got {args.batch_size!r}")
     if seed < 0 or seed > 2**64 - 1:
         raise ValueError(f"--seed must be an integer in [0, 2**64 - 1], got {args.seed!r}")
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ValueError("--" + str(error).replace("_", "-", 1)) from None
     options = parse_assignments("--hp", args.hp)
-    check_optimizer(args.optimizer)
+    check_batch_size(batch_size, check_optimizer(args.optimizer))
+    check_optimizer_options(options)
     check_device(args.device)
     task = resolve_task(args.task)
     if args.model is not None and args.model not in task.models:

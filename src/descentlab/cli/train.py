@@ -29,8 +29,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--lr", default="1e-3", help="learning rate (default: 1e-3)")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="optimizer hyper-parameter, repeatable (e.g. --hp momentum=0.9)")
-    parser.add_argument("--batch-size", default="64", metavar="N|full",
-                        help="minibatch size, or 'full' for full-batch gradient descent (default: 64)")
+    parser.add_argument("--batch-size", default=None, metavar="N|full",
+                        help="minibatch size, or 'full' for full-batch gradient descent (default: 64; the full batch "
+                        "for gd)")
     parser.add_argument("--epochs", default=None, help=f"passes over the training set (default: {TRAIN_EPOCHS})")
     parser.add_argument("--steps", default=None, help="train for exactly this many steps instead of --epochs")
     parser.add_argument("--eval-every", default=None, metavar="STEPS",
@@ -82,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import jsonable
     from ..tasks import resolve_task
     from ..train import train
+    from ..train.setup import check_batch_size, check_optimizer, check_optimizer_options
 
     if args.out is not None:
         check_directory("--out", args.out)
     lr = parse_number("--lr", args.lr, float)
-    batch_size = parse_number("--batch-size", args.batch_size, int, allow=("full",))
+    batch_size = ("auto" if args.batch_size is None
+                  else parse_number("--batch-size", args.batch_size, int, allow=("full",)))
     epochs = parse_number("--epochs", args.epochs, int)
     steps = parse_number("--steps", args.steps, int)
     eval_every = parse_number("--eval-every", args.eval_every, int)
@@ -95,10 +98,12 @@ def run(args: argparse.Namespace) -> int:
     model_options: dict[str, Any] = {}
     if args.hidden is not None:
         model_options["hidden"] = tuple(parse_number("--hidden", s, int) for s in args.hidden.split(","))
+    hp = check_optimizer_options(parse_assignments("--hp", args.hp))
+    check_batch_size(batch_size, check_optimizer(args.optimizer))  # before the task's data is made
     task = resolve_task(args.task, **parse_assignments("--task-option", args.task_option))
     result = train(task, model=args.model, optimizer=args.optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
                    steps=steps, seed=seed, out=args.out, resume=args.resume, evaluate_test=args.test,
-                   quiet=args.quiet, eval_every=eval_every, optimizer_options=parse_assignments("--hp", args.hp),
+                   quiet=args.quiet, eval_every=eval_every, optimizer_options=hp,
                    model_options=model_options, divergence_factor=factor, tensorboard=args.tensorboard,
                    schedule=args.schedule, device=args.device)
     print(summary_line(jsonable(result.to_dict())))

@@ -40,7 +40,15 @@ import torch
 from ..tasks import Task, resolve_task
 from ..train.data import Data
 from ..train.device import check_device
-from ..train.setup import OptimizerSpec, check_optimizer, make_optimizer, optimizer_label
+from ..train.setup import (
+    AUTO_BATCH,
+    OptimizerSpec,
+    check_batch_size,
+    check_optimizer,
+    check_optimizer_options,
+    make_optimizer,
+    optimizer_label,
+)
 from ..train.track import Budget
 
 START_LR = 1e-7
@@ -113,17 +121,20 @@ def check_settings(start: Any, end: Any, steps: Any, stop_factor: Any) -> None:
 
 
 def lr_find(task: Task | str = "mnist1d", *, model: str | None = None, optimizer: OptimizerSpec = "adam",
-            batch_size: int | None = 64, start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
-            max_steps: int | None = None, stop_factor: float = STOP_FACTOR, seed: int = 0, device: str = "cpu",
-            optimizer_options: Mapping[str, Any] | None = None) -> RangeTest:
+            batch_size: int | str | None = AUTO_BATCH, start_lr: float = START_LR, end_lr: float = END_LR,
+            steps: int = STEPS, max_steps: int | None = None, stop_factor: float = STOP_FACTOR, seed: int = 0,
+            device: str = "cpu", optimizer_options: Mapping[str, Any] | None = None) -> RangeTest:
     """Run the range test on ``task``'s ``model`` with ``optimizer`` (its default hyper-parameters plus
-    ``optimizer_options``); ``batch_size=None`` is full batch. ``max_steps`` caps the ramp (a race
+    ``optimizer_options``); ``batch_size=None`` is full batch, ``"auto"`` full for GD and 64 otherwise
+    (:func:`descentlab.train.setup.check_batch_size`). ``max_steps`` caps the ramp (a race
     passes one run's budget). Returns a :class:`RangeTest` with the suggestion."""
     check_settings(start_lr, end_lr, steps, stop_factor)
     if max_steps is not None:
         steps = max(1, min(steps, int(max_steps)))
     task_obj = resolve_task(task) if isinstance(task, str) else task
     optimizer = check_optimizer(optimizer)
+    batch_size = check_batch_size(batch_size, optimizer)
+    optimizer_options = check_optimizer_options(optimizer_options)
     model_name = task_obj.default_model if model is None else model
     if model_name not in task_obj.models:
         raise ValueError(f"unknown model {model_name!r} for task {task_obj.name!r}; known: "

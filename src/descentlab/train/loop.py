@@ -44,7 +44,18 @@ from .evaluate import grad_norm
 from .result import RunResult
 from .rundir import RunDir
 from .schedule import check_schedule, make_scheduler
-from .setup import OptimizerSpec, check_int, check_lr, check_optimizer, make_optimizer, optimizer_label, versions
+from .setup import (
+    AUTO_BATCH,
+    OptimizerSpec,
+    check_batch_size,
+    check_int,
+    check_lr,
+    check_optimizer,
+    check_optimizer_options,
+    make_optimizer,
+    optimizer_label,
+    versions,
+)
 from .track import Budget, RunTrack, check_patience, run_config
 
 SHUFFLE_SALT = 0x5EED_DA7A  # the shuffle stream differs from the initialisation stream of the same seed
@@ -89,7 +100,8 @@ class _Plan:
 
 
 def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec = "adam", lr: float = 1e-3,
-          batch_size: int | None = 64, epochs: int | None = None, steps: int | None = None, seed: int = 0,
+          batch_size: int | str | None = AUTO_BATCH, epochs: int | None = None, steps: int | None = None,
+          seed: int = 0,
           out: str | Path | None = None, resume: bool = False, evaluate_test: bool = False, quiet: bool = True,
           eval_every: int | None = None, optimizer_options: Mapping[str, Any] | None = None,
           model_options: Mapping[str, Any] | None = None,
@@ -101,7 +113,9 @@ def train(task: Task | str, model: str | None = None, optimizer: OptimizerSpec =
 
     - ``optimizer``: a registry name (``descentlab.optim.names()``), a ``torch.optim.Optimizer``
       class, or a factory ``(params, lr=..., **optimizer_options) -> Optimizer``.
-    - ``batch_size=None``: full-batch GD; an integer: minibatch, reshuffled each epoch.
+    - ``batch_size=None``: full-batch GD; an integer: minibatch, reshuffled each epoch; ``"auto"`` (the
+      default): full batch for a full-batch registry optimizer (``gd``, which refuses a minibatch size),
+      64 for every other.
     - Budget: ``epochs`` (default 20) or ``steps`` (exact number of updates), not both.
     - ``eval_every``: evaluate on the validation split every that many steps; default: at the end of
       every epoch. There is always an evaluation at step 0 and at the last step.
@@ -154,7 +168,8 @@ def _check(task: Task | str, model: str | None, optimizer: Any, lr: Any, batch_s
         raise TypeError(f"task must be a descentlab Task or a task name, got {type(task).__name__}")
     optimizer = check_optimizer(optimizer)
     lr = check_lr(lr)
-    batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
+    batch_size = check_batch_size(batch_size, optimizer)
+    optimizer_options = check_optimizer_options(optimizer_options)
     seed = check_int("seed", seed, 0, high=MAX_SEED, high_text="2**64 - 1")
     if epochs is not None and steps is not None:
         raise ValueError(f"give epochs or steps, not both (got epochs={epochs!r}, steps={steps!r})")

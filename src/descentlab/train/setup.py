@@ -55,6 +55,35 @@ def check_optimizer(spec: Any) -> OptimizerSpec:
     raise TypeError(f"optimizer must be a registry name, an Optimizer class or a factory, got {spec!r}")
 
 
+AUTO_BATCH = "auto"
+"""``batch_size="auto"`` (train's and lr_find's default): the whole training set for a full-batch registry
+optimizer (``gd``), :data:`DEFAULT_BATCH_SIZE` for every other."""
+DEFAULT_BATCH_SIZE = 64
+
+
+def check_batch_size(batch_size: Any, optimizer: OptimizerSpec) -> int | None:
+    """``batch_size`` checked against ``optimizer``: None is the full batch; ``"auto"`` as :data:`AUTO_BATCH`
+    says; a minibatch size for a full-batch optimizer (GD: g over the whole training set) is refused, not
+    trained as minibatch SGD under GD's name."""
+    full = isinstance(optimizer, str) and resolve(optimizer).full_batch
+    if isinstance(batch_size, str) and batch_size == AUTO_BATCH:
+        return None if full else DEFAULT_BATCH_SIZE
+    size = check_int("batch_size", batch_size, 1, allow_none=True)
+    if full and size is not None:
+        raise ValueError(f"batch size {size} (--batch-size): optimizer {optimizer!r} is full-batch gradient descent "
+                         "(each step takes the whole training set); use 'sgd' for minibatches, or the full batch")
+    return size
+
+
+def check_optimizer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The optimizer's hyper-parameters beyond the lr: ``lr`` among them is refused (it has its own argument)."""
+    values = dict(options or {})
+    if "lr" in values:
+        raise ValueError(f"--hp lr={values['lr']!r} (optimizer_options): the learning rate is set by --lr (lr=), "
+                         "not among the other hyper-parameters")
+    return values
+
+
 def make_optimizer(spec: OptimizerSpec, params: list[torch.Tensor], lr: float,
                    options: Mapping[str, Any]) -> torch.optim.Optimizer:
     """``spec(params, lr=lr, **options)``, through the registry for a name."""
