@@ -118,8 +118,15 @@ buffers; every variant (descentlab per engine mode, torch's three) is built side
 
 def check_options(optimizers: Sequence[str], layouts: Sequence[int], numel: int,
                   engines: Sequence[str] = DEFAULT_ENGINES) -> None:
-    """Refuse, before anything is allocated, options the benchmark cannot run: unknown optimizers,
-    layouts outside [1, params], and a parameter count whose tensors would not fit in memory."""
+    """Refuse, before anything is allocated, options the benchmark cannot run: a repeated optimizer or
+    layout, unknown optimizers, layouts outside [1, params], and a parameter count whose tensors would
+    not fit in memory."""
+    for option, values in (("--optimizers", list(optimizers)), ("--layouts", list(layouts))):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            given = ",".join(str(v) for v in values)
+            raise ValueError(f"{option} {given!r}: {', '.join(repeated)} given twice (each is one benchmark: give it "
+                             "once)")
     for name in optimizers:
         resolve(name)  # unknown names raise ValueError listing the known ones
     for layout in layouts:
