@@ -75,7 +75,7 @@ def test_lrfind_cli_writes_the_plot_and_the_numbers(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--start-lr", "0"], "--start-lr must be a positive finite number"),
-    (["--start-lr", "1", "--end-lr", "0.1"], "--end-lr must be larger than start_lr"),
+    (["--start-lr", "1", "--end-lr", "0.1"], "--end-lr must be larger than --start-lr"),
     (["--steps", "1"], "--steps must be an integer in [2, 1000000]"),
     (["--out", "x.jpg"], "--out must end in .png"),
     (["--optimizer", "nope"], "nope"),

@@ -74,6 +74,8 @@ DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_ENGINES = ("auto", "fused-ieee")
 TORCH_VARIANTS = ("torch for-loop", "torch foreach", "torch fused")
 OURS = "descentlab "
+AS_GIVEN = "as given (not a rule)"
+"""The one row of an optimizer that is not a descentlab rule (``torch.optim:Adam``, a factory)."""
 """Prefix of descentlab's variants: ``descentlab auto``, ``descentlab compiled``, ..."""
 WARM_NUMEL = 1 << 16
 """Elements of the small problem each variant runs first (compiles and loads code before timing)."""
@@ -273,8 +275,10 @@ def parse_engines(text: str) -> list[str]:
 def _variants(name: str, engines: Sequence[str]) -> list[Variant]:
     entry = resolve(name)
     hypers = dict(entry.preset)
-    out: list[Variant] = [(OURS + mode, entry.cls, hypers, mode) for mode in engines]
     ours = isinstance(entry.cls, type) and issubclass(entry.cls, RuleOptimizer)
+    if not ours:  # a torch.optim class or a factory: descentlab's engine modes do not apply, one row as given
+        return [(AS_GIVEN, entry.cls, hypers, "-")]
+    out: list[Variant] = [(OURS + mode, entry.cls, hypers, mode) for mode in engines]
     torch_cls = getattr(torch.optim, entry.cls.__name__, None) if ours else None
     if torch_cls is not None:
         accepted = inspect.signature(torch_cls).parameters

@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         ramp.check_settings(start, end, steps, ramp.STOP_FACTOR)
     except ValueError as error:
-        raise ValueError("--" + str(error).replace("_", "-", 1)) from None
+        text = str(error)
+        for name in ("start_lr", "end_lr", "stop_factor", "steps"):
+            text = text.replace(name, "--" + name.replace("_", "-"))
+        raise ValueError(text) from None
     options = parse_assignments("--hp", args.hp)
     check_batch_size(batch_size, check_optimizer(args.optimizer))
     check_optimizer_options(options)
