@@ -203,9 +203,10 @@ class RaceSummary:
 
     def ranked(self, schedule: str | None = None) -> list[ArmSummary]:
         """Arms with a test score (a selected setting and a finished confirmation run), best first *on
-        validation*: the highest mean best-point validation accuracy of their confirmation runs (regression:
-        the lowest validation loss). The winner is chosen on validation, like every other choice of the race;
-        the test split only measures it."""
+        validation*: fewest confirmation seeds that diverged or failed, then the highest mean best-point
+        validation accuracy of their confirmation runs (regression: the lowest validation loss), an exact
+        tie broken as the module docstring says. The winner is chosen on validation, like every other
+        choice of the race; the test split only measures it."""
         def key(s: ArmSummary) -> tuple[int, float, float, float, str, str]:
             if self.classification:
                 value = -(s.best_val_acc.mean if s.best_val_acc.mean is not None else -math.inf)
