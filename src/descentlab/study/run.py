@@ -60,15 +60,10 @@ def race_folder(workload: Workload, epochs: int) -> str:
 
 
 def tuned_best(race: RaceData) -> ArmSummary | None:
-    """The race's tuned best arm: the best mean best-validation metric over its confirmation seeds
-    (validation only, as the race selects; ties: the earlier arm)."""
-    summary = race.summary
-    key = "best_val_acc" if summary.classification else "best_val_loss"
-    scored = [a for a in summary.arms if getattr(a, key).mean is not None]
-    if not scored:
-        return None
-    sign = -1.0 if summary.classification else 1.0
-    return min(scored, key=lambda a: sign * getattr(a, key).mean)
+    """The race's tuned best arm: the race's own best (:meth:`descentlab.racing.RaceSummary.best`: an arm that
+    finished every confirmation seed before one that did not, then the best mean best-validation metric —
+    validation only — then time to target, best epoch, name). None when no arm finished a run."""
+    return race.summary.best()
 
 
 def _best_val(arm: ArmSummary, classification: bool) -> float | None:
