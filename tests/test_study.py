@@ -145,6 +145,9 @@ def test_the_best_tuned_optimizer_is_picked_on_validation_not_on_test():
     (["--workloads", "mnist1d/transformer"], "'transformer' is not a model of 'mnist1d'"),
     (["--workloads", "lstsq@0"], "budget in 'lstsq@0'"),
     (["--workloads", "lstsq,lstsq"], "each workload once"),
+    (["--workloads", "lstsq,lstsq-linear@3"], "'lstsq' and 'lstsq-linear@3' are the same workload (task 'lstsq', "
+                                              "model 'linear')"),
+    (["--workloads", "digits@5,mnist1d,digits-mlp"], "'digits@5' and 'digits-mlp' are the same workload"),
     (["--workloads", "no_such_module:task"], "cannot import module"),
     (["--seeds", "0"], "seeds: a count must be in"),
     (["--optimizers", "nope"], "nope"),
@@ -158,6 +161,17 @@ def test_study_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys, m
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("descentlab study: error: ") and needle in err[0], err
     assert not out.exists()
+
+
+def test_a_workload_is_its_task_and_model_whatever_its_name():
+    from descentlab.study.suite import Workload, check_distinct, parse_workloads
+
+    assert [w.name for w in parse_workloads("digits,mnist1d-mlp,mnist1d/cnn", True)] == ["digits", "mnist1d-mlp",
+                                                                                        "mnist1d-cnn"]
+    mine = [Workload("m:f", "m:f", None, 3), Workload("m:f-mlp", "m:f", "mlp", 3)]
+    check_distinct(mine)  # an own task's default model is not known before it is imported: compared as written
+    with pytest.raises(ValueError, match="'m:f' and 'm:f-mlp' are the same workload"):
+        check_distinct(mine, default_model=lambda task: "mlp")  # run_study passes the imported task's default
 
 
 def test_a_full_study_refuses_one_seed_a_demo_takes_it(tmp_path, capsys, monkeypatch):

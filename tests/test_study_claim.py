@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from descentlab.cli import main
 from descentlab.racing.summary import Stat
 from descentlab.study import run, run_study, settle, verdict
 from descentlab.study.analysis import Entry, WorkloadView
+from descentlab.study.verdict import ClaimEntry
 
 SRC = Path(__file__).parents[1] / "src" / "descentlab"
 ENTRY_KEYS = {"workload", "lr", "budget_epochs", "within_tolerance", "gap", "still_improving", "verdict"}
@@ -77,6 +79,32 @@ def test_an_entry_still_improving_is_never_behind():
     assert verdict.judge(*_pair(best, adam)).verdict == "behind"
     improving = verdict.judge(*_pair(best, adam, improving=1))
     assert improving.verdict == "undecided" and improving.still_improving
+
+
+def _lost(best: dict[int, float], adam: dict[int, float], diverged: tuple[int, ...],
+          improving: int = 0) -> ClaimEntry:
+    """Untuned Adam finished the seeds of ``adam`` and diverged on ``diverged``."""
+    view = _view("w", best, adam, improving=improving)
+    view.entries[1] = replace(view.entries[1], unfinished_seeds=diverged, seeds=len(adam) + len(diverged))
+    return verdict.judge(view, view.entries[1])
+
+
+def test_a_seed_untuned_adam_diverged_on_counts_against_it_and_is_never_dropped():
+    best = {0: 0.90, 1: 0.91, 2: 0.92}
+    # matched the tuned best on two seeds, diverged on the third: never within (the red team's case)
+    one = _lost(best, {0: 0.90, 1: 0.91}, (2,))
+    assert one.verdict == "undecided" and not one.within_tolerance
+    assert one.adam_unfinished == 1 and one.paired_seeds == 2
+    # diverged on two of the three seeds the tuned best finished: behind there at any budget, so behind even
+    # while its one finished seed is still improving
+    most = _lost(best, {0: 0.90}, (1, 2), improving=1)
+    assert most.verdict == "behind" and most.still_improving and most.adam_unfinished == 2
+    every = _lost(best, {}, (0, 1, 2))
+    assert every.verdict == "behind" and every.paired_seeds == 0
+    # a seed the tuned best did not finish either is not lost to it, but still no within
+    shared = _lost({0: 0.90, 1: 0.91}, {0: 0.90, 1: 0.91}, (2,))
+    assert shared.verdict == "undecided"
+    assert verdict.judge(*_pair(best, {0: 0.90, 1: 0.91, 2: 0.92})).verdict == "within"
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,6 +4,7 @@ this plus the HTML report."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from .protocol import Arm, RaceConfig, make_config
 from .record import RunRecord, RunSpec, Setting
 from .runner import RaceContext, RunFn, TaskRef, check_jobs, run_all
 from .stages import expected_runs, plan_arm
-from .store import RESULTS, ResultsStore, check_store
+from .store import CONFIG, RESULTS, ResultsStore, check_store
 from .summary import RaceSummary, summarize
 
 
@@ -161,6 +162,20 @@ def check_options(task: Task | str = "mnist1d", *, lrs_later: bool = False, **op
     if lrs_later:
         known["lrs"] = None
     _checked_options(task, **{**_OPTION_DEFAULTS, **known}, ignore=LR_FIELDS if lrs_later else ())
+
+
+def check_bound(out: str | os.PathLike[str], task: Task | None = None) -> RaceConfig:
+    """The race in ``out`` (its ``race.json``), checked against what its task builds now as a resume is
+    (:func:`check_store` with the binding :func:`.binding.of` computes now): ValueError naming ``out`` and the
+    change when the task's data, the model or a raced optimizer's code is not what its runs were measured on.
+    For a caller that reads a finished race back instead of resuming it (a study), so that its runs are never
+    mixed with new runs on other data. ``task``: the task already loaded (else resolved from ``race.json``)."""
+    path = Path(out)
+    config = RaceConfig.from_json(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    if task is None:
+        task = resolve_task(config.task, **config.task_options)
+    check_store(path, replace(config, binding=binding.of(task, config.model, config.optimizers)).to_json())
+    return config
 
 
 _OPTION_DEFAULTS: dict[str, Any] = {

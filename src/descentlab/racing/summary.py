@@ -205,15 +205,12 @@ class RaceSummary:
         """Arms with a test score (a selected setting and a finished confirmation run), best first *on
         validation*: fewest confirmation seeds that diverged or failed, then the highest mean best-point
         validation accuracy of their confirmation runs (regression: the lowest validation loss), an exact
-        tie broken as the module docstring says. The winner is chosen on validation, like every other
-        choice of the race; the test split only measures it."""
-        def key(s: ArmSummary) -> tuple[int, float, float, float, str, str]:
-            if self.classification:
-                value = -(s.best_val_acc.mean if s.best_val_acc.mean is not None else -math.inf)
-            else:
-                value = s.best_val_loss.mean if s.best_val_loss.mean is not None else math.inf
-            best_epoch = s.best_epoch.mean if s.best_epoch.mean is not None else math.inf
-            return (s.unfinished, value, s.median_target_epochs(), best_epoch, s.optimizer, s.schedule)
+        tie broken as the module docstring says (:func:`rank_key`). The winner is chosen on validation, like
+        every other choice of the race; the test split only measures it."""
+        def key(s: ArmSummary) -> tuple[int, float, float, float, tuple[str, ...]]:
+            return rank_key(s.unfinished, (s.best_val_acc if self.classification else s.best_val_loss).mean,
+                            self.classification, s.median_target_epochs(), s.best_epoch.mean,
+                            (s.optimizer, s.schedule))
 
         scored = [s for s in self.arms if s.interval.mean is not None and (schedule is None or s.schedule == schedule)]
         return sorted(scored, key=key)
@@ -254,6 +251,22 @@ class RaceSummary:
     def by_arm(self, optimizer: str, schedule: str | None = None) -> ArmSummary | None:
         schedule = schedule or self.schedules[0]
         return next((s for s in self.arms if s.arm == (optimizer, schedule)), None)
+
+
+def rank_key(unfinished: int, best_val: float | None, classification: bool, epochs_to_target: float,
+             best_epoch: float | None, names: tuple[str, ...]) -> tuple[int, float, float, float, tuple[str, ...]]:
+    """The race's order of arms, smallest first (:meth:`RaceSummary.ranked`; docs/race-protocol.md, item 8):
+    first ``unfinished`` (confirmation seeds whose run diverged or failed: an arm that finished them all
+    ranks before every arm that did not, however well its finished seeds did), then the mean best-point
+    validation metric ``best_val`` (highest accuracy, lowest loss; none ranks last), then, for an exact
+    tie there, fewer ``epochs_to_target`` (median over seeds, never = inf), the earlier mean
+    ``best_epoch``, and ``names``. The study orders its tuned entries with it too, so its "tuned best" is
+    the race's best arm."""
+    if classification:
+        value = -(best_val if best_val is not None else -math.inf)
+    else:
+        value = best_val if best_val is not None else math.inf
+    return (unfinished, value, epochs_to_target, best_epoch if best_epoch is not None else math.inf, names)
 
 
 def time_to_target(history: Sequence[Mapping[str, Any]], metric: str, target: float) -> tuple[float, float, int] | None:

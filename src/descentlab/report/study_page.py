@@ -68,10 +68,16 @@ def _claim_section(claim: ClaimView) -> list[str]:
         compute = "-" if r.compute_ratio is None else f"{r.compute_ratio:.2g}x"
         rows.append([r.workload, f"{r.lr:g}", f"{r.budget_epochs} (x{r.multiple})", compute,
                      f"{r.best}: {_score(r.best_test, r.classification)}", _score(r.adam_test, r.classification),
-                     _gap(r), str(r.paired_seeds), "yes" if r.still_improving else "no", r.verdict,
+                     _gap(r), _seeds(r), "yes" if r.still_improving else "no", r.verdict,
                      f"{_time(r.steps_to_target, False)} ({_time(r.best_steps_with_tuning, False)})"])
     parts.append(table(header, rows))
     return parts
+
+
+def _seeds(row: ClaimRow) -> str:
+    """The paired seeds, and the seeds untuned Adam diverged or failed on (they count against it)."""
+    lost = f" (Adam diverged or failed on {row.adam_unfinished})" if row.adam_unfinished else ""
+    return f"{row.paired_seeds}{lost}"
 
 
 def _profiles_section(page: StudyPage) -> list[str]:

@@ -77,6 +77,8 @@ class ClaimRow:
     compute_ratio: float | None
     steps_to_target: float
     best_steps_with_tuning: float
+    adam_unfinished: int = 0
+    """Seeds on which untuned Adam diverged or failed (never ``within``; shown beside the paired seeds)."""
 
 
 @dataclass(frozen=True)

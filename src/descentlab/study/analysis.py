@@ -12,6 +12,11 @@ and per untuned Adam lr of the article's claim, all measured the same way from t
   lr of its grid, one seed, a full budget each); ``tuning_steps`` / ``tuning_seconds`` sum them, and its
   time to target with tuning counted is that plus its own time to target. An untuned entry spent none.
 - ``improving``: seeds still improving when the budget ended (:func:`descentlab.study.settle.still_improving`).
+- ``unfinished_seeds``: seeds whose run diverged or failed (no test score). They are kept, never dropped:
+  the tuned best is the race's best arm (:func:`descentlab.racing.summary.rank_key`: an arm that finished
+  every confirmation seed ranks before one that did not, then the mean best validation metric, then time
+  to target, best epoch, name), and :func:`descentlab.study.verdict.judge` counts an unfinished seed of
+  untuned Adam against it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..racing.record import FINAL, TUNE, RunRecord
-from ..racing.summary import Stat
+from ..racing.summary import Stat, rank_key, time_to_target
 from .data import RaceData, WorkloadData
 from .settle import still_improving
 
@@ -52,6 +57,17 @@ class Entry:
     tuning_seconds: float = 0.0
     per_seed: dict[int, float] = field(default_factory=dict)
     """Test metric per seed (finished runs only), for paired comparisons."""
+    unfinished_seeds: tuple[int, ...] = ()
+    """Seeds whose run diverged or failed (no test metric): counted against the entry, never dropped."""
+    epochs_to_target: float = INF
+    """Median over seeds of the epochs to the target (never = inf): a tie-break of the race's ranking."""
+    best_epoch: float | None = None
+    """Mean best-validation epoch of the finished runs: a tie-break of the race's ranking."""
+
+    @property
+    def unfinished(self) -> int:
+        """Seeds whose run diverged or failed."""
+        return len(self.unfinished_seeds)
 
     def with_tuning(self, seconds: bool) -> float:
         """Time to target with the tuning runs counted (see the module docstring)."""
@@ -73,13 +89,15 @@ class WorkloadView:
         return [e for e in self.entries if not e.tuned]
 
     def best_tuned(self) -> Entry | None:
-        """The tuned optimizer with the best mean best-validation metric (validation only: the test split
-        takes part in no choice)."""
+        """The tuned optimizer the race ranks first (:func:`descentlab.racing.summary.rank_key`): among those
+        that finished every confirmation seed if any did, the best mean best-validation metric (validation
+        only: the test split takes part in no choice); an exact tie broken by time to target, best epoch,
+        name. None when no tuned optimizer finished a run."""
         scored = [e for e in self.tuned() if e.best_val.mean is not None]
         if not scored:
             return None
-        return max(scored, key=lambda e: e.best_val.mean) if self.classification else \
-            min(scored, key=lambda e: e.best_val.mean)
+        return min(scored, key=lambda e: rank_key(e.unfinished, e.best_val.mean, self.classification,
+                                                  e.epochs_to_target, e.best_epoch, (e.optimizer, e.label)))
 
 
 def untuned_label(optimizer: str, lr: float, multiple: int = 1) -> str:
@@ -108,6 +126,9 @@ def entry(label: str, optimizer: str, tuned: bool, lr: float | None, runs: Seque
     ok = [r for r in runs if r.ok]
     metric = "val_acc" if classification else "val_loss"
     times = [reach(r.history, metric, target) if target is not None and r.ok else (INF, INF) for r in runs]
+    epochs = [hit[0] if target is not None and r.ok and (hit := time_to_target(r.history, metric, target)) else INF
+              for r in runs]
+    per_seed = {int(r.seed): float(v) for r in ok if (v := (r.test_acc if classification else r.test_loss)) is not None}
     return Entry(label=label, optimizer=optimizer, tuned=tuned, lr=lr,
                  test=Stat.of((r.test_acc if classification else r.test_loss) for r in ok),
                  best_val=Stat.of((r.best_val_acc if classification else r.best_val_loss) for r in ok),
@@ -118,8 +139,9 @@ def entry(label: str, optimizer: str, tuned: bool, lr: float | None, runs: Seque
                  tuning_epochs=float(sum(r.epochs or 0.0 for r in tuning)),
                  tuning_steps=float(sum(r.steps or 0 for r in tuning)),
                  tuning_seconds=float(sum(r.wall_s or 0.0 for r in tuning)),
-                 per_seed={int(r.seed): float(v) for r in ok
-                           if (v := (r.test_acc if classification else r.test_loss)) is not None})
+                 per_seed=per_seed, unfinished_seeds=tuple(sorted({int(r.seed) for r in runs} - set(per_seed))),
+                 epochs_to_target=_median(epochs),
+                 best_epoch=Stat.of(r.best_epoch for r in ok).mean)
 
 
 def _runs(race: RaceData, optimizer: str, phase: str = FINAL) -> list[RunRecord]:

@@ -72,7 +72,8 @@ def _claim_view(claim: Claim) -> ClaimView:
     rows = tuple(ClaimRow(e.workload, e.lr, e.budget_epochs, e.multiple, e.classification,
                           f"{e.best_optimizer} ({format_lr(e.best_lr)})" if e.best_optimizer else "-",
                           e.adam_test, e.best_test, e.gap, _finite(e.gap_low), _finite(e.gap_high), e.paired_seeds,
-                          e.still_improving, e.verdict, e.compute_ratio, e.steps_to_target, e.best_steps_with_tuning)
+                          e.still_improving, e.verdict, e.compute_ratio, e.steps_to_target, e.best_steps_with_tuning,
+                          e.adam_unfinished)
                  for e in claim.entries)
     return ClaimView(claim.demo, claim.headline(), claim.verdict, ACC_POINTS * 100, LOSS_RATIO, SETTLE_ACC,
                      SETTLE_LOSS, CONFIDENCE, rows)

@@ -16,9 +16,10 @@ Layout of ``out``::
     <workload>/adam-lr<lr>-e<E>/      Adam at one of the article's lrs, untuned: a race with that one lr, E epochs
 
 A killed study is resumed by rerunning it with the same ``out``: finished races (``progress.json``) are
-only read back, the race that was cut off resumes itself (its finished runs are kept, none is repeated),
-and the rest run. Which budgets were needed is decided again from the finished races' records, so a
-resumed study takes the same path.
+first checked against what their task builds now (:func:`check_finished`: a change of data, model or
+optimizer code is refused before any run), then only read back; the race that was cut off resumes itself
+(its finished runs are kept, none is repeated), and the rest run. Which budgets were needed is decided
+again from the finished races' records, so a resumed study takes the same path.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .config import (
 )
 from .data import BudgetTry, RaceData, StudyResult, WorkloadData
 from .settle import continued, gained, next_budget, settled
-from .suite import Workload, parse_workloads
+from .suite import Workload, builtin_default_model, check_distinct, parse_workloads
 
 MAIN = "race"
 
@@ -60,15 +61,10 @@ def race_folder(workload: Workload, epochs: int) -> str:
 
 
 def tuned_best(race: RaceData) -> ArmSummary | None:
-    """The race's tuned best arm: the best mean best-validation metric over its confirmation seeds
-    (validation only, as the race selects; ties: the earlier arm)."""
-    summary = race.summary
-    key = "best_val_acc" if summary.classification else "best_val_loss"
-    scored = [a for a in summary.arms if getattr(a, key).mean is not None]
-    if not scored:
-        return None
-    sign = -1.0 if summary.classification else 1.0
-    return min(scored, key=lambda a: sign * getattr(a, key).mean)
+    """The race's tuned best arm: the race's own best (:meth:`descentlab.racing.RaceSummary.best`: an arm that
+    finished every confirmation seed before one that did not, then the best mean best-validation metric —
+    validation only — then time to target, best epoch, name). None when no arm finished a run."""
+    return race.summary.best()
 
 
 def _best_val(arm: ArmSummary, classification: bool) -> float | None:
@@ -130,10 +126,11 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
         check_jobs(jobs)
     config = make_study_config(chosen, optimizers, seeds, quick, device)
     out_path = check_out(out if out is not None else default_out(), config)
-    for workload in chosen:  # a module:attr that does not import: refused now, not after other races ran
-        _check_task(workload)
-    write_config(out_path, config)
+    defaults = {w.task: _check_task(w) for w in chosen}  # a module:attr that does not import: refused now
+    check_distinct(chosen, default_model=lambda task: defaults.get(task) or builtin_default_model(task))
     finished = read_progress(out_path)
+    check_finished(out_path, finished, chosen)
+    write_config(out_path, config)
     results, trained = [], 0
     for workload in chosen:
         options: dict[str, Any] = {"model": workload.model, "seeds": list(config.seeds), "device": device,
@@ -186,14 +183,38 @@ def run_study(workloads: str | Sequence[str] | Sequence[Workload] | None = None,
     return result
 
 
-def _check_task(workload: Workload) -> None:
-    if ":" in workload.task:
-        from ..tasks import resolve_task
+def _check_task(workload: Workload) -> str | None:
+    """A ``module:attr`` workload's task imported and its model checked; its default model (None for a
+    built-in task: the registry knows it without importing)."""
+    if ":" not in workload.task:
+        return None
+    from ..tasks import resolve_task
 
-        task = resolve_task(workload.task)
-        if workload.model is not None and workload.model not in task.models:
-            raise ValueError(f"workloads: {workload.model!r} is not a model of {workload.task!r}; known: "
-                             f"{', '.join(task.models)}")
+    task = resolve_task(workload.task)
+    if workload.model is not None and workload.model not in task.models:
+        raise ValueError(f"workloads: {workload.model!r} is not a model of {workload.task!r}; known: "
+                         f"{', '.join(task.models)}")
+    return task.default_model
+
+
+def check_finished(out: Path, finished: Sequence[str], workloads: Sequence[Workload]) -> None:
+    """Every race the study finished before (``progress.json``) checked against what its task builds now,
+    before any run: a finished race is read back, not resumed, so without this a study resumed after the
+    user's task changed its data would pair the old races' runs with new races' runs on other data. The
+    race's own check (:func:`descentlab.racing.check_bound`): ValueError naming the race's folder and the
+    change (the CLI: one line, exit 2). Each task is loaded once."""
+    from ..racing import check_bound
+    from ..tasks import Task, resolve_task
+
+    tasks: dict[str, Task] = {}
+    for workload in workloads:
+        for folder in finished:
+            directory = out / folder
+            if not folder.startswith(f"{workload.folder}/") or not (directory / CONFIG).exists():
+                continue
+            if workload.task not in tasks:
+                tasks[workload.task] = resolve_task(workload.task)
+            check_bound(directory, tasks[workload.task])
 
 
 def _race(out: Path, folder: str, finished: list[str], workload: Workload, race: Any, **options: Any,

@@ -10,12 +10,18 @@ when the tuned best is still improving there.
 ``--workloads`` takes a comma-separated list of suite names (``mnist1d-mlp``, with ``@EPOCHS`` another budget)
 or ``TASK[/MODEL][@EPOCHS]``
 where TASK is a built-in task or ``module:attr`` (a Task or a callable returning one).
+
+Each workload once: a workload is its (task, model) — the model a name leaves out is the task's default —
+whatever its name or starting budget. ``digits@120,digits-mlp`` names one workload twice (digits' default
+model is the MLP) and is refused, as ``lstsq,lstsq`` is: raced twice, it would count as two of the m
+workloads of the overall verdict (and two budgets of one workload would race the same budgets twice once
+the budget rule doubles the smaller). :func:`check_distinct` says so in one line naming both.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +76,29 @@ def parse_workloads(value: str | Sequence[str] | None, quick: bool = False) -> t
     out = [_parse(name, quick) for name in names]
     if len({w.folder for w in out}) != len(out):
         raise ValueError(f"workloads: each workload once please, got {names}")
+    check_distinct(out, names)
     return tuple(out)
+
+
+def builtin_default_model(task: str) -> str | None:
+    """The default model of a built-in task; None for ``module:attr`` (known once the task is imported)."""
+    return TASKS[task].default_model if task in TASKS else None
+
+
+def check_distinct(workloads: Sequence[Workload], names: Sequence[str] | None = None,
+                   default_model: Callable[[str], str | None] = builtin_default_model) -> None:
+    """ValueError naming ``--workloads`` and both names when two workloads are one (task, model) (module
+    docstring); ``default_model(task)``: the model a workload without one gets (None: not known, compared as
+    written). ``names``: how the user wrote each workload (default: its name)."""
+    seen: dict[tuple[str, str | None], str] = {}
+    for workload, written in zip(workloads, names or [w.name for w in workloads], strict=True):
+        model = workload.model or default_model(workload.task)
+        key = (workload.task, model)
+        if key in seen:
+            shown = repr(model) if model else "its default"
+            raise ValueError(f"workloads: {seen[key]!r} and {written!r} are the same workload (task "
+                             f"{workload.task!r}, model {shown}): each workload once please")
+        seen[key] = written
 
 
 def _parse(spec: str, quick: bool) -> Workload:

@@ -2,9 +2,11 @@
 learning_rate in [1e-3, 1e-4, 5e-4]" (the README: "Adam with lr 1e-3 is a good default").
 
 One :class:`ClaimEntry` per (workload, article lr, budget): untuned Adam at that lr and budget against
-the workload's *tuned best* (the race's arm with the best mean best-validation metric at the settled
-budget; validation only, the test split takes part in no choice), **paired by seed** (same seeds, so
-the same initial weights and data order; :func:`descentlab.racing.stats.paired_difference`):
+the workload's *tuned best* (the race's best arm at the settled budget, by the race's own ranking,
+:func:`descentlab.racing.summary.rank_key`: an arm that finished every confirmation seed before one that did
+not, then the best mean best-validation metric; validation only, the test split takes part in no choice),
+**paired by seed** (same seeds, so the same initial weights and data order;
+:func:`descentlab.racing.stats.paired_difference`):
 
 - classification: d_s = best_s − adam_s, test accuracy at each run's best validation point, in points;
   ``gap`` = mean d_s and its 95 % t interval [low, high] over the paired seeds;
@@ -20,8 +22,21 @@ Tolerance τ: ``ACC_POINTS`` = 1 point of accuracy, or ``LOSS_RATIO`` = 1.1 (10 
   margin (:func:`improved_later`: the longer run with the same seed *is* this run continued, so a
   better result there means this one had not settled);
 - ``undecided``: otherwise (the interval straddles τ; fewer than 2 paired seeds, so no interval; Adam
-  still improving; no finished run). A still-improving entry is never ``behind``.
-- ``--quick`` (a demo budget) judges nothing: every entry ``undecided``, no overall verdict.
+  still improving; no finished run). A still-improving entry is never ``behind`` on its interval (only
+  on seeds it lost, below).
+
+**A seed on which untuned Adam diverged or failed counts against it; it is never dropped.** It has no
+test score, so it cannot enter the paired interval (``paired_seeds`` counts the seeds both finished), and:
+
+- an entry with such a seed (``adam_unfinished`` > 0) is never ``within``: a default that blew up on one
+  seed in three is not "within tolerance" on that workload, however well it did on the others;
+- a seed the tuned best finished and Adam did not (a *lost* seed) is one on which Adam is behind by more
+  than any tolerance, whatever the budget (the same seed trains the same way until it diverges). So the
+  entry is ``behind`` when Adam lost more than half of the seeds the tuned best finished — the median
+  seed is lost — still improving or not; otherwise the interval over the paired seeds decides ``behind``
+  as above (the lost seeds could only widen Adam's shortfall).
+
+``--quick`` (a demo budget) judges nothing: every entry ``undecided``, no overall verdict.
 
 Overall, for the headline lr (``HEADLINE_LR`` = 1e-3), over the m workloads, with W within, B behind:
 ``holds`` when W = m; ``mostly holds`` when W > m/2; ``does not hold`` when B ≥ m/2; else ``undecided``.
@@ -75,6 +90,7 @@ class ClaimEntry:
     gap_low: float | None
     gap_high: float | None
     paired_seeds: int
+    """Seeds both finished (the interval's seeds)."""
     within_tolerance: bool
     still_improving: bool
     verdict: str
@@ -84,6 +100,8 @@ class ClaimEntry:
     seconds_to_target: float
     best_steps_with_tuning: float
     best_seconds_with_tuning: float
+    adam_unfinished: int = 0
+    """Seeds on which untuned Adam diverged or failed (module docstring: never ``within``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: _finite(v) for k, v in asdict(self).items()}
@@ -106,7 +124,7 @@ def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
     best = view.best_tuned()
     gap = low = high = None
     n = 0
-    within = False
+    within = lost_most = False
     if best is not None:
         if view.classification:
             interval = paired_difference(best.per_seed, adam.per_seed)
@@ -120,7 +138,9 @@ def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
                 math.exp(interval.high)
             limit = LOSS_RATIO
         n = interval.n
-        within = interval.mean is not None and high <= limit
+        lost = sum(seed in best.per_seed for seed in adam.unfinished_seeds)
+        lost_most = 2 * lost > len(best.per_seed)
+        within = interval.mean is not None and high <= limit and not adam.unfinished
         behind = interval.mean is not None and low > limit
     else:
         behind = False
@@ -130,7 +150,7 @@ def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
         verdict = UNDECIDED
     elif within:
         verdict = WITHIN
-    elif behind and not improving:
+    elif lost_most or (behind and not improving):
         verdict = BEHIND
     else:
         verdict = UNDECIDED
@@ -144,7 +164,7 @@ def judge(view: WorkloadView, adam: Entry, demo: bool = False) -> ClaimEntry:
         compute_ratio=adam.budget_epochs / tuning if tuning > 0 else None,
         steps_to_target=adam.steps_to_target, seconds_to_target=adam.seconds_to_target,
         best_steps_with_tuning=best.with_tuning(False) if best else math.inf,
-        best_seconds_with_tuning=best.with_tuning(True) if best else math.inf)
+        best_seconds_with_tuning=best.with_tuning(True) if best else math.inf, adam_unfinished=adam.unfinished)
 
 
 def _logs(values: dict[int, float]) -> dict[int, float | None]:
@@ -196,8 +216,10 @@ def tolerance_json() -> dict[str, Any]:
     return {"classification": {"unit": "points of test accuracy", "max_gap": ACC_POINTS * 100},
             "regression": {"unit": "ratio of test loss (geometric mean over seeds)", "max_gap": LOSS_RATIO},
             "confidence": CONFIDENCE,
-            "rule": "paired by seed; within: the upper end of the t interval of the gap <= max_gap; behind: its "
-                    "lower end > max_gap and Adam not still improving; otherwise undecided",
+            "rule": "paired by seed; within: the upper end of the t interval of the gap <= max_gap and Adam "
+                    "finished every seed; behind: Adam diverged or failed on more than half of the seeds the tuned "
+                    "best finished, or the interval's lower end > max_gap and Adam not still improving; otherwise "
+                    "undecided",
             "still_improving": {"last_quarter": "best validation of the last quarter of the budget beats the "
                                                 "best before it by more than the margin",
                                 "accuracy_margin": SETTLE_ACC, "loss_margin_relative": SETTLE_LOSS}}
@@ -258,7 +280,8 @@ class Claim:
                 "overall": None if self.demo else {"equal_budget": _counts(eb), "equal_compute": _counts(ec)},
                 "headline": self.headline(), "tolerance": tolerance_json(),
                 "budget_rule": {"max_doublings": MAX_DOUBLINGS,
-                                "rule": "the tuned best (best mean best-validation arm) has settled at a budget when "
+                                "rule": "the tuned best (the race's best arm: every confirmation seed finished, then "
+                                        "the best mean best-validation metric) has settled at a budget when "
                                         "none of its runs was still improving there (plateau), or when its setting "
                                         "alone trained for twice the budget on the same seeds (extension) gained no "
                                         "more than the margin over those runs' own first half (mean over seeds of "
