@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,19 +46,43 @@ def optimizer_fingerprint(name: str) -> str:
     entry = registry.resolve(name)
     rule = registry.rule_of(name)
     target: Any = rule.update if rule is not None else entry.cls
-    parts = [repr(sorted((k, repr(v)) for k, v in entry.preset.items()))]
+    parts = [_stable(sorted(entry.preset.items()))]
     while isinstance(target, functools.partial):
-        parts.append(repr((target.args, sorted(target.keywords.items()))))
+        parts.append(_stable((target.args, sorted(target.keywords.items()))))
         target = target.func
+    parts.append(_code(target))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _code(target: Any) -> str:
+    """``module.qualname`` of a function or class (a callable instance: of its class) and the SHA-256 of the
+    source file that defines it (none for C code or a notebook cell: the name stands for it)."""
     target = inspect.unwrap(target)
-    parts.append(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}")
+    if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)
+            or inspect.isbuiltin(target)):
+        target = type(target)  # a callable instance: its class's code decides what it does
+    text = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
     try:
         source = inspect.getsourcefile(target)
         with open(source or "", "rb") as file:
-            parts.append(hashlib.sha256(file.read()).hexdigest())
-    except (OSError, TypeError):  # defined in C, or in a notebook cell with no file: its name stands for it
+            text += " " + hashlib.sha256(file.read()).hexdigest()
+    except (OSError, TypeError):
         pass
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return text
+
+
+def _stable(value: Any) -> str:
+    """``value`` as text that is the same in every process: numbers, strings and containers as ``repr``
+    prints them, a callable or any other object by its code (:func:`_code`), never by its address."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_stable(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_stable(k)}: {_stable(v)}" for k, v in value.items()) + "}"
+    if callable(value):
+        return _code(value)
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def of(task: Task, model: str, optimizers: Sequence[str] = ()) -> dict[str, Any]:

@@ -79,6 +79,10 @@ class ResultsStore:
                 before, now = stored.get("binding"), config["binding"]
                 code_only = isinstance(before, dict) and all(before.get(k) == now.get(k) for k in now
                                                              if k != OPTIMIZER_CODE)
+                if code_only and OPTIMIZER_CODE not in before:
+                    raise ValueError(f"--out {str(path)!r} holds a race written by an earlier descentlab, which did "
+                                     "not record its optimizers' code: its runs cannot be checked against the code "
+                                     "that would train the rest, so they are not mixed; use another --out")
                 if code_only:
                     raise ValueError(f"--out {str(path)!r} holds a race run with other optimizer code "
                                      f"({_binding_change(before, now)}): its runs cannot be mixed with new ones; use "
@@ -225,8 +229,8 @@ def _binding_change(stored: Any, wanted: dict[str, Any]) -> str:
     changed = [f"{names.get(k, k)} changed" for k in keys if stored.get(k) != wanted.get(k)
                and k != OPTIMIZER_CODE]
     before, now = stored.get(OPTIMIZER_CODE) or {}, wanted.get(OPTIMIZER_CODE) or {}
-    changed += [f"the code of optimizer {name!r} changed" if name in before
-                else f"no fingerprint of optimizer {name!r}'s code was stored (an earlier descentlab wrote it)"
+    changed += [f"the code of optimizer {name} changed" if name in before
+                else f"no fingerprint of optimizer {name}'s code was stored"
                 for name in sorted(now) if before.get(name) != now[name]]
     return ", ".join(changed)
 
