@@ -150,3 +150,22 @@ def test_a_gap_of_one_test_example_on_every_seed_is_a_tie_not_a_finding():
     assert not any("beyond the seeds' noise" in w for w in recommendation(summary, epochs=1))
     large = dataclasses.replace(small, binding={"n_train": 100, "n_val": 40, "n_test": 400})
     assert summarize(large, rows).tied_with_best() == []
+
+
+def test_a_tie_on_validation_says_per_arm_which_later_key_put_the_winner_first():
+    """Three arms tie on validation; the winner reached the target as soon as one and had its best point
+    earlier, and reached the target sooner than the other: each gets its own reason, not "its name"."""
+    from descentlab.racing.summary import Stat
+    from descentlab.report.recommend import _tie_break
+
+    summary = summarize(config_for("sgd,adam,momentum"),
+                        rows_for({"sgd": [0.9, 0.9, 0.9], "adam": [0.9, 0.9, 0.9], "momentum": [0.9, 0.9, 0.9]}))
+    best, *_ = summary.ranked()
+    others = [s for s in summary.ranked() if s is not best]
+    assert {s.optimizer for s in summary.tied_on_validation(best)} == {s.optimizer for s in others}
+    best = dataclasses.replace(best, best_epoch=Stat(1.0, 0.0, 3))
+    same_time = dataclasses.replace(others[0], best_epoch=Stat(2.0, 0.0, 3))
+    slower = dataclasses.replace(others[1], target_epochs={seed: 5.0 for seed in others[1].target_epochs})
+    words = _tie_break(best, [same_time, slower], summary)
+    assert f"before {same_time.optimizer} because its best point came earlier" in words
+    assert f"before {slower.optimizer} because it reached the target in fewer epochs" in words

@@ -114,7 +114,8 @@ def _summary(config: RaceConfig, summary: RaceSummary) -> list[str]:
     return ["<h2>Summary</h2>", _table(header, table, summary.arms.index(best) if best is not None else None),
             f"<p class='muted'>{_e(target_sentence(summary))}. Test metrics: mean over seeds [95 % t interval]; "
             "<em>behind the best</em>: the paired difference to the best optimizer over the seeds both finished, "
-            "with its 95 % interval (<em>tie</em>: it contains 0, the two cannot be told apart); <em>best epoch</em>: "
+            "with its 95 % interval (<em>tie</em>: it contains 0, or the mean gap is at most one test example; the "
+            "two cannot be told apart); <em>best epoch</em>: "
             "the mean epoch of the best validation point (\"last\" when it was the final evaluation); "
             f"<em>diverged</em>: tuning runs that diverged; steps: optimizer updates in one run.{_e(split)}</p>"]
 

@@ -112,14 +112,25 @@ def _winner(summary: RaceSummary, best: ArmSummary, epochs: int) -> str:
 
 
 def _tie_break(best: ArmSummary, tied: Sequence[ArmSummary], summary: RaceSummary) -> str:
-    """Which of the rank's later keys put ``best`` before the arms it tied with on validation."""
-    fewest = best.median_target_epochs()
-    if math.isfinite(fewest) and all(fewest < s.median_target_epochs() for s in tied):
-        return f"it reached the target in fewer epochs ({fewest:g}, median over seeds)"
-    if best.best_epoch.mean is not None and all(s.best_epoch.mean is None or best.best_epoch.mean < s.best_epoch.mean
-                                                for s in tied):
-        return f"its best point came earlier (epoch {best.best_epoch.format()} on average)"
-    return "of its name (nothing else told them apart; the test comparison below says whether they differ)"
+    """Why ``best`` comes before each arm it tied with on validation: the first later key of the rank
+    (:func:`descentlab.racing.summary.rank_key`) where the two differ, said per arm."""
+    reasons: dict[str, list[str]] = {}
+    for other in tied:
+        if best.median_target_epochs() < other.median_target_epochs():
+            reason = f"it reached the target in fewer epochs ({best.median_target_epochs():g}, median over seeds)"
+        elif best.median_target_epochs() == other.median_target_epochs() and _earlier(best, other):
+            reason = f"its best point came earlier (epoch {best.best_epoch.format()} on average)"
+        else:
+            reason = "of its name (nothing else told them apart; the test comparison below says whether they differ)"
+        reasons.setdefault(reason, []).append(arm_label(other, summary))
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    return "; ".join(f"before {', '.join(names)} because {reason}" for reason, names in reasons.items())
+
+
+def _earlier(best: ArmSummary, other: ArmSummary) -> bool:
+    first, second = best.best_epoch.mean, other.best_epoch.mean
+    return first is not None and (second is None or first < second)
 
 
 def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
@@ -142,7 +153,8 @@ def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
                  f"{s.comparison.p_best_better:.2f})" for s in tied if s.comparison is not None
                  and s.comparison.p_best_better is not None]
         out.append(f"Cannot be told from {_name(best, summary)} on these seeds (the paired 95 % interval of the "
-                   f"test difference contains 0): {'; '.join(parts)}. Each is as good an answer on this budget.")
+                   f"test difference contains 0, or the mean gap is at most one test example): {'; '.join(parts)}. "
+                   "Each is as good an answer on this budget.")
     if better:
         parts = [f"{_name(s, summary)} (by {_gap(s, summary.classification, negate=True)})" for s in better]
         out.append(f"Better on test than the validation winner beyond the seeds' noise: {'; '.join(parts)} — the "
@@ -290,7 +302,7 @@ def _unfinished(summary: RaceSummary, failures: list[str]) -> list[str]:
         if s in ranked and s.unfinished:
             out.append(f"{name}: its selected setting diverged or failed on {s.unfinished} of its {s.seeds} "
                        f"confirmation seeds; its scores are over the {s.seeds - s.unfinished} that finished, and it "
-                       "ranks after every optimizer whose seeds all finished.")
+                       "ranks after every optimizer with fewer such seeds.")
         if s.all_diverged:
             out.append(f"{name}: {s.no_result_reason()}, so it has no result; it is listed, not dropped.")
         elif s not in ranked:
