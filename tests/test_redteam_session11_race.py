@@ -249,3 +249,15 @@ def test_a_users_rule_changed_since_the_race_is_not_answered_with_the_old_rules_
     refused = second.returncode == 2 and "signsgd" in second.stderr
     assert redone or refused, (f"exit {second.returncode}; the fixed rule was answered with the old rule's runs: "
                                f"{second.stdout.strip().splitlines()[-2]}")
+
+
+def test_lrs_auto_refuses_a_task_without_a_test_split_or_an_unknown_option_before_its_range_tests(monkeypatch):
+    """Found in review: the no-test-split refusal and an unknown keyword (``seed=``) came after the range tests."""
+    import pytest
+
+    calls = _count_range_tests(monkeypatch)
+    with pytest.raises(ValueError, match="has no test split"):
+        descentlab.race(no_test_split(), optimizers="sgd", lrs="auto", seeds=2, epochs=1, report=False)
+    with pytest.raises(TypeError, match="'seed'"):
+        descentlab.race("digits", optimizers="sgd", lrs="auto", seed=3, report=False)
+    assert not calls, f"range tests ran first: {calls}"

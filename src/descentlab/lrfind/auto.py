@@ -108,6 +108,7 @@ def for_race(task: Any, options: Mapping[str, Any]) -> AutoGrids:
     """The grids of a race called with ``lrs="auto"`` and the other ``options`` of
     :func:`descentlab.racing.run_race` (validated first, as the race would, before any range test)."""
     from ..outpaths import check_directory
+    from ..racing import check_test_split
     from ..racing.protocol import DEFAULT_LRS, make_config
     from ..tasks import Task, resolve_task
     from ..tasks.resolve import default_model_of
@@ -130,6 +131,7 @@ def for_race(task: Any, options: Mapping[str, Any]) -> AutoGrids:
         check_directory("--out", out)
     if task_obj is None:
         task_obj = resolve_task(task, **task_options)
+    check_test_split(task_obj, config.task)  # what the race would refuse, before the range tests
     model = model or task_obj.default_model
     steps = {name: Budget.of(task_obj.n_train, config.batch_sizes_for(name)[0], config.epochs).total
              for name in config.optimizers}

@@ -2,7 +2,7 @@
 resumable store, the runner, the statistics and the summary. ``descentlab.race(...)`` runs it and writes
 the report; :func:`run_race` runs it alone."""
 
-from .core import RaceResult, check_bound, check_options, run_race
+from .core import RaceResult, check_bound, check_options, check_test_split, run_race
 from .protocol import DEFAULT_LRS, DEFAULT_OPTIMIZERS, RaceConfig, make_config
 from .record import FINAL, RESULTS_FORMAT, TUNE, RunRecord, RunSpec, Setting
 from .stages import Selection, select
@@ -11,4 +11,4 @@ from .summary import ArmSummary, RaceSummary, summarize
 
 __all__ = ["DEFAULT_LRS", "DEFAULT_OPTIMIZERS", "FINAL", "RESULTS_FORMAT", "TUNE", "ArmSummary", "RaceConfig",
            "RaceResult", "RaceSummary", "ResultsStore", "RunRecord", "RunSpec", "Selection", "Setting", "make_config",
-           "check_bound", "check_options", "run_race", "select", "summarize"]
+           "check_bound", "check_options", "check_test_split", "run_race", "select", "summarize"]

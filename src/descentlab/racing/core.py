@@ -133,10 +133,7 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
     if config.model not in task_obj.models:
         raise ValueError(f"model {config.model!r} is not a model of task {config.task!r}; known: "
                          f"{', '.join(task_obj.models)}")
-    if not task_obj.has_test:
-        raise ValueError(f"task {config.task!r} has no test split: a race measures each optimizer's selected "
-                         "setting on the test split (validation picks it); give the task test data "
-                         "(descentlab.tasks.from_tensors(..., x_test, y_test))")
+    check_test_split(task_obj, config.task)
     config = replace(config, binding=binding.of(task_obj, config.model, config.optimizers))  # once, here
     check_store(out_path, config.to_json())  # a race on other data or another model is refused, untouched
     plan = None
@@ -153,11 +150,22 @@ def _prepare(task: Task | str, *, model: str | None, optimizers: Any, lrs: Any, 
                   context)
 
 
+def check_test_split(task: Task, name: str) -> None:
+    """ValueError when ``task`` has no test split: a race measures each optimizer's selected setting there."""
+    if not task.has_test:
+        raise ValueError(f"task {name!r} has no test split: a race measures each optimizer's selected setting on "
+                         "the test split (validation picks it); give the task test data "
+                         "(descentlab.tasks.from_tensors(..., x_test, y_test))")
+
+
 def check_options(task: Task | str = "mnist1d", *, lrs_later: bool = False, **options: Any) -> None:
     """The checks :func:`run_race` makes of its options and ``out`` before it loads the task's data
     (ValueError naming the option and the value). ``lrs_later``: the lrs are not known yet (``race --lrs
     auto`` checks everything else before its range tests), so the grid is not compared with the race
     ``out`` may hold; :func:`run_race` compares it when it starts."""
+    unknown = sorted(set(options) - set(_OPTION_DEFAULTS) - {"run_fn", "progress"})
+    if unknown:
+        raise TypeError(f"race() got an unexpected keyword argument {unknown[0]!r}")
     known = {k: v for k, v in options.items() if k in _OPTION_DEFAULTS}  # not run_fn, progress: no check
     if lrs_later:
         known["lrs"] = None
