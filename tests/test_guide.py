@@ -264,3 +264,17 @@ def test_the_readme_headline_states_the_shipped_study_numbers():
     assert cnn["verdict"] == "behind" and digits["verdict"] == "within" and SHIPPED["verdict"] == "undecided"
     assert f"{cnn['gap'] * 100:.1f} points [5.1, 12.4]" in head and "Undecided" in head
     assert "8.8 points behind [5.1, 12.4]" == cnn["gap_text"]
+
+
+def test_a_claim_without_the_equal_compute_flag_is_counted_as_the_study_counts_it():
+    """A claim.json written before entries carried ``equal_compute``: the guide picks, per workload and lr, the
+    largest budget multiple within the tuning compute (else x1), as the study's verdict does — one entry per
+    workload, the one the study's own overall verdict rests on."""
+    from descentlab.guide.claim import counted_entries
+
+    def entry(workload: str, multiple: int, ratio: float | None) -> dict:
+        return {"workload": workload, "lr": 1e-3, "multiple": multiple, "compute_ratio": ratio, "verdict": "within"}
+
+    entries = [entry("a", 1, 0.25), entry("a", 4, 1.0), entry("b", 1, 0.5), entry("b", 4, 2.0), entry("c", 1, None)]
+    counted = {(e["workload"], e["multiple"]) for e in counted_entries(entries)}
+    assert counted == {("a", 4), ("b", 1), ("c", 1)}

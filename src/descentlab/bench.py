@@ -74,9 +74,9 @@ DEFAULT_OPTIMIZERS = ("momentum", "adagrad", "rmsprop", "adam")
 DEFAULT_ENGINES = ("auto", "fused-ieee")
 TORCH_VARIANTS = ("torch for-loop", "torch foreach", "torch fused")
 OURS = "descentlab "
+"""Prefix of descentlab's variants: ``descentlab auto``, ``descentlab compiled``, ..."""
 AS_GIVEN = "as given (not a rule)"
 """The one row of an optimizer that is not a descentlab rule (``torch.optim:Adam``, a factory)."""
-"""Prefix of descentlab's variants: ``descentlab auto``, ``descentlab compiled``, ..."""
 WARM_NUMEL = 1 << 16
 """Elements of the small problem each variant runs first (compiles and loads code before timing)."""
 FLUSH_MIN_BYTES = 64 * 2**20

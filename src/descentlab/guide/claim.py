@@ -5,10 +5,9 @@ study's ``claim.json`` when one is given, else the shipped numbers — never wor
 ``workload``, ``lr``, ``budget_epochs``, ``within_tolerance``, ``gap``, ``still_improving`` and ``verdict``
 ∈ {within, behind, undecided}, and ``equal_compute`` (the entry the study's verdict counts for its workload
 and lr: a study judges each workload at two budgets); an overall ``verdict``; the ``tolerance``. The
-section counts one entry per workload and lr: the ``equal_compute`` one (a claim.json without the flag:
-the x1 entry, or every entry of one without budget multiples, as the shipped numbers). An entry is *undecided* when the
-paired interval over seeds straddles the tolerance, or Adam was behind but still improving when its budget
-ended (that gap may be budget, not Adam).
+section counts one entry per workload and lr: the ``equal_compute`` one (:func:`counted_entries`). An
+entry is *undecided* when the paired interval over seeds straddles the tolerance, or Adam was behind but
+still improving when its budget ended (that gap may be budget, not Adam).
 """
 
 from __future__ import annotations
@@ -63,9 +62,12 @@ def _entry(path: Path, i: int, raw: Any) -> dict[str, Any]:
         raise _fail(path, f"entry {i} has gap {gap!r}, not a number")
     basis = raw.get("equal_compute")
     multiple = raw.get("multiple")
+    ratio = raw.get("compute_ratio")
     return {"workload": str(raw["workload"]), "lr": float(raw["lr"]), "budget_epochs": raw["budget_epochs"],
             "equal_compute": basis if isinstance(basis, bool) else None,
             "multiple": multiple if isinstance(multiple, int) and not isinstance(multiple, bool) else None,
+            "compute_ratio": float(ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+            and math.isfinite(ratio) else None,
             "within_tolerance": bool(raw.get("within_tolerance", raw["verdict"] == "within")),
             "gap": gap, "gap_text": str(raw["gap_text"]) if "gap_text" in raw else None,
             "still_improving": bool(raw.get("still_improving", False)), "verdict": raw["verdict"]}
@@ -117,12 +119,25 @@ def _tolerance_words(tolerance: Any) -> str:
 
 
 def counted_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries the section counts: one per workload (see the module docstring)."""
+    """The entries the section counts: one per workload and lr, the study's equal-compute one (the verdict's
+    basis). claim.json flags it; for one written before the flag, the same choice is made here as the study
+    makes it (``descentlab.study.verdict.equal_compute``, which the guide does not import): the largest
+    budget multiple whose compute ratio is at most 1, else the x1 entry; every entry of a claim without
+    budget multiples (the shipped numbers)."""
     if any(e.get("equal_compute") is not None for e in entries):
         return [e for e in entries if e.get("equal_compute")]
-    if any(e.get("multiple") is not None for e in entries):
-        return [e for e in entries if e.get("multiple") in (None, 1)]
-    return list(entries)
+    if all(e.get("multiple") is None for e in entries):
+        return list(entries)
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((e["workload"], e["lr"]), []).append(e)
+    counted = []
+    for group in groups.values():
+        fitting = [e for e in group if e.get("compute_ratio") is not None and e["compute_ratio"] <= 1]
+        pool = fitting or [e for e in group if e.get("multiple") in (None, 1)]
+        if pool:
+            counted.append(max(pool, key=lambda e: e.get("multiple") or 1))
+    return counted
 
 
 def claim_sentences(claim: dict[str, Any]) -> list[str]:

@@ -71,7 +71,8 @@ def check_batch_size(batch_size: Any, optimizer: OptimizerSpec) -> int | None:
     size = check_int("batch_size", batch_size, 1, allow_none=True)
     if full and size is not None:
         raise ValueError(f"batch size {size} (--batch-size): optimizer {optimizer!r} is full-batch gradient descent "
-                         "(each step takes the whole training set); use 'sgd' for minibatches, or the full batch")
+                         "(each step takes the whole training set); use 'sgd' for minibatches, or --batch-size full "
+                         "(batch_size=None), or leave it out")
     return size
 
 
