@@ -169,3 +169,12 @@ def test_a_tie_on_validation_says_per_arm_which_later_key_put_the_winner_first()
     words = _tie_break(best, [same_time, slower], summary)
     assert f"before {same_time.optimizer} because its best point came earlier" in words
     assert f"before {slower.optimizer} because it reached the target in fewer epochs" in words
+
+
+def test_a_race_still_running_with_one_seed_recorded_is_not_told_to_race_more_seeds():
+    """The race asked for 3 seeds and has recorded one confirmation run per optimizer so far: the report says
+    the race has not finished, not "race with --seeds 3 or more" to a user who did."""
+    summary = summarize(config_for("sgd,adam", seeds=3), rows_for({"sgd": [0.8], "adam": [0.9]}))
+    words = " ".join(recommendation(summary, epochs=1))
+    assert "race with --seeds 3 or more" not in words
+    assert "Only 1 of adam's 3 confirmation seeds has a finished run so far" in words

@@ -196,6 +196,8 @@ class RaceSummary:
     split_sizes: dict[str, int] = field(default_factory=dict)
     """``n_train``, ``n_val``, ``n_test`` (from the race's binding)."""
     early_stopping: EarlyStopping = field(default_factory=lambda: EarlyStopping(0, 0.0, 0.0))
+    seeds_planned: int = 0
+    """The race's confirmation seeds (``--seeds``): a race still running has records for fewer."""
 
     @property
     def classification(self) -> bool:
@@ -336,7 +338,7 @@ def summarize(config: RaceConfig, records: Sequence[RunRecord]) -> RaceSummary:
                  for arm in config.arms()]
     summary = RaceSummary(summaries, metric, target, tuple(config.schedules),
                           {k: int(v) for k, v in (config.binding or {}).items() if k.startswith("n_")},
-                          _early_stopping(config, records))
+                          _early_stopping(config, records), len(config.seeds))
     _compare(summary, classification)
     return summary
 

@@ -138,9 +138,11 @@ def _ties(summary: RaceSummary, best: ArmSummary) -> list[str]:
     if not others:
         return []
     if best.interval.n < 2:
-        if best.seeds >= 2:
-            return [f"Only one of {_name(best, summary)}'s {best.seeds} confirmation seeds finished, so there is no "
-                    "spread over seeds and no gap here can be told from noise."]
+        planned = max(best.seeds, summary.seeds_planned)
+        if planned >= 2:
+            still = " so far (the race has not finished)" if best.seeds < summary.seeds_planned else ""
+            return [f"Only {best.interval.n} of {_name(best, summary)}'s {planned} confirmation seeds has a finished "
+                    f"run{still}, so there is no spread over seeds and no gap here can be told from noise."]
         return ["With one finished seed there is no spread over seeds, so no gap here can be told from noise "
                 "(race with --seeds 3 or more to tell)."]
     out = []
