@@ -35,16 +35,24 @@ def step_while_a_value_changes(rule: Any, set_value: Callable[[float], None], va
         set_value(values[0])
 
 
+def step_across(rule: Any, name: str, values: tuple[Any, ...], label: str = "", size: int = 8,
+                **options: Any) -> Any:
+    """Hyper-parameter ``name`` set to each of ``values`` in turn (the kernel traced at the first): auto and
+    eager bitwise equal at every one. Returns the auto optimizer (its routes say why it stepped as it did)."""
+    p, q = torch.nn.Parameter(torch.ones(size)), torch.nn.Parameter(torch.ones(size))
+    ours, core = rule.optimizer([p], **options), rule.optimizer([q], **options)
+    dl.set_engine(core, "eager")
+    for value in values:
+        for opt in (ours, core):
+            opt.param_groups[0][name] = value
+        p.grad, q.grad = torch.ones(size), torch.ones(size)
+        ours.step()
+        core.step()
+        assert torch.equal(p, q), (label, value, p[0].item(), q[0].item(), dl.last_routes(ours)[0])
+    return ours
+
+
 def step_across_beta(rule: Any, label: str = "") -> None:
     """A rule with a ``beta`` hyper-parameter at 0.4 (the kernel traced there), then 0.6: auto and eager
     bitwise equal at both (session 9's type looks gave auto 0.74, eager 0.884)."""
-    p, q = torch.nn.Parameter(torch.ones(8)), torch.nn.Parameter(torch.ones(8))
-    ours, core = rule.optimizer([p]), rule.optimizer([q])
-    dl.set_engine(core, "eager")
-    for beta in (0.4, 0.6):
-        for opt in (ours, core):
-            opt.param_groups[0]["beta"] = beta
-        p.grad, q.grad = torch.ones(8), torch.ones(8)
-        ours.step()
-        core.step()
-        assert torch.equal(p, q), (label, beta, p[0].item(), q[0].item(), dl.last_routes(ours)[0])
+    step_across(rule, "beta", (0.4, 0.6), label)

@@ -17,6 +17,7 @@ from descentlab.optim._trace import trace_problem
 from descentlab.optim.ops import add_scaled
 from descentlab.optim.probe import shape_problem
 from descentlab.optim.stacked import StackedRule
+from engine_pairs import step_across
 
 SCALE = 1.0
 SETTINGS = types.ModuleType("settings")
@@ -248,17 +249,7 @@ def test_a_helper_reached_through_a_module_attribute_is_read_too() -> None:
     finally:
         FACTOR = 1.0
     assert "FACTOR" in dl.last_routes(optimizer)[0].reason
-    ours, theirs = torch.nn.Parameter(torch.zeros(100)), torch.nn.Parameter(torch.zeros(100))
-    optimizer = type_test_in_helper.optimizer([ours], lr=0.4)
-    reference = type_test_in_helper.optimizer([theirs], lr=0.4)
-    dl.set_engine(reference, "eager")
-    for lr in (0.4, 0.6):
-        for opt in (optimizer, reference):
-            opt.param_groups[0]["lr"] = lr
-        ours.grad, theirs.grad = torch.ones(100), torch.ones(100)
-        optimizer.step()
-        reference.step()
-        assert torch.equal(ours, theirs), lr
+    optimizer = step_across(type_test_in_helper, "lr", (0.4, 0.6), size=100, lr=0.4)
     assert "isinstance" in dl.last_routes(optimizer)[0].reason
 
 
